@@ -1,1 +1,18 @@
-fn main() {}
+//! `vaultctl`: the per-user command-line client of aivaultd.
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vaultctl: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,1 +1,39 @@
-//! placeholder
+//! The wire protocol between `aivaultd` and its clients.
+//!
+//! A connection carries length-prefixed frames: a 4-byte big-endian length, then
+//! that many bytes of postcard. The length is checked against [`MAX_FRAME`]
+//! *before* anything is allocated. The first exchange is a handshake
+//! ([`Hello`] / [`HelloReply`]); after it the client sends [`Request`]s and the
+//! daemon answers each with a [`Response`] carrying the same id.
+//!
+//! Secret plaintext only ever travels *towards* the daemon ([`SecretBytes`] in
+//! requests). No [`Reply`] variant has a field that could carry a value back:
+//! metadata, masks, counts and audit records only.
+#![forbid(unsafe_code)]
+
+
+mod messages;
+
+pub mod frame;
+pub mod tty;
+pub use frame::{read_frame, write_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME};
+pub use messages::*;
+
+/// Protocol version spoken by this build. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Magic that opens every [`Hello`], so a stray client is told apart from a confused one.
+pub const HELLO_MAGIC: [u8; 8] = *b"AIVAULT1";
+
+/// Encodes a message as a postcard frame body.
+pub fn encode<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    postcard::to_stdvec(msg).map_err(|_| FrameError::Encode)
+}
+
+/// Decodes a frame body; trailing bytes are an error.
+pub fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(body) {
+        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        _ => Err(FrameError::Decode),
+    }
+}

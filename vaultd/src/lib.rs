@@ -1,1 +1,21 @@
-//! placeholder
+//! aivaultd: the root-owned daemon that holds the key-encryption key and the vault.
+//!
+//! Main pieces:
+//! * [`keys`] — key providers yielding the [`keys::Kek`];
+//! * [`store`] — the encrypted vault ([`store::Vault`]), one AEAD-sealed record per secret;
+//! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
+//! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
+//! * [`ops`] — what each request does, and the authorization rules for it;
+//! * [`config`] — the daemon's configuration file and command-line overrides.
+//!
+//! The only `unsafe` lives in [`sys`].
+#![deny(unsafe_code)]
+
+pub mod audit;
+// (integration pending) pub mod config;
+pub mod keys;
+// (integration pending) pub mod ops;
+pub mod secure_fs;
+// (integration pending) pub mod server;
+pub mod store;
+pub mod sys;

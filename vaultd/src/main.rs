@@ -1,1 +1,293 @@
-fn main() {}
+//! `aivaultd`: thin binary over the `aivaultd` library.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aivaultd::config::{Config, Overrides};
+use aivaultd::keys::{self, KdfParams, KeyProviderSpec};
+use aivaultd::store::Vault;
+use aivaultd::{ops::Daemon, secure_fs, server};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+/// The aivault daemon: holds the keys and the vault, and lets peer-identified
+/// callers use secrets without ever returning them.
+#[derive(Debug, Parser)]
+#[command(name = "aivaultd", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+struct PathArgs {
+    /// Configuration file [default: /etc/aivault/aivaultd.toml, if present]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Directory holding the vault (root-owned, 0700) [default: /var/lib/aivault]
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Listening socket [default: /run/aivault/aivaultd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory holding policy.toml and policy.d/ [default: /etc/aivault]
+    #[arg(long, global = true, value_name = "DIR")]
+    policy_dir: Option<PathBuf>,
+    /// Audit log (JSON lines) [default: /var/log/aivault/audit.jsonl]
+    #[arg(long, global = true, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Key provider: file:PATH, systemd-creds:NAME or passphrase [default: systemd-creds:aivault.kek]
+    #[arg(long, global = true, value_name = "SPEC")]
+    key_provider: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve requests (the default when no subcommand is given)
+    Serve,
+    /// Create a new, empty vault (and the key file, for a file: provider)
+    Init,
+    /// Rotate the data key and/or re-wrap it under a new key-encryption key (daemon stopped)
+    Rekey {
+        /// Re-encrypt every record under a fresh data-encryption key
+        #[arg(long)]
+        rotate_dek: bool,
+        /// Re-wrap the data key for this provider (a new file: key is generated if missing)
+        #[arg(long, value_name = "SPEC")]
+        new_key_provider: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(e) = run(cli) {
+        eprintln!("aivaultd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journald = std::path::Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .init();
+}
+
+fn require_root() -> Result<()> {
+    let uid = nix::unistd::geteuid();
+    if !uid.is_root() {
+        bail!("aivaultd must run as root (uid 0); it was started as uid {uid}");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    require_root()?;
+    let ov = Overrides {
+        config: cli.paths.config,
+        state_dir: cli.paths.state_dir,
+        socket: cli.paths.socket,
+        policy_dir: cli.paths.policy_dir,
+        audit_log: cli.paths.audit_log,
+        key_provider: cli.paths.key_provider,
+    };
+    let cfg = Config::load(&ov)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg),
+        Command::Init => init(&cfg),
+        Command::Rekey {
+            rotate_dek,
+            new_key_provider,
+        } => rekey(&cfg, rotate_dek, new_key_provider),
+    }
+}
+
+/// Reads a passphrase: a no-echo prompt (asked twice when `confirm`) on a
+/// terminal, otherwise one line of stdin.
+fn read_passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    if std::io::stdin().is_terminal() {
+        let first = aivault_tty_prompt(prompt)?;
+        if confirm && aivault_tty_prompt("Repeat passphrase: ")? != first {
+            bail!("passphrases do not match");
+        }
+        Ok(first)
+    } else {
+        let mut buf = Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .take(4096)
+            .read_to_end(&mut buf)
+            .context("reading passphrase from stdin")?;
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(buf)
+    }
+}
+
+fn aivault_tty_prompt(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
+    aivault_proto::tty::prompt_no_echo(prompt).context("reading passphrase from the terminal")
+}
+
+fn check_dirs(cfg: &Config) -> Result<()> {
+    secure_fs::check_secure_dir(&cfg.state_dir)
+        .with_context(|| format!("state directory {}", cfg.state_dir.display()))?;
+    if cfg.policy_dir.exists() {
+        secure_fs::check_secure_dir(&cfg.policy_dir)
+            .with_context(|| format!("policy directory {}", cfg.policy_dir.display()))?;
+    }
+    Ok(())
+}
+
+fn prepare_audit_dir(cfg: &Config) -> Result<()> {
+    if let Some(dir) = cfg.audit_log.parent() {
+        if !dir.exists() {
+            secure_fs::create_private_dir(dir)
+                .with_context(|| format!("creating audit directory {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn init(cfg: &Config) -> Result<()> {
+    secure_fs::create_private_dir(&cfg.state_dir)
+        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    check_dirs(cfg)?;
+    if Vault::exists(&cfg.state_dir) {
+        bail!(
+            "a vault already exists in {}; refusing to overwrite it",
+            cfg.state_dir.display()
+        );
+    }
+    let (kek, kdf) = match &cfg.key_provider {
+        KeyProviderSpec::File(path) if !path.exists() => {
+            keys::generate_key_file(path)
+                .with_context(|| format!("creating key file {}", path.display()))?;
+            eprintln!("aivaultd: created key file {}", path.display());
+            (keys::load_kek(&cfg.key_provider)?, None)
+        }
+        KeyProviderSpec::Passphrase => {
+            let pass = read_passphrase("New vault passphrase: ", true)?;
+            if pass.len() < 8 {
+                bail!("the passphrase must be at least 8 bytes");
+            }
+            let kdf = KdfParams::generate()?;
+            (Some(keys::kek_from_passphrase(&pass, &kdf)?), Some(kdf))
+        }
+        _ => (keys::load_kek(&cfg.key_provider)?, None),
+    };
+    let Some(kek) = kek else {
+        bail!("the key provider yielded no key");
+    };
+    Vault::init(&cfg.state_dir, &kek, cfg.key_provider.kind(), kdf)?;
+    prepare_audit_dir(cfg)?;
+    eprintln!(
+        "aivaultd: created an empty vault in {} (key provider {})",
+        cfg.state_dir.display(),
+        cfg.key_provider
+    );
+    Ok(())
+}
+
+fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result<()> {
+    check_dirs(cfg)?;
+    if !rotate_dek && new_provider.is_none() {
+        bail!("nothing to do: give --rotate-dek and/or --new-key-provider");
+    }
+    let _lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;
+    let kek = match keys::load_kek(&cfg.key_provider)? {
+        Some(k) => k,
+        None => {
+            let header = Vault::read_header(&cfg.state_dir)?;
+            let kdf = header
+                .kdf
+                .context("vault has no passphrase parameters")?;
+            let pass = read_passphrase("Current vault passphrase: ", false)?;
+            keys::kek_from_passphrase(&pass, &kdf)?
+        }
+    };
+    let mut vault = Vault::open(&cfg.state_dir, &kek)?;
+    if rotate_dek {
+        vault.rotate_dek()?;
+        eprintln!("aivaultd: data-encryption key rotated");
+    }
+    if let Some(spec) = new_provider {
+        let spec: KeyProviderSpec = spec.parse()?;
+        let (new_kek, kdf) = match &spec {
+            KeyProviderSpec::Passphrase => {
+                let pass = read_passphrase("New vault passphrase: ", true)?;
+                let kdf = KdfParams::generate()?;
+                (keys::kek_from_passphrase(&pass, &kdf)?, Some(kdf))
+            }
+            KeyProviderSpec::File(path) => {
+                if !path.exists() {
+                    keys::generate_key_file(path)?;
+                }
+                (keys::load_kek(&spec)?.context("no key")?, None)
+            }
+            KeyProviderSpec::SystemdCreds(_) => (keys::load_kek(&spec)?.context("no key")?, None),
+        };
+        vault.rekey(&new_kek, spec.kind(), kdf)?;
+        eprintln!("aivaultd: key-encryption key replaced; now using {spec}");
+    }
+    Ok(())
+}
+
+fn serve(cfg: Config) -> Result<()> {
+    check_dirs(&cfg)?;
+    prepare_audit_dir(&cfg)?;
+    let lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;
+    if let Err(e) = aivaultd::sys::raise_nofile_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let daemon = Arc::new(Daemon::open(cfg)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let socket = daemon.config().socket.clone();
+        let listener = server::bind(&socket)?;
+        tracing::info!(
+            socket = %socket.display(),
+            sealed = daemon.is_sealed(),
+            "aivaultd ready"
+        );
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                std::future::pending::<()>().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::info!("shutting down");
+        };
+        server::serve(listener, daemon, shutdown).await;
+        let _ = std::fs::remove_file(&socket);
+        drop(lock);
+        Ok::<(), anyhow::Error>(())
+    })
+}

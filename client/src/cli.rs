@@ -1,0 +1,140 @@
+//! Every `vaultctl` flag, defined once; `--help`, the man page and shell
+//! completions all come from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  a negative answer (`secrets exists`: absent; `audit verify`: problems found)
+  2  usage error: unknown flag, bad name, unreadable or invalid input
+  3  no such secret
+  4  permission denied
+  5  daemon unavailable: not running, sealed, busy or a different version
+  6  vault or audit failure: tampered record, audit log unwritable, internal error";
+
+/// Use secrets without seeing them: talk to the aivault daemon.
+#[derive(Debug, Parser)]
+#[command(name = "vaultctl", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Daemon socket [env: AIVAULT_SOCKET] [default: /run/aivault/aivaultd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print data as JSON (for scripts)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage your secrets (values are never shown)
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+    /// Show the daemon's state and how it identifies you
+    Status,
+    /// Unseal a passphrase-protected vault (root only; passphrase from a no-echo prompt or stdin)
+    Unlock,
+    /// Read or verify the audit log
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum ScopeArg {
+    /// Your own secrets
+    #[default]
+    Own,
+    /// System-wide secrets (root only)
+    System,
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeOpt {
+    /// Which secrets to address
+    #[arg(long, value_enum, default_value_t = ScopeArg::Own)]
+    pub scope: ScopeArg,
+}
+
+#[derive(Debug, Args)]
+pub struct MetaOpts {
+    /// A description shown by `secrets list`
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// A tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Expiry: a duration such as 30d, 12h, 2w, or a date YYYY-MM-DD (UTC)
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Store a new secret; the value comes from stdin, or a no-echo prompt on a terminal
+    #[command(after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed.")]
+    Set {
+        /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
+        name: String,
+        #[command(flatten)]
+        meta: MetaOpts,
+        #[command(flatten)]
+        scope: ScopeOpt,
+        /// Replace the value if the secret exists already
+        #[arg(long)]
+        force: bool,
+    },
+    /// List secret names and metadata
+    List {
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+    /// Exit 0 if the secret exists, 1 if it does not
+    Exists {
+        name: String,
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+    /// Show a fixed-width mask of the value (at most its last 4 characters)
+    Masked {
+        name: String,
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+    /// Delete a secret
+    #[command(alias = "remove")]
+    Rm {
+        name: String,
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+    /// Replace an existing secret's value (new version); value as for `set`
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        meta: MetaOpts,
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+    /// Import every NAME=value of a .env file ("-" for stdin); values are never echoed
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        scope: ScopeOpt,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Show audit records (yours; root sees everyone's)
+    List {
+        /// At most this many of the newest records
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
+    },
+    /// Check the audit log's MAC chain and anchor (root only)
+    Verify,
+}

@@ -1,0 +1,340 @@
+//! Message types. Plaintext may appear only in [`SecretBytes`] fields of
+//! requests; replies have no such field by construction.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Secret bytes travelling from a client to the daemon. Wiped on drop; `Debug`
+/// prints nothing of the content.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Moves the bytes out without leaving a copy behind.
+    pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(..)")
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<SecretBytes, E> {
+                Ok(SecretBytes::new(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<SecretBytes, E> {
+                Ok(SecretBytes::new(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// First frame on a connection, client to daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// Free-form client name for logs ("vaultctl 0.1.0"); never used for decisions.
+    pub client: String,
+}
+
+/// The daemon's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub version: u32,
+    pub server: String,
+    pub result: Result<(), WireError>,
+}
+
+/// Which secrets a request addresses. The daemon maps `Own` to the caller's
+/// uid taken from the socket's peer credentials; no request can name a uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireScope {
+    Own,
+    System,
+}
+
+/// Metadata supplied with a `set`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaInput {
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Expiry as unix seconds.
+    pub expires: Option<u64>,
+}
+
+/// How a `set` treats an existing secret of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetMode {
+    /// Fails with `AlreadyExists` if present.
+    Create,
+    /// Creates or replaces.
+    Upsert,
+    /// Must exist; new value, version + 1, metadata kept unless given.
+    Rotate,
+}
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestBody {
+    Status,
+    Unlock {
+        passphrase: SecretBytes,
+    },
+    SecretSet {
+        scope: WireScope,
+        name: String,
+        value: SecretBytes,
+        meta: MetaInput,
+        mode: SetMode,
+    },
+    SecretImport {
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+    },
+    SecretList {
+        scope: WireScope,
+    },
+    SecretExists {
+        scope: WireScope,
+        name: String,
+    },
+    SecretMasked {
+        scope: WireScope,
+        name: String,
+    },
+    SecretRemove {
+        scope: WireScope,
+        name: String,
+    },
+    AuditList {
+        limit: u32,
+    },
+    AuditVerify,
+}
+
+impl RequestBody {
+    /// Stable operation name, used in audit records and logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            RequestBody::Status => "status",
+            RequestBody::Unlock { .. } => "unlock",
+            RequestBody::SecretSet {
+                mode: SetMode::Rotate,
+                ..
+            } => "secret.rotate",
+            RequestBody::SecretSet { .. } => "secret.set",
+            RequestBody::SecretImport { .. } => "secret.import",
+            RequestBody::SecretList { .. } => "secret.list",
+            RequestBody::SecretExists { .. } => "secret.exists",
+            RequestBody::SecretMasked { .. } => "secret.masked",
+            RequestBody::SecretRemove { .. } => "secret.remove",
+            RequestBody::AuditList { .. } => "audit.list",
+            RequestBody::AuditVerify => "audit.verify",
+        }
+    }
+}
+
+/// The daemon's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub result: Result<Reply, WireError>,
+}
+
+/// Successful results. Deliberately no variant can hold a secret value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Status(StatusInfo),
+    Done { version: Option<u64> },
+    Imported { count: u32 },
+    Secrets(Vec<SecretInfo>),
+    Exists(bool),
+    /// A fixed-width mask computed by the daemon (at most the last 4 characters).
+    Masked(String),
+    /// Audit records as JSON lines.
+    AuditRecords(Vec<String>),
+    AuditVerified(AuditReport),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub daemon_version: String,
+    pub protocol: u32,
+    pub sealed: bool,
+    pub key_provider: String,
+    /// How the daemon identified this caller.
+    pub caller_uid: u32,
+    pub caller_gid: u32,
+    /// The caller's own secrets (0 while sealed).
+    pub own_secrets: u32,
+    /// System-scope secrets (0 while sealed).
+    pub system_secrets: u32,
+    pub connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub scope: WireScope,
+    pub version: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub expires: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub ok: bool,
+    pub records: u64,
+    pub last_seq: u64,
+    pub problems: Vec<String>,
+}
+
+/// The small, stable set of errors that cross the wire. Messages never carry
+/// secret values or filesystem paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request was malformed or not understood.
+    BadRequest,
+    /// Protocol versions do not match.
+    VersionMismatch,
+    InvalidName,
+    InvalidValue,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    /// The vault is sealed; only `status` and `unlock` are served.
+    Sealed,
+    WrongPassphrase,
+    /// A stored record failed authentication.
+    Tampered,
+    /// A resource limit was hit (connections, in-flight requests).
+    Busy,
+    /// The audit record could not be written, so nothing was done.
+    AuditUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::VersionMismatch => "version-mismatch",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::InvalidValue => "invalid-value",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::AlreadyExists => "already-exists",
+            ErrorCode::PermissionDenied => "permission-denied",
+            ErrorCode::Sealed => "sealed",
+            ErrorCode::WrongPassphrase => "wrong-passphrase",
+            ErrorCode::Tampered => "tampered",
+            ErrorCode::Busy => "busy",
+            ErrorCode::AuditUnavailable => "audit-unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_bytes_debug_hides_content() {
+        let s = SecretBytes::new(b"hunter2".to_vec());
+        assert_eq!(format!("{s:?}"), "SecretBytes(..)");
+        let req = RequestBody::Unlock { passphrase: s };
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request {
+            id: 7,
+            body: RequestBody::SecretSet {
+                scope: WireScope::Own,
+                name: "API_KEY".into(),
+                value: SecretBytes::new(vec![0, 1, 2, 255]),
+                meta: MetaInput::default(),
+                mode: SetMode::Create,
+            },
+        };
+        let bytes = crate::encode(&req).unwrap();
+        let back: Request = crate::decode(&bytes).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_rejected() {
+        assert!(crate::decode::<Request>(&[0xff; 9]).is_err());
+        let mut bytes = crate::encode(&Request {
+            id: 1,
+            body: RequestBody::Status,
+        })
+        .unwrap();
+        bytes.push(0);
+        assert!(crate::decode::<Request>(&bytes).is_err());
+    }
+}

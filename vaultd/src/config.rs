@@ -1,0 +1,196 @@
+//! Daemon configuration: embedded defaults, an optional root-owned TOML file,
+//! and command-line overrides, applied in that order.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/aivault/aivaultd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not trusted: {source}")]
+    Insecure {
+        path: PathBuf,
+        source: crate::secure_fs::SecureFsError,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid key provider: {0}")]
+    KeyProvider(String),
+}
+
+/// Resource limits that keep one caller from starving the others.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once, all callers together.
+    pub max_connections: usize,
+    /// Connections open at once from one uid.
+    pub max_connections_per_uid: usize,
+    /// Requests being processed at once for one uid (over all its connections).
+    pub max_inflight_per_uid: usize,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection may sit idle between requests.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_uid: 64,
+            max_inflight_per_uid: 8,
+            handshake_timeout_secs: 5,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl Limits {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+}
+
+/// The settings file as written by an administrator; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    policy_dir: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    key_provider: Option<String>,
+    #[serde(default)]
+    limits: Option<Limits>,
+}
+
+/// Effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub policy_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub key_provider: crate::keys::KeyProviderSpec,
+    pub limits: Limits,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub policy_dir: Option<PathBuf>,
+    pub audit_log: Option<PathBuf>,
+    pub key_provider: Option<String>,
+}
+
+impl Config {
+    /// Embedded defaults: the paths a packaged install uses.
+    pub fn defaults() -> Self {
+        Self {
+            state_dir: "/var/lib/aivault".into(),
+            socket: "/run/aivault/aivaultd.sock".into(),
+            policy_dir: "/etc/aivault".into(),
+            audit_log: "/var/log/aivault/audit.jsonl".into(),
+            key_provider: crate::keys::KeyProviderSpec::SystemdCreds("aivault.kek".into()),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Builds the effective configuration. An explicitly named file must
+    /// exist; the default file is used only if present.
+    pub fn load(ov: &Overrides) -> Result<Self, ConfigError> {
+        let mut cfg = Self::defaults();
+        let (path, required) = match &ov.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        if required || path.exists() {
+            cfg.apply_file(&path)?;
+        }
+        if let Some(v) = &ov.state_dir {
+            cfg.state_dir = v.clone();
+        }
+        if let Some(v) = &ov.socket {
+            cfg.socket = v.clone();
+        }
+        if let Some(v) = &ov.policy_dir {
+            cfg.policy_dir = v.clone();
+        }
+        if let Some(v) = &ov.audit_log {
+            cfg.audit_log = v.clone();
+        }
+        if let Some(v) = &ov.key_provider {
+            cfg.key_provider = v.parse().map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
+        }
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        crate::secure_fs::check_secure_file(path).map_err(|source| ConfigError::Insecure {
+            path: path.into(),
+            source,
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.message().to_string(),
+        })?;
+        if let Some(v) = file.state_dir {
+            self.state_dir = v;
+        }
+        if let Some(v) = file.socket {
+            self.socket = v;
+        }
+        if let Some(v) = file.policy_dir {
+            self.policy_dir = v;
+        }
+        if let Some(v) = file.audit_log {
+            self.audit_log = v;
+        }
+        if let Some(v) = file.key_provider {
+            self.key_provider = v.parse().map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
+        }
+        if let Some(v) = file.limits {
+            self.limits = v;
+        }
+        Ok(())
+    }
+
+    /// Where the audit chain's anchor lives: with the vault, not with the log.
+    pub fn audit_anchor(&self) -> PathBuf {
+        self.state_dir.join("audit.anchor")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_parse_and_unknown_keys_are_refused() {
+        let ok: FileConfig =
+            toml::from_str("state_dir = \"/x\"\n[limits]\nmax_connections_per_uid = 3\n").unwrap();
+        assert_eq!(ok.state_dir.as_deref(), Some(Path::new("/x")));
+        assert_eq!(ok.limits.unwrap().max_connections_per_uid, 3);
+        assert!(toml::from_str::<FileConfig>("stat_dir = \"/x\"").is_err());
+    }
+}

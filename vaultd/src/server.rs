@@ -1,0 +1,337 @@
+//! The Unix socket: who is calling, how much they may ask, and framing.
+//!
+//! Each accepted connection is identified once, from `SO_PEERCRED` (and a
+//! pidfd where the kernel offers one). Limits: connections overall and per
+//! uid, requests in flight per uid, a handshake deadline and an idle timeout,
+//! and a frame size checked before allocation. A uid that floods the socket
+//! exhausts only its own allowance.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use aivault_proto::{
+    decode, encode, frame::check_len, ErrorCode, Hello, HelloReply, Request, Response, WireError,
+    FRAME_HEADER_LEN, HELLO_MAGIC, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::ops::{Caller, Daemon};
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot prepare socket directory {path}: {source}")]
+    SocketDir {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: std::path::PathBuf },
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Per-uid bookkeeping: open connections and an in-flight request allowance.
+#[derive(Default)]
+struct UidTable {
+    conns: HashMap<u32, (usize, Arc<Semaphore>)>,
+    total: usize,
+}
+
+/// Releases a connection's slot when the connection ends, however it ends.
+struct ConnSlot {
+    table: Arc<Mutex<UidTable>>,
+    daemon: Arc<Daemon>,
+    uid: u32,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.total = t.total.saturating_sub(1);
+        if let Some(entry) = t.conns.get_mut(&self.uid) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                t.conns.remove(&self.uid);
+            }
+        }
+        self.daemon.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Binds the listening socket: parent directory 0755, socket 0666 (any local
+/// user may connect; what they may do is decided per request).
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| ServerError::SocketDir {
+                path: dir.into(),
+                source,
+            })?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(
+                |source| ServerError::SocketDir {
+                    path: dir.into(),
+                    source,
+                },
+            )?;
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket { path: path.into() });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+        path: path.into(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(|source| {
+        ServerError::Bind {
+            path: path.into(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let table = Arc::new(Mutex::new(UidTable::default()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => admit(stream, &daemon, &table),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors or similar: back off briefly instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+fn admit(stream: UnixStream, daemon: &Arc<Daemon>, table: &Arc<Mutex<UidTable>>) {
+    let peer = match sys::peer_identity(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; dropping connection");
+            return;
+        }
+    };
+    let caller = Caller {
+        uid: peer.uid,
+        gid: peer.gid,
+        pid: peer.pid,
+    };
+    let limits = &daemon.config().limits;
+    let admitted = {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let per_uid = t.conns.get(&caller.uid).map_or(0, |e| e.0);
+        if t.total >= limits.max_connections {
+            Err("the daemon has too many connections")
+        } else if per_uid >= limits.max_connections_per_uid {
+            Err("too many connections from this user")
+        } else {
+            t.total += 1;
+            let max_inflight = limits.max_inflight_per_uid.max(1);
+            let entry = t
+                .conns
+                .entry(caller.uid)
+                .or_insert_with(|| (0, Arc::new(Semaphore::new(max_inflight))));
+            entry.0 += 1;
+            Ok(entry.1.clone())
+        }
+    };
+    let daemon = daemon.clone();
+    let table = table.clone();
+    match admitted {
+        Err(why) => {
+            tracing::debug!(uid = caller.uid, why, "connection refused");
+            tokio::spawn(async move { refuse(stream, why).await });
+        }
+        Ok(inflight) => {
+            daemon.connections.fetch_add(1, Ordering::Relaxed);
+            let slot = ConnSlot {
+                table,
+                daemon: daemon.clone(),
+                uid: caller.uid,
+            };
+            tokio::spawn(async move {
+                let _slot = slot;
+                // Held for the connection's life so the pid it names stays this process.
+                let _pidfd = peer.pidfd;
+                if let Err(e) = connection(stream, daemon, caller, inflight).await {
+                    tracing::debug!(uid = caller.uid, pid = caller.pid, error = %e, "connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// Tells an over-limit client why, then closes. Bounded by a short timeout.
+async fn refuse(mut stream: UnixStream, why: &str) {
+    let reply = HelloReply {
+        version: PROTOCOL_VERSION,
+        server: server_name(),
+        result: Err(WireError::new(ErrorCode::Busy, why)),
+    };
+    if let Ok(body) = encode(&reply) {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), write(&mut stream, &body)).await;
+    }
+}
+
+fn server_name() -> String {
+    format!("aivaultd {}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Frame(#[from] aivault_proto::FrameError),
+    #[error("timed out")]
+    Timeout,
+    #[error("handshake refused: {0}")]
+    Handshake(String),
+}
+
+async fn read(stream: &mut UnixStream) -> Result<Vec<u8>, ConnError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(aivault_proto::FrameError::Closed.into())
+        }
+        Err(e) => return Err(aivault_proto::FrameError::Io(e).into()),
+    }
+    let len = check_len(header)?;
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(aivault_proto::FrameError::Io)?;
+    Ok(body)
+}
+
+async fn write(stream: &mut UnixStream, body: &[u8]) -> Result<(), ConnError> {
+    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    stream
+        .write_all(&buf)
+        .await
+        .map_err(aivault_proto::FrameError::Io)?;
+    Ok(())
+}
+
+async fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T) -> Result<(), ConnError> {
+    let body = encode(msg)?;
+    write(stream, &body).await
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    inflight: Arc<Semaphore>,
+) -> Result<(), ConnError> {
+    let limits = daemon.config().limits.clone();
+    let hello = tokio::time::timeout(limits.handshake_timeout(), read(&mut stream))
+        .await
+        .map_err(|_| ConnError::Timeout)??;
+    let hello: Hello = match decode(&hello) {
+        Ok(h) => h,
+        Err(_) => {
+            let e = WireError::new(ErrorCode::BadRequest, "expected a handshake");
+            send(&mut stream, &hello_reply(Err(e))).await?;
+            return Err(ConnError::Handshake("malformed hello".into()));
+        }
+    };
+    if hello.magic != HELLO_MAGIC || hello.version != PROTOCOL_VERSION {
+        let e = WireError::new(
+            ErrorCode::VersionMismatch,
+            format!("this daemon speaks protocol version {PROTOCOL_VERSION}"),
+        );
+        send(&mut stream, &hello_reply(Err(e))).await?;
+        return Err(ConnError::Handshake("version mismatch".into()));
+    }
+    send(&mut stream, &hello_reply(Ok(()))).await?;
+
+    loop {
+        let body = match tokio::time::timeout(limits.idle_timeout(), read(&mut stream)).await {
+            Err(_) => return Err(ConnError::Timeout),
+            Ok(Err(ConnError::Frame(aivault_proto::FrameError::Closed))) => return Ok(()),
+            Ok(Err(ConnError::Frame(e @ aivault_proto::FrameError::TooLarge(_))))
+            | Ok(Err(ConnError::Frame(e @ aivault_proto::FrameError::Empty))) => {
+                // The stream is no longer in sync: say why, then close.
+                let resp = Response {
+                    id: 0,
+                    result: Err(WireError::new(ErrorCode::BadRequest, e.to_string())),
+                };
+                let _ = send(&mut stream, &resp).await;
+                return Err(e.into());
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(b)) => b,
+        };
+        let request: Request = match decode(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                // Framing is intact, so the connection can go on.
+                let resp = Response {
+                    id: 0,
+                    result: Err(WireError::new(
+                        ErrorCode::BadRequest,
+                        "malformed or unknown request",
+                    )),
+                };
+                send(&mut stream, &resp).await?;
+                continue;
+            }
+        };
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ConnError::Timeout)?;
+        let d = daemon.clone();
+        let id = request.id;
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            d.handle(&caller, request.body)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                "internal error while handling the request",
+            ))
+        });
+        send(&mut stream, &Response { id, result }).await?;
+    }
+}
+
+fn hello_reply(result: Result<(), WireError>) -> HelloReply {
+    HelloReply {
+        version: PROTOCOL_VERSION,
+        server: server_name(),
+        result,
+    }
+}

@@ -93,7 +93,7 @@ pub(crate) fn forms(value: &[u8]) -> Vec<Form> {
 /// even that character survives.
 fn base64_forms(value: &[u8], alphabet: &Alphabet, enc: Encoding, out: &mut Vec<Form>) {
     let engine = GeneralPurpose::new(alphabet, GeneralPurposeConfig::new().with_encode_padding(false));
-    for k in 0..1usize {
+    for k in 0..3usize {
         let mut input = Zeroizing::new(vec![0u8; k]);
         input.extend_from_slice(value);
         let encoded = Zeroizing::new(engine.encode(input.as_slice()).into_bytes());

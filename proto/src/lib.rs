@@ -15,9 +15,11 @@
 mod messages;
 
 pub mod frame;
+pub mod run;
 pub mod tty;
 pub use frame::{read_frame, write_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME};
 pub use messages::*;
+pub use run::*;
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -33,7 +35,7 @@ pub fn encode<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
 /// Decodes a frame body; trailing bytes are an error.
 pub fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     match postcard::take_from_bytes(body) {
-        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        Ok((msg, [])) => Ok(msg),
         _ => Err(FrameError::Decode),
     }
 }

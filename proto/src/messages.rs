@@ -147,6 +147,14 @@ pub enum RequestBody {
         limit: u32,
     },
     AuditVerify,
+    /// Run an allowed command; the connection becomes a run stream.
+    Run(crate::RunRequest),
+    /// The commands this caller may run and with which secret names.
+    PolicyShow,
+    /// Validate the policy and explain each rule (root only).
+    PolicyCheck,
+    /// Re-read the policy (root only); an invalid policy keeps the old one.
+    PolicyReload,
 }
 
 impl RequestBody {
@@ -167,6 +175,10 @@ impl RequestBody {
             RequestBody::SecretRemove { .. } => "secret.remove",
             RequestBody::AuditList { .. } => "audit.list",
             RequestBody::AuditVerify => "audit.verify",
+            RequestBody::Run(_) => "run",
+            RequestBody::PolicyShow => "policy.show",
+            RequestBody::PolicyCheck => "policy.check",
+            RequestBody::PolicyReload => "policy.reload",
         }
     }
 }
@@ -191,6 +203,10 @@ pub enum Reply {
     /// Audit records as JSON lines.
     AuditRecords(Vec<String>),
     AuditVerified(AuditReport),
+    /// A run began; [`crate::RunEvent`]s follow on this connection.
+    RunStarted { command: String },
+    /// JSON text: the caller's allowed commands, or the policy explanation.
+    Policy(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -342,6 +342,13 @@ impl Daemon {
             RequestBody::SecretRemove { scope, name } => self.remove(caller, op, scope, &name),
             RequestBody::AuditList { limit } => self.audit_list(caller, op, limit),
             RequestBody::AuditVerify => self.audit_verify(caller, op),
+            RequestBody::Run(_)
+            | RequestBody::PolicyShow
+            | RequestBody::PolicyCheck
+            | RequestBody::PolicyReload => Err(err(
+                ErrorCode::BadRequest,
+                "this daemon does not serve that request yet",
+            )),
         }
     }
 

@@ -1,0 +1,118 @@
+//! Messages of the run path.
+//!
+//! **Caller ↔ daemon.** A [`crate::RequestBody::Run`] request turns the
+//! connection into a run stream: the daemon answers [`crate::Reply::RunStarted`]
+//! (or an error), then sends [`RunEvent`]s until [`RunEvent::Exit`]; the
+//! caller may send [`RunInput`]s meanwhile. Output bytes are already redacted.
+//!
+//! **Daemon ↔ runner.** The runner connects to the daemon's runner socket as
+//! the run uid; the daemon checks the peer uid and pid against the process it
+//! spawned, then sends one [`RunnerJob`]. The runner answers
+//! [`RunnerEvent`]s; the daemon forwards [`RunInput`]s.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SecretBytes;
+
+/// One secret the caller asks for, optionally under another variable name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretAsk {
+    pub name: String,
+    pub env: Option<String>,
+}
+
+/// What the caller wants run. The daemon resolves `argv[0]` itself from its
+/// trusted search path; nothing here chooses the binary's location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub argv: Vec<String>,
+    /// Secrets to inject; empty means every secret the matching rule grants.
+    pub secrets: Vec<SecretAsk>,
+    /// Shorter timeout than the rule's, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// The caller's working directory, offered read-only if the rule allows.
+    pub cwd: Option<String>,
+    pub cwd_readable: bool,
+    /// The caller's environment; only names the rule passes through are used.
+    pub env: Vec<(String, String)>,
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    Exited,
+    Signaled,
+    Timeout,
+    OutputLimit,
+    Cancelled,
+    /// The runner failed before or while starting the command.
+    RunnerFailed,
+}
+
+/// How a run ended. `code` follows the shell: 128+N for signal N.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunExit {
+    pub code: i32,
+    pub reason: EndReason,
+    pub duration_ms: u64,
+    pub bytes_out: u64,
+    pub redactions: u64,
+    /// Set when the runner could not start the command (never contains values).
+    pub message: Option<String>,
+}
+
+/// Daemon → caller, after `RunStarted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunEvent {
+    /// Redacted output.
+    Output { stream: Stream, data: Vec<u8> },
+    Exit(RunExit),
+}
+
+/// Caller → daemon → runner during a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunInput {
+    Stdin(Vec<u8>),
+    StdinEof,
+    /// Forward a signal (SIGINT, SIGTERM, SIGHUP only).
+    Signal(i32),
+}
+
+/// Everything the runner needs, sent once after its identity is checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerJob {
+    /// argv[0] is the resolved absolute path (informational: the runner
+    /// executes the already-open file it inherited).
+    pub argv: Vec<String>,
+    /// Base environment (PATH, HOME, TMPDIR, LANG, …) and pass-through names.
+    pub env: Vec<(String, String)>,
+    /// Secrets: (secret name, environment variable, value).
+    pub secrets: Vec<(String, String, SecretBytes)>,
+    /// Postcard of the runner's sandbox specification.
+    pub sandbox: Vec<u8>,
+    /// Output limit in bytes (stdout + stderr, after redaction).
+    pub max_output: u64,
+}
+
+/// Runner → daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RunnerEvent {
+    /// Confinement applied; JSON of the achieved enforcement, for the audit record.
+    Confined { enforcement: String },
+    /// Redacted output.
+    Output { stream: Stream, data: Vec<u8> },
+    /// The command ended (or could not start).
+    Exit {
+        code: i32,
+        signaled: bool,
+        redactions: u64,
+        message: Option<String>,
+    },
+}

@@ -1,0 +1,175 @@
+//! The pool of per-run uids.
+//!
+//! Every run gets a uid (and a gid of the same number) from a reserved range
+//! that no account uses, like systemd's `DynamicUser=`. Before a uid is
+//! leased the pool checks that the user and group databases do not know it
+//! and that no process runs under it; a lease returns the uid to the pool
+//! when dropped, after the run's processes are gone.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// Default first uid: just above the range systemd reserves for container
+/// uid mappings (524288–1879048191), far from any account.
+pub const DEFAULT_FIRST_UID: u32 = 0x7000_0000;
+/// Default number of uids in the range.
+pub const DEFAULT_COUNT: u32 = 65_536;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("the run uid range {first}+{count} is invalid")]
+    BadRange { first: u32, count: u32 },
+    #[error("uid {0} in the run uid range belongs to an account; choose another range")]
+    Taken(u32),
+    #[error("no free uid in the run range (all {0} in use)")]
+    Exhausted(u32),
+}
+
+#[derive(Debug)]
+struct Inner {
+    first: u32,
+    count: u32,
+    leased: BTreeSet<u32>,
+    next: u32,
+}
+
+/// Hands out uids; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UidPool {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A leased uid; returns to the pool on drop.
+#[derive(Debug)]
+pub struct UidLease {
+    uid: u32,
+    pool: UidPool,
+}
+
+impl UidLease {
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        let mut inner = self.pool.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.leased.remove(&self.uid);
+    }
+}
+
+/// Whether the user or group database knows this id.
+fn known_to_nss(id: u32) -> bool {
+    use nix::unistd::{Gid, Group, Uid, User};
+    matches!(User::from_uid(Uid::from_raw(id)), Ok(Some(_)))
+        || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
+}
+
+/// Uids of every running process (real, effective, saved, filesystem), from `/proc`.
+pub fn running_uids() -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(status) = std::fs::read_to_string(e.path().join("status")) {
+            if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+                out.extend(line[4..].split_whitespace().filter_map(|v| v.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+impl UidPool {
+    /// A pool over `first .. first + count`. Refuses a range that wraps,
+    /// touches uid 0 or 65534/`nobody`, or whose first and last ids belong to
+    /// accounts (each id is checked again when leased).
+    pub fn new(first: u32, count: u32) -> Result<Self, PoolError> {
+        let last = first.checked_add(count.saturating_sub(1));
+        let bad = count == 0
+            || first == 0
+            || last.is_none_or(|l| l >= u32::MAX - 1 || (first..=l).contains(&65_534));
+        if bad {
+            return Err(PoolError::BadRange { first, count });
+        }
+        for id in [first, first + count - 1] {
+            if known_to_nss(id) {
+                return Err(PoolError::Taken(id));
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                first,
+                count,
+                leased: BTreeSet::new(),
+                next: 0,
+            })),
+        })
+    }
+
+    /// Leases a uid that is not leased, not known to the user or group
+    /// database, and not used by any running process.
+    pub fn acquire(&self) -> Result<UidLease, PoolError> {
+        let running = running_uids();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..inner.count {
+            let uid = inner.first + inner.next;
+            inner.next = (inner.next + 1) % inner.count;
+            if inner.leased.contains(&uid) || running.contains(&uid) || known_to_nss(uid) {
+                continue;
+            }
+            inner.leased.insert(uid);
+            return Ok(UidLease {
+                uid,
+                pool: self.clone(),
+            });
+        }
+        Err(PoolError::Exhausted(inner.count))
+    }
+
+    /// How many uids are leased now.
+    pub fn leased(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).leased.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_distinct_and_return_on_drop() {
+        let pool = UidPool::new(DEFAULT_FIRST_UID, 3).unwrap();
+        let a = pool.acquire().unwrap();
+        let b = pool.acquire().unwrap();
+        let c = pool.acquire().unwrap();
+        assert_ne!(a.uid(), b.uid());
+        assert_ne!(b.uid(), c.uid());
+        assert_eq!(pool.acquire().unwrap_err(), PoolError::Exhausted(3));
+        drop(b);
+        assert_eq!(pool.leased(), 2);
+        assert!(pool.acquire().is_ok());
+    }
+
+    #[test]
+    fn ranges_touching_accounts_or_special_ids_are_refused() {
+        assert!(matches!(UidPool::new(0, 10), Err(PoolError::BadRange { .. })));
+        assert!(matches!(UidPool::new(65_530, 10), Err(PoolError::BadRange { .. })));
+        assert!(matches!(UidPool::new(u32::MAX - 5, 10), Err(PoolError::BadRange { .. })));
+        // uid 1 (daemon/bin on Debian) is an account.
+        assert_eq!(UidPool::new(1, 1).unwrap_err(), PoolError::Taken(1));
+    }
+
+    #[test]
+    fn uids_of_running_processes_are_skipped() {
+        // Our own uid is running; a pool whose only id is it can never lease.
+        let me = nix::unistd::getuid().as_raw();
+        assert!(running_uids().contains(&me));
+    }
+}

@@ -1,0 +1,213 @@
+//! Self-confinement of `aivault-runner`.
+//!
+//! The runner is started by `aivaultd` under a fresh, unprivileged uid/gid
+//! with no supplementary groups and no capabilities. Right before it
+//! executes the allowlisted command it calls [`confine`] with a
+//! [`SandboxSpec`]; the call is irreversible and applies, in this order
+//! (see `docs/runner-sandbox.md`):
+//!
+//! 1. close every descriptor above 2 except an explicit keep-list,
+//! 2. resource limits (`RLIMIT_CORE` 0, `NPROC`, `NOFILE`, `AS`, `FSIZE`, `CPU`),
+//! 3. identity check: not root, one uid, one gid, no groups, no capabilities —
+//!    the different uid is what keeps `/proc/<pid>/environ` from the caller,
+//! 4. `PR_SET_NO_NEW_PRIVS`,
+//! 5. Landlock (filesystem, TCP ports, signal and abstract-socket scopes),
+//! 6. seccomp deny-list ([`seccomp`] holds the table).
+//!
+//! It returns an [`Enforcement`] that says what the kernel actually enforces,
+//! for the daemon to audit. [`SandboxError`] has one variant per step.
+#![deny(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+mod fds;
+mod identity;
+mod landlock_rules;
+mod limits;
+pub mod seccomp;
+pub mod sys;
+
+/// What the run may touch. Sent by the daemon; all paths are absolute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// Private home directory (read-write), owned by the run uid, mode 0700.
+    pub home: PathBuf,
+    /// Private temporary directory (read-write), owned by the run uid, 0700.
+    pub tmp: PathBuf,
+    /// Extra read-only paths from policy.
+    pub read: Vec<PathBuf>,
+    /// Extra read-write paths from policy.
+    pub write: Vec<PathBuf>,
+    /// Extra read+execute paths: the allowlisted binary itself when it lives
+    /// outside the system directories (e.g. under `/opt`). Nothing else may
+    /// be executed except from the system directories.
+    #[serde(default)]
+    pub exec: Vec<PathBuf>,
+    /// The caller's working directory, read-only, only if policy allows it.
+    pub cwd: Option<PathBuf>,
+    /// TCP ports the command may connect to (Landlock ABI >= 4).
+    pub tcp_connect: Vec<u16>,
+    /// TCP ports the command may bind (Landlock ABI >= 4).
+    pub tcp_bind: Vec<u16>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Refuse to run unless every requested Landlock feature is enforced.
+    pub require_full_landlock: bool,
+}
+
+/// Resource limits; each is set as both soft and hard limit, so the command
+/// cannot raise it. `u64::MAX` means unlimited.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_AS`, bytes of address space.
+    pub memory: u64,
+    /// `RLIMIT_NPROC`, processes/threads of the (fresh, per-run) uid.
+    pub processes: u64,
+    /// `RLIMIT_FSIZE`, largest file the command may write, bytes.
+    pub file_size: u64,
+    /// `RLIMIT_CPU`, CPU seconds.
+    pub cpu_seconds: u64,
+    /// `RLIMIT_NOFILE`, open descriptors.
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: 4 << 30,
+            processes: 256,
+            file_size: 1 << 30,
+            cpu_seconds: 600,
+            open_files: 1024,
+        }
+    }
+}
+
+/// How much of the requested Landlock ruleset the kernel enforces.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Every requested restriction is enforced.
+    Full,
+    /// Some restrictions are missing because the kernel's ABI is older.
+    Partial,
+    /// Landlock is unavailable; only uid, rlimits and seccomp apply.
+    None,
+}
+
+/// What [`confine`] achieved; reported to the daemon and audited.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enforcement {
+    /// ABI version the kernel reports (0: Landlock unavailable).
+    pub landlock_abi: i32,
+    /// Achieved Landlock level.
+    pub landlock: Level,
+    /// TCP bind/connect restricted to the listed ports (ABI >= 4).
+    pub net_restricted: bool,
+    /// Signals to processes outside the sandbox denied (ABI >= 6).
+    pub scoped_signals: bool,
+    /// Abstract unix sockets outside the sandbox unreachable (ABI >= 6).
+    pub scoped_abstract_unix: bool,
+    /// The seccomp deny-list is installed.
+    pub seccomp: bool,
+}
+
+/// A failed confinement step. The process must not exec after any of these.
+/// Messages carry no secret values; paths are named by role and index only.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Step 1.
+    #[error("closing inherited file descriptors failed")]
+    CloseFds(#[source] nix::Error),
+    /// Step 2.
+    #[error("setting {resource} failed")]
+    Rlimit {
+        /// Name of the limit, e.g. `RLIMIT_NPROC`.
+        resource: &'static str,
+        /// Kernel error.
+        #[source]
+        source: nix::Error,
+    },
+    /// Step 3.
+    #[error("refusing to confine: {0}")]
+    Identity(&'static str),
+    /// Step 4.
+    #[error("setting no_new_privs failed")]
+    NoNewPrivs(#[source] nix::Error),
+    /// Step 5: a path named in the spec cannot be opened.
+    #[error("landlock: cannot open {role} path #{index}")]
+    LandlockPath {
+        /// `home`, `tmp`, `read`, `write`, `exec` or `cwd`.
+        role: &'static str,
+        /// Position in its list (0 for single paths).
+        index: usize,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Step 5: building or applying the ruleset failed.
+    #[error("landlock ruleset failed")]
+    Landlock(#[source] landlock::RulesetError),
+    /// Step 5: `require_full_landlock` is set and the kernel falls short.
+    #[error("landlock enforcement is {0:?} but full enforcement is required")]
+    LandlockIncomplete(Level),
+    /// Step 6: compiling the filter failed.
+    #[error("compiling the seccomp filter failed")]
+    SeccompBuild(#[source] seccompiler::BackendError),
+    /// Step 6: installing the filter failed.
+    #[error("installing the seccomp filter failed")]
+    SeccompApply(#[source] seccompiler::Error),
+}
+
+/// Confines the calling process and returns what is enforced.
+///
+/// Irreversible. Call it in the runner right before `exec`, from the thread
+/// that will exec: Landlock and seccomp apply to the calling thread and are
+/// inherited across `execve` and by every child. Closes every descriptor
+/// above 2; use [`confine_keeping`] to keep the daemon connection.
+pub fn confine(spec: &SandboxSpec) -> Result<Enforcement, SandboxError> {
+    confine_keeping(spec, &[])
+}
+
+/// [`confine`], keeping the given descriptors open (e.g. the daemon
+/// connection). Kept descriptors should be close-on-exec unless the command
+/// is meant to inherit them.
+pub fn confine_keeping(
+    spec: &SandboxSpec,
+    keep: &[BorrowedFd<'_>],
+) -> Result<Enforcement, SandboxError> {
+    // 1. No inherited descriptor may leak into the command.
+    let keep: Vec<i32> = keep.iter().map(AsRawFd::as_raw_fd).collect();
+    fds::close_all_except(&keep).map_err(SandboxError::CloseFds)?;
+
+    // 2. Resource limits (core dumps off: a core holds the environment).
+    limits::apply(&spec.limits)?;
+
+    // 3. The uid boundary protects /proc/<pid>/environ; make sure it exists.
+    identity::check_unprivileged()?;
+
+    // 4. No set-uid/file-capability gains across exec; required by Landlock
+    //    and seccomp for unprivileged callers.
+    nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+
+    // 5. Landlock.
+    let landlock = landlock_rules::apply(spec)?;
+
+    // 6. Seccomp, last: nothing after it but returning and exec.
+    seccomp::apply().map_err(|e| match e {
+        seccomp::SeccompError::Build(e) => SandboxError::SeccompBuild(e),
+        seccomp::SeccompError::Apply(e) => SandboxError::SeccompApply(e),
+    })?;
+
+    Ok(Enforcement {
+        landlock_abi: landlock.abi,
+        landlock: landlock.level,
+        net_restricted: landlock.net_restricted,
+        scoped_signals: landlock.scoped,
+        scoped_abstract_unix: landlock.scoped,
+        seccomp: true,
+    })
+}

@@ -75,7 +75,9 @@ pub struct MetaOpts {
 #[derive(Debug, Subcommand)]
 pub enum SecretsCmd {
     /// Store a new secret; the value comes from stdin, or a no-echo prompt on a terminal
-    #[command(after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed.")]
+    #[command(
+        after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed."
+    )]
     Set {
         /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
         name: String,

@@ -75,8 +75,14 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                     "connections": s.connections,
                 }));
             } else {
-                println!("daemon:       {} (protocol {})", s.daemon_version, s.protocol);
-                println!("state:        {}", if s.sealed { "sealed" } else { "unsealed" });
+                println!(
+                    "daemon:       {} (protocol {})",
+                    s.daemon_version, s.protocol
+                );
+                println!(
+                    "state:        {}",
+                    if s.sealed { "sealed" } else { "unsealed" }
+                );
                 println!("key provider: {}", s.key_provider);
                 println!("you are:      uid {} gid {}", s.caller_uid, s.caller_gid);
                 println!("your secrets: {}", s.own_secrets);
@@ -110,7 +116,9 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 return Err(ClientError::Protocol.into());
             };
             if json {
-                print_json(&json!({"ok": r.ok, "records": r.records, "last_seq": r.last_seq, "problems": r.problems}));
+                print_json(
+                    &json!({"ok": r.ok, "records": r.records, "last_seq": r.last_seq, "problems": r.problems}),
+                );
             } else {
                 for p in &r.problems {
                     println!("problem: {p}");
@@ -141,7 +149,11 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
         } => {
             let meta = meta_input(meta)?;
             let value = read_value(&format!("Value for {name}: "), true)?;
-            let mode = if force { SetMode::Upsert } else { SetMode::Create };
+            let mode = if force {
+                SetMode::Upsert
+            } else {
+                SetMode::Create
+            };
             let version = put(path, s.scope, name.clone(), value, meta, mode)?;
             report_written(json, &name, version, "stored");
             Ok(0)
@@ -159,7 +171,9 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
         }
         SecretsCmd::List { scope: s } => {
             let mut c = Client::connect(path)?;
-            let Reply::Secrets(list) = c.call(RequestBody::SecretList { scope: scope(s.scope) })?
+            let Reply::Secrets(list) = c.call(RequestBody::SecretList {
+                scope: scope(s.scope),
+            })?
             else {
                 return Err(ClientError::Protocol.into());
             };
@@ -211,7 +225,8 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
         }
         SecretsCmd::Import { file, scope: s } => {
             let text = read_import(&file)?;
-            let entries = dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+            let entries =
+                dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
             if entries.is_empty() {
                 return Err(usage(format!("{}: no NAME=value lines", file.display())));
             }
@@ -293,7 +308,11 @@ fn print_list(json: bool, list: &[SecretInfo]) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{:<32} {:>7}  {:<10}  {:<10}  DESCRIPTION", "NAME", "VERSION", "UPDATED", "EXPIRES");
+    let _ = writeln!(
+        out,
+        "{:<32} {:>7}  {:<10}  {:<10}  DESCRIPTION",
+        "NAME", "VERSION", "UPDATED", "EXPIRES"
+    );
     for s in list {
         let tags = if s.tags.is_empty() {
             String::new()
@@ -393,7 +412,11 @@ fn now() -> u64 {
 
 /// `30d`, `12h`, `2w`, `90m` from now, or `YYYY-MM-DD` (midnight UTC).
 pub fn parse_expiry(s: &str) -> Result<u64, CtlError> {
-    let bad = || usage(format!("invalid --expires {s:?}: use e.g. 30d, 12h, 2w or 2027-01-31"));
+    let bad = || {
+        usage(format!(
+            "invalid --expires {s:?}: use e.g. 30d, 12h, 2w or 2027-01-31"
+        ))
+    };
     if let Some((y, rest)) = s.split_once('-') {
         let (m, d) = rest.split_once('-').ok_or_else(bad)?;
         let (y, m, d): (i64, u32, u32) = (
@@ -401,7 +424,11 @@ pub fn parse_expiry(s: &str) -> Result<u64, CtlError> {
             m.parse().map_err(|_| bad())?,
             d.parse().map_err(|_| bad())?,
         );
-        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        if !(1970..=9999).contains(&y)
+            || !(1..=12).contains(&m)
+            || d == 0
+            || d > days_in_month(y, m)
+        {
             return Err(bad());
         }
         return Ok((days_from_civil(y, m, d) * 86_400) as u64);

@@ -87,7 +87,11 @@ fn trim_start(s: &[u8]) -> &[u8] {
 }
 
 fn trim_end(s: &[u8]) -> &[u8] {
-    let k = s.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
+    let k = s
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count();
     &s[..s.len() - k]
 }
 
@@ -175,7 +179,11 @@ mod tests {
         assert_eq!(parse(b"A='x' y").unwrap_err(), DotenvError::TrailingText(1));
         assert!(matches!(
             parse(b"A=1\nA=2").unwrap_err(),
-            DotenvError::Duplicate { line: 2, first: 1, .. }
+            DotenvError::Duplicate {
+                line: 2,
+                first: 1,
+                ..
+            }
         ));
     }
 }

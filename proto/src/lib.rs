@@ -11,7 +11,6 @@
 //! metadata, masks, counts and audit records only.
 #![forbid(unsafe_code)]
 
-
 mod messages;
 
 pub mod frame;

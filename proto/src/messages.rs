@@ -194,8 +194,12 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Status(StatusInfo),
-    Done { version: Option<u64> },
-    Imported { count: u32 },
+    Done {
+        version: Option<u64>,
+    },
+    Imported {
+        count: u32,
+    },
     Secrets(Vec<SecretInfo>),
     Exists(bool),
     /// A fixed-width mask computed by the daemon (at most the last 4 characters).
@@ -204,7 +208,9 @@ pub enum Reply {
     AuditRecords(Vec<String>),
     AuditVerified(AuditReport),
     /// A run began; [`crate::RunEvent`]s follow on this connection.
-    RunStarted { command: String },
+    RunStarted {
+        command: String,
+    },
     /// JSON text: the caller's allowed commands, or the policy explanation.
     Policy(String),
 }

@@ -72,7 +72,10 @@ pub struct RunExit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEvent {
     /// Redacted output.
-    Output { stream: Stream, data: Vec<u8> },
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
     Exit(RunExit),
 }
 

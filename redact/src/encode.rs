@@ -65,8 +65,18 @@ pub(crate) fn forms(value: &[u8]) -> Vec<Form> {
     if value.len() < MIN_ENCODED_LEN {
         return out;
     }
-    base64_forms(value, &base64::alphabet::STANDARD, Encoding::Base64, &mut out);
-    base64_forms(value, &base64::alphabet::URL_SAFE, Encoding::Base64Url, &mut out);
+    base64_forms(
+        value,
+        &base64::alphabet::STANDARD,
+        Encoding::Base64,
+        &mut out,
+    );
+    base64_forms(
+        value,
+        &base64::alphabet::URL_SAFE,
+        Encoding::Base64Url,
+        &mut out,
+    );
     for upper in [false, true] {
         out.push((Encoding::Hex, hex(value, upper)));
         out.push((Encoding::Percent, percent(value, upper, true)));
@@ -92,7 +102,10 @@ pub(crate) fn forms(value: &[u8]) -> Vec<Form> {
 /// bits, then padding; those two longer forms are added as well so that not
 /// even that character survives.
 fn base64_forms(value: &[u8], alphabet: &Alphabet, enc: Encoding, out: &mut Vec<Form>) {
-    let engine = GeneralPurpose::new(alphabet, GeneralPurposeConfig::new().with_encode_padding(false));
+    let engine = GeneralPurpose::new(
+        alphabet,
+        GeneralPurposeConfig::new().with_encode_padding(false),
+    );
     for k in 0..3usize {
         let mut input = Zeroizing::new(vec![0u8; k]);
         input.extend_from_slice(value);
@@ -141,7 +154,11 @@ fn percent(value: &[u8], upper: bool, every_byte: bool) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
     for &b in value {
         if every_byte || !unreserved(b) {
-            out.extend_from_slice(&[b'%', digits[usize::from(b >> 4)], digits[usize::from(b & 15)]]);
+            out.extend_from_slice(&[
+                b'%',
+                digits[usize::from(b >> 4)],
+                digits[usize::from(b & 15)],
+            ]);
         } else {
             out.push(b);
         }
@@ -249,7 +266,9 @@ fn shell_meta(b: u8) -> bool {
 }
 
 fn shell_backslash(value: &[u8]) -> Zeroizing<Vec<u8>> {
-    escape_with(value, |b| shell_meta(b).then_some(&[b'\\', b][..]).map(<[u8]>::to_vec))
+    escape_with(value, |b| {
+        shell_meta(b).then_some(&[b'\\', b][..]).map(<[u8]>::to_vec)
+    })
 }
 
 /// Inside `'…'`: each `'` becomes `'\''`.
@@ -259,7 +278,9 @@ fn shell_single_quoted(value: &[u8]) -> Zeroizing<Vec<u8>> {
 
 /// Inside `"…"`: backslash before `$`, `` ` ``, `"` and `\`.
 fn shell_double_quoted(value: &[u8]) -> Zeroizing<Vec<u8>> {
-    escape_with(value, |b| matches!(b, b'$' | b'`' | b'"' | b'\\').then(|| vec![b'\\', b]))
+    escape_with(value, |b| {
+        matches!(b, b'$' | b'`' | b'"' | b'\\').then(|| vec![b'\\', b])
+    })
 }
 
 fn escape_with(value: &[u8], f: impl Fn(u8) -> Option<Vec<u8>>) -> Zeroizing<Vec<u8>> {
@@ -294,15 +315,32 @@ mod tests {
         let f = forms(secret);
         let basic = base64::engine::general_purpose::STANDARD.encode(b"user:s3cr3t-value");
         // "user:" is 5 bytes, so the secret sits at alignment 2.
-        let hit = f.iter().any(|(e, p)| *e == Encoding::Base64 && basic.as_bytes().windows(p.len()).any(|w| w == p.as_slice()));
+        let hit = f.iter().any(|(e, p)| {
+            *e == Encoding::Base64 && basic.as_bytes().windows(p.len()).any(|w| w == p.as_slice())
+        });
         assert!(hit, "no base64 form found inside {basic}");
-        assert!(has(&f, Encoding::Base64, base64::engine::general_purpose::STANDARD.encode(secret).as_bytes()));
+        assert!(has(
+            &f,
+            Encoding::Base64,
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .as_bytes()
+        ));
     }
 
     #[test]
     fn hex_percent_json_shell() {
         let f = forms(b"a/b\"c d\n\x01");
-        assert!(has(&f, Encoding::Hex, b"612f6222632064 0a01".iter().copied().filter(|&b| b != b' ').collect::<Vec<_>>().as_slice()));
+        assert!(has(
+            &f,
+            Encoding::Hex,
+            b"612f6222632064 0a01"
+                .iter()
+                .copied()
+                .filter(|&b| b != b' ')
+                .collect::<Vec<_>>()
+                .as_slice()
+        ));
         assert!(has(&f, Encoding::Percent, b"a%2Fb%22c%20d%0A%01"));
         assert!(has(&f, Encoding::Percent, b"%61%2f%62%22%63%20%64%0a%01"));
         assert!(has(&f, Encoding::Json, b"a/b\\\"c d\\n\\u0001"));
@@ -313,6 +351,10 @@ mod tests {
     #[test]
     fn json_ascii_uses_utf16_escapes() {
         let f = forms("pässwörd😀".as_bytes());
-        assert!(has(&f, Encoding::Json, b"p\\u00e4ssw\\u00f6rd\\ud83d\\ude00"));
+        assert!(has(
+            &f,
+            Encoding::Json,
+            b"p\\u00e4ssw\\u00f6rd\\ud83d\\ude00"
+        ));
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A run's granted secrets are turned into a [`Secret`] each and compiled
 //! once into [`Patterns`]: every secret's raw bytes plus its base64 (three
-//! alignments, standard and URL-safe, padded or not), hex, percent, JSON and
-//! shell-escaped forms, all in one Aho-Corasick automaton. Each output stream
+//! alignments, standard and URL-safe, padded or not, also wrapped at 64 or 76
+//! columns), hex, percent, JSON and shell-escaped forms, behind one skip
+//! filter and one Aho-Corasick automaton. Each output stream
 //! of the command then gets its own [`Redactor`], which replaces every
 //! occurrence with a label such as `[REDACTED:API_KEY]` or
 //! `[REDACTED:API_KEY:base64]` in one pass, holding back only a possible
@@ -20,7 +21,10 @@
 mod encode;
 pub mod fuzzing;
 mod patterns;
+mod search;
+mod skip;
 mod stream;
+mod wrapped;
 
 use std::fmt;
 
@@ -43,7 +47,10 @@ pub struct Secret {
 impl Secret {
     /// `name` appears in labels; `value` is what gets redacted.
     pub fn new(name: impl Into<String>, value: impl Into<Vec<u8>>) -> Secret {
-        Secret { name: name.into(), value: Zeroizing::new(value.into()) }
+        Secret {
+            name: name.into(),
+            value: Zeroizing::new(value.into()),
+        }
     }
 
     /// The name shown in labels and counts.
@@ -58,7 +65,10 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secret").field("name", &self.name).field("value", &"<hidden>").finish()
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("value", &"<hidden>")
+            .finish()
     }
 }
 
@@ -103,7 +113,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::EmptyName => write!(f, "secret name is empty"),
-            Error::InvalidName(name) => write!(f, "secret name {name:?} contains a character not allowed in labels"),
+            Error::InvalidName(name) => write!(
+                f,
+                "secret name {name:?} contains a character not allowed in labels"
+            ),
             Error::DuplicateName(name) => write!(f, "secret name {name:?} given twice"),
             Error::EmptyValue(name) => write!(f, "secret {name:?} has an empty value"),
             Error::Automaton(e) => write!(f, "cannot build the redaction automaton: {e}"),

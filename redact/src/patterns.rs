@@ -8,10 +8,12 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use zeroize::Zeroizing;
 
 use crate::encode::{self, Encoding};
+use crate::skip::SkipFilter;
+use crate::wrapped::{self, Wrapped};
 use crate::{Error, Secret};
 
 /// Bits in the four-byte-prefix filter (32 KiB).
-const QUAD_BITS: u32 = 18;
+pub(crate) const QUAD_BITS: u32 = 18;
 
 /// What one pattern stands for.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +22,7 @@ pub(crate) struct PatternInfo {
     pub(crate) secret: u32,
     /// Index into the label table.
     pub(crate) label: u32,
+    pub(crate) encoding: Encoding,
 }
 
 /// Every form of every secret, compiled once and shared (`Arc<Patterns>`)
@@ -29,6 +32,9 @@ pub(crate) struct PatternInfo {
 /// prints only counts.
 pub struct Patterns {
     pub(crate) automaton: AhoCorasick,
+    /// Skips text that cannot hold an occurrence; `None` when some pattern
+    /// is too short for it.
+    pub(crate) skip: Option<SkipFilter>,
     /// All pattern bytes, back to back.
     arena: Zeroizing<Vec<u8>>,
     /// `(offset, len)` in `arena` for each pattern id.
@@ -38,13 +44,15 @@ pub struct Patterns {
     pub(crate) labels: Vec<Box<[u8]>>,
     pub(crate) names: Vec<String>,
     /// Pattern ids sorted by their bytes, for prefix queries.
-    sorted: Vec<u32>,
+    pub(crate) sorted: Vec<u32>,
     /// Bytes that begin a pattern of two bytes or more.
-    first: [bool; 256],
+    pub(crate) first: [bool; 256],
     /// Bloom-style filter of the first four bytes of patterns of five bytes
     /// or more.
-    quads: Vec<u64>,
-    longest: usize,
+    pub(crate) quads: Vec<u64>,
+    pub(crate) longest: usize,
+    /// Base64 forms for the line-wrapped search; `None` without any.
+    pub(crate) wrapped: Option<Wrapped>,
 }
 
 impl Patterns {
@@ -74,7 +82,11 @@ impl Patterns {
                     labels.push(label_text(name, encoding));
                     labels.len() - 1
                 });
-                let info = PatternInfo { secret: to_u32(index), label: to_u32(label) };
+                let info = PatternInfo {
+                    secret: to_u32(index),
+                    label: to_u32(label),
+                    encoding,
+                };
                 candidates.push((bytes, info));
             }
         }
@@ -95,10 +107,14 @@ impl Patterns {
         }
         drop(candidates);
 
-        let slices: Vec<&[u8]> = spans.iter().map(|&(at, len)| &arena[at..at + len]).collect();
+        let slices: Vec<&[u8]> = spans
+            .iter()
+            .map(|&(at, len)| &arena[at..at + len])
+            .collect();
+        let skip = SkipFilter::new(&slices);
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
-            .kind(Some(pick_kind(&slices)))
+            .kind(Some(pick_kind(&slices, skip.is_some())))
             .build(&slices)
             .map_err(Error::Automaton)?;
         let mut sorted: Vec<u32> = (0..to_u32(slices.len())).collect();
@@ -115,8 +131,29 @@ impl Patterns {
             }
         }
         let longest = slices.iter().map(|s| s.len()).max().unwrap_or(0);
+        let base64: Vec<(u32, &[u8])> = (0..slices.len())
+            .filter(|&id| matches!(info[id].encoding, Encoding::Base64 | Encoding::Base64Url))
+            .map(|id| (to_u32(id), slices[id]))
+            .collect();
+        let wrapped = Wrapped::new(&base64, longest)
+            .transpose()
+            .map_err(Error::Automaton)?;
+        drop(base64);
         drop(slices);
-        Ok(Patterns { automaton, arena, spans, info, labels, names, sorted, first, quads, longest })
+        Ok(Patterns {
+            automaton,
+            skip,
+            arena,
+            spans,
+            info,
+            labels,
+            names,
+            sorted,
+            first,
+            quads,
+            longest,
+            wrapped,
+        })
     }
 
     /// Length of the longest pattern; the holdback never reaches it.
@@ -137,48 +174,31 @@ impl Patterns {
     /// Approximate heap bytes used by the automaton and the tables.
     pub fn memory_usage(&self) -> usize {
         self.automaton.memory_usage()
+            + self.skip.as_ref().map_or(0, SkipFilter::memory_usage)
             + self.arena.capacity()
             + self.spans.capacity() * 16
             + self.info.capacity() * 8
             + self.sorted.capacity() * 4
             + self.quads.capacity() * 8
             + self.labels.iter().map(|l| l.len()).sum::<usize>()
+            + self.wrapped.as_ref().map_or(0, Wrapped::memory_usage)
+    }
+
+    /// Most bytes a [`Redactor`](crate::Redactor) ever holds:
+    /// `longest() - 1`, plus the line breaks a line-wrapped base64 form may
+    /// contain (two bytes per 64 columns).
+    pub fn max_held(&self) -> usize {
+        let longest = self.longest.saturating_sub(1);
+        if self.wrapped.is_some() {
+            wrapped::max_span(longest)
+        } else {
+            longest
+        }
     }
 
     pub(crate) fn pattern(&self, id: usize) -> &[u8] {
         let (at, len) = self.spans[id];
         &self.arena[at..at + len]
-    }
-
-    /// True if `x` is a proper prefix of some pattern, i.e. more bytes could
-    /// still turn it into a match.
-    pub(crate) fn is_proper_prefix(&self, x: &[u8]) -> bool {
-        let Some(&b0) = x.first() else { return false };
-        if !self.first[usize::from(b0)] {
-            return false;
-        }
-        if x.len() >= 4 {
-            let bit = quad_bit(&x[..4]);
-            if self.quads[bit / 64] & (1 << (bit % 64)) == 0 {
-                return false;
-            }
-        }
-        let at = self.sorted.partition_point(|&id| self.pattern(id as usize) < x);
-        // Patterns starting with `x` are contiguous from `at`; `x` itself
-        // may come first.
-        self.sorted[at..]
-            .iter()
-            .take(2)
-            .map(|&id| self.pattern(id as usize))
-            .any(|p| p.len() > x.len() && p.starts_with(x))
-    }
-
-    /// Start of the longest suffix of `buf` that could still grow into a
-    /// match: every byte before it is final. At most `longest() - 1` bytes
-    /// are kept, and the work is bounded by that, not by the pattern count.
-    pub(crate) fn holdback_start(&self, buf: &[u8]) -> usize {
-        let from = buf.len().saturating_sub(self.longest.saturating_sub(1));
-        (from..buf.len()).find(|&p| self.is_proper_prefix(&buf[p..])).unwrap_or(buf.len())
     }
 }
 
@@ -189,15 +209,19 @@ impl fmt::Debug for Patterns {
             .field("patterns", &self.spans.len())
             .field("longest", &self.longest)
             .field("kind", &self.automaton.kind())
+            .field("skip_filter", &self.skip.is_some())
+            .field("wrapped_base64", &self.wrapped.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// A DFA is fastest but its size grows with patterns × alphabet; above a few
-/// hundred thousand pattern bytes the contiguous NFA is the better trade.
-fn pick_kind(patterns: &[&[u8]]) -> AhoCorasickKind {
+/// With the skip filter the automaton only verifies rare candidates, so the
+/// compact contiguous NFA is enough. Without it the automaton reads every
+/// byte: a DFA is faster, but its size grows with patterns × alphabet, so it
+/// is used only up to [`DFA_MAX_PATTERN_BYTES`].
+fn pick_kind(patterns: &[&[u8]], skipping: bool) -> AhoCorasickKind {
     let total: usize = patterns.iter().map(|p| p.len()).sum();
-    if total <= DFA_MAX_PATTERN_BYTES {
+    if !skipping && total <= DFA_MAX_PATTERN_BYTES {
         AhoCorasickKind::DFA
     } else {
         AhoCorasickKind::ContiguousNFA
@@ -207,7 +231,7 @@ fn pick_kind(patterns: &[&[u8]]) -> AhoCorasickKind {
 /// Pattern bytes up to which the DFA is used (see `docs/bench-redaction.md`).
 pub(crate) const DFA_MAX_PATTERN_BYTES: usize = 200_000;
 
-fn quad_bit(four: &[u8]) -> usize {
+pub(crate) fn quad_bit(four: &[u8]) -> usize {
     let v = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);
     (v.wrapping_mul(0x9E37_79B1) >> (32 - QUAD_BITS)) as usize
 }
@@ -230,7 +254,10 @@ fn validate_name(name: &str) -> Result<(), Error> {
     if name.is_empty() {
         return Err(Error::EmptyName);
     }
-    if !name.bytes().all(|b| b.is_ascii_graphic() && b != b']' && b != b'[') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b']' && b != b'[')
+    {
         return Err(Error::InvalidName(name.escape_default().to_string()));
     }
     Ok(())
@@ -241,8 +268,11 @@ mod tests {
     use super::*;
 
     fn pats(values: &[&[u8]]) -> Patterns {
-        let secrets: Vec<Secret> =
-            values.iter().enumerate().map(|(i, v)| Secret::new(format!("S{i}"), v.to_vec())).collect();
+        let secrets: Vec<Secret> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Secret::new(format!("S{i}"), v.to_vec()))
+            .collect();
         Patterns::new(&secrets).expect("patterns")
     }
 
@@ -251,12 +281,15 @@ mod tests {
         // Below MIN_ENCODED_LEN, so raw forms only.
         let p = pats(&[b"abc", b"abcde"]);
         assert!(p.is_proper_prefix(b"a"));
-        assert!(p.is_proper_prefix(b"abc"), "abc is a pattern and a prefix of a longer one");
+        assert!(
+            p.is_proper_prefix(b"abc"),
+            "abc is a pattern and a prefix of a longer one"
+        );
         assert!(p.is_proper_prefix(b"abcd"));
         assert!(!p.is_proper_prefix(b"abcde"));
         assert!(!p.is_proper_prefix(b"abd"));
-        assert_eq!(p.holdback_start(b"xxabcd"), 2);
-        assert_eq!(p.holdback_start(b"xxabcde"), 7);
+        assert_eq!(p.plain_holdback(b"xxabcd"), 2);
+        assert_eq!(p.plain_holdback(b"xxabcde"), 7);
         let long = pats(&[b"0123456789"]);
         assert!(long.is_proper_prefix(b"01234"));
         assert!(long.is_proper_prefix(b"3031"), "hex form");
@@ -265,10 +298,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(Patterns::new(&[Secret::new("", b"x".to_vec())]), Err(Error::EmptyName)));
-        assert!(matches!(Patterns::new(&[Secret::new("A]", b"x".to_vec())]), Err(Error::InvalidName(_))));
-        assert!(matches!(Patterns::new(&[Secret::new("A", Vec::new())]), Err(Error::EmptyValue(_))));
-        let dup = [Secret::new("A", b"x".to_vec()), Secret::new("A", b"y".to_vec())];
+        assert!(matches!(
+            Patterns::new(&[Secret::new("", b"x".to_vec())]),
+            Err(Error::EmptyName)
+        ));
+        assert!(matches!(
+            Patterns::new(&[Secret::new("A]", b"x".to_vec())]),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(matches!(
+            Patterns::new(&[Secret::new("A", Vec::new())]),
+            Err(Error::EmptyValue(_))
+        ));
+        let dup = [
+            Secret::new("A", b"x".to_vec()),
+            Secret::new("A", b"y".to_vec()),
+        ];
         assert!(matches!(Patterns::new(&dup), Err(Error::DuplicateName(_))));
     }
 

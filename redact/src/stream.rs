@@ -12,7 +12,7 @@
 //!
 //! After each write the engine finds the longest suffix of the unreleased
 //! bytes that is a proper prefix of some pattern (see
-//! [`Patterns::holdback_start`]). Everything before it is final and is
+//! `Patterns::holdback`). Everything before it is final and is
 //! written out; the suffix is held. An occurrence is processed in the first
 //! write where its start lies before the held suffix; by then all
 //! occurrences starting at the same position are known, so the label is
@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use crate::search::Scratch;
+use crate::wrapped::LineState;
 use crate::Patterns;
 
 /// Largest held partial match that [`Redactor::flush_idle`] releases.
@@ -78,7 +80,12 @@ pub(crate) struct Engine {
     done: usize,
     /// The last emitted region, while it reaches into `pending`.
     open: Option<Region>,
+    /// The line `pending` starts in (for line-wrapped base64).
+    line: LineState,
     regions: Vec<Region>,
+    /// Occurrences of one step: `(start, end, pattern)`.
+    matches: Vec<(usize, usize, usize)>,
+    search: Scratch,
     scratch: Zeroizing<Vec<u8>>,
     counts: BTreeMap<String, u64>,
 }
@@ -142,7 +149,7 @@ impl Engine {
     /// `buf` is `pending` followed by new input.
     fn process(&mut self, patterns: &Patterns, buf: &[u8], step: Step, out: &mut Vec<u8>) {
         let hold = match step {
-            Step::Write => patterns.holdback_start(buf),
+            Step::Write => patterns.holdback(buf, self.line, &mut self.search),
             Step::Idle | Step::Finish => buf.len(),
         };
         self.collect_regions(patterns, buf, hold);
@@ -160,7 +167,9 @@ impl Engine {
                     if region.start > handled {
                         out.extend_from_slice(&buf[handled..region.start]);
                     }
-                    out.extend_from_slice(&patterns.labels[patterns.info[region.pattern as usize].label as usize]);
+                    out.extend_from_slice(
+                        &patterns.labels[patterns.info[region.pattern as usize].label as usize],
+                    );
                     self.count(patterns, region.secrets());
                     handled = handled.max(region.end);
                     self.open = Some(region);
@@ -186,8 +195,11 @@ impl Engine {
                 });
                 if step == Step::Write {
                     // `buf` is the input or the scratch buffer, never `pending`.
+                    self.line = self.line.after(&buf[..hold]);
                     self.pending.clear();
                     extend_wiping(&mut self.pending, &buf[hold..]);
+                } else {
+                    self.line = LineState::default();
                 }
             }
         }
@@ -200,16 +212,21 @@ impl Engine {
         if patterns.is_empty() || hold == 0 {
             return;
         }
-        // Occurrences arrive ordered by end, so a new one can only overlap
-        // the regions at the top of the stack.
-        for m in patterns.automaton.find_overlapping_iter(buf) {
-            if m.start() >= hold || m.end() <= self.done {
-                continue;
+        let (done, matches) = (self.done, &mut self.matches);
+        matches.clear();
+        patterns.for_each_match(buf, self.line, &mut self.search, |start, end, id| {
+            if start < hold && end > done {
+                matches.push((start, end, id));
             }
-            let id = m.pattern().as_usize();
+        });
+        // Plain and line-wrapped occurrences each come ordered by end.
+        matches.sort_by_key(|&(_, end, _)| end);
+        // Ordered by end, a new occurrence can only overlap the regions at
+        // the top of the stack.
+        for &(start, end, id) in matches.iter() {
             let mut region = Region {
-                start: m.start(),
-                end: m.end(),
+                start,
+                end,
                 pattern: id as u32,
                 secret: patterns.info[id].secret,
                 more: Vec::new(),
@@ -256,7 +273,7 @@ fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
 ///
 /// Feed it with [`write`](Redactor::write); it appends to `out` every byte
 /// that can no longer become part of a match, labels in place of matches,
-/// and holds the rest (at most [`Patterns::longest`]` - 1` bytes). Call
+/// and holds the rest (at most [`Patterns::max_held`] bytes). Call
 /// [`flush_idle`](Redactor::flush_idle) when the stream has been quiet for a
 /// while and [`finish`](Redactor::finish) at end of stream.
 pub struct Redactor {
@@ -267,7 +284,10 @@ pub struct Redactor {
 impl Redactor {
     /// A redactor with nothing held and no counts.
     pub fn new(patterns: Arc<Patterns>) -> Redactor {
-        Redactor { patterns, engine: Engine::default() }
+        Redactor {
+            patterns,
+            engine: Engine::default(),
+        }
     }
 
     /// Consumes `input`, appending everything releasable to `out`.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use aivault_redact::fuzzing::{check, patterns_for, run_split};
+use aivault_redact::fuzzing::{check, patterns_for, run_split, wrap};
 use aivault_redact::redact_all;
 use base64::Engine as _;
 use proptest::prelude::*;
@@ -25,19 +25,33 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// One to four secrets, the second one possibly a prefix or an extension
-/// of the first.
+/// of the first. Half the sets have only values of 5 bytes or more, so both
+/// the skip-filter path and the full-scan path are exercised.
 fn values() -> impl Strategy<Value = Vec<Vec<u8>>> {
-    (prop::collection::vec(value(), 1..4), 0usize..3, value()).prop_map(|(mut v, relation, extra)| {
-        let first = v[0].clone();
-        match relation {
-            0 if first.len() > 1 => v.push(first[..first.len() / 2 + 1].to_vec()),
-            1 => v.push([first.as_slice(), &extra].concat()),
-            _ => {}
-        }
-        v.sort();
-        v.dedup();
-        v
-    })
+    (
+        prop::collection::vec(value(), 1..4),
+        0usize..3,
+        value(),
+        any::<bool>(),
+    )
+        .prop_map(|(mut v, relation, extra, long)| {
+            let first = v[0].clone();
+            match relation {
+                0 if first.len() > 1 => v.push(first[..first.len() / 2 + 1].to_vec()),
+                1 => v.push([first.as_slice(), &extra].concat()),
+                _ => {}
+            }
+            if long {
+                for value in &mut v {
+                    while value.len() < 5 {
+                        value.extend_from_within(..);
+                    }
+                }
+            }
+            v.sort();
+            v.dedup();
+            v
+        })
 }
 
 fn text() -> impl Strategy<Value = Vec<u8>> {
@@ -48,7 +62,15 @@ fn text() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn hex(v: &[u8], upper: bool) -> String {
-    v.iter().map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") }).collect()
+    v.iter()
+        .map(|b| {
+            if upper {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
+        .collect()
 }
 
 fn percent_all(v: &[u8]) -> String {
@@ -91,8 +113,14 @@ fn embed(value: &[u8], which: u8, context: &[u8]) -> (Vec<u8>, Vec<u8>) {
     };
     let whole = |e: Vec<u8>| (e.clone(), e);
     match which % 10 {
-        0 => b64(&base64::engine::general_purpose::STANDARD, usize::from(which / 10) % 3),
-        1 => b64(&base64::engine::general_purpose::URL_SAFE_NO_PAD, usize::from(which / 10) % 3),
+        0 => b64(
+            &base64::engine::general_purpose::STANDARD,
+            usize::from(which / 10) % 3,
+        ),
+        1 => b64(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            usize::from(which / 10) % 3,
+        ),
         2 => whole(hex(value, which > 100).into_bytes()),
         3 => whole(percent_all(value).into_bytes()),
         4 => whole(percent_min(value).into_bytes()),
@@ -104,8 +132,13 @@ fn embed(value: &[u8], which: u8, context: &[u8]) -> (Vec<u8>, Vec<u8>) {
             Err(_) => whole(value.to_vec()),
         },
         6 => whole(shell(value)),
+        // PEM/MIME-wrapped base64 (shared helper: filler, width, CRLF
+        // chosen by `which`); the core check is left to `check`.
+        8 => (wrap(value, which.wrapping_mul(7)), Vec::new()),
         7 => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(value).into_bytes();
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(value)
+                .into_bytes();
             whole(encoded)
         }
         _ => whole(value.to_vec()),

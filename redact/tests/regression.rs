@@ -4,12 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aivault_redact::{
-    redact_all, redaction_strength, Patterns, Redactor, Secret, Strength, IDLE_FLUSH_MAX, MIN_ENCODED_LEN,
+    redact_all, redaction_strength, Patterns, Redactor, Secret, Strength, IDLE_FLUSH_MAX,
+    MIN_ENCODED_LEN,
 };
 use base64::Engine as _;
 
 fn patterns(secrets: &[(&str, &[u8])]) -> Arc<Patterns> {
-    let secrets: Vec<Secret> = secrets.iter().map(|(n, v)| Secret::new(*n, v.to_vec())).collect();
+    let secrets: Vec<Secret> = secrets
+        .iter()
+        .map(|(n, v)| Secret::new(*n, v.to_vec()))
+        .collect();
     Arc::new(Patterns::new(&secrets).expect("patterns"))
 }
 
@@ -37,7 +41,10 @@ fn secret_split_across_two_writes_200ms_apart() {
     r.write(first, &mut out);
     std::thread::sleep(Duration::from_millis(200));
     r.flush_idle(&mut out);
-    assert_eq!(out, b"token=", "nothing of the secret may be emitted after the first write");
+    assert_eq!(
+        out, b"token=",
+        "nothing of the secret may be emitted after the first write"
+    );
     assert_eq!(r.held(), first.len());
     r.write(second, &mut out);
     r.write(b" ok\n", &mut out);
@@ -55,7 +62,13 @@ fn base64_of_user_colon_secret() {
     let text = String::from_utf8(out).expect("utf8");
     // "user:" is 40 bits: 6 characters are the user's, the 7th mixes both,
     // everything after it (padding included) is the secret's.
-    assert_eq!(text, format!("Authorization: Basic {}[REDACTED:PASS:base64]\n", &encoded[..7]));
+    assert_eq!(
+        text,
+        format!(
+            "Authorization: Basic {}[REDACTED:PASS:base64]\n",
+            &encoded[..7]
+        )
+    );
 }
 
 #[test]
@@ -80,20 +93,32 @@ fn one_byte_and_three_byte_secrets() {
     assert_eq!(MIN_ENCODED_LEN, 6);
     let p = patterns(&[("ONE", b"%"), ("THREE", b"q7z")]);
     let out = redact_all(&p, b"100% of q7z; hex of q7z is 71377a");
-    assert_eq!(out, b"100[REDACTED:ONE] of [REDACTED:THREE]; hex of [REDACTED:THREE] is 71377a");
+    assert_eq!(
+        out,
+        b"100[REDACTED:ONE] of [REDACTED:THREE]; hex of [REDACTED:THREE] is 71377a"
+    );
 }
 
 #[test]
 fn ten_thousand_secrets() {
     let secrets: Vec<Secret> = (0..10_000u32)
-        .map(|i| Secret::new(format!("S{i}"), format!("tok-{:08x}-{:04}", i.wrapping_mul(2_654_435_761), i)))
+        .map(|i| {
+            Secret::new(
+                format!("S{i}"),
+                format!("tok-{:08x}-{:04}", i.wrapping_mul(2_654_435_761), i),
+            )
+        })
         .collect();
     let p = Arc::new(Patterns::new(&secrets).expect("patterns"));
     let mut input = Vec::new();
     for i in [0u32, 4_999, 9_999] {
         let value = format!("tok-{:08x}-{:04}", i.wrapping_mul(2_654_435_761), i);
         input.extend_from_slice(format!("line {i}: {value} ").as_bytes());
-        input.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&value).as_bytes());
+        input.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(&value)
+                .as_bytes(),
+        );
         input.push(b'\n');
     }
     let out = redact_all(&p, &input);
@@ -135,7 +160,10 @@ fn idle_flush_releases_only_short_partial_matches() {
     assert_eq!(out, b"continue? ");
     assert_eq!(r.held(), 3);
     r.flush_idle(&mut out);
-    assert_eq!(out, b"continue? sk-", "a partial match of IDLE_FLUSH_MAX bytes is released");
+    assert_eq!(
+        out, b"continue? sk-",
+        "a partial match of IDLE_FLUSH_MAX bytes is released"
+    );
     assert_eq!(r.held(), 0);
     // The rest of the secret arrives later: its remainder is still redacted.
     r.write(&KEY[3..], &mut out);
@@ -146,7 +174,10 @@ fn idle_flush_releases_only_short_partial_matches() {
     let mut out = Vec::new();
     r.write(b"enter sk-l", &mut out);
     r.flush_idle(&mut out);
-    assert_eq!(out, b"enter ", "more than IDLE_FLUSH_MAX bytes of a secret form stay held");
+    assert_eq!(
+        out, b"enter ",
+        "more than IDLE_FLUSH_MAX bytes of a secret form stay held"
+    );
     assert_eq!(r.held(), IDLE_FLUSH_MAX + 1);
     r.finish(&mut out);
     assert_eq!(out, b"enter sk-l");
@@ -170,9 +201,18 @@ fn idle_flush_never_releases_a_complete_secret() {
 fn binary_and_invalid_utf8_are_redacted() {
     let secret = b"\xff\x00\xfesecret\x80";
     let p = patterns(&[("BIN", secret)]);
-    let input = [b"\x00\x01\xc3(".as_slice(), secret, b"\r\n\xff", &hex_lower(secret)].concat();
+    let input = [
+        b"\x00\x01\xc3(".as_slice(),
+        secret,
+        b"\r\n\xff",
+        &hex_lower(secret),
+    ]
+    .concat();
     let out = redact_all(&p, &input);
-    assert_eq!(out, b"\x00\x01\xc3([REDACTED:BIN]\r\n\xff[REDACTED:BIN:hex]");
+    assert_eq!(
+        out,
+        b"\x00\x01\xc3([REDACTED:BIN]\r\n\xff[REDACTED:BIN:hex]"
+    );
 }
 
 #[test]
@@ -194,7 +234,10 @@ fn no_secrets_means_a_copy() {
 }
 
 fn hex_lower(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect()
+    bytes
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect()
 }
 
 #[test]
@@ -208,4 +251,32 @@ fn held_bytes_never_reach_the_longest_pattern() {
     }
     assert!(out.is_empty());
     assert!(!contains(&out, b"sk-"));
+}
+
+#[test]
+fn pem_wrapped_base64_split_at_every_point() {
+    let secret = b"-----pem-secret-material-0123456789abcdef-----";
+    let p = patterns(&[("PEM", secret)]);
+    let mut data = b"header bytes ".to_vec();
+    data.extend_from_slice(secret);
+    data.extend_from_slice(b" trailer bytes that continue for a while");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+    let mut input = b"-----BEGIN PRIVATE KEY-----\r\n".to_vec();
+    for line in b64.as_bytes().chunks(64) {
+        input.extend_from_slice(line);
+        input.extend_from_slice(b"\r\n");
+    }
+    input.extend_from_slice(b"-----END PRIVATE KEY-----\r\n");
+    let whole = redact_all(&p, &input);
+    let text = String::from_utf8_lossy(&whole);
+    assert!(text.contains("[REDACTED:PEM:base64]"), "{text}");
+    for cut in 0..=input.len() {
+        let mut r = Redactor::new(Arc::clone(&p));
+        let mut out = Vec::new();
+        r.write(&input[..cut], &mut out);
+        assert!(r.held() <= p.max_held());
+        r.write(&input[cut..], &mut out);
+        r.finish(&mut out);
+        assert_eq!(out, whole, "cut at {cut}");
+    }
 }

@@ -8,6 +8,7 @@
 //! Measures, in one run on one machine: median and p99 latency of
 //! `vaultctl secrets list` as a whole process run by an unprivileged user, and
 //! `secrets set` throughput with 1 and 16 concurrent clients.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,9 @@ fn set_throughput(d: &Daemon, clients: usize, per_client: usize) -> f64 {
                         .call(RequestBody::SecretSet {
                             scope: WireScope::Own,
                             name: format!("BENCH_{clients}_{c}_{}", i % 50),
-                            value: SecretBytes::new(format!("bench-value-{c}-{i}-0123456789").into_bytes()),
+                            value: SecretBytes::new(
+                                format!("bench-value-{c}-{i}-0123456789").into_bytes(),
+                            ),
                             meta: MetaInput::default(),
                             mode: SetMode::Upsert,
                         })
@@ -55,7 +58,11 @@ fn main() {
     let d = Daemon::start_new(Options::default());
     let alice = User::ensure("aivt-alice");
     for i in 0..20 {
-        ok(&d.vaultctl(&alice, &["secrets", "set", &format!("LIST_{i}")], b"bench-list-value-0123"));
+        ok(&d.vaultctl(
+            &alice,
+            &["secrets", "set", &format!("LIST_{i}")],
+            b"bench-list-value-0123",
+        ));
     }
 
     // Warm up, then time the whole process: fork, exec, connect, handshake, list, exit.

@@ -54,7 +54,13 @@ impl User {
         require_root();
         if nix::unistd::User::from_name(name).ok().flatten().is_none() {
             let status = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
                 .status()
                 .expect("running useradd");
             // Another test may have created it concurrently.
@@ -121,7 +127,8 @@ impl Daemon {
         // Users must reach the socket below it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         fs::create_dir(dir.path().join("policy")).expect("policy dir");
-        fs::set_permissions(dir.path().join("policy"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(dir.path().join("policy"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let conf = dir.path().join("aivaultd.toml");
         fs::write(&conf, &opts.config).expect("config");
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -138,7 +145,9 @@ impl Daemon {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("aivaultd init");
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(d.opts.passphrase.as_bytes()).expect("passphrase");
+            stdin
+                .write_all(d.opts.passphrase.as_bytes())
+                .expect("passphrase");
         }
         let out = child.wait_with_output().expect("init");
         assert!(

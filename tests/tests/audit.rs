@@ -1,6 +1,7 @@
 //! Acceptance 6 (foundation): editing, deleting or truncating audit records is
 //! detected by `audit verify`; an unwritable audit log makes state-changing
 //! operations fail with a clear error and no change to the vault. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use aivault_tests::{fails_with, ok, Daemon, Options, User};
 
@@ -14,7 +15,11 @@ fn populated() -> (Daemon, User) {
     let d = Daemon::start_new(Options::default());
     let alice = User::ensure("aivt-alice");
     for i in 0..6 {
-        ok(&d.vaultctl(&alice, &["secrets", "set", &format!("K{i}")], b"audit-test-value-1"));
+        ok(&d.vaultctl(
+            &alice,
+            &["secrets", "set", &format!("K{i}")],
+            b"audit-test-value-1",
+        ));
     }
     let (code, v) = verify(&d);
     assert_eq!(code, 0, "fresh log verifies: {v}");
@@ -85,10 +90,16 @@ fn an_unwritable_audit_log_refuses_changes_and_leaves_the_vault_alone() {
     std::fs::rename(d.audit_log(), &saved).unwrap();
     std::fs::create_dir(d.audit_log()).unwrap();
 
-    let err = fails_with(&d.vaultctl(&alice, &["secrets", "set", "NEW"], b"never-stored-value"), 6);
+    let err = fails_with(
+        &d.vaultctl(&alice, &["secrets", "set", "NEW"], b"never-stored-value"),
+        6,
+    );
     assert!(err.contains("audit log"), "{err}");
     fails_with(&d.vaultctl(&alice, &["secrets", "rm", "K1"], b""), 6);
-    fails_with(&d.vaultctl(&alice, &["secrets", "rotate", "K2"], b"never-stored-value"), 6);
+    fails_with(
+        &d.vaultctl(&alice, &["secrets", "rotate", "K2"], b"never-stored-value"),
+        6,
+    );
     assert_eq!(std::fs::read(&vault).unwrap(), before, "vault unchanged");
 
     std::fs::remove_dir(d.audit_log()).unwrap();

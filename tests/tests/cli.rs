@@ -1,5 +1,6 @@
 //! `vaultctl` and `aivaultd` answer bad input with a clear error and a
 //! meaningful exit status — never a panic. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use aivault_tests::{bin, fails_with, ok, Daemon, Options, User};
 
@@ -12,7 +13,14 @@ fn no_panic(out: &std::process::Output) {
 fn bad_names_values_and_flags() {
     let d = Daemon::start_new(Options::default());
     let alice = User::ensure("aivt-alice");
-    for bad in ["", "1ABC", "has space", "semi;colon", "../etc", &"N".repeat(129)] {
+    for bad in [
+        "",
+        "1ABC",
+        "has space",
+        "semi;colon",
+        "../etc",
+        &"N".repeat(129),
+    ] {
         let out = d.vaultctl(&alice, &["secrets", "set", bad], b"a-fine-value-123");
         let err = fails_with(&out, 2);
         no_panic(&out);
@@ -30,28 +38,55 @@ fn bad_names_values_and_flags() {
 
     let out = d.vaultctl(&alice, &["secrets", "set", "SHORT"], b"abc");
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"), "short values warn");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "short values warn"
+    );
 
-    for args in [&["secrets", "frobnicate"][..], &["--bogus", "status"], &["secrets", "set"], &["secrets", "set", "A", "--expires", "tomorrow"]] {
+    for args in [
+        &["secrets", "frobnicate"][..],
+        &["--bogus", "status"],
+        &["secrets", "set"],
+        &["secrets", "set", "A", "--expires", "tomorrow"],
+    ] {
         let out = d.vaultctl(&alice, args, b"");
         fails_with(&out, 2);
         no_panic(&out);
     }
     // The value is never accepted from argv.
-    fails_with(&d.vaultctl(&alice, &["secrets", "set", "A", "the-value"], b""), 2);
+    fails_with(
+        &d.vaultctl(&alice, &["secrets", "set", "A", "the-value"], b""),
+        2,
+    );
 }
 
 #[test]
 fn help_is_there_and_unreachable_daemon_is_exit_5() {
     let alice = User::ensure("aivt-alice");
-    for args in [&["--help"][..], &["secrets", "--help"], &["secrets", "set", "--help"], &["audit", "verify", "--help"]] {
-        let out = aivault_tests::vaultctl_at(std::path::Path::new("/nonexistent"), &alice, args, b"");
+    for args in [
+        &["--help"][..],
+        &["secrets", "--help"],
+        &["secrets", "set", "--help"],
+        &["audit", "verify", "--help"],
+    ] {
+        let out =
+            aivault_tests::vaultctl_at(std::path::Path::new("/nonexistent"), &alice, args, b"");
         let text = ok(&out);
         assert!(text.contains("Usage"), "{text}");
     }
-    let help = ok(&aivault_tests::vaultctl_at(std::path::Path::new("/x"), &alice, &["--help"], b""));
+    let help = ok(&aivault_tests::vaultctl_at(
+        std::path::Path::new("/x"),
+        &alice,
+        &["--help"],
+        b"",
+    ));
     assert!(help.contains("Exit status"), "exit codes are documented");
-    let out = aivault_tests::vaultctl_at(std::path::Path::new("/nonexistent/sock"), &alice, &["status"], b"");
+    let out = aivault_tests::vaultctl_at(
+        std::path::Path::new("/nonexistent/sock"),
+        &alice,
+        &["status"],
+        b"",
+    );
     let err = fails_with(&out, 5);
     assert!(err.contains("cannot connect"), "{err}");
 }
@@ -83,6 +118,11 @@ fn daemon_refuses_to_run_unprivileged_or_on_insecure_paths() {
     // A key file readable by others is refused.
     std::fs::set_permissions(d.key_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = d.command().output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     no_panic(&out);
 }

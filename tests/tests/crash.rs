@@ -2,6 +2,7 @@
 //! several clients, `kill -9` at a random moment, restart. The vault always
 //! opens, and every acknowledged write is present with its latest
 //! acknowledged value. Needs root. `AIVAULT_CRASH_CYCLES` overrides the count.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,14 +57,27 @@ fn acknowledged_writes_survive_kill_9() {
                     for i in 0.. {
                         let name = format!("C{c}_N{}", i % NAMES_PER_CLIENT);
                         let value = format!("cycle{cycle}-client{c}-write{i}-padding");
-                        let exists = expect.lock().unwrap().get(&name).is_some_and(|e| e.acked.is_some());
-                        expect.lock().unwrap().entry(name.clone()).or_default().in_flight = Some(value.clone());
+                        let exists = expect
+                            .lock()
+                            .unwrap()
+                            .get(&name)
+                            .is_some_and(|e| e.acked.is_some());
+                        expect
+                            .lock()
+                            .unwrap()
+                            .entry(name.clone())
+                            .or_default()
+                            .in_flight = Some(value.clone());
                         let body = RequestBody::SecretSet {
                             scope: WireScope::Own,
                             name: name.clone(),
                             value: SecretBytes::new(value.clone().into_bytes()),
                             meta: MetaInput::default(),
-                            mode: if exists { SetMode::Rotate } else { SetMode::Upsert },
+                            mode: if exists {
+                                SetMode::Rotate
+                            } else {
+                                SetMode::Upsert
+                            },
                         };
                         match client.call(body) {
                             Ok(_) => {
@@ -104,5 +118,8 @@ fn acknowledged_writes_survive_kill_9() {
             exp.in_flight = None;
         }
     }
-    assert!(total_acked > cycles as u64, "the test made progress ({total_acked} acknowledged writes)");
+    assert!(
+        total_acked > cycles as u64,
+        "the test made progress ({total_acked} acknowledged writes)"
+    );
 }

@@ -2,12 +2,16 @@
 //! frame, an unknown message type and 1,000 idle connections from one uid are
 //! each met with a clear error or a closed connection; the daemon stays up and
 //! keeps answering other users promptly. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use aivault_proto::{decode, encode, read_frame, write_frame, Hello, HelloReply, Response, HELLO_MAGIC, PROTOCOL_VERSION};
+use aivault_proto::{
+    decode, encode, read_frame, write_frame, Hello, HelloReply, Response, HELLO_MAGIC,
+    PROTOCOL_VERSION,
+};
 use aivault_tests::{ok, Daemon, Options, User};
 
 fn connect(d: &Daemon) -> UnixStream {
@@ -17,7 +21,11 @@ fn connect(d: &Daemon) -> UnixStream {
 }
 
 fn handshake(s: &mut UnixStream) {
-    let hello = Hello { magic: HELLO_MAGIC, version: PROTOCOL_VERSION, client: "test".into() };
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        version: PROTOCOL_VERSION,
+        client: "test".into(),
+    };
     write_frame(s, &encode(&hello).unwrap()).unwrap();
     let r: HelloReply = decode(&read_frame(s).unwrap()).unwrap();
     assert!(r.result.is_ok());
@@ -33,7 +41,11 @@ fn drain(s: &mut UnixStream) -> Vec<u8> {
 fn still_serving(d: &Daemon, who: &User) {
     let t = Instant::now();
     ok(&d.vaultctl(who, &["secrets", "list"], b""));
-    assert!(t.elapsed() < Duration::from_secs(10), "answer took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "answer took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -69,7 +81,10 @@ fn hostile_bytes_get_an_error_or_a_closed_connection() {
     write_frame(&mut s, &[0x01, 0xEE, 0xEE, 0xEE]).unwrap();
     let resp: Response = decode(&read_frame(&mut s).unwrap()).unwrap();
     assert!(resp.result.unwrap_err().message.contains("unknown"));
-    let req = aivault_proto::Request { id: 9, body: aivault_proto::RequestBody::Status };
+    let req = aivault_proto::Request {
+        id: 9,
+        body: aivault_proto::RequestBody::Status,
+    };
     write_frame(&mut s, &encode(&req).unwrap()).unwrap();
     let resp: Response = decode(&read_frame(&mut s).unwrap()).unwrap();
     assert_eq!(resp.id, 9);
@@ -77,7 +92,11 @@ fn hostile_bytes_get_an_error_or_a_closed_connection() {
 
     // A wrong protocol version is refused with a reason.
     let mut s = connect(&d);
-    let hello = Hello { magic: HELLO_MAGIC, version: 999, client: "old".into() };
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        version: 999,
+        client: "old".into(),
+    };
     write_frame(&mut s, &encode(&hello).unwrap()).unwrap();
     let r: HelloReply = decode(&read_frame(&mut s).unwrap()).unwrap();
     assert!(r.result.unwrap_err().message.contains("protocol version"));
@@ -96,7 +115,14 @@ fn a_thousand_idle_connections_from_one_user_do_not_starve_others() {
     // 1,000 connections held open by a real process running as alice, so the
     // kernel records alice's credentials on each socket.
     let mut child = std::process::Command::new("setpriv")
-        .args(["--reuid", &alice.uid.to_string(), "--regid", &alice.gid.to_string(), "--clear-groups", "--"])
+        .args([
+            "--reuid",
+            &alice.uid.to_string(),
+            "--regid",
+            &alice.gid.to_string(),
+            "--clear-groups",
+            "--",
+        ])
         .args(["/usr/bin/python3", "-c"])
         .arg(
             "import socket,sys,time\n\
@@ -112,7 +138,11 @@ fn a_thousand_idle_connections_from_one_user_do_not_starve_others() {
         .expect("flooder");
     let mut line = [0u8; 5];
     let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
-    assert_eq!(std::str::from_utf8(&line[..n]).unwrap().trim(), "1000", "flooder connected");
+    assert_eq!(
+        std::str::from_utf8(&line[..n]).unwrap().trim(),
+        "1000",
+        "flooder connected"
+    );
 
     // Bob is answered promptly while alice holds her connections open...
     still_serving(&d, &bob);

@@ -1,6 +1,7 @@
 //! Acceptance 7 (foundation): with the passphrase provider the daemon starts
 //! sealed and refuses everything but `status` and `unlock`; a wrong
 //! passphrase is refused and audited; the right one unseals. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use aivault_tests::{fails_with, ok, Daemon, Options, User};
 
@@ -13,22 +14,38 @@ fn sealed_until_the_right_passphrase() {
     let root = User::root();
     let alice = User::ensure("aivt-alice");
 
-    let st: serde_json::Value = serde_json::from_str(&ok(&d.vaultctl(&alice, &["--json", "status"], b""))).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&d.vaultctl(&alice, &["--json", "status"], b""))).unwrap();
     assert_eq!(st["sealed"], true);
     assert_eq!(st["key_provider"], "passphrase");
-    for args in [&["secrets", "list"][..], &["secrets", "exists", "X"], &["secrets", "masked", "X"], &["audit", "list"]] {
+    for args in [
+        &["secrets", "list"][..],
+        &["secrets", "exists", "X"],
+        &["secrets", "masked", "X"],
+        &["audit", "list"],
+    ] {
         let err = fails_with(&d.vaultctl(&alice, args, b""), 5);
         assert!(err.contains("sealed"), "{args:?}: {err}");
     }
-    fails_with(&d.vaultctl(&alice, &["secrets", "set", "X"], b"some-value-1234"), 5);
+    fails_with(
+        &d.vaultctl(&alice, &["secrets", "set", "X"], b"some-value-1234"),
+        5,
+    );
 
     // Only root may unlock; a wrong passphrase is refused.
-    fails_with(&d.vaultctl(&alice, &["unlock"], d.opts.passphrase.as_bytes()), 4);
+    fails_with(
+        &d.vaultctl(&alice, &["unlock"], d.opts.passphrase.as_bytes()),
+        4,
+    );
     let err = fails_with(&d.vaultctl(&root, &["unlock"], b"wrong passphrase\n"), 4);
     assert!(err.contains("wrong passphrase"), "{err}");
     fails_with(&d.vaultctl(&alice, &["secrets", "list"], b""), 5);
 
-    ok(&d.vaultctl(&root, &["unlock"], format!("{}\n", d.opts.passphrase).as_bytes()));
+    ok(&d.vaultctl(
+        &root,
+        &["unlock"],
+        format!("{}\n", d.opts.passphrase).as_bytes(),
+    ));
     ok(&d.vaultctl(&alice, &["secrets", "set", "X"], b"some-value-1234"));
     ok(&d.vaultctl(&alice, &["secrets", "exists", "X"], b""));
 
@@ -39,7 +56,10 @@ fn sealed_until_the_right_passphrase() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|r: &serde_json::Value| r["op"] == "unlock")
         .collect();
-    let outcomes: Vec<&str> = unlocks.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = unlocks
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["denied", "denied", "ok"], "{trail}");
     assert_eq!(unlocks[1]["reason"], "wrong passphrase");
     ok(&d.vaultctl(&root, &["audit", "verify"], b""));

@@ -136,7 +136,9 @@ impl Config {
             cfg.audit_log = v.clone();
         }
         if let Some(v) = &ov.key_provider {
-            cfg.key_provider = v.parse().map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
+            cfg.key_provider = v
+                .parse()
+                .map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
         }
         Ok(cfg)
     }
@@ -167,7 +169,9 @@ impl Config {
             self.audit_log = v;
         }
         if let Some(v) = file.key_provider {
-            self.key_provider = v.parse().map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
+            self.key_provider = v
+                .parse()
+                .map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
         }
         if let Some(v) = file.limits {
             self.limits = v;

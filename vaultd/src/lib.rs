@@ -12,10 +12,12 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
-// (integration pending) pub mod config;
+pub mod config;
 pub mod keys;
-// (integration pending) pub mod ops;
+pub mod ops;
+pub mod policy;
+pub mod run;
 pub mod secure_fs;
-// (integration pending) pub mod server;
+pub mod server;
 pub mod store;
 pub mod sys;

@@ -216,9 +216,7 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
         Some(k) => k,
         None => {
             let header = Vault::read_header(&cfg.state_dir)?;
-            let kdf = header
-                .kdf
-                .context("vault has no passphrase parameters")?;
+            let kdf = header.kdf.context("vault has no passphrase parameters")?;
             let pass = read_passphrase("Current vault passphrase: ", false)?;
             keys::kek_from_passphrase(&pass, &kdf)?
         }

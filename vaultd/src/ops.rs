@@ -69,7 +69,7 @@ pub enum DaemonError {
 
 enum VaultState {
     Sealed { kdf: KdfParams },
-    Open(Vault),
+    Open(Box<Vault>),
 }
 
 /// The daemon's shared state; one per process.
@@ -168,7 +168,11 @@ fn info(meta: store::SecretMeta) -> SecretInfo {
 
 fn check_meta(meta: &MetaInput) -> Result<(), WireError> {
     let bad = |m: &str| Err(err(ErrorCode::BadRequest, m.to_string()));
-    if meta.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
+    if meta
+        .description
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+    {
         return bad("description is longer than 1024 bytes");
     }
     if meta.tags.len() > MAX_TAGS {
@@ -215,7 +219,10 @@ impl Daemon {
         let (state, key) = match keys::load_kek(&cfg.key_provider)? {
             Some(kek) => {
                 let vault = Vault::open(&cfg.state_dir, &kek)?;
-                (VaultState::Open(vault), Some(AuditKey::derive(kek.as_bytes())))
+                (
+                    VaultState::Open(Box::new(vault)),
+                    Some(AuditKey::derive(kek.as_bytes())),
+                )
             }
             None => {
                 let kdf = header.kdf.clone().ok_or(StoreError::Corrupt(
@@ -224,11 +231,7 @@ impl Daemon {
                 (VaultState::Sealed { kdf }, None)
             }
         };
-        let audit = AuditLog::open(
-            &cfg.audit_log,
-            &cfg.audit_anchor(),
-            key.as_ref().map(AuditKey::clone),
-        )?;
+        let audit = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
         Ok(Self {
             cfg,
             provider_kind,
@@ -251,7 +254,8 @@ impl Daemon {
     }
 
     /// Records a decision. `Err` means the record could not be written and
-    /// the caller must not act.
+    /// the caller must not act. (The arguments are the audit record's fields.)
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         caller: &Caller,
@@ -383,7 +387,10 @@ impl Daemon {
                 OP,
                 None,
                 None,
-                err(ErrorCode::PermissionDenied, "only root can unlock the vault"),
+                err(
+                    ErrorCode::PermissionDenied,
+                    "only root can unlock the vault",
+                ),
             ));
         }
         let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
@@ -398,11 +405,9 @@ impl Daemon {
             Ok(vault) => {
                 self.audit.set_key(AuditKey::derive(kek.as_bytes()));
                 self.record(caller, OP, None, None, Outcome::Ok, None, json!(null))?;
-                *self
-                    .audit_key
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(AuditKey::derive(kek.as_bytes()));
-                *guard = VaultState::Open(vault);
+                *self.audit_key.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(AuditKey::derive(kek.as_bytes()));
+                *guard = VaultState::Open(Box::new(vault));
                 tracing::info!("vault unsealed");
                 Ok(Reply::Done { version: None })
             }
@@ -440,7 +445,15 @@ impl Daemon {
             store::validate_name(n)
                 .map_err(|e| self.deny(caller, op, Some(scope), name, store_err(&e)))?;
         }
-        self.record(caller, op, Some(scope), name, Outcome::Ok, None, json!(null))?;
+        self.record(
+            caller,
+            op,
+            Some(scope),
+            name,
+            Outcome::Ok,
+            None,
+            json!(null),
+        )?;
         let result = f(vault, s);
         if let Err(e) = &result {
             if e.code == ErrorCode::Tampered {
@@ -486,7 +499,9 @@ impl Daemon {
                     name: name.into(),
                 })))
             }
-            SetMode::Rotate if !exists => return Err(deny(err(ErrorCode::NotFound, "no such secret"))),
+            SetMode::Rotate if !exists => {
+                return Err(deny(err(ErrorCode::NotFound, "no such secret")))
+            }
             _ => {}
         }
         let mode_label = match mode {
@@ -566,9 +581,8 @@ impl Daemon {
         }
         for (name, value) in &entries {
             store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
-            check_value(value.as_bytes()).map_err(|e| {
-                deny(err(e.code, format!("{name}: {}", e.message)))
-            })?;
+            check_value(value.as_bytes())
+                .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
         }
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         self.record(
@@ -609,7 +623,15 @@ impl Daemon {
         if vault.meta(s, name).is_none() {
             return Err(deny(err(ErrorCode::NotFound, "no such secret")));
         }
-        self.record(caller, op, Some(scope), Some(name), Outcome::Ok, None, json!(null))?;
+        self.record(
+            caller,
+            op,
+            Some(scope),
+            Some(name),
+            Outcome::Ok,
+            None,
+            json!(null),
+        )?;
         match vault.remove(s, name) {
             Ok(()) => Ok(Reply::Done { version: None }),
             Err(e) => Err(self.failed(caller, op, Some(scope), Some(name), &e)),
@@ -622,7 +644,15 @@ impl Daemon {
         }
         let filter = (!caller.is_root()).then_some(caller.uid);
         let limit = (limit as usize).clamp(1, 10_000);
-        self.record(caller, op, None, None, Outcome::Ok, None, json!({ "limit": limit }))?;
+        self.record(
+            caller,
+            op,
+            None,
+            None,
+            Outcome::Ok,
+            None,
+            json!({ "limit": limit }),
+        )?;
         let records = AuditLog::read(&self.cfg.audit_log, filter, limit)
             .map_err(|_| err(ErrorCode::Internal, "the audit log could not be read"))?;
         Ok(Reply::AuditRecords(
@@ -637,7 +667,10 @@ impl Daemon {
                 op,
                 None,
                 None,
-                err(ErrorCode::PermissionDenied, "only root can verify the audit log"),
+                err(
+                    ErrorCode::PermissionDenied,
+                    "only root can verify the audit log",
+                ),
             ));
         }
         let key = self

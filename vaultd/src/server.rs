@@ -194,7 +194,11 @@ async fn refuse(mut stream: UnixStream, why: &str) {
         result: Err(WireError::new(ErrorCode::Busy, why)),
     };
     if let Ok(body) = encode(&reply) {
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), write(&mut stream, &body)).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            write(&mut stream, &body),
+        )
+        .await;
     }
 }
 

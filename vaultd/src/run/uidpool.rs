@@ -79,7 +79,11 @@ pub fn running_uids() -> BTreeSet<u32> {
         }
         if let Ok(status) = std::fs::read_to_string(e.path().join("status")) {
             if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-                out.extend(line[4..].split_whitespace().filter_map(|v| v.parse::<u32>().ok()));
+                out.extend(
+                    line[4..]
+                        .split_whitespace()
+                        .filter_map(|v| v.parse::<u32>().ok()),
+                );
             }
         }
     }
@@ -135,7 +139,11 @@ impl UidPool {
 
     /// How many uids are leased now.
     pub fn leased(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).leased.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leased
+            .len()
     }
 }
 
@@ -159,9 +167,18 @@ mod tests {
 
     #[test]
     fn ranges_touching_accounts_or_special_ids_are_refused() {
-        assert!(matches!(UidPool::new(0, 10), Err(PoolError::BadRange { .. })));
-        assert!(matches!(UidPool::new(65_530, 10), Err(PoolError::BadRange { .. })));
-        assert!(matches!(UidPool::new(u32::MAX - 5, 10), Err(PoolError::BadRange { .. })));
+        assert!(matches!(
+            UidPool::new(0, 10),
+            Err(PoolError::BadRange { .. })
+        ));
+        assert!(matches!(
+            UidPool::new(65_530, 10),
+            Err(PoolError::BadRange { .. })
+        ));
+        assert!(matches!(
+            UidPool::new(u32::MAX - 5, 10),
+            Err(PoolError::BadRange { .. })
+        ));
         // uid 1 (daemon/bin on Debian) is an account.
         assert_eq!(UidPool::new(1, 1).unwrap_err(), PoolError::Taken(1));
     }

@@ -1,0 +1,364 @@
+//! Reading the log back: [`read`] for listings, [`verify`] for the chain.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::anchor::{read_anchor, AnchorProblem};
+use super::format::{check_line, LineError, RecordMac, ZERO};
+use super::{AuditError, AuditKey, MAX_RECORD};
+
+/// Problems listed in a report before the rest are only counted.
+const MAX_PROBLEMS: usize = 100;
+
+/// What [`verify`](super::AuditLog::verify) found. `ok` is true only when
+/// `problems` is empty; `notes` describe accepted but weaker evidence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Lines that are well-formed records.
+    pub records: u64,
+    /// Sequence number of the last well-formed record (0 if none).
+    pub last_seq: u64,
+    pub ok: bool,
+    /// E.g. `line 7: mac mismatch (record edited)`.
+    pub problems: Vec<String>,
+    /// Records written while sealed (plain SHA-256 instead of a MAC).
+    pub unkeyed: u64,
+    /// E.g. which unkeyed records nothing authenticates yet.
+    pub notes: Vec<String>,
+}
+
+/// A report being built: problems past [`MAX_PROBLEMS`] are only counted.
+#[derive(Default)]
+struct Findings {
+    rep: VerifyReport,
+    omitted: u64,
+}
+
+impl Findings {
+    fn problem(&mut self, msg: impl Into<String>) {
+        if self.rep.problems.len() < MAX_PROBLEMS {
+            self.rep.problems.push(msg.into());
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn note(&mut self, msg: String) {
+        self.rep.notes.push(msg);
+    }
+
+    fn finish(mut self) -> VerifyReport {
+        if self.omitted > 0 {
+            let n = self.omitted;
+            self.rep.problems.push(format!("… and {n} more problem(s)"));
+        }
+        self.rep.ok = self.rep.problems.is_empty();
+        self.rep
+    }
+}
+
+/// One line of the log.
+enum Line<'a> {
+    /// Ended by a newline (which is not included).
+    Full(&'a [u8]),
+    /// The end of the file, without a newline.
+    Torn,
+    /// Longer than any record could be; skipped.
+    Oversized,
+}
+
+/// Splits the log into lines without ever holding more than one record's worth.
+struct Lines<R> {
+    r: BufReader<R>,
+    buf: Vec<u8>,
+    no: u64,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(r: R) -> Self {
+        Self {
+            r: BufReader::new(r),
+            buf: Vec::new(),
+            no: 0,
+        }
+    }
+
+    fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        self.buf.clear();
+        let cap = (MAX_RECORD as u64) * 2;
+        let n = (&mut self.r).take(cap).read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.no += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            return Ok(Some((self.no, Line::Full(&self.buf))));
+        }
+        if (self.buf.len() as u64) < cap {
+            return Ok(Some((self.no, Line::Torn)));
+        }
+        // Discard the rest of the over-long line.
+        loop {
+            let avail = self.r.fill_buf()?;
+            if avail.is_empty() {
+                break;
+            }
+            if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+                self.r.consume(i + 1);
+                break;
+            }
+            let len = avail.len();
+            self.r.consume(len);
+        }
+        Ok(Some((self.no, Line::Oversized)))
+    }
+}
+
+fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+pub(super) fn read(
+    log_path: &Path,
+    filter_uid: Option<u32>,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, AuditError> {
+    let file = match open_read(log_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AuditError::ReadLog(e)),
+    };
+    let mut out = VecDeque::new();
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut lines = Lines::new(file);
+    while let Some((_, line)) = lines.next_line().map_err(AuditError::ReadLog)? {
+        let Line::Full(bytes) = line else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            continue;
+        };
+        if let Some(uid) = filter_uid {
+            if v.get("uid").and_then(serde_json::Value::as_u64) != Some(u64::from(uid)) {
+                continue;
+            }
+        }
+        if out.len() == limit {
+            out.pop_front();
+        }
+        out.push_back(v);
+    }
+    Ok(out.into())
+}
+
+/// A run of consecutive unkeyed records not yet followed by a keyed one.
+struct UnkeyedRun {
+    first: u64,
+    last: u64,
+    count: u64,
+}
+
+pub(super) fn verify(
+    log_path: &Path,
+    anchor_path: &Path,
+    key: &AuditKey,
+    unkeyed_ops: &[&str],
+) -> VerifyReport {
+    let mut f = Findings::default();
+    let anchor = match read_anchor(anchor_path) {
+        Ok(a) => a,
+        Err(AnchorProblem::Malformed) => {
+            f.problem("anchor file is malformed");
+            None
+        }
+        Err(AnchorProblem::Io(e)) => {
+            f.problem(format!("cannot read the anchor file: {e}"));
+            None
+        }
+    };
+    if let Some(a) = &anchor {
+        if !a.check(key) {
+            f.problem("anchor mac mismatch (anchor forged or edited)");
+        }
+    }
+    let anchored = match open_read(log_path) {
+        Ok(file) => scan(
+            &mut f,
+            Lines::new(file),
+            key,
+            unkeyed_ops,
+            anchor.as_ref().map(|a| a.seq),
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            f.problem("audit log is missing");
+            None
+        }
+        Err(e) => {
+            f.problem(format!("cannot read the audit log: {e}"));
+            None
+        }
+    };
+    let last_seq = f.rep.last_seq;
+    match &anchor {
+        None if f.rep.records > 0 => {
+            f.problem("anchor file missing (deletion of the newest records cannot be ruled out)")
+        }
+        None => {}
+        Some(a) if a.seq > last_seq => f.problem(format!(
+            "log ends at seq {last_seq} but anchor says {} (newest records deleted)",
+            a.seq
+        )),
+        Some(a) => {
+            match anchored {
+                None if a.seq > 0 => f.problem(format!(
+                    "anchor names seq {}, which is not in the log",
+                    a.seq
+                )),
+                None => {}
+                Some(m) if m.value() != &a.mac => f.problem(format!(
+                    "anchor names seq {} with a different mac (log or anchor replaced)",
+                    a.seq
+                )),
+                Some(m) if m.is_keyed() && !a.anchor_mac.is_keyed() => f.problem(format!(
+                    "anchor for keyed seq {} has no keyed mac (anchor forged)",
+                    a.seq
+                )),
+                Some(_) => {}
+            }
+            if a.seq < last_seq {
+                f.note(format!(
+                    "the log extends {} record(s) past the anchor at seq {} (the daemon stopped before updating it)",
+                    last_seq - a.seq,
+                    a.seq
+                ));
+            }
+        }
+    }
+    f.finish()
+}
+
+/// Walks every line, checking form, sequence, chain and MAC. Returns the MAC
+/// of the record numbered `anchored_seq`, if one was seen.
+fn scan<R: Read>(
+    f: &mut Findings,
+    mut lines: Lines<R>,
+    key: &AuditKey,
+    unkeyed_ops: &[&str],
+    anchored_seq: Option<u64>,
+) -> Option<RecordMac> {
+    // The record the next line must follow; `None` after a line that could
+    // not be read, until the chain picks up again.
+    let mut expect: Option<(u64, [u8; 32])> = Some((0, ZERO));
+    let mut run: Option<UnkeyedRun> = None;
+    let mut anchored = None;
+    loop {
+        let (no, line) = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                f.problem(format!("cannot read the audit log: {e}"));
+                break;
+            }
+        };
+        let bytes = match line {
+            Line::Full([]) => {
+                f.problem(format!("line {no}: empty line"));
+                continue;
+            }
+            Line::Full(b) => b,
+            Line::Torn => {
+                f.problem(format!("line {no}: torn write (no newline at the end)"));
+                expect = None;
+                continue;
+            }
+            Line::Oversized => {
+                f.problem(format!("line {no}: too long to be a record"));
+                expect = None;
+                continue;
+            }
+        };
+        let c = match check_line(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                let what = match e {
+                    LineError::Json => "truncated or not json",
+                    LineError::Shape => "not an audit record",
+                    LineError::Canonical => "not in canonical form (record edited)",
+                };
+                f.problem(format!("line {no}: {what}"));
+                expect = None;
+                continue;
+            }
+        };
+        let seq = c.rec.seq;
+        f.rep.records += 1;
+        if let Some((pseq, pmac)) = expect {
+            if seq <= pseq {
+                f.problem(format!(
+                    "line {no}: seq {seq} after seq {pseq} (records reordered or duplicated)"
+                ));
+            } else if seq != pseq + 1 {
+                f.problem(format!(
+                    "line {no}: seq {seq} follows {pseq} (records deleted)"
+                ));
+            } else if c.prev != pmac {
+                f.problem(format!(
+                    "line {no}: prev does not match the mac of seq {pseq} (chain broken)"
+                ));
+            }
+        }
+        if !c.mac.check(Some(key), c.body.as_bytes()) {
+            f.problem(format!("line {no}: mac mismatch (record edited)"));
+        } else if c.mac.is_keyed() {
+            if let Some(r) = run.take() {
+                f.note(format!(
+                    "seq {}..={}: {} record(s) written while sealed, authenticated by the keyed record at seq {seq}",
+                    r.first, r.last, r.count
+                ));
+            }
+        }
+        if !c.mac.is_keyed() {
+            f.rep.unkeyed += 1;
+            if !unkeyed_ops.contains(&c.rec.op.as_str()) {
+                f.problem(format!(
+                    "line {no}: op {:?} has no keyed mac, which only {unkeyed_ops:?} may lack",
+                    c.rec.op
+                ));
+            }
+            match run.as_mut() {
+                Some(r) => {
+                    r.last = seq;
+                    r.count += 1;
+                }
+                None => {
+                    run = Some(UnkeyedRun {
+                        first: seq,
+                        last: seq,
+                        count: 1,
+                    })
+                }
+            }
+        }
+        if Some(seq) == anchored_seq {
+            anchored = Some(c.mac);
+        }
+        f.rep.last_seq = seq;
+        expect = Some((seq, *c.mac.value()));
+    }
+    if let Some(r) = run {
+        f.note(format!(
+            "seq {}..={}: {} record(s) written while sealed and not followed by a keyed record; nothing authenticates them",
+            r.first, r.last, r.count
+        ));
+    }
+    anchored
+}

@@ -1,0 +1,226 @@
+//! Root-owned run policy: which commands may run, for whom, with which secrets.
+//!
+//! The policy lives in a directory (default `/etc/aivault`): `policy.toml`
+//! first, then `policy.d/*.toml` in byte-wise order of file name. Every file
+//! and directory must be root-owned and not group- or world-writable. A
+//! missing file or directory contributes nothing, so an absent policy allows
+//! nothing (deny by default). `docs/policy.md` is the schema reference.
+//!
+//! Main types:
+//! * [`Policy`] — a loaded, validated policy ([`Policy::load`]); cheap to clone;
+//! * [`RunQuery`] → [`Policy::decide`] → [`Decision`] or [`Denial`];
+//! * [`RuleReport`] ([`Policy::explain`]) and [`CommandSummary`]
+//!   ([`Policy::commands_for`]) for `vaultctl policy check/show`;
+//! * [`resolve::resolve_command`] — turns a command name into an opened,
+//!   root-owned, hashed executable.
+//!
+//! Pieces: [`schema`] (file format), [`compile`] (validation into rules),
+//! [`load`] (files on disk), [`decide`] (matching), [`explain`], [`args`]
+//! (argument patterns), [`env`] (variable names), [`interp`] (shells and
+//! launchers), [`sandbox`], [`units`] (durations and sizes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub mod args;
+mod check;
+mod compile;
+mod decide;
+pub mod env;
+mod explain;
+pub mod interp;
+mod load;
+pub mod resolve;
+pub mod sandbox;
+mod schema;
+#[cfg(test)]
+mod tests;
+pub mod units;
+
+pub use compile::EntryError;
+pub use load::PolicyError;
+pub use resolve::{resolve_command, ResolveError, ResolvedCommand};
+pub use sandbox::SandboxProfile;
+
+/// The trusted search path used when a policy sets none.
+pub const DEFAULT_SEARCH_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// A loaded, validated policy. Clones share the same data.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    inner: Arc<compile::Compiled>,
+}
+
+/// Who is asking, as the daemon established it (never the caller's words).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups of the caller's account, from the user database.
+    pub groups: Vec<u32>,
+}
+
+/// A request to run a command, after the daemon resolved the command.
+#[derive(Clone, Debug)]
+pub struct RunQuery {
+    pub who: Who,
+    /// Canonical absolute path, as [`resolve_command`] returned it.
+    pub command: PathBuf,
+    /// sha256 of the opened file.
+    pub sha256: [u8; 32],
+    /// Arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// Secrets the caller asked for; empty means every secret the rule grants.
+    pub secrets: Vec<SecretAsk>,
+    /// The caller wants its working directory readable by the command.
+    pub cwd_readable: bool,
+}
+
+/// One secret the caller asks for, optionally with the variable it expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretAsk {
+    pub name: String,
+    pub env: Option<String>,
+}
+
+/// Whose secret: the caller's own, or a system secret granted by policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretScope {
+    #[default]
+    User,
+    System,
+}
+
+impl std::fmt::Display for SecretScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecretScope::User => "user",
+            SecretScope::System => "system",
+        })
+    }
+}
+
+/// Under which uid the command runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A fresh uid from the reserved range: the caller cannot read the
+    /// command's environment or trace it.
+    #[default]
+    DynamicUid,
+    /// The caller's own uid: the caller *can* read the command's environment.
+    Caller,
+}
+
+/// One secret to deliver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretGrant {
+    pub name: String,
+    pub scope: SecretScope,
+    /// The environment variable that carries it.
+    pub env: String,
+}
+
+/// What the daemon may run, and how.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Name of the rule that allowed the run.
+    pub rule: String,
+    pub secrets: Vec<SecretGrant>,
+    pub sandbox: SandboxProfile,
+    pub isolation: Isolation,
+    /// Caller variables to copy into the command's environment (if set).
+    pub pass_env: Vec<String>,
+    pub allow_interpreter: bool,
+}
+
+/// Why a run is refused; safe to show the caller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Denial {
+    pub reason: String,
+}
+
+/// One entry of `explain`: a rule, grant or pin and what it does.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct RuleReport {
+    /// `gh-api`, `grant DEPLOY_KEY`, `pin AWS_KEY (system)`.
+    pub rule: String,
+    /// The file it came from.
+    pub source: String,
+    pub effect: String,
+    pub warnings: Vec<String>,
+}
+
+/// A command a caller may run, as `vaultctl policy show` lists it.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct CommandSummary {
+    pub rule: String,
+    pub command: PathBuf,
+    /// `any` or one description per alternative (`exact ["s3", "ls"]`).
+    pub args: Vec<String>,
+    /// Names and variables only; system secrets only when granted to the caller.
+    pub secrets: Vec<SecretGrant>,
+    pub pass_env: Vec<String>,
+    pub isolation: Isolation,
+    pub allow_interpreter: bool,
+    pub cwd_readable: bool,
+}
+
+impl Policy {
+    /// Loads `dir/policy.toml` and `dir/policy.d/*.toml`. Missing files and
+    /// directories are an empty policy; anything insecure or invalid is an error.
+    pub fn load(dir: &Path) -> Result<Policy, PolicyError> {
+        let compiled = load::load_dir(dir)?;
+        Ok(Policy {
+            inner: Arc::new(compiled),
+        })
+    }
+
+    /// Allows nothing.
+    pub fn empty() -> Policy {
+        Policy {
+            inner: Arc::new(compile::Compiled::default()),
+        }
+    }
+
+    /// Directories searched for commands named without a `/`.
+    pub fn search_path(&self) -> &[PathBuf] {
+        &self.inner.search_path
+    }
+
+    /// Every rule, grant and pin with its effect and warnings, in merge order.
+    pub fn explain(&self) -> Vec<RuleReport> {
+        explain::explain(&self.inner)
+    }
+
+    /// The first rule (in merge order) that allows the run, or why none does.
+    pub fn decide(&self, req: &RunQuery) -> Result<Decision, Denial> {
+        decide::decide(&self.inner, req)
+    }
+
+    /// The commands `who` may run.
+    pub fn commands_for(&self, who: &Who) -> Vec<CommandSummary> {
+        decide::commands_for(&self.inner, who)
+    }
+}
+
+/// Parses policy text as if it were one file named `name` (tests, tools).
+#[cfg(test)]
+pub(crate) fn from_str_for_test(name: &str, text: &str) -> Result<Policy, PolicyError> {
+    let mut builder = compile::Builder::default();
+    builder.add_file(Path::new(name), text)?;
+    Ok(Policy {
+        inner: Arc::new(builder.finish()?),
+    })
+}

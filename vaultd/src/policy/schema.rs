@@ -1,0 +1,90 @@
+//! The policy file format as serde sees it. Every table refuses unknown keys.
+//!
+//! A file is first read as a generic TOML document (syntax errors are
+//! reported with line and column), then each `[[rule]]`, `[[grant]]` and
+//! `[[pin]]` entry is decoded on its own, so a schema error can name the
+//! entry it is in.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::args::RawArgPattern;
+use super::sandbox::RawSandbox;
+use super::{Isolation, SecretScope};
+
+/// A whole file; entries stay generic until decoded one by one.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub search_path: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    pub rule: Vec<toml::Value>,
+    #[serde(default)]
+    pub grant: Vec<toml::Value>,
+    #[serde(default)]
+    pub pin: Vec<toml::Value>,
+}
+
+/// A user or group: a name from the account database, or a numeric id.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum RawId {
+    Id(u32),
+    Name(String),
+}
+
+/// `[[rule]]`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub command: PathBuf,
+    pub sha256: Option<String>,
+    pub args: Option<Vec<RawArgPattern>>,
+    #[serde(default)]
+    pub users: Vec<RawId>,
+    #[serde(default)]
+    pub groups: Vec<RawId>,
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    #[serde(default)]
+    pub isolation: Isolation,
+    #[serde(default)]
+    pub allow_interpreter: bool,
+    #[serde(default)]
+    pub sandbox: RawSandbox,
+}
+
+/// One entry of a rule's `secrets`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub name: String,
+    #[serde(default)]
+    pub scope: SecretScope,
+    /// Defaults to the secret's name.
+    pub env: Option<String>,
+}
+
+/// `[[grant]]`: a system secret made available to users and groups.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub secret: String,
+    #[serde(default)]
+    pub users: Vec<RawId>,
+    #[serde(default)]
+    pub groups: Vec<RawId>,
+}
+
+/// `[[pin]]`: the only commands a secret may ever be given to.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawPin {
+    pub secret: String,
+    pub scope: SecretScope,
+    pub commands: Vec<PathBuf>,
+}

@@ -1,0 +1,3 @@
+//! The run path: per-run uids, spawning and supervising the runner.
+
+pub mod uidpool;

@@ -280,3 +280,17 @@ fn pem_wrapped_base64_split_at_every_point() {
         assert_eq!(out, whole, "cut at {cut}");
     }
 }
+
+#[test]
+fn patterns_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Patterns>();
+    fn sendable<T: Send>() {}
+    sendable::<Redactor>();
+    let p = patterns(&[("K", KEY)]);
+    let worker = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || redact_all(&p, KEY))
+    };
+    assert_eq!(worker.join().expect("thread"), b"[REDACTED:K]");
+}

@@ -41,6 +41,48 @@ pub enum Command {
     /// Read or verify the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Run an allowed command with secrets in its environment; its output comes back redacted
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run(RunArgs),
+    /// See what the policy lets you run
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+pub const RUN_EXIT_CODES: &str = "\
+Exit status of `run`: the command's own status (128+N if it was killed by signal N),
+or: 124 timed out, 125 output limit reached, 126 the runner or sandbox failed;
+before the command starts: 4 the policy refuses, 2 usage error, 5 daemon unavailable.";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A secret to inject: NAME, or NAME=ENV to choose the variable (repeatable; default: all the rule grants)
+    #[arg(long = "secret", value_name = "NAME[=ENV]")]
+    pub secrets: Vec<String>,
+    /// Stop the command after this long (e.g. 30s, 5m; at most the rule's timeout)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Let the command read the current directory (if the rule allows it)
+    #[arg(long)]
+    pub cwd_readable: bool,
+    /// The command and its arguments (resolved by the daemon in its trusted search path)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// The commands you may run, and with which secret names
+    Show,
+    /// Validate the policy files and explain each rule (root only)
+    Check,
+    /// Make the daemon re-read the policy (root only); an invalid policy is not applied
+    Reload,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

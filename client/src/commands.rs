@@ -10,7 +10,10 @@ use aivault_proto::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{AuditCmd, Cli, Command, MetaOpts, ScopeArg, SecretsCmd};
+use crate::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
+
+/// `vaultctl run` lost its connection before the command's status arrived.
+pub const EXIT_RUN_LOST: i32 = 6;
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
 const MAX_VALUE: usize = 64 * 1024;
@@ -61,6 +64,36 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
     // Read local input before connecting, so a slow typist holds no daemon slot.
     match cli.command {
         Command::Secrets(cmd) => secrets(&path, json, cmd),
+        Command::Run(args) => crate::run::run(cli.socket.as_deref(), args),
+        Command::Policy(cmd) => {
+            let body = match cmd {
+                PolicyCmd::Show => RequestBody::PolicyShow,
+                PolicyCmd::Check => RequestBody::PolicyCheck,
+                PolicyCmd::Reload => RequestBody::PolicyReload,
+            };
+            let reload = matches!(body, RequestBody::PolicyReload);
+            let mut c = Client::connect(&path)?;
+            match c.call(body)? {
+                Reply::Policy(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if json {
+                        print_json(&v);
+                    } else {
+                        print_policy(&v);
+                    }
+                    Ok(if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
+                        1
+                    } else {
+                        0
+                    })
+                }
+                Reply::Done { .. } if reload => {
+                    eprintln!("vaultctl: policy reloaded");
+                    Ok(0)
+                }
+                _ => Err(ClientError::Protocol.into()),
+            }
+        }
         Command::Status => {
             let mut c = Client::connect(&path)?;
             let Reply::Status(s) = c.call(RequestBody::Status)? else {
@@ -133,6 +166,51 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             Ok(if r.ok { 0 } else { 1 })
         }
     }
+}
+
+/// Human form of `policy show` (a list) and `policy check` (an object).
+fn print_policy(v: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    if let Some(list) = v.as_array() {
+        if list.is_empty() {
+            println!("the policy lets you run nothing");
+        }
+        for c in list {
+            let secrets: Vec<String> = c["secrets"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|g| format!("{} as ${}", s(&g["name"]), s(&g["env"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("{}  (rule {})", s(&c["command"]), s(&c["rule"]));
+            if let Some(args) = c["args"].as_array().filter(|a| !a.is_empty()) {
+                let args: Vec<String> = args.iter().map(s).collect();
+                println!("    arguments: {}", args.join("; "));
+            }
+            if !secrets.is_empty() {
+                println!("    secrets:   {}", secrets.join(", "));
+            }
+        }
+        return;
+    }
+    if v["ok"] == false {
+        println!("policy INVALID: {}", s(&v["error"]));
+        return;
+    }
+    for r in v["rules"].as_array().into_iter().flatten() {
+        println!(
+            "{} ({}): {}",
+            s(&r["rule"]),
+            s(&r["source"]),
+            s(&r["effect"])
+        );
+        for w in r["warnings"].as_array().into_iter().flatten() {
+            println!("    warning: {}", s(w));
+        }
+    }
+    println!("policy ok");
 }
 
 fn print_json(v: &serde_json::Value) {

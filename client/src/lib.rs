@@ -105,3 +105,70 @@ impl Client {
         resp.result.map_err(ClientError::Daemon)
     }
 }
+
+/// A run in progress: redacted output events in, input and signals out.
+#[derive(Debug)]
+pub struct RunSession {
+    reader: UnixStream,
+    writer: std::sync::Arc<std::sync::Mutex<UnixStream>>,
+    command: String,
+}
+
+/// A handle that sends input to a run from another thread.
+#[derive(Debug, Clone)]
+pub struct RunInputSender {
+    writer: std::sync::Arc<std::sync::Mutex<UnixStream>>,
+}
+
+impl RunInputSender {
+    pub fn send(&self, input: &aivault_proto::RunInput) -> Result<(), ClientError> {
+        let body = encode(input)?;
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut *w, &body)?;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Asks the daemon to run a command; on success the connection becomes
+    /// the run's stream.
+    pub fn start_run(mut self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
+        match self.call(RequestBody::Run(req))? {
+            Reply::RunStarted { command } => {
+                let writer = self.stream.try_clone().map_err(FrameError::Io)?;
+                Ok(RunSession {
+                    reader: self.stream,
+                    writer: std::sync::Arc::new(std::sync::Mutex::new(writer)),
+                    command,
+                })
+            }
+            _ => Err(ClientError::Protocol),
+        }
+    }
+}
+
+impl RunSession {
+    /// The absolute path the daemon resolved and runs.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// A sender usable from other threads (stdin pump, signal forwarder).
+    pub fn input(&self) -> RunInputSender {
+        RunInputSender {
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// The next event; ends with [`aivault_proto::RunEvent::Exit`].
+    pub fn next_event(&mut self) -> Result<aivault_proto::RunEvent, ClientError> {
+        let body = read_frame(&mut self.reader)?;
+        if let Ok(ev) = decode::<aivault_proto::RunEvent>(&body) {
+            return Ok(ev);
+        }
+        match decode::<Response>(&body) {
+            Ok(Response { result: Err(e), .. }) => Err(ClientError::Daemon(e)),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+}

@@ -64,6 +64,34 @@ impl Limits {
     }
 }
 
+/// Settings of the run path.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// First uid of the reserved per-run range (gid = uid).
+    pub uid_first: u32,
+    /// Number of uids in the range.
+    pub uid_count: u32,
+    /// Runs at once, all callers together.
+    pub max_runs: usize,
+    /// Runs at once for one caller uid.
+    pub max_runs_per_user: usize,
+    /// The runner binary [default: next to aivaultd, else /usr/libexec/aivault/aivault-runner].
+    pub runner: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            uid_first: crate::run::uidpool::DEFAULT_FIRST_UID,
+            uid_count: crate::run::uidpool::DEFAULT_COUNT,
+            max_runs: 64,
+            max_runs_per_user: 16,
+            runner: None,
+        }
+    }
+}
+
 /// The settings file as written by an administrator; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +103,8 @@ struct FileConfig {
     key_provider: Option<String>,
     #[serde(default)]
     limits: Option<Limits>,
+    #[serde(default)]
+    runs: Option<RunConfig>,
 }
 
 /// Effective configuration.
@@ -86,6 +116,7 @@ pub struct Config {
     pub audit_log: PathBuf,
     pub key_provider: crate::keys::KeyProviderSpec,
     pub limits: Limits,
+    pub runs: RunConfig,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -109,6 +140,7 @@ impl Config {
             audit_log: "/var/log/aivault/audit.jsonl".into(),
             key_provider: crate::keys::KeyProviderSpec::SystemdCreds("aivault.kek".into()),
             limits: Limits::default(),
+            runs: RunConfig::default(),
         }
     }
 
@@ -176,7 +208,17 @@ impl Config {
         if let Some(v) = file.limits {
             self.limits = v;
         }
+        if let Some(v) = file.runs {
+            self.runs = v;
+        }
         Ok(())
+    }
+
+    /// The daemon's runtime directory: where the sockets live.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.socket
+            .parent()
+            .map_or_else(|| PathBuf::from("/run/aivault"), Path::to_path_buf)
     }
 
     /// Where the audit chain's anchor lives: with the vault, not with the log.

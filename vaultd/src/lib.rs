@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod frames;
 pub mod keys;
 pub mod ops;
 pub mod policy;

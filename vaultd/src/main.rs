@@ -19,6 +19,9 @@ use zeroize::Zeroizing;
 struct Cli {
     #[command(flatten)]
     paths: PathArgs,
+    /// Validate the configuration and policy, explain each rule, and exit (0 valid, 1 invalid)
+    #[arg(long)]
+    check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -110,6 +113,9 @@ fn run(cli: Cli) -> Result<()> {
         key_provider: cli.paths.key_provider,
     };
     let cfg = Config::load(&ov)?;
+    if cli.check_config {
+        return check_config(&cfg);
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg),
         Command::Init => init(&cfg),
@@ -206,6 +212,29 @@ fn init(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+fn check_config(cfg: &Config) -> Result<()> {
+    check_dirs(cfg)?;
+    let policy = aivaultd::policy::Policy::load(&cfg.policy_dir)
+        .with_context(|| format!("policy in {}", cfg.policy_dir.display()))?;
+    println!(
+        "configuration ok: state {}, socket {}, key provider {}",
+        cfg.state_dir.display(),
+        cfg.socket.display(),
+        cfg.key_provider
+    );
+    let reports = policy.explain();
+    if reports.is_empty() {
+        println!("policy: no rules; every run is refused");
+    }
+    for r in reports {
+        println!("{} ({}): {}", r.rule, r.source, r.effect);
+        for w in r.warnings {
+            println!("    warning: {w}");
+        }
+    }
+    Ok(())
+}
+
 fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result<()> {
     check_dirs(cfg)?;
     if !rotate_dek && new_provider.is_none() {
@@ -263,6 +292,9 @@ fn serve(cfg: Config) -> Result<()> {
     runtime.block_on(async move {
         let socket = daemon.config().socket.clone();
         let listener = server::bind(&socket)?;
+        let runner_socket = daemon.runs().settings.runner_socket.clone();
+        let runner_listener = server::bind(&runner_socket)?;
+        tokio::spawn(daemon.runs().gate.clone().serve(runner_listener));
         tracing::info!(
             socket = %socket.display(),
             sealed = daemon.is_sealed(),
@@ -285,6 +317,7 @@ fn serve(cfg: Config) -> Result<()> {
         };
         server::serve(listener, daemon, shutdown).await;
         let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&runner_socket);
         drop(lock);
         Ok::<(), anyhow::Error>(())
     })

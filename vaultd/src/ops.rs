@@ -10,7 +10,7 @@
 //!   leaves the daemon is [`mask`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use aivault_proto::{
     AuditReport, ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode,
@@ -21,6 +21,9 @@ use serde_json::json;
 use crate::audit::{Actor, AuditKey, AuditLog, Event, Outcome};
 use crate::config::Config;
 use crate::keys::{self, KdfParams, Kek};
+use crate::policy::{Policy, Who};
+use crate::run::uidpool::UidPool;
+use crate::run::{RunCounter, RunSettings, RunnerGate};
 use crate::store::{self, MetaUpdate, PutMode, Scope, SecretValue, StoreError, Vault};
 
 /// Most entries one `import` may carry.
@@ -65,6 +68,19 @@ pub enum DaemonError {
     NoVault(std::path::PathBuf),
     #[error("vault was created for key provider {found:?} but {configured:?} is configured")]
     ProviderMismatch { found: String, configured: String },
+    #[error("invalid policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("invalid run uid range: {0}")]
+    UidRange(#[from] crate::run::uidpool::PoolError),
+}
+
+/// The run path's shared pieces.
+#[derive(Debug)]
+pub struct Runs {
+    pub pool: UidPool,
+    pub gate: RunnerGate,
+    pub counter: Arc<RunCounter>,
+    pub settings: RunSettings,
 }
 
 enum VaultState {
@@ -79,6 +95,8 @@ pub struct Daemon {
     vault: RwLock<VaultState>,
     audit: AuditLog,
     audit_key: Mutex<Option<AuditKey>>,
+    policy: RwLock<Arc<Policy>>,
+    runs: Runs,
     /// Open client connections (maintained by the server).
     pub connections: AtomicU32,
 }
@@ -232,18 +250,83 @@ impl Daemon {
             }
         };
         let audit = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
+        let policy = Policy::load(&cfg.policy_dir)?;
+        let runtime = cfg.runtime_dir();
+        let runs = Runs {
+            pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
+            gate: RunnerGate::default(),
+            counter: Arc::default(),
+            settings: RunSettings {
+                runner: RunSettings::locate_runner(cfg.runs.runner.as_deref()),
+                runner_socket: runtime.join("runner.sock"),
+                runs_dir: runtime.join("runs"),
+                max_runs: cfg.runs.max_runs,
+                max_runs_per_user: cfg.runs.max_runs_per_user,
+            },
+        };
         Ok(Self {
             cfg,
             provider_kind,
             vault: RwLock::new(state),
             audit,
             audit_key: Mutex::new(key),
+            policy: RwLock::new(Arc::new(policy)),
+            runs,
             connections: AtomicU32::new(0),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The policy in force (a snapshot; reloads replace it atomically).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the policy; an invalid one is reported and the old one stays.
+    pub fn reload_policy(&self) -> Result<usize, crate::policy::PolicyError> {
+        let fresh = Policy::load(&self.cfg.policy_dir)?;
+        let rules = fresh.explain().len();
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(rules)
+    }
+
+    pub fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// Appends an audit record about a run or another non-secret operation.
+    pub fn audit_event(
+        &self,
+        caller: &Caller,
+        op: &str,
+        name: Option<&str>,
+        outcome: Outcome,
+        reason: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), WireError> {
+        self.record(caller, op, None, name, outcome, reason, detail)
+    }
+
+    /// Decrypts a secret for a run the policy allowed.
+    pub fn secret_for_run(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Err(sealed());
+        };
+        match vault.decrypt(scope, name) {
+            Ok(v) => Ok(SecretBytes::new(v.as_bytes().to_vec())),
+            Err(StoreError::NotFound { .. }) => Err(err(
+                ErrorCode::NotFound,
+                format!("secret {name} is granted by the policy but not set"),
+            )),
+            Err(e) => Err(store_err(&e)),
+        }
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -346,13 +429,66 @@ impl Daemon {
             RequestBody::SecretRemove { scope, name } => self.remove(caller, op, scope, &name),
             RequestBody::AuditList { limit } => self.audit_list(caller, op, limit),
             RequestBody::AuditVerify => self.audit_verify(caller, op),
-            RequestBody::Run(_)
-            | RequestBody::PolicyShow
-            | RequestBody::PolicyCheck
-            | RequestBody::PolicyReload => Err(err(
+            RequestBody::Run(_) => Err(err(
                 ErrorCode::BadRequest,
-                "this daemon does not serve that request yet",
+                "run requests are served on their own connection",
             )),
+            RequestBody::PolicyShow => {
+                let who = Who {
+                    uid: caller.uid,
+                    gid: caller.gid,
+                    groups: crate::sys::account_groups(caller.uid, caller.gid),
+                };
+                let list = self.policy().commands_for(&who);
+                Ok(Reply::Policy(
+                    serde_json::to_string(&list).unwrap_or_default(),
+                ))
+            }
+            RequestBody::PolicyCheck => {
+                if !caller.is_root() {
+                    return Err(err(
+                        ErrorCode::PermissionDenied,
+                        "only root can check the policy",
+                    ));
+                }
+                let report = match Policy::load(&self.cfg.policy_dir) {
+                    Ok(p) => json!({ "ok": true, "rules": p.explain() }),
+                    Err(e) => json!({ "ok": false, "error": e.to_string() }),
+                };
+                Ok(Reply::Policy(report.to_string()))
+            }
+            RequestBody::PolicyReload => {
+                if !caller.is_root() {
+                    return Err(self.deny(
+                        caller,
+                        op,
+                        None,
+                        None,
+                        err(
+                            ErrorCode::PermissionDenied,
+                            "only root can reload the policy",
+                        ),
+                    ));
+                }
+                match self.reload_policy() {
+                    Ok(n) => {
+                        self.record(
+                            caller,
+                            op,
+                            None,
+                            None,
+                            Outcome::Ok,
+                            None,
+                            json!({ "entries": n }),
+                        )?;
+                        Ok(Reply::Done { version: None })
+                    }
+                    Err(e) => Err(err(
+                        ErrorCode::BadRequest,
+                        format!("the new policy is invalid and was not applied: {e}"),
+                    )),
+                }
+            }
         }
     }
 

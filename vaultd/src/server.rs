@@ -14,10 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use aivault_proto::{
-    decode, encode, frame::check_len, ErrorCode, Hello, HelloReply, Request, Response, WireError,
-    FRAME_HEADER_LEN, HELLO_MAGIC, PROTOCOL_VERSION,
+    decode, encode, ErrorCode, Hello, HelloReply, Request, Response, WireError, HELLO_MAGIC,
+    PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -217,37 +216,15 @@ enum ConnError {
 }
 
 async fn read(stream: &mut UnixStream) -> Result<Vec<u8>, ConnError> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(aivault_proto::FrameError::Closed.into())
-        }
-        Err(e) => return Err(aivault_proto::FrameError::Io(e).into()),
-    }
-    let len = check_len(header)?;
-    let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(aivault_proto::FrameError::Io)?;
-    Ok(body)
+    Ok(crate::frames::read(stream).await?)
 }
 
 async fn write(stream: &mut UnixStream, body: &[u8]) -> Result<(), ConnError> {
-    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(body);
-    stream
-        .write_all(&buf)
-        .await
-        .map_err(aivault_proto::FrameError::Io)?;
-    Ok(())
+    Ok(crate::frames::write(stream, body).await?)
 }
 
 async fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T) -> Result<(), ConnError> {
-    let body = encode(msg)?;
-    write(stream, &body).await
+    Ok(crate::frames::send(stream, msg).await?)
 }
 
 async fn connection(
@@ -310,6 +287,9 @@ async fn connection(
                 continue;
             }
         };
+        if let aivault_proto::RequestBody::Run(req) = request.body {
+            return start_run(stream, daemon, caller, request.id, req).await;
+        }
         let permit = inflight
             .clone()
             .acquire_owned()
@@ -329,6 +309,45 @@ async fn connection(
             ))
         });
         send(&mut stream, &Response { id, result }).await?;
+    }
+}
+
+/// Serves a run request: the connection belongs to the run from here on.
+async fn start_run(
+    mut stream: UnixStream,
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    id: u64,
+    req: aivault_proto::RunRequest,
+) -> Result<(), ConnError> {
+    let settings = &daemon.runs().settings;
+    let slot = match daemon.runs().counter.try_start(
+        caller.uid,
+        settings.max_runs,
+        settings.max_runs_per_user,
+    ) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let result = Err(WireError::new(ErrorCode::Busy, why));
+            return send(&mut stream, &Response { id, result }).await;
+        }
+    };
+    let d = daemon.clone();
+    let prepared = tokio::task::spawn_blocking(move || d.prepare_run(&caller, req))
+        .await
+        .unwrap_or_else(|_| {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                "internal error while deciding the run",
+            ))
+        });
+    match prepared {
+        Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
+        Ok(prepared) => {
+            crate::run::supervise::run(daemon, prepared, stream, id).await;
+            drop(slot);
+            Ok(())
+        }
     }
 }
 

@@ -66,3 +66,83 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
     Ok(hard)
 }
+
+/// Makes `fd` the child's fd 3 (without close-on-exec) when `cmd` spawns.
+/// This is how the runner receives the command's already-opened executable.
+pub fn inherit_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // dup2/fcntl, which are async-signal-safe; it touches no heap state.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends SIGKILL to every process running under `uid`, by forking a child
+/// that becomes `uid` and calls `kill(-1, SIGKILL)`: the kernel then signals
+/// exactly the processes that uid may signal — its own. Returns when the
+/// child has been reaped.
+pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
+    if uid == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to kill uid 0",
+        ));
+    }
+    // SAFETY: the daemon is multithreaded, so the child may only make
+    // async-signal-safe calls: setresgid, setgroups, setresuid, kill and
+    // _exit are plain system calls and allocate nothing.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above; `_exit` never returns and skips atexit handlers.
+        unsafe {
+            let ok = libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setresgid(uid, uid, uid) == 0
+                && libc::setresuid(uid, uid, uid) == 0;
+            if ok {
+                libc::kill(-1, libc::SIGKILL);
+                libc::_exit(0);
+            }
+            libc::_exit(1);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our own child; `status` is a valid out-pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(io::Error::other(
+            "could not switch to the run uid to kill its processes",
+        ));
+    }
+    Ok(())
+}
+
+/// Supplementary groups of the account `uid`, from the group database.
+pub fn account_groups(uid: u32, gid: u32) -> Vec<u32> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return vec![gid];
+    };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return vec![gid];
+    };
+    getgrouplist(&name, Gid::from_raw(gid))
+        .map(|g| g.into_iter().map(Gid::as_raw).collect())
+        .unwrap_or_else(|_| vec![gid])
+}

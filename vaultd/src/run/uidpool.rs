@@ -90,6 +90,30 @@ pub fn running_uids() -> BTreeSet<u32> {
     out
 }
 
+/// Whether any non-zombie process runs under `uid` (any of its uids).
+pub fn live_processes_of(uid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .any(|status| {
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'));
+            let mine = status.lines().any(|l| {
+                l.starts_with("Uid:") && l[4..].split_whitespace().any(|v| v.parse() == Ok(uid))
+            });
+            mine && !zombie
+        })
+}
+
 impl UidPool {
     /// A pool over `first .. first + count`. Refuses a range that wraps,
     /// touches uid 0 or 65534/`nobody`, or whose first and last ids belong to

@@ -1,0 +1,227 @@
+//! Everything decided before a run starts: the binary, the rule, the
+//! secrets, the environment. Runs on a blocking thread; writes the audit
+//! record of the decision before anything takes effect.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aivault_proto::{ErrorCode, RunRequest, SecretBytes, WireError};
+use serde_json::json;
+
+use crate::audit::Outcome;
+use crate::ops::{Caller, Daemon};
+use crate::policy::{self, Decision, Isolation, RunQuery, SecretScope, Who};
+use crate::store::Scope;
+
+/// Most arguments, and most bytes over all arguments and environment entries.
+pub const MAX_ARGS: usize = 4096;
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+/// Variables passed from the caller's environment when their value is plain.
+const LOCALE_VARS: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TERM", "TZ"];
+/// The command's `PATH`: trusted system directories only.
+pub const RUN_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A run the policy allowed, with everything needed to start it.
+pub struct PreparedRun {
+    pub caller: Caller,
+    pub command: policy::resolve::ResolvedCommand,
+    pub argv: Vec<String>,
+    /// argv with any secret value replaced, for audit and logs.
+    pub argv_redacted: Vec<String>,
+    pub decision: Decision,
+    /// (secret name, environment variable, value)
+    pub secrets: Vec<(String, String, SecretBytes)>,
+    /// Caller-supplied variables the rule lets through, plus safe locale ones.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for PreparedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRun")
+            .field("argv", &self.argv_redacted)
+            .field("rule", &self.decision.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+fn denied(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::PermissionDenied, message)
+}
+
+fn bad(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::BadRequest, message)
+}
+
+fn plain_value(v: &str) -> bool {
+    v.len() <= 256
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-@:+/=".contains(&b))
+}
+
+fn check_shape(req: &RunRequest) -> Result<(), WireError> {
+    if req.argv.is_empty() || req.argv[0].is_empty() {
+        return Err(bad("no command given"));
+    }
+    let bytes: usize = req.argv.iter().map(String::len).sum::<usize>()
+        + req
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if req.argv.len() > MAX_ARGS || bytes > MAX_ARG_BYTES {
+        return Err(bad("arguments and environment exceed 128 KiB"));
+    }
+    let nul = |s: &String| s.as_bytes().contains(&0);
+    if req.argv.iter().any(nul) || req.env.iter().any(|(k, v)| nul(k) || nul(v)) {
+        return Err(bad("arguments and environment may not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Decides a run request: resolves the binary, applies the policy,
+    /// fetches the granted secrets, and audits the decision. Denials are
+    /// audited too.
+    pub fn prepare_run(&self, caller: &Caller, req: RunRequest) -> Result<PreparedRun, WireError> {
+        const OP: &str = "run";
+        let deny = |e: WireError, detail: serde_json::Value| -> WireError {
+            match self.audit_event(caller, OP, None, Outcome::Denied, Some(&e.message), detail) {
+                Ok(()) => e,
+                Err(audit) => audit,
+            }
+        };
+        let shown = || json!({ "argv0": req.argv.first() });
+        check_shape(&req).map_err(|e| deny(e, shown()))?;
+        if self.is_sealed() {
+            return Err(WireError::new(ErrorCode::Sealed, "the vault is sealed"));
+        }
+        let policy = self.policy();
+        let command = policy::resolve_command(&req.argv[0], policy.search_path())
+            .map_err(|e| deny(denied(e.to_string()), shown()))?;
+        let who = Who {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: crate::sys::account_groups(caller.uid, caller.gid),
+        };
+        let query = RunQuery {
+            who,
+            command: command.path.clone(),
+            sha256: command.sha256,
+            args: req.argv[1..].to_vec(),
+            secrets: req
+                .secrets
+                .iter()
+                .map(|s| policy::SecretAsk {
+                    name: s.name.clone(),
+                    env: s.env.clone(),
+                })
+                .collect(),
+            cwd_readable: req.cwd_readable,
+        };
+        let command_text = command.path.display().to_string();
+        let decision = policy
+            .decide(&query)
+            .map_err(|d| deny(denied(d.reason), json!({ "command": command_text })))?;
+        if decision.isolation == Isolation::Caller {
+            return Err(deny(
+                denied("isolation mode `caller` is not supported by this daemon yet"),
+                json!({ "command": command_text, "rule": decision.rule }),
+            ));
+        }
+        let cwd = match (req.cwd_readable, &req.cwd) {
+            (false, _) => None,
+            (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
+            (true, _) => {
+                return Err(deny(
+                    bad("--cwd-readable needs an absolute working directory"),
+                    shown(),
+                ))
+            }
+        };
+
+        let mut secrets = Vec::with_capacity(decision.secrets.len());
+        for grant in &decision.secrets {
+            let scope = match grant.scope {
+                SecretScope::User => Scope::User(caller.uid),
+                SecretScope::System => Scope::System,
+            };
+            let value = self.secret_for_run(scope, &grant.name).map_err(|e| {
+                deny(
+                    e,
+                    json!({ "command": command_text, "rule": decision.rule, "secret": grant.name }),
+                )
+            })?;
+            secrets.push((grant.name.clone(), grant.env.clone(), value));
+        }
+
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in &req.env {
+            let locale = LOCALE_VARS.contains(&k.as_str()) && plain_value(v);
+            if locale || decision.pass_env.iter().any(|p| p == k) {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+
+        let patterns = redaction_patterns(&secrets);
+        let argv_redacted: Vec<String> = req
+            .argv
+            .iter()
+            .map(|a| match &patterns {
+                Some(p) => String::from_utf8_lossy(&aivault_redact::redact_all(p, a.as_bytes()))
+                    .into_owned(),
+                None => a.clone(),
+            })
+            .collect();
+        let mut argv = req.argv;
+        argv[0] = command_text.clone();
+        let timeout = req
+            .timeout_ms
+            .map(Duration::from_millis)
+            .map_or(decision.sandbox.timeout, |t| {
+                t.min(decision.sandbox.timeout)
+            });
+        self.audit_event(
+            caller,
+            OP,
+            Some(&decision.rule),
+            Outcome::Ok,
+            None,
+            json!({
+                "command": command_text,
+                "argv": argv_redacted,
+                "rule": decision.rule,
+                "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
+                "isolation": "dynamic-uid",
+                "timeout_ms": timeout.as_millis() as u64,
+            }),
+        )?;
+        Ok(PreparedRun {
+            caller: *caller,
+            command,
+            argv,
+            argv_redacted,
+            decision,
+            secrets,
+            env,
+            cwd,
+            timeout,
+        })
+    }
+}
+
+/// The redaction patterns of a run's secrets (None when it has none).
+pub fn redaction_patterns(
+    secrets: &[(String, String, SecretBytes)],
+) -> Option<Arc<aivault_redact::Patterns>> {
+    if secrets.is_empty() {
+        return None;
+    }
+    let list: Vec<aivault_redact::Secret> = secrets
+        .iter()
+        .map(|(n, _, v)| aivault_redact::Secret::new(n.clone(), v.as_bytes().to_vec()))
+        .collect();
+    aivault_redact::Patterns::new(&list).ok().map(Arc::new)
+}

@@ -96,6 +96,8 @@ pub struct Options {
     pub passphrase: &'static str,
     /// Extra lines for the config file (e.g. `[limits]`).
     pub config: String,
+    /// Contents of `policy.toml` (empty: no rules, every run refused).
+    pub policy: String,
 }
 
 impl Default for Options {
@@ -104,6 +106,7 @@ impl Default for Options {
             provider: "file",
             passphrase: "correct horse battery staple",
             config: String::new(),
+            policy: String::new(),
         }
     }
 }
@@ -129,6 +132,9 @@ impl Daemon {
         fs::create_dir(dir.path().join("policy")).expect("policy dir");
         fs::set_permissions(dir.path().join("policy"), fs::Permissions::from_mode(0o755))
             .expect("chmod");
+        let pol = dir.path().join("policy/policy.toml");
+        fs::write(&pol, &opts.policy).expect("policy");
+        fs::set_permissions(&pol, fs::Permissions::from_mode(0o644)).expect("chmod");
         let conf = dir.path().join("aivaultd.toml");
         fs::write(&conf, &opts.config).expect("config");
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -180,6 +186,18 @@ impl Daemon {
     pub fn key_file(&self) -> PathBuf {
         self.path("kek")
     }
+    /// The directory holding per-run directories.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.path("run/runs")
+    }
+
+    /// Replaces `policy.toml` (root-owned, 0644).
+    pub fn write_policy(&self, text: &str) {
+        let p = self.path("policy/policy.toml");
+        fs::write(&p, text).expect("policy");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+
     /// Where the daemon's stdout and stderr go.
     pub fn output_log(&self) -> PathBuf {
         self.path("daemon.out")
@@ -378,4 +396,40 @@ pub fn token(n: usize) -> String {
     raw.iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+/// First uid of the daemon's default per-run range.
+pub const RUN_UID_FIRST: u32 = 0x7000_0000;
+
+/// Pids of live (non-zombie) processes whose real uid is in the run range.
+pub fn run_range_processes() -> Vec<(i32, u32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            continue;
+        }
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l[4..].split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(uid) = uid.filter(|u| (RUN_UID_FIRST..RUN_UID_FIRST + 65_536).contains(u)) {
+            out.push((pid, uid));
+        }
+    }
+    out
+}
+
+/// Stores a user-scope secret for `user`.
+pub fn set_secret(d: &Daemon, user: &User, name: &str, value: &str) {
+    ok(&d.vaultctl(user, &["secrets", "set", name], value.as_bytes()));
 }

@@ -1,0 +1,279 @@
+//! Run path, acceptance 4–6: what a command can do inside the default
+//! profile; a run ends completely whatever the command does; many concurrent
+//! runs each get their own uid and leak nothing. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use aivault_tests::{ok, run_range_processes, set_secret, Daemon, Options, User};
+
+fn probe_path() -> std::path::PathBuf {
+    aivault_tests::bin("aivault-probe")
+}
+
+fn policy(alice: &User, extra: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "probe"
+command = "{probe}"
+users = ["{a}"]
+secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+
+[[rule]]
+name = "sh"
+command = "/usr/bin/sh"
+users = ["{a}"]
+allow_interpreter = true
+[rule.sandbox]
+timeout = "2s"
+max_output = "1M"
+
+[[rule]]
+name = "yes"
+command = "/usr/bin/yes"
+users = ["{a}"]
+[rule.sandbox]
+max_output = "1M"
+
+[[rule]]
+name = "id"
+command = "/usr/bin/id"
+users = ["{a}"]
+{extra}
+"#,
+        probe = probe_path().display(),
+        a = alice.name
+    )
+}
+
+/// No process of any run uid, no run directory, nothing leased.
+fn assert_nothing_left(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs = run_range_processes();
+        let dirs: Vec<_> = std::fs::read_dir(d.runs_dir())
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if procs.is_empty() && dirs.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {procs:?}, directories {dirs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_default_profile_confines_the_command() {
+    let alice = User::ensure("aivt-alice");
+    let bob = User::ensure("aivt-bob");
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, ""),
+        ..Options::default()
+    });
+    set_secret(&d, &alice, "TOKEN", "probe-secret-value-123456");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = d.state_dir();
+    std::fs::write("/root/aivault-probe-target", "root only").unwrap();
+    let checks = [
+        "write:/etc/aivault-probe".to_string(),
+        "write:/var/tmp/aivault-probe".into(),
+        format!("read:{}", state.join("vault.bin").display()),
+        "read:/root/aivault-probe-target".into(),
+        format!("read:/proc/1/environ"),
+        "environ".into(),
+        "mount".into(),
+        "keyctl".into(),
+        "io_uring".into(),
+        "unshare".into(),
+        format!("ptrace:{}", std::process::id()),
+        format!("connect:127.0.0.1:{port}"),
+    ];
+    let probe = probe_path();
+    let mut args = vec!["run", "--", probe.to_str().unwrap()];
+    args.extend(checks.iter().map(String::as_str));
+    let out = d.vaultctl(&alice, &args, b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        results.len(),
+        checks.len(),
+        "one result per check: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for r in &results {
+        assert_eq!(r["ok"], false, "inside the sandbox this must fail: {r}");
+        let errno = r["errno"].as_i64().unwrap();
+        assert!(
+            errno == libc::EACCES as i64 || errno == libc::EPERM as i64,
+            "refused by the kernel, not by accident: {r}"
+        );
+    }
+    // Writing in its own home works (the sandbox is not simply broken).
+    let home_check = d.vaultctl(
+        &alice,
+        &[
+            "run",
+            "--",
+            probe_path().to_str().unwrap(),
+            "write:probe-file-in-home",
+        ],
+        b"",
+    );
+    let line = String::from_utf8_lossy(&home_check.stdout).into_owned();
+    assert!(
+        line.contains("\"ok\":true"),
+        "write in the private home: {line}"
+    );
+    let _ = bob;
+    // The enforcement level is in the audit record.
+    let trail = ok(&d.vaultctl(&User::root(), &["audit", "list", "--limit", "100"], b""));
+    assert!(
+        trail
+            .lines()
+            .any(|l| l.contains("run.exit") && l.contains("\"landlock\":\"full\"")),
+        "{trail}"
+    );
+    assert_nothing_left(&d);
+}
+
+#[test]
+fn a_run_ends_completely_whatever_the_command_does() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, ""),
+        ..Options::default()
+    });
+
+    // A background child outliving the command.
+    let out = d.vaultctl(
+        &alice,
+        &["run", "--", "sh", "-c", "sleep 300 & echo started"],
+        b"",
+    );
+    assert_eq!(ok(&out).trim(), "started");
+    assert_nothing_left(&d);
+
+    // A command that ignores SIGTERM past its timeout.
+    let t = Instant::now();
+    let out = d.vaultctl(
+        &alice,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo waiting; sleep 300",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(124), "timeout exit status");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "waiting");
+    assert_nothing_left(&d);
+
+    // Output without end, past the limit.
+    let out = d.vaultctl(&alice, &["run", "--", "yes"], b"");
+    assert_eq!(out.status.code(), Some(125), "output limit exit status");
+    assert!(
+        out.stdout.len() <= 1024 * 1024,
+        "at most the limit: {}",
+        out.stdout.len()
+    );
+    assert!(
+        out.stdout.len() > 512 * 1024,
+        "output flowed until the limit"
+    );
+    assert_nothing_left(&d);
+
+    // A caller that disconnects mid-run leaves nothing behind.
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(aivault_tests::bin("vaultctl"))
+        .args(["run", "--", "sh", "-c", "sleep 300"])
+        .env("AIVAULT_SOCKET", d.socket())
+        .uid(alice.uid)
+        .gid(alice.gid)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run_range_processes().len() < 2 {
+        assert!(Instant::now() < deadline, "run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_nothing_left(&d);
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, ""),
+        config: "[runs]\nmax_runs_per_user = 32\n".into(),
+        ..Options::default()
+    });
+    let clients: usize = 16;
+    let per_client: usize = std::env::var("AIVAULT_RUN_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    ok(&d.vaultctl(&alice, &["run", "--", "id", "-u"], b""));
+    let fds_before = fd_count(d.pid().unwrap());
+    let socket = d.socket();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let socket = socket.clone();
+            let alice = alice.clone();
+            std::thread::spawn(move || {
+                let mut spans = Vec::new();
+                for _ in 0..per_client {
+                    let t0 = Instant::now();
+                    let out = aivault_tests::vaultctl_at(
+                        &socket,
+                        &alice,
+                        &["run", "--", "id", "-u"],
+                        b"",
+                    );
+                    let t1 = Instant::now();
+                    let uid: u32 = ok(&out).trim().parse().unwrap();
+                    spans.push((t0, t1, uid));
+                }
+                spans
+            })
+        })
+        .collect();
+    let mut spans: Vec<(Instant, Instant, u32)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(spans.len(), clients * per_client, "every run succeeded");
+    // Runs whose client-side spans overlap were alive at the same time, so
+    // they must have had different uids.
+    spans.sort_by_key(|s| s.0);
+    for (i, a) in spans.iter().enumerate() {
+        for b in spans[i + 1..].iter().take_while(|b| b.0 < a.1) {
+            assert_ne!(a.2, b.2, "two simultaneous runs shared uid {}", a.2);
+        }
+    }
+    assert!(spans.iter().all(|s| s.2 >= aivault_tests::RUN_UID_FIRST));
+    assert_nothing_left(&d);
+    assert_eq!(
+        fd_count(d.pid().unwrap()),
+        fds_before,
+        "the daemon holds no extra descriptors"
+    );
+}

@@ -1,7 +1,244 @@
 //! `aivault-runner`: started by `aivaultd` for one run; see the library
 //! (`aivault_runner`) for the self-confinement it applies before exec.
+//!
+//! The daemon starts it as the run's fresh uid with `--socket <PATH>`, a
+//! clean environment, stdin and stdout on `/dev/null`, stderr on the
+//! daemon's log, and the command's executable open as fd 3. In order:
+//!
+//! 1. take fd 3 (close-on-exec from now on), connect to the socket, read
+//!    one [`RunnerJob`] ([`job`]),
+//! 2. build the redaction patterns and the command's `argv`/`envp`, create
+//!    the pipes ([`exec`]),
+//! 3. [`confine_keeping`] the socket, fd 3 and the pipes, report
+//!    `Confined` (or `Exit` 126 and stop: never run unconfined),
+//! 4. fork and `execveat(3, "", …, AT_EMPTY_PATH)`; wipe the parent's copy
+//!    of the environment,
+//! 5. pump input, output and signals until the command ends ([`pump`]),
+//!    then report `Exit`.
+//!
+//! Exit status of the runner: 0 once an `Exit` event was sent, 1 on a
+//! protocol or connection failure (the daemon then treats the run as
+//! failed), 2 when started without `--socket` or without fd 3.
+//!
+//! Nothing here prints a secret value or the job's environment to stderr.
 
-fn main() {
-    eprintln!("aivault-runner is started by aivaultd");
-    std::process::exit(2);
+mod exec;
+mod job;
+mod pump;
+mod wire;
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aivault_proto::{FrameError, RunnerEvent, RunnerJob};
+use aivault_runner::{confine_keeping, sys};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use zeroize::Zeroizing;
+
+/// The descriptor on which the daemon passes the command's executable.
+const EXE_FD: RawFd = 3;
+
+/// Exit code reported when the command could not be started.
+const CANNOT_START: i32 = 126;
+
+const USAGE: &str = "aivault-runner is started by aivaultd";
+
+/// Why the runner stopped without reporting an `Exit`.
+#[derive(Debug, thiserror::Error)]
+enum RunnerError {
+    #[error("cannot connect to the daemon")]
+    Connect(#[source] std::io::Error),
+    #[error("daemon connection failed")]
+    Frame(#[source] FrameError),
+    #[error("malformed job")]
+    Job(#[source] FrameError),
+    #[error("{0}")]
+    Prepare(#[source] job::JobError),
+    #[error("run aborted")]
+    Pump(#[source] pump::PumpError),
+}
+
+fn main() -> ExitCode {
+    let Some(socket) = parse_args(std::env::args_os().skip(1)) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    ensure_std_fds();
+    let exe = match take_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!(
+                "aivault-runner: no executable on fd {EXE_FD} ({}); {USAGE}",
+                e.desc()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(&socket, exe) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aivault-runner: {}", chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Exactly `--socket <PATH>` or `--socket=<PATH>`.
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Option<PathBuf> {
+    let first = args.next()?;
+    let path = if first == "--socket" {
+        args.next()?
+    } else {
+        let rest = first.to_str()?.strip_prefix("--socket=")?;
+        OsString::from(rest)
+    };
+    (args.next().is_none() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// Makes sure 0, 1 and 2 are open (on `/dev/null` if not), so no pipe or
+/// socket of ours is ever numbered below 3.
+fn ensure_std_fds() {
+    for fd in 0..=2 {
+        if fcntl(fd, FcntlArg::F_GETFD).is_err() {
+            // The lowest free number is taken: this very `fd`.
+            if let Ok(file) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                // Stays open for the life of the process.
+                let _ = file.into_raw_fd();
+            }
+        }
+    }
+}
+
+/// fd 3, made close-on-exec: the command runs from it but must not inherit it.
+fn take_exe() -> Result<OwnedFd, nix::Error> {
+    let exe = sys::take_inherited_fd(EXE_FD)?;
+    fcntl(exe.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(exe)
+}
+
+fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
+    let mut sock = UnixStream::connect(socket).map_err(RunnerError::Connect)?;
+
+    // The frame holds the secret values: wipe it once decoded.
+    let body = Zeroizing::new(aivault_proto::read_frame(&mut sock).map_err(RunnerError::Frame)?);
+    let job: RunnerJob = aivault_proto::decode(&body).map_err(RunnerError::Job)?;
+    drop(body);
+
+    let prepared = match job::prepare(job) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            report_failure(&mut sock, CANNOT_START, e.to_string())?;
+            return if e.is_protocol() {
+                Err(RunnerError::Prepare(e))
+            } else {
+                Ok(())
+            };
+        }
+    };
+
+    let pipes = match exec::Pipes::new() {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            let message = format!("cannot start: creating pipes failed: {}", e.desc());
+            return report_failure(&mut sock, CANNOT_START, message);
+        }
+    };
+
+    let mut keep = vec![sock.as_fd(), exe.as_fd()];
+    keep.extend(pipes.all());
+    let enforcement = match confine_keeping(&prepared.spec, &keep) {
+        Ok(enforcement) => enforcement,
+        Err(e) => {
+            eprintln!("aivault-runner: {}", chain(&e));
+            drop(keep);
+            return report_failure(&mut sock, CANNOT_START, format!("sandbox: {e}"));
+        }
+    };
+    drop(keep);
+    let enforcement = serde_json::to_string(&enforcement).unwrap_or_default();
+    send(&mut sock, &RunnerEvent::Confined { enforcement })?;
+
+    let job::Prepared {
+        spec: _,
+        patterns,
+        vectors,
+    } = prepared;
+    let spawned = exec::spawn(exe.as_fd(), pipes, &vectors);
+    // The parent has no use for the environment (it holds the secrets).
+    drop(vectors);
+    drop(exe);
+    let started = match spawned {
+        Ok(started) => started,
+        Err(e) => return report_failure(&mut sock, e.exit_code(), e.to_string()),
+    };
+
+    let outcome = pump::run(&mut sock, started, &patterns).map_err(RunnerError::Pump)?;
+    drop(patterns);
+    send(
+        &mut sock,
+        &RunnerEvent::Exit {
+            code: outcome.code,
+            signaled: outcome.signaled,
+            redactions: outcome.redactions,
+            message: None,
+        },
+    )
+}
+
+/// Reports a run that never started.
+fn report_failure(sock: &mut UnixStream, code: i32, message: String) -> Result<(), RunnerError> {
+    send(
+        sock,
+        &RunnerEvent::Exit {
+            code,
+            signaled: false,
+            redactions: 0,
+            message: Some(message),
+        },
+    )
+}
+
+fn send(sock: &mut UnixStream, event: &RunnerEvent) -> Result<(), RunnerError> {
+    wire::send(sock, event).map_err(RunnerError::Frame)
+}
+
+/// An error and its sources, for the daemon's log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_args;
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+
+    fn parse(args: &[&str]) -> Option<PathBuf> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn only_the_socket_flag_is_accepted() {
+        assert_eq!(parse(&["--socket", "/run/x"]), Some("/run/x".into()));
+        assert_eq!(parse(&["--socket=/run/x"]), Some("/run/x".into()));
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["--socket"]), None);
+        assert_eq!(parse(&["--socket="]), None);
+        assert_eq!(parse(&["--socket", "/a", "extra"]), None);
+        assert_eq!(parse(&["--help"]), None);
+    }
 }

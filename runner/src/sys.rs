@@ -6,7 +6,12 @@
 //! variant.
 #![allow(unsafe_code)]
 
+use std::ffi::c_char;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
 use nix::errno::Errno;
+use nix::unistd::Pid;
+use zeroize::Zeroizing;
 
 /// `close_range(2)` flag value 0: close (not merely mark close-on-exec).
 const CLOSE_RANGE_CLOSE: libc::c_uint = 0;
@@ -189,4 +194,182 @@ pub(crate) fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, Errno
     // none of the argument combinations can create a process or thread.
     let ret = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
     cerr(ret)
+}
+
+// ------------------------------------------------------------ runner process
+//
+// What follows serves the `aivault-runner` binary: taking over the inherited
+// executable descriptor, the child's side of fork/exec, and a pidfd to learn
+// when the command exits.
+
+/// Takes ownership of a descriptor inherited by number, e.g. the command's
+/// executable that `aivaultd` passes as fd 3. `EBADF` if it is not open.
+///
+/// Call it at start-up, once per number, before the process opens anything
+/// else, so that no other object can own the same number.
+pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+    // SAFETY: fcntl just showed that `fd` is open. It was inherited across
+    // exec, so no Rust object of this process was created for it; the
+    // contract above (once per number, at start-up) makes the returned
+    // OwnedFd its only owner, and it closes the number exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_open(pid, 0)`: a close-on-exec descriptor that polls readable when
+/// the process exits (Linux 5.3+; `ENOSYS` before).
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: both arguments are integers; the kernel reads no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0_u32) };
+    let fd = RawFd::try_from(cerr(ret)?).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the kernel just created this descriptor for us; nothing else
+    // refers to the number, so the OwnedFd is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `argv` and `envp` prepared before `fork`, so the child needs no
+/// allocation: NUL-terminated entries (wiped on drop, since the environment
+/// holds the secrets) and NULL-terminated pointer arrays into them.
+pub struct ExecVectors {
+    /// Kept alive (and unmodified) while the pointers below refer to them.
+    _argv: Vec<Zeroizing<Vec<u8>>>,
+    _envp: Vec<Zeroizing<Vec<u8>>>,
+    argv_ptrs: Vec<*const c_char>,
+    envp_ptrs: Vec<*const c_char>,
+}
+
+impl ExecVectors {
+    /// Every entry must end with its only NUL byte (`EINVAL` otherwise);
+    /// `argv` must not be empty.
+    pub fn new(
+        argv: Vec<Zeroizing<Vec<u8>>>,
+        envp: Vec<Zeroizing<Vec<u8>>>,
+    ) -> Result<ExecVectors, Errno> {
+        let valid = |e: &Zeroizing<Vec<u8>>| {
+            e.iter().position(|&b| b == 0) == Some(e.len().wrapping_sub(1))
+        };
+        if argv.is_empty() || !argv.iter().all(valid) || !envp.iter().all(valid) {
+            return Err(Errno::EINVAL);
+        }
+        // The heap buffers do not move when the Vecs holding them move, so
+        // the pointers stay valid as long as the entries live unmodified.
+        let ptrs = |v: &[Zeroizing<Vec<u8>>]| -> Vec<*const c_char> {
+            v.iter()
+                .map(|e| e.as_ptr().cast::<c_char>())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Ok(ExecVectors {
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            _argv: argv,
+            _envp: envp,
+        })
+    }
+}
+
+impl std::fmt::Debug for ExecVectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecVectors")
+            .field("argc", &(self.argv_ptrs.len() - 1))
+            .field("envc", &(self.envp_ptrs.len() - 1))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Descriptors the command's process starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildFds<'a> {
+    /// The executable, run with `execveat(exe, "", …, AT_EMPTY_PATH)`.
+    pub exe: BorrowedFd<'a>,
+    /// Become the command's descriptors 0, 1 and 2. Must be numbered above
+    /// 2 (the runner keeps 0–2 open, so new descriptors always are).
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// Write end of a close-on-exec pipe: receives the errno (4 bytes,
+    /// native endian) if exec fails, and is closed by a successful exec.
+    pub status: BorrowedFd<'a>,
+}
+
+/// Forks; the child starts a new session, moves `fds.stdio` to 0/1/2,
+/// restores the default `SIGPIPE` action and an empty signal mask, and
+/// executes `fds.exe`. If that fails it reports errno on `fds.status` and
+/// exits with 127. Returns the child's pid in the parent.
+///
+/// Only for a single-threaded process (the runner never starts a thread).
+pub fn fork_exec(fds: &ChildFds<'_>, vectors: &ExecVectors) -> Result<Pid, Errno> {
+    let stdio = fds.stdio.map(|fd| fd.as_raw_fd());
+    if stdio.iter().any(|&fd| fd <= 2) {
+        return Err(Errno::EINVAL);
+    }
+    let exe = fds.exe.as_raw_fd();
+    let status = fds.status.as_raw_fd();
+    let argv = vectors.argv_ptrs.as_ptr();
+    let envp = vectors.envp_ptrs.as_ptr();
+    // SAFETY: the runner is single-threaded (it starts no thread and uses no
+    // library that does), so the child is a faithful copy in which no lock
+    // is held by a thread that no longer exists. Between fork and exec the
+    // child runs only `child_exec`, which makes async-signal-safe calls on
+    // integers and on pointers prepared before the fork, never allocates and
+    // never returns or unwinds.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        // SAFETY: see above; we are the freshly forked child.
+        unsafe { child_exec(exe, stdio, status, argv, envp) }
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// The child's side of [`fork_exec`]; never returns.
+///
+/// # Safety
+///
+/// Call only in a child just forked from a single-threaded process; `argv`
+/// and `envp` must be NULL-terminated arrays of NUL-terminated strings that
+/// stay valid (the parent's copy of [`ExecVectors`] guarantees this).
+unsafe fn child_exec(
+    exe: RawFd,
+    stdio: [RawFd; 3],
+    status: RawFd,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> ! {
+    let fail = |status: RawFd| -> ! {
+        let errno = Errno::last_raw().to_ne_bytes();
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; `errno` is a
+        // live 4-byte array. Nothing can be done if the write fails.
+        unsafe {
+            let _ = libc::write(status, errno.as_ptr().cast(), errno.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY (whole block): every call is async-signal-safe (setsid, dup2,
+    // signal/sigaction, sigemptyset, sigprocmask, syscall(execveat)) and
+    // takes integers or pointers to memory that is live in this child.
+    unsafe {
+        // Own session: a terminal's job-control signals do not reach it.
+        libc::setsid();
+        for (target, &fd) in (0..).zip(stdio.iter()) {
+            // dup2 clears close-on-exec on the copy; every fd is > 2.
+            if libc::dup2(fd, target) < 0 {
+                fail(status);
+            }
+        }
+        // Rust's runtime ignores SIGPIPE and ignored signals survive exec.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_execveat,
+            exe,
+            c"".as_ptr(),
+            argv,
+            envp,
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    fail(status)
 }

@@ -84,7 +84,7 @@ fn the_default_profile_confines_the_command() {
         "write:/var/tmp/aivault-probe".into(),
         format!("read:{}", state.join("vault.bin").display()),
         "read:/root/aivault-probe-target".into(),
-        format!("read:/proc/1/environ"),
+        "read:/proc/1/environ".into(),
         "environ".into(),
         "mount".into(),
         "keyctl".into(),

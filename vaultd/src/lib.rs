@@ -20,5 +20,6 @@ pub mod policy;
 pub mod run;
 pub mod secure_fs;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod sys;

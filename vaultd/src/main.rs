@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aivaultd::config::{Config, Overrides};
 use aivaultd::keys::{self, KdfParams, KeyProviderSpec};
 use aivaultd::store::Vault;
-use aivaultd::{ops::Daemon, secure_fs, server};
+use aivaultd::{ops::Daemon, secure_fs, server, service};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -291,32 +291,34 @@ fn serve(cfg: Config) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let socket = daemon.config().socket.clone();
-        let listener = server::bind(&socket)?;
+        let (listener, bound) = match aivaultd::sys::inherited_listener() {
+            Some(l) => (
+                tokio::net::UnixListener::from_std(l).context("adopting the activated socket")?,
+                false,
+            ),
+            None => (server::bind(&socket)?, true),
+        };
         let runner_socket = daemon.runs().settings.runner_socket.clone();
         let runner_listener = server::bind(&runner_socket)?;
         tokio::spawn(daemon.runs().gate.clone().serve(runner_listener));
         tracing::info!(
             socket = %socket.display(),
             sealed = daemon.is_sealed(),
+            activated = !bound,
             "aivaultd ready"
         );
-        let shutdown = async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                std::future::pending::<()>().await;
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            tracing::info!("shutting down");
-        };
-        server::serve(listener, daemon, shutdown).await;
-        let _ = std::fs::remove_file(&socket);
+        service::ready(&daemon);
+        tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
+        server::serve(
+            listener,
+            daemon.clone(),
+            service::until_stop(daemon.clone()),
+        )
+        .await;
+        service::drain_runs(&daemon).await;
+        if bound {
+            let _ = std::fs::remove_file(&socket);
+        }
         let _ = std::fs::remove_file(&runner_socket);
         drop(lock);
         Ok::<(), anyhow::Error>(())

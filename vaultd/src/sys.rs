@@ -146,3 +146,14 @@ pub fn account_groups(uid: u32, gid: u32) -> Vec<u32> {
         .map(|g| g.into_iter().map(Gid::as_raw).collect())
         .unwrap_or_else(|_| vec![gid])
 }
+
+/// Takes the first socket passed by systemd socket activation (`LISTEN_FDS`,
+/// checked against `LISTEN_PID` by `sd_notify::listen_fds`), if any.
+pub fn inherited_listener() -> Option<std::os::unix::net::UnixListener> {
+    let fd = sd_notify::listen_fds().ok()?.next()?;
+    // SAFETY: systemd passed this descriptor to us (LISTEN_PID matched and
+    // the environment was consumed), so nothing else in the process owns it.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).ok()?;
+    Some(listener)
+}

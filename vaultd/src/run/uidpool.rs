@@ -161,6 +161,17 @@ impl UidPool {
         Err(PoolError::Exhausted(inner.count))
     }
 
+    /// The uids leased now.
+    pub fn leased_uids(&self) -> Vec<u32> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leased
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// How many uids are leased now.
     pub fn leased(&self) -> usize {
         self.inner

@@ -10,7 +10,7 @@ use aivault_proto::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
+use aivault_client::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
 
 /// `vaultctl run` lost its connection before the command's status arrived.
 pub const EXIT_RUN_LOST: i32 = 6;

@@ -15,6 +15,7 @@ use aivault_proto::{
     RequestBody, Response, WireError, HELLO_MAGIC, PROTOCOL_VERSION,
 };
 
+pub mod cli;
 pub mod dotenv;
 
 /// Socket used when neither `--socket` nor `$AIVAULT_SOCKET` says otherwise.

@@ -1,13 +1,12 @@
 //! `vaultctl`: the per-user command-line client of aivaultd.
 
-mod cli;
 mod commands;
 mod run;
 
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = aivault_client::cli::Cli::parse();
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

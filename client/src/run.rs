@@ -7,8 +7,8 @@ use aivault_client::{socket_path, Client, ClientError};
 use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cli::RunArgs;
 use crate::commands::CtlError;
+use aivault_client::cli::RunArgs;
 
 /// `30s`, `5m`, `1h`, `500ms` or plain seconds, as milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, CtlError> {

@@ -319,9 +319,9 @@ fn refusals_are_clear_and_audited() {
     // A rule granting a pinned secret to another command is rejected; the
     // previous policy stays in force.
     let mut bad = policy(&alice);
-    bad.push_str(&format!(
-        "\n[[pin]]\nsecret = \"TOKEN\"\nscope = \"user\"\ncommands = [\"/usr/bin/sleep\"]\n"
-    ));
+    bad.push_str(
+        "\n[[pin]]\nsecret = \"TOKEN\"\nscope = \"user\"\ncommands = [\"/usr/bin/sleep\"]\n",
+    );
     d.write_policy(&bad);
     let err = fails_with(&d.vaultctl(&User::root(), &["policy", "reload"], b""), 2);
     assert!(

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod frames;
 pub mod keys;

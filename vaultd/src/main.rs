@@ -1,69 +1,16 @@
 //! `aivaultd`: thin binary over the `aivaultd` library.
 
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use aivaultd::cli::{Cli, Command};
 use aivaultd::config::{Config, Overrides};
 use aivaultd::keys::{self, KdfParams, KeyProviderSpec};
 use aivaultd::store::Vault;
 use aivaultd::{ops::Daemon, secure_fs, server, service};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use zeroize::Zeroizing;
-
-/// The aivault daemon: holds the keys and the vault, and lets peer-identified
-/// callers use secrets without ever returning them.
-#[derive(Debug, Parser)]
-#[command(name = "aivaultd", version, propagate_version = true)]
-struct Cli {
-    #[command(flatten)]
-    paths: PathArgs,
-    /// Validate the configuration and policy, explain each rule, and exit (0 valid, 1 invalid)
-    #[arg(long)]
-    check_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Args)]
-struct PathArgs {
-    /// Configuration file [default: /etc/aivault/aivaultd.toml, if present]
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Directory holding the vault (root-owned, 0700) [default: /var/lib/aivault]
-    #[arg(long, global = true, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Listening socket [default: /run/aivault/aivaultd.sock]
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Directory holding policy.toml and policy.d/ [default: /etc/aivault]
-    #[arg(long, global = true, value_name = "DIR")]
-    policy_dir: Option<PathBuf>,
-    /// Audit log (JSON lines) [default: /var/log/aivault/audit.jsonl]
-    #[arg(long, global = true, value_name = "PATH")]
-    audit_log: Option<PathBuf>,
-    /// Key provider: file:PATH, systemd-creds:NAME or passphrase [default: systemd-creds:aivault.kek]
-    #[arg(long, global = true, value_name = "SPEC")]
-    key_provider: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve requests (the default when no subcommand is given)
-    Serve,
-    /// Create a new, empty vault (and the key file, for a file: provider)
-    Init,
-    /// Rotate the data key and/or re-wrap it under a new key-encryption key (daemon stopped)
-    Rekey {
-        /// Re-encrypt every record under a fresh data-encryption key
-        #[arg(long)]
-        rotate_dek: bool,
-        /// Re-wrap the data key for this provider (a new file: key is generated if missing)
-        #[arg(long, value_name = "SPEC")]
-        new_key_provider: Option<String>,
-    },
-}
 
 fn main() {
     let cli = Cli::parse();

@@ -20,6 +20,21 @@ id "$demo_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /us
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$scratch"; }
 trap cleanup EXIT
 
+mkdir -p "$scratch/policy"
+script='echo "the command sees: $GH_TOKEN"; printf %s "user:$GH_TOKEN" | base64; id -u'
+cat > "$scratch/policy/policy.toml" <<POLICY
+# Demo policy: one rule. The shell is an interpreter, so the rule must say
+# knowingly that it is allowed, and it pins the exact script.
+[[rule]]
+name = "demo"
+command = "/usr/bin/sh"
+allow_interpreter = true
+args = [{ exact = ["-c", '$script'] }]
+users = ["$demo_user"]
+secrets = [{ name = "GITHUB_TOKEN", scope = "user", env = "GH_TOKEN" }]
+POLICY
+chmod 0644 "$scratch/policy/policy.toml"
+
 echo "==> aivaultd init (scratch directory $scratch, generated key file)"
 "$bin/aivaultd" "${args[@]}" init
 "$bin/aivaultd" "${args[@]}" 2>"$scratch/daemon.log" &
@@ -33,6 +48,10 @@ echo "==> as $demo_user: vaultctl secrets list"
 as_user secrets list
 echo "==> as $demo_user: vaultctl secrets masked GITHUB_TOKEN"
 as_user secrets masked GITHUB_TOKEN
+echo "==> as $demo_user: vaultctl policy show"
+as_user policy show
+echo "==> as $demo_user: vaultctl run -- sh -c '<the pinned script>'   (runs under a fresh uid, sandboxed; output redacted)"
+as_user run -- sh -c "$script"
 echo "==> as $demo_user: vaultctl status"
 as_user status
 echo "==> as $demo_user: vaultctl audit list"

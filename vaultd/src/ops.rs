@@ -483,9 +483,15 @@ impl Daemon {
                         )?;
                         Ok(Reply::Done { version: None })
                     }
-                    Err(e) => Err(err(
-                        ErrorCode::BadRequest,
-                        format!("the new policy is invalid and was not applied: {e}"),
+                    Err(e) => Err(self.deny(
+                        caller,
+                        op,
+                        None,
+                        None,
+                        err(
+                            ErrorCode::BadRequest,
+                            format!("the new policy is invalid and was not applied: {e}"),
+                        ),
                     )),
                 }
             }

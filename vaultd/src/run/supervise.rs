@@ -101,7 +101,6 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         Ok(mut child) => {
             let pid = child.id() as i32;
             let ended = drive(
-                &daemon,
                 &prepared,
                 &dirs,
                 pid,
@@ -201,7 +200,6 @@ impl Ended {
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    daemon: &Daemon,
     prepared: &PreparedRun,
     dirs: &RunDirs,
     pid: i32,
@@ -251,7 +249,6 @@ async fn drive(
     let mut from_caller = pump::<_, RunInput>(caller_r);
     let max_output = prepared.decision.sandbox.max_output;
     let deadline = tokio::time::Instant::now() + prepared.timeout;
-    let _ = daemon;
     loop {
         let step = tokio::select! {
             ev = from_runner.recv() => Step::Runner(ev),

@@ -13,6 +13,7 @@
 
 mod messages;
 
+mod bytes;
 pub mod frame;
 pub mod run;
 pub mod tty;

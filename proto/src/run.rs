@@ -74,6 +74,7 @@ pub enum RunEvent {
     /// Redacted output.
     Output {
         stream: Stream,
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     Exit(RunExit),
@@ -82,7 +83,7 @@ pub enum RunEvent {
 /// Caller → daemon → runner during a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunInput {
-    Stdin(Vec<u8>),
+    Stdin(#[serde(with = "crate::bytes")] Vec<u8>),
     StdinEof,
     /// Forward a signal (SIGINT, SIGTERM, SIGHUP only).
     Signal(i32),
@@ -99,6 +100,7 @@ pub struct RunnerJob {
     /// Secrets: (secret name, environment variable, value).
     pub secrets: Vec<(String, String, SecretBytes)>,
     /// Postcard of the runner's sandbox specification.
+    #[serde(with = "crate::bytes")]
     pub sandbox: Vec<u8>,
     /// Output limit in bytes (stdout + stderr, after redaction).
     pub max_output: u64,
@@ -110,7 +112,11 @@ pub enum RunnerEvent {
     /// Confinement applied; JSON of the achieved enforcement, for the audit record.
     Confined { enforcement: String },
     /// Redacted output.
-    Output { stream: Stream, data: Vec<u8> },
+    Output {
+        stream: Stream,
+        #[serde(with = "crate::bytes")]
+        data: Vec<u8>,
+    },
     /// The command ended (or could not start).
     Exit {
         code: i32,

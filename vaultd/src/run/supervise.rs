@@ -92,13 +92,13 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         }
     };
     let connection = daemon.runs().gate.expect(uid);
-    let child = spawn::start_runner(&settings, uid, &dirs, &prepared.command.file);
-    let outcome = match child {
+    let (outcome, child) = match spawn::start_runner(&settings, uid, &dirs, &prepared.command.file)
+    {
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runner");
-            Ended::failed("the runner could not be started")
+            (Ended::failed("the runner could not be started"), None)
         }
-        Ok(mut child) => {
+        Ok(child) => {
             let pid = child.id() as i32;
             let ended = drive(
                 &prepared,
@@ -110,19 +110,9 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
                 request_id,
             )
             .await;
-            // Teardown, on every path: no process of the run uid survives.
-            let _ = tokio::task::spawn_blocking(move || {
-                kill_run_uid(uid);
-                let _ = child.wait();
-            })
-            .await;
-            ended
+            (ended, Some(child))
         }
     };
-    daemon.runs().gate.forget(uid);
-    spawn::remove_dirs(&dirs);
-    drop(lease);
-
     let exit = RunExit {
         code: outcome.code,
         reason: outcome.reason,
@@ -131,6 +121,39 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         redactions: outcome.redactions,
         message: outcome.message.clone(),
     };
+    // The caller learns the status at once; the teardown below does not
+    // change it, and its failures are the daemon's to log.
+    if outcome.started {
+        let _ = frames::send(&mut caller_w, &RunEvent::Exit(exit.clone())).await;
+    } else {
+        let err = WireError::new(
+            ErrorCode::Internal,
+            outcome.message.clone().unwrap_or_default(),
+        );
+        let _ = frames::send(
+            &mut caller_w,
+            &Response {
+                id: request_id,
+                result: Err(err),
+            },
+        )
+        .await;
+    }
+    drop(caller_w);
+
+    // Teardown, on every path: no process of the run uid survives, its
+    // directories go, and only then does the uid return to the pool.
+    let _ = tokio::task::spawn_blocking(move || {
+        kill_run_uid(uid);
+        if let Some(mut child) = child {
+            let _ = child.wait();
+        }
+    })
+    .await;
+    daemon.runs().gate.forget(uid);
+    spawn::remove_dirs(&dirs);
+    drop(lease);
+
     let audited = daemon.audit_event(
         &prepared.caller,
         "run.exit",
@@ -157,19 +180,6 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     );
     if audited.is_err() {
         tracing::error!("the run's exit could not be audited");
-    }
-    if outcome.started {
-        let _ = frames::send(&mut caller_w, &RunEvent::Exit(exit)).await;
-    } else {
-        let err = WireError::new(ErrorCode::Internal, outcome.message.unwrap_or_default());
-        let _ = frames::send(
-            &mut caller_w,
-            &Response {
-                id: request_id,
-                result: Err(err),
-            },
-        )
-        .await;
     }
 }
 

@@ -66,32 +66,29 @@ fn known_to_nss(id: u32) -> bool {
         || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
 }
 
-/// Uids of every running process (real, effective, saved, filesystem), from `/proc`.
+/// Effective uids of every running process, from the owners of `/proc/<pid>`
+/// (a stat per process, no file reads).
 pub fn running_uids() -> BTreeSet<u32> {
-    let mut out = BTreeSet::new();
+    use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return BTreeSet::new();
     };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(status) = std::fs::read_to_string(e.path().join("status")) {
-            if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-                out.extend(
-                    line[4..]
-                        .split_whitespace()
-                        .filter_map(|v| v.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
+        .collect()
 }
 
-/// Whether any non-zombie process runs under `uid` (any of its uids).
+/// Whether any non-zombie process runs under `uid`. Run processes never
+/// change uid (no setuid binaries under `no_new_privs`), so the owner of
+/// `/proc/<pid>` finds them; only those candidates are read for their state.
 pub fn live_processes_of(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -102,15 +99,13 @@ pub fn live_processes_of(uid: u32) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
-        .any(|status| {
-            let zombie = status
-                .lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'));
-            let mine = status.lines().any(|l| {
-                l.starts_with("Uid:") && l[4..].split_whitespace().any(|v| v.parse() == Ok(uid))
-            });
-            mine && !zombie
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|status| {
+                !status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
         })
 }
 

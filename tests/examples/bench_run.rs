@@ -1,0 +1,177 @@
+//! Run-path benchmark (run as root, release build):
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! cargo run --release -p aivault-tests --example bench_run
+//! ```
+//!
+//! Measures in one run: `vaultctl run -- /bin/true` minus `/bin/true` (whole
+//! processes, median and p99), the same with 16 concurrent clients, and
+//! `vaultctl run -- cat` of a 1 GiB file versus a bare pipe.
+#![allow(clippy::unwrap_used)] // benchmark code: a panic is the failure report
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aivault_tests::{ok, set_secret, Daemon, Options, User};
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn time_true(alice: &User, socket: Option<&std::path::Path>) -> Duration {
+    let t = Instant::now();
+    let st = match socket {
+        Some(s) => Command::new(aivault_tests::bin("vaultctl"))
+            .args(["run", "--", "true"])
+            .env("AIVAULT_SOCKET", s)
+            .uid(alice.uid)
+            .gid(alice.gid)
+            .status()
+            .unwrap(),
+        None => Command::new("/bin/true")
+            .uid(alice.uid)
+            .gid(alice.gid)
+            .status()
+            .unwrap(),
+    };
+    assert!(st.success());
+    t.elapsed()
+}
+
+/// Reads all of a child's stdout; returns bytes and seconds.
+fn drain(mut cmd: Command) -> (u64, f64) {
+    let t = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = out.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    assert!(child.wait().unwrap().success());
+    (n, t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let alice = User::ensure("aivt-alice");
+    let data_dir = tempfile::Builder::new()
+        .prefix("aivault-bench-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = data_dir.path().join("1g.log");
+    {
+        // 1 GiB of log-like text, written once.
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let line = b"2026-11-22T05:00:00Z INFO request id=4f1c2a path=/v1/items status=200 bytes=512 took=3ms\n";
+        let mut written = 0usize;
+        while written < 1 << 30 {
+            f.write_all(line).unwrap();
+            written += line.len();
+        }
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let policy = format!(
+        r#"
+[[rule]]
+name = "true"
+command = "/usr/bin/true"
+users = ["{a}"]
+
+[[rule]]
+name = "cat"
+command = "/usr/bin/cat"
+users = ["{a}"]
+secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+[rule.sandbox]
+read = ["{dir}"]
+max_output = "2G"
+timeout = "10m"
+"#,
+        a = alice.name,
+        dir = data_dir.path().display()
+    );
+    let d = Daemon::start_new(Options {
+        policy,
+        config: "[runs]\nmax_runs_per_user = 32\n".into(),
+        ..Options::default()
+    });
+    set_secret(&d, &alice, "TOKEN", "bench-secret-value-0123456789");
+    let socket = d.socket();
+    for _ in 0..20 {
+        time_true(&alice, Some(&socket));
+    }
+
+    let n = 300;
+    let mut with: Vec<Duration> = (0..n).map(|_| time_true(&alice, Some(&socket))).collect();
+    let mut bare: Vec<Duration> = (0..n).map(|_| time_true(&alice, None)).collect();
+    with.sort();
+    bare.sort();
+    println!(
+        "vaultctl run -- /bin/true: median {:.2} ms, p99 {:.2} ms; bare /bin/true: median {:.2} ms, p99 {:.2} ms; overhead median {:.2} ms, p99 {:.2} ms",
+        ms(pct(&with, 0.5)),
+        ms(pct(&with, 0.99)),
+        ms(pct(&bare, 0.5)),
+        ms(pct(&bare, 0.99)),
+        ms(pct(&with, 0.5).saturating_sub(pct(&bare, 0.5))),
+        ms(pct(&with, 0.99).saturating_sub(pct(&bare, 0.99)))
+    );
+
+    let clients = 16;
+    let per = 40;
+    let t = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let alice = alice.clone();
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                (0..per)
+                    .map(|_| time_true(&alice, Some(&socket)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut conc: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let wall = t.elapsed();
+    conc.sort();
+    println!(
+        "16 concurrent clients x {per} runs: per-run median {:.2} ms, p99 {:.2} ms, {:.0} runs/s overall",
+        ms(pct(&conc, 0.5)),
+        ms(pct(&conc, 0.99)),
+        (clients * per) as f64 / wall.as_secs_f64()
+    );
+
+    let mut bare_cat = Command::new("/usr/bin/cat");
+    bare_cat.arg(&file).uid(alice.uid).gid(alice.gid);
+    let (b1, s1) = drain(bare_cat);
+    let mut via = Command::new(aivault_tests::bin("vaultctl"));
+    via.args(["run", "--", "cat", file.to_str().unwrap()])
+        .env("AIVAULT_SOCKET", &socket)
+        .uid(alice.uid)
+        .gid(alice.gid);
+    let (b2, s2) = drain(via);
+    assert_eq!(b1, b2, "all bytes came through");
+    let bare_rate = b1 as f64 / s1 / (1 << 20) as f64;
+    let run_rate = b2 as f64 / s2 / (1 << 20) as f64;
+    println!(
+        "cat 1 GiB: bare pipe {bare_rate:.0} MiB/s, through vaultctl run (redacting 1 secret) {run_rate:.0} MiB/s = {:.0}% of the bare pipe",
+        100.0 * run_rate / bare_rate
+    );
+    ok(&d.vaultctl(&User::root(), &["audit", "verify"], b""));
+}

@@ -116,7 +116,20 @@ impl Default for Options {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub opts: Options,
+    /// This daemon's own slice of the run uid range, so tests running at the
+    /// same time can tell their runs apart.
+    pub run_uids: std::ops::Range<u32>,
     child: Option<Child>,
+}
+
+/// Uids per test daemon.
+const RUN_UID_SLICE: u32 = 4096;
+
+fn run_uid_slice() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let slot = (std::process::id().wrapping_mul(7).wrapping_add(n)) % 4000;
+    RUN_UID_FIRST + 65_536 + slot * RUN_UID_SLICE
 }
 
 impl Daemon {
@@ -135,12 +148,21 @@ impl Daemon {
         let pol = dir.path().join("policy/policy.toml");
         fs::write(&pol, &opts.policy).expect("policy");
         fs::set_permissions(&pol, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let first = run_uid_slice();
+        let uid_lines = format!("uid_first = {first}\nuid_count = {RUN_UID_SLICE}\n");
+        let config = if opts.config.contains("[runs]\n") {
+            opts.config
+                .replace("[runs]\n", &format!("[runs]\n{uid_lines}"))
+        } else {
+            format!("{}\n[runs]\n{uid_lines}", opts.config)
+        };
         let conf = dir.path().join("aivaultd.toml");
-        fs::write(&conf, &opts.config).expect("config");
+        fs::write(&conf, config).expect("config");
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
         let d = Daemon {
             dir,
             opts,
+            run_uids: first..first + RUN_UID_SLICE,
             child: None,
         };
         let mut cmd = d.command();
@@ -401,6 +423,16 @@ pub fn token(n: usize) -> String {
 /// First uid of the daemon's default per-run range.
 pub const RUN_UID_FIRST: u32 = 0x7000_0000;
 
+impl Daemon {
+    /// Live processes of this daemon's runs.
+    pub fn run_processes(&self) -> Vec<(i32, u32)> {
+        run_range_processes()
+            .into_iter()
+            .filter(|(_, uid)| self.run_uids.contains(uid))
+            .collect()
+    }
+}
+
 /// Pids of live (non-zombie) processes whose real uid is in the run range.
 pub fn run_range_processes() -> Vec<(i32, u32)> {
     let mut out = Vec::new();
@@ -422,7 +454,7 @@ pub fn run_range_processes() -> Vec<(i32, u32)> {
             .find(|l| l.starts_with("Uid:"))
             .and_then(|l| l[4..].split_whitespace().next())
             .and_then(|v| v.parse::<u32>().ok());
-        if let Some(uid) = uid.filter(|u| (RUN_UID_FIRST..RUN_UID_FIRST + 65_536).contains(u)) {
+        if let Some(uid) = uid.filter(|u| *u >= RUN_UID_FIRST && *u < RUN_UID_FIRST + 0x1000_0000) {
             out.push((pid, uid));
         }
     }

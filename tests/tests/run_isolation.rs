@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aivault_tests::{fails_with, ok, run_range_processes, set_secret, Daemon, Options, User};
+use aivault_tests::{fails_with, ok, set_secret, Daemon, Options, User};
 
 const SECRET: &str = "s3cr3t-Value-For-Isolation-Tests-0042";
 
@@ -118,14 +118,23 @@ fn the_caller_cannot_read_trace_or_peek_at_a_running_command() {
         .spawn()
         .unwrap();
 
-    // Wait for the runner and the command to appear under a run uid.
+    // Wait for this run's command (`sleep 30`, argv as the daemon passes it)
+    // to appear; its uid identifies the run, and the runner shares it. Other
+    // tests' runs may be alive meanwhile and are ignored.
     let deadline = Instant::now() + Duration::from_secs(15);
     let procs = loop {
-        let p = run_range_processes();
-        if p.len() >= 2 {
-            break p;
+        let all = d.run_processes();
+        let sleeper = all.iter().find(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c == b"/usr/bin/sleep\x0030\x00")
+        });
+        if let Some((_, uid)) = sleeper {
+            let mine: Vec<(i32, u32)> = all.iter().filter(|(_, u)| u == uid).copied().collect();
+            if mine.len() >= 2 {
+                break mine;
+            }
         }
-        assert!(Instant::now() < deadline, "the run did not start: {p:?}");
+        assert!(Instant::now() < deadline, "the run did not start: {all:?}");
         std::thread::sleep(Duration::from_millis(20));
     };
     // Control: the secret really is in the command's environment (root can see it).

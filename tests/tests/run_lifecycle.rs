@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aivault_tests::{ok, run_range_processes, set_secret, Daemon, Options, User};
+use aivault_tests::{ok, set_secret, Daemon, Options, User};
 
 fn probe_path() -> std::path::PathBuf {
     aivault_tests::bin("aivault-probe")
@@ -51,7 +51,7 @@ users = ["{a}"]
 fn assert_nothing_left(d: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let procs = run_range_processes();
+        let procs = d.run_processes();
         let dirs: Vec<_> = std::fs::read_dir(d.runs_dir())
             .map(|r| r.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -203,7 +203,7 @@ fn a_run_ends_completely_whatever_the_command_does() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while run_range_processes().len() < 2 {
+    while d.run_processes().len() < 2 {
         assert!(Instant::now() < deadline, "run did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -216,6 +216,22 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
+}
+
+/// The daemon's descriptor count once no run is being torn down: teardown
+/// finishes after the caller has its exit status, so wait for it.
+fn settled_fd_count(d: &Daemon) -> usize {
+    let pid = d.pid().unwrap();
+    let mut last = fd_count(pid);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fd_count(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 #[test]
@@ -232,7 +248,8 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     ok(&d.vaultctl(&alice, &["run", "--", "id", "-u"], b""));
-    let fds_before = fd_count(d.pid().unwrap());
+    assert_nothing_left(&d);
+    let fds_before = settled_fd_count(&d);
     let socket = d.socket();
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -272,7 +289,7 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
     assert!(spans.iter().all(|s| s.2 >= aivault_tests::RUN_UID_FIRST));
     assert_nothing_left(&d);
     assert_eq!(
-        fd_count(d.pid().unwrap()),
+        settled_fd_count(&d),
         fds_before,
         "the daemon holds no extra descriptors"
     );

@@ -112,12 +112,21 @@ mod tests {
     fn completions_land_where_debian_shells_look() {
         let dir = tempfile::tempdir().expect("tempdir");
         crate::generate_all(dir.path()).expect("generate");
-        let bash = read(&dir.path().join("usr/share/bash-completion/completions/vaultctl"));
+        let bash = read(
+            &dir.path()
+                .join("usr/share/bash-completion/completions/vaultctl"),
+        );
         assert!(bash.contains("complete -F _vaultctl"), "{bash}");
         assert!(bash.contains("secrets"));
-        let zsh = read(&dir.path().join("usr/share/zsh/vendor-completions/_vaultctl"));
+        let zsh = read(
+            &dir.path()
+                .join("usr/share/zsh/vendor-completions/_vaultctl"),
+        );
         assert!(zsh.starts_with("#compdef vaultctl"), "{zsh}");
-        let fish = read(&dir.path().join("usr/share/fish/vendor_completions.d/aivaultd.fish"));
+        let fish = read(
+            &dir.path()
+                .join("usr/share/fish/vendor_completions.d/aivaultd.fish"),
+        );
         assert!(fish.contains("complete -c aivaultd"), "{fish}");
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every benchmark behind docs/benchmarks.md, in one go, on this machine.
+# Release build; as root (the daemon benchmarks start aivaultd and act as
+# other users). Figures are printed; copy them into docs/benchmarks.md with
+# the date and the machine's load. Run on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "scripts/bench.sh: run as root" >&2; exit 1; }
+scripts/deps.sh
+echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+cargo build --release --locked --workspace --bins --examples
+echo "==> foundation (socket round trips, durable writes)"
+./target/release/examples/bench_foundation
+echo "==> run path"
+./target/release/examples/bench_run
+echo "==> redaction engine"
+cargo bench --locked -p aivault-redact --bench throughput
+echo "==> load after: $(cut -d' ' -f1-3 /proc/loadavg)"

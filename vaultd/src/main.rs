@@ -254,6 +254,8 @@ fn serve(cfg: Config) -> Result<()> {
             activated = !bound,
             "aivaultd ready"
         );
+        let pool = daemon.runs().pool.clone();
+        tokio::task::spawn_blocking(move || pool.refill(8));
         service::ready(&daemon);
         tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
         server::serve(

@@ -21,6 +21,8 @@ use crate::audit::Outcome;
 use crate::frames;
 use crate::ops::Daemon;
 
+/// Uids kept checked and ready for the next runs.
+const REFILL: usize = 8;
 /// How long a started runner has to connect back.
 const RUNNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Grace between SIGTERM and SIGKILL when a run times out.
@@ -143,11 +145,14 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
 
     // Teardown, on every path: no process of the run uid survives, its
     // directories go, and only then does the uid return to the pool.
+    let pool = daemon.runs().pool.clone();
     let _ = tokio::task::spawn_blocking(move || {
         kill_run_uid(uid);
         if let Some(mut child) = child {
             let _ = child.wait();
         }
+        // Check the next uids now, while no run is waiting on it.
+        pool.refill(REFILL);
     })
     .await;
     daemon.runs().gate.forget(uid);

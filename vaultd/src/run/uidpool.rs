@@ -6,7 +6,7 @@
 //! and that no process runs under it; a lease returns the uid to the pool
 //! when dropped, after the run's processes are gone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Default first uid: just above the range systemd reserves for container
@@ -30,6 +30,9 @@ struct Inner {
     first: u32,
     count: u32,
     leased: BTreeSet<u32>,
+    /// Uids already checked against NSS and `/proc`, handed out first so the
+    /// checks happen off the run's critical path.
+    ready: VecDeque<u32>,
     next: u32,
 }
 
@@ -131,14 +134,27 @@ impl UidPool {
                 first,
                 count,
                 leased: BTreeSet::new(),
+                ready: VecDeque::new(),
                 next: 0,
             })),
         })
     }
 
     /// Leases a uid that is not leased, not known to the user or group
-    /// database, and not used by any running process.
+    /// database, and not used by any running process: one checked ahead of
+    /// time by [`UidPool::refill`] if there is one, else checked now.
     pub fn acquire(&self) -> Result<UidLease, PoolError> {
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(uid) = inner.ready.pop_front() {
+                if inner.leased.insert(uid) {
+                    return Ok(UidLease {
+                        uid,
+                        pool: self.clone(),
+                    });
+                }
+            }
+        }
         let running = running_uids();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..inner.count {
@@ -154,6 +170,44 @@ impl UidPool {
             });
         }
         Err(PoolError::Exhausted(inner.count))
+    }
+
+    /// Checks candidate uids until `target` are ready to lease. Slow (NSS and
+    /// a `/proc` scan), so the daemon calls it on a blocking thread after
+    /// each lease rather than in a run's path.
+    pub fn refill(&self, target: usize) {
+        let candidates: Vec<u32> = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let want = target
+                .saturating_sub(inner.ready.len())
+                .min(inner.count as usize);
+            let mut picked = Vec::with_capacity(want);
+            for _ in 0..inner.count {
+                if picked.len() >= want {
+                    break;
+                }
+                let uid = inner.first + inner.next;
+                inner.next = (inner.next + 1) % inner.count;
+                if !inner.leased.contains(&uid) && !inner.ready.contains(&uid) {
+                    picked.push(uid);
+                }
+            }
+            picked
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let running = running_uids();
+        let verified: Vec<u32> = candidates
+            .into_iter()
+            .filter(|uid| !running.contains(uid) && !known_to_nss(*uid))
+            .collect();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for uid in verified {
+            if !inner.leased.contains(&uid) && !inner.ready.contains(&uid) {
+                inner.ready.push_back(uid);
+            }
+        }
     }
 
     /// The uids leased now.
@@ -211,6 +265,25 @@ mod tests {
         ));
         // uid 1 (daemon/bin on Debian) is an account.
         assert_eq!(UidPool::new(1, 1).unwrap_err(), PoolError::Taken(1));
+    }
+
+    #[test]
+    fn refilled_uids_are_leased_first_and_never_twice() {
+        let pool = UidPool::new(DEFAULT_FIRST_UID + 100, 4).unwrap();
+        pool.refill(3);
+        let a = pool.acquire().unwrap();
+        let b = pool.acquire().unwrap();
+        let c = pool.acquire().unwrap();
+        let d = pool.acquire().unwrap();
+        let mut uids = vec![a.uid(), b.uid(), c.uid(), d.uid()];
+        uids.sort_unstable();
+        uids.dedup();
+        assert_eq!(uids.len(), 4, "four distinct leases from a pool of four");
+        pool.refill(3);
+        assert!(
+            pool.acquire().is_err(),
+            "nothing free while all four are leased"
+        );
     }
 
     #[test]

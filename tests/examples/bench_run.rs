@@ -106,7 +106,7 @@ timeout = "10m"
     );
     let d = Daemon::start_new(Options {
         policy,
-        config: "[runs]\nmax_runs_per_user = 32\n".into(),
+        config: "[limits]\nmax_connections_per_uid = 128\n[runs]\nmax_runs_per_user = 64\n".into(),
         ..Options::default()
     });
     set_secret(&d, &alice, "TOKEN", "bench-secret-value-0123456789");

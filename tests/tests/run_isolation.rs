@@ -251,7 +251,7 @@ fn the_caller_chooses_neither_binary_nor_environment() {
     );
     assert!(text.contains("PATH=/usr/local/bin:/usr/bin:/bin"), "{text}");
 
-    // A binary the caller can write is refused even when named by absolute path.
+    // A binary the caller can write is refused even when a rule names it.
     let own = tempfile::Builder::new()
         .prefix("aivt-own-")
         .tempdir()
@@ -260,11 +260,23 @@ fn the_caller_chooses_neither_binary_nor_environment() {
     std::os::unix::fs::chown(own.path(), Some(alice.uid), Some(alice.gid)).unwrap();
     std::fs::set_permissions(own.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let tool = own.path().join("tool");
+    d.write_policy(&format!(
+        "{}\n[[rule]]\nname = \"own-tool\"\ncommand = \"{}\"\nusers = [\"{}\"]\n",
+        policy(&alice),
+        tool.display(),
+        alice.name
+    ));
+    ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
     let err = fails_with(
         &d.vaultctl(&alice, &["run", "--", tool.to_str().unwrap()], b""),
         4,
     );
     assert!(err.contains("root"), "{err}");
+
+    // A name no rule mentions is refused before the daemon looks at the
+    // filesystem: no existence, owner or mode oracle running as root.
+    let err = fails_with(&d.vaultctl(&alice, &["run", "--", "/root/.bashrc"], b""), 4);
+    assert!(err.contains("no rule allows /root/.bashrc"), "{err}");
 }
 
 trait AsUser {

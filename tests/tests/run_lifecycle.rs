@@ -7,8 +7,34 @@ use std::time::{Duration, Instant};
 
 use aivault_tests::{ok, set_secret, Daemon, Options, User};
 
+/// The probe, installed where the daemon accepts binaries: a root-owned
+/// directory no one else can write (the checkout itself may live under a
+/// world-writable `/tmp`, which the daemon rightly refuses).
+struct Probe {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+fn install_probe() -> Probe {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all("/usr/local/lib").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("aivault-test-probe-")
+        .tempdir_in("/usr/local/lib")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("aivault-probe");
+    std::fs::copy(aivault_tests::bin("aivault-probe"), &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Probe { _dir: dir, path }
+}
+
 fn probe_path() -> std::path::PathBuf {
-    aivault_tests::bin("aivault-probe")
+    PROBE.with(|p| p.path.clone())
+}
+
+thread_local! {
+    static PROBE: Probe = install_probe();
 }
 
 fn policy(alice: &User, extra: &str) -> String {
@@ -239,7 +265,9 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
     let alice = User::ensure("aivt-alice");
     let d = Daemon::start_new(Options {
         policy: policy(&alice, ""),
-        config: "[runs]\nmax_runs_per_user = 32\n".into(),
+        // A run holds its slot until its teardown is done, which may overlap
+        // the same client's next run: allow 16 clients up to 4 each.
+        config: "[limits]\nmax_connections_per_uid = 128\n[runs]\nmax_runs_per_user = 64\n".into(),
         ..Options::default()
     });
     let clients: usize = 16;
@@ -292,5 +320,46 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
         settled_fd_count(&d),
         fds_before,
         "the daemon holds no extra descriptors"
+    );
+}
+
+#[test]
+fn processes_of_a_run_cannot_use_the_daemon() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, ""),
+        ..Options::default()
+    });
+    // Landlock does not govern connect() to a named socket, so the daemon
+    // itself must refuse peers whose uid belongs to a run.
+    // The daemon answers a refused peer at once, before any handshake.
+    let script = "import socket,sys\n\
+                  s=socket.socket(socket.AF_UNIX);s.settimeout(10);s.connect(sys.argv[1])\n\
+                  print(repr(s.recv(4096)))\n";
+    let socket = d.socket();
+    let extra = format!(
+        "\n[[rule]]\nname = \"py\"\ncommand = \"/usr/bin/python3\"\nusers = [\"{}\"]\nallow_interpreter = true\nargs = [{{ exact = [\"-c\", {:?}, {:?}] }}]\n",
+        alice.name,
+        script,
+        socket.display().to_string()
+    );
+    d.write_policy(&policy(&alice, &extra));
+    ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
+    let out = d.vaultctl(
+        &alice,
+        &[
+            "run",
+            "--",
+            "python3",
+            "-c",
+            script,
+            socket.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let text = ok(&out);
+    assert!(
+        text.contains("processes of a run may not use aivaultd"),
+        "{text}"
     );
 }

@@ -141,6 +141,19 @@ fn admit(stream: UnixStream, daemon: &Arc<Daemon>, table: &Arc<Mutex<UidTable>>)
         pid: peer.pid,
     };
     let limits = &daemon.config().limits;
+    // Runs are contained: a process of a run uid must not get a scope, a
+    // connection allowance or nested runs of its own.
+    if daemon.runs().pool.in_range(caller.uid) || daemon.runs().pool.in_range(caller.gid) {
+        tracing::warn!(
+            uid = caller.uid,
+            pid = caller.pid,
+            "connection from a run uid refused"
+        );
+        tokio::spawn(
+            async move { refuse(stream, "processes of a run may not use aivaultd").await },
+        );
+        return;
+    }
     let admitted = {
         let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
         let per_uid = t.conns.get(&caller.uid).map_or(0, |e| e.0);

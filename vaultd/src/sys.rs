@@ -90,8 +90,10 @@ pub fn inherit_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
 
 /// Sends SIGKILL to every process running under `uid`, by forking a child
 /// that becomes `uid` and calls `kill(-1, SIGKILL)`: the kernel then signals
-/// exactly the processes that uid may signal — its own. Returns when the
-/// child has been reaped.
+/// exactly the processes that uid may signal — its own. The child blocks
+/// every signal it can and may not dump core (it is a copy of the daemon's
+/// memory); if a run process manages to stop it, the parent kills it and
+/// reports failure so the caller tries again.
 pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
     if uid == 0 {
         return Err(io::Error::new(
@@ -100,8 +102,9 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
         ));
     }
     // SAFETY: the daemon is multithreaded, so the child may only make
-    // async-signal-safe calls: setresgid, setgroups, setresuid, kill and
-    // _exit are plain system calls and allocate nothing.
+    // async-signal-safe calls: sigfillset/sigprocmask, setrlimit, setgroups,
+    // setresgid, setresuid, kill and _exit are plain system calls (or pure
+    // functions on a stack buffer) and allocate nothing.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
@@ -109,6 +112,14 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
     if pid == 0 {
         // SAFETY: see above; `_exit` never returns and skips atexit handlers.
         unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
             let ok = libc::setgroups(0, std::ptr::null()) == 0
                 && libc::setresgid(uid, uid, uid) == 0
                 && libc::setresuid(uid, uid, uid) == 0;
@@ -121,9 +132,18 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
     }
     let mut status = 0;
     // SAFETY: `pid` is our own child; `status` is a valid out-pointer.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
     if rc == -1 {
         return Err(io::Error::last_os_error());
+    }
+    if libc::WIFSTOPPED(status) {
+        // SAFETY: `pid` is our stopped, unreaped child, so it names exactly
+        // that process; SIGKILL ends it even while stopped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        return Err(io::Error::other("the killer was stopped by a run process"));
     }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(io::Error::other(

@@ -97,6 +97,16 @@ impl Rule {
     pub fn names_command(&self, path: &Path) -> bool {
         self.command == path || self.resolved.as_deref() == Some(path)
     }
+
+    /// Whether this rule could concern a command the caller named, judged by
+    /// file name alone so the daemon can refuse unrelated names before it
+    /// looks at the filesystem (which it does as root).
+    pub fn mentions(&self, argv0: &str) -> bool {
+        let wanted = Path::new(argv0).file_name();
+        wanted.is_some()
+            && (self.command.file_name() == wanted
+                || self.resolved.as_deref().and_then(Path::file_name) == wanted)
+    }
 }
 
 /// A validated `[[grant]]`.

@@ -213,6 +213,12 @@ impl Policy {
     pub fn commands_for(&self, who: &Who) -> Vec<CommandSummary> {
         decide::commands_for(&self.inner, who)
     }
+
+    /// Whether any rule names a command with this file name. Checked before
+    /// resolving, so a refused name reveals nothing about the filesystem.
+    pub fn mentions_command(&self, argv0: &str) -> bool {
+        self.inner.rules.iter().any(|r| r.mentions(argv0))
+    }
 }
 
 /// Parses policy text as if it were one file named `name` (tests, tools).

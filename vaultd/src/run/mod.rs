@@ -12,6 +12,7 @@
 //!   the run's uid, removes its directories and frees the uid.
 
 pub mod prepare;
+pub mod relay;
 pub mod spawn;
 pub mod supervise;
 pub mod uidpool;

@@ -99,6 +99,12 @@ impl Daemon {
             return Err(WireError::new(ErrorCode::Sealed, "the vault is sealed"));
         }
         let policy = self.policy();
+        if !policy.mentions_command(&req.argv[0]) {
+            return Err(deny(
+                denied(format!("no rule allows {}", req.argv[0])),
+                shown(),
+            ));
+        }
         let command = policy::resolve_command(&req.argv[0], policy.search_path())
             .map_err(|e| deny(denied(e.to_string()), shown()))?;
         let who = Who {

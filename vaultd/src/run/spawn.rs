@@ -3,7 +3,7 @@
 //! a clean environment, and the command's open executable as fd 3.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::{lchown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,10 +27,16 @@ pub struct RunDirs {
     pub tmp: PathBuf,
 }
 
-fn private_dir(path: &Path, uid: u32) -> std::io::Result<()> {
-    std::fs::create_dir(path)?;
-    chown(path, Some(uid), Some(uid))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+/// Creates a root-owned 0700 directory (mode set at creation: no chmod that
+/// could follow a symlink).
+fn root_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Hands a directory to the run uid without following symlinks.
+fn give(path: &Path, uid: u32) -> std::io::Result<()> {
+    lchown(path, Some(uid), Some(uid))
 }
 
 /// Creates the run's directories (removing any stale ones of the same uid).
@@ -50,9 +56,15 @@ pub fn make_dirs(runs_dir: &Path, uid: u32) -> Result<RunDirs, SpawnError> {
         tmp: root.join("tmp"),
         root,
     };
-    private_dir(&dirs.root, uid).map_err(SpawnError::Dir)?;
-    private_dir(&dirs.home, uid).map_err(SpawnError::Dir)?;
-    private_dir(&dirs.tmp, uid).map_err(SpawnError::Dir)?;
+    // Everything stays root-owned until the last step, and the run's root
+    // directory is handed over last, so the run uid never controls a
+    // directory in which root is still creating or changing entries.
+    root_dir(&dirs.root).map_err(SpawnError::Dir)?;
+    root_dir(&dirs.home).map_err(SpawnError::Dir)?;
+    root_dir(&dirs.tmp).map_err(SpawnError::Dir)?;
+    give(&dirs.home, uid).map_err(SpawnError::Dir)?;
+    give(&dirs.tmp, uid).map_err(SpawnError::Dir)?;
+    give(&dirs.root, uid).map_err(SpawnError::Dir)?;
     Ok(dirs)
 }
 

@@ -210,6 +210,12 @@ impl UidPool {
         }
     }
 
+    /// Whether `id` lies in the reserved run range (as a uid or gid).
+    pub fn in_range(&self, id: u32) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        id >= inner.first && id - inner.first < inner.count
+    }
+
     /// The uids leased now.
     pub fn leased_uids(&self) -> Vec<u32> {
         self.inner

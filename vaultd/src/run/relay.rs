@@ -1,0 +1,256 @@
+//! Moving bytes during a run: caller ↔ daemon ↔ runner.
+//!
+//! Nothing here ever blocks on a peer. Each socket has a reader task feeding
+//! a bounded channel and a writer task draining one; the loop only forwards
+//! when the receiving side's queue has room (back-pressure instead of
+//! blocking), and the deadline and the caller's hang-up stay observable at
+//! every moment. A caller that stops reading or a command that stops reading
+//! its stdin can therefore stall its own run, but never past its timeout.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use aivault_proto::{decode, encode, EndReason, RunEvent, RunInput, RunnerEvent, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::frames;
+
+/// Frames queued towards one peer.
+const QUEUE: usize = 32;
+/// Caller stdin held in the daemon while the runner's queue is full.
+const MAX_PENDING_STDIN: usize = 1024 * 1024;
+/// Grace between SIGTERM and the end of the run when it times out.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How often a back-pressured caller is checked for having hung up.
+const HANGUP_CHECK: Duration = Duration::from_millis(250);
+
+pub const EXIT_TIMEOUT: i32 = 124;
+pub const EXIT_OUTPUT_LIMIT: i32 = 125;
+pub const EXIT_RUNNER_FAILED: i32 = 126;
+
+/// Reads frames from `r` into a bounded channel until EOF or a bad frame.
+pub fn reader<R, T>(mut r: R) -> (mpsc::Receiver<T>, JoinHandle<()>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(async move {
+        while let Ok(body) = frames::read(&mut r).await {
+            let Ok(msg) = decode::<T>(&body) else { break };
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// Writes encoded frame bodies from a bounded channel until it closes.
+pub fn writer<W>(mut w: W) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(body) = rx.recv().await {
+            if frames::write(&mut w, &body).await.is_err() {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Queues a message without waiting; false if the queue is full or closed.
+pub fn offer<T: serde::Serialize>(tx: &mpsc::Sender<Vec<u8>>, msg: &T) -> bool {
+    match encode(msg) {
+        Ok(body) => tx.try_send(body).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Whether the caller closed its end (checked without reading from it).
+fn hung_up(probe: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // POLLRDHUP: the peer shut down its writing side (nix has no constant).
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(probe.as_fd(), rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        _ => false,
+    }
+}
+
+/// What the relay observed.
+#[derive(Debug)]
+pub struct Relayed {
+    pub code: i32,
+    pub reason: EndReason,
+    pub bytes_out: u64,
+    pub redactions: u64,
+    pub message: Option<String>,
+    pub enforcement: serde_json::Value,
+}
+
+/// The two ends of a run as the relay sees them.
+#[derive(Debug)]
+pub struct Ends {
+    pub from_runner: mpsc::Receiver<RunnerEvent>,
+    pub to_runner: mpsc::Sender<Vec<u8>>,
+    pub from_caller: mpsc::Receiver<RunInput>,
+    pub to_caller: mpsc::Sender<Vec<u8>>,
+    /// A duplicate of the caller's socket, polled for hang-up only.
+    pub caller_probe: OwnedFd,
+}
+
+/// Relays until the command exits, the deadline passes, the output limit is
+/// reached or the caller hangs up.
+pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u64) -> Relayed {
+    let mut out = Relayed {
+        code: EXIT_RUNNER_FAILED,
+        reason: EndReason::RunnerFailed,
+        bytes_out: 0,
+        redactions: 0,
+        message: None,
+        enforcement: serde_json::Value::Null,
+    };
+    let mut pending: VecDeque<RunInput> = VecDeque::new();
+    let mut pending_bytes = 0usize;
+    let mut check = tokio::time::interval(HANGUP_CHECK);
+    loop {
+        // Forward held stdin as far as the runner's queue allows.
+        while let Some(front) = pending.front() {
+            if !offer(&ends.to_runner, front) {
+                break;
+            }
+            if let Some(RunInput::Stdin(data)) = pending.pop_front() {
+                pending_bytes -= data.len();
+            }
+        }
+        let caller_room = ends.to_caller.capacity() > 0;
+        let accept_input = pending_bytes < MAX_PENDING_STDIN;
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(deadline) => {
+                return timed_out(ends, out, max_output).await;
+            }
+            _ = check.tick() => {
+                if hung_up(&ends.caller_probe) {
+                    out.reason = EndReason::Cancelled;
+                    out.code = 128 + libc::SIGKILL;
+                    return out;
+                }
+            }
+            ev = ends.from_runner.recv(), if caller_room => match ev {
+                Some(RunnerEvent::Confined { enforcement }) => {
+                    out.enforcement = serde_json::from_str(&enforcement).unwrap_or_default();
+                }
+                Some(RunnerEvent::Output { stream, data }) => {
+                    if forward_output(&ends.to_caller, &mut out, stream, data, max_output) {
+                        return out;
+                    }
+                }
+                Some(RunnerEvent::Exit { code, signaled, redactions, message }) => {
+                    out.code = code;
+                    out.redactions = redactions;
+                    out.message = message;
+                    out.reason = if signaled { EndReason::Signaled } else { EndReason::Exited };
+                    return out;
+                }
+                None => {
+                    out.message = Some("the runner ended without reporting an exit status".into());
+                    return out;
+                }
+            },
+            input = ends.from_caller.recv(), if accept_input => match input {
+                Some(RunInput::Signal(n)) if ![libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&n) => {}
+                Some(input) => {
+                    if let RunInput::Stdin(data) = &input {
+                        pending_bytes += data.len();
+                    }
+                    pending.push_back(input);
+                }
+                None => {
+                    out.reason = EndReason::Cancelled;
+                    out.code = 128 + libc::SIGKILL;
+                    return out;
+                }
+            },
+        }
+    }
+}
+
+/// Sends output on, within the limit. True when the limit ends the run.
+fn forward_output(
+    to_caller: &mpsc::Sender<Vec<u8>>,
+    out: &mut Relayed,
+    stream: Stream,
+    data: Vec<u8>,
+    max_output: u64,
+) -> bool {
+    let room = max_output.saturating_sub(out.bytes_out);
+    let len = data.len();
+    let take = (len as u64).min(room) as usize;
+    out.bytes_out += take as u64;
+    if take > 0 {
+        let mut data = data;
+        data.truncate(take);
+        if !offer(to_caller, &RunEvent::Output { stream, data }) {
+            out.reason = EndReason::Cancelled;
+            out.code = 128 + libc::SIGKILL;
+            return true;
+        }
+    }
+    if take == len {
+        return false;
+    }
+    // The limit is reached: say so (best effort) and stop the run.
+    let note = format!("\n[aivault: output limit of {max_output} bytes reached; run stopped]\n");
+    let _ = offer(
+        to_caller,
+        &RunEvent::Output {
+            stream: Stream::Stderr,
+            data: note.into_bytes(),
+        },
+    );
+    out.reason = EndReason::OutputLimit;
+    out.code = EXIT_OUTPUT_LIMIT;
+    true
+}
+
+/// The deadline passed: SIGTERM, then a short grace in which output already
+/// produced still reaches the caller (if it has room).
+async fn timed_out(mut ends: Ends, mut out: Relayed, max_output: u64) -> Relayed {
+    let _ = offer(&ends.to_runner, &RunInput::Signal(libc::SIGTERM));
+    let grace = tokio::time::sleep(TERM_GRACE);
+    tokio::pin!(grace);
+    loop {
+        let caller_room = ends.to_caller.capacity() > 0;
+        tokio::select! {
+            _ = &mut grace => break,
+            ev = ends.from_runner.recv(), if caller_room => match ev {
+                Some(RunnerEvent::Output { stream, data }) => {
+                    if forward_output(&ends.to_caller, &mut out, stream, data, max_output) {
+                        break;
+                    }
+                }
+                Some(RunnerEvent::Exit { redactions, .. }) => {
+                    out.redactions = redactions;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    out.reason = EndReason::Timeout;
+    out.code = EXIT_TIMEOUT;
+    out.message = Some("timed out".into());
+    out
+}

@@ -75,7 +75,7 @@ users = ["{a}"]
 
 /// No process of any run uid, no run directory, nothing leased.
 fn assert_nothing_left(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let procs = d.run_processes();
         let dirs: Vec<_> = std::fs::read_dir(d.runs_dir())
@@ -218,6 +218,56 @@ fn a_run_ends_completely_whatever_the_command_does() {
         "output flowed until the limit"
     );
     assert_nothing_left(&d);
+
+    // Stdin the command never reads, and a caller that never reads its
+    // output: neither may carry the run past its 2 s timeout.
+    let t = Instant::now();
+    let out = d.vaultctl(
+        &alice,
+        &["run", "--", "sh", "-c", "sleep 300"],
+        &vec![0u8; 8 << 20],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "unread stdin does not defeat the timeout"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_nothing_left(&d);
+    {
+        use std::os::unix::process::CommandExt;
+        let mut stuck = std::process::Command::new(aivault_tests::bin("vaultctl"))
+            .args(["run", "--", "sh", "-c", "yes"])
+            .env("AIVAULT_SOCKET", d.socket())
+            .uid(alice.uid)
+            .gid(alice.gid)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped()) // never read
+            .spawn()
+            .unwrap();
+        // The output limit (1 MiB) or the deadline (2 s) ends the run although
+        // the caller reads nothing, and its teardown does not wait for it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let trail = ok(&d.vaultctl(&alice, &["audit", "list", "--limit", "20"], b""));
+            let ended = trail.lines().any(|l| {
+                l.contains("run.exit")
+                    && l.contains("\"yes\"")
+                    && (l.contains("\"outputlimit\"") || l.contains("\"timeout\""))
+            });
+            if ended {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stuck caller's run never ended: {trail}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_nothing_left(&d);
+        stuck.kill().unwrap();
+        stuck.wait().unwrap();
+    }
 
     // A caller that disconnects mid-run leaves nothing behind.
     use std::os::unix::process::CommandExt;

@@ -125,13 +125,33 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     };
     caller_reader.abort();
 
-    // The caller learns the status first; teardown does not change it.
+    // Teardown starts at once, on every path: no process of the run uid
+    // survives, its directories go, and only then does the uid return to the
+    // pool. The caller's status is reported meanwhile.
+    let d = daemon.clone();
+    let teardown = tokio::task::spawn_blocking(move || {
+        let (lease, dirs, child) = leftovers?;
+        let uid = lease.uid();
+        let clean = kill_run_uid(uid);
+        if let Some(mut child) = child {
+            let _ = child.wait();
+        }
+        d.runs().gate.forget(uid);
+        spawn::remove_dirs(&dirs);
+        if clean {
+            drop(lease);
+        } else {
+            // Never hand out a uid whose processes survive.
+            tracing::error!(uid, "withholding the uid of a run whose processes survive");
+            std::mem::forget(lease);
+        }
+        d.runs().pool.refill(REFILL);
+        Some(uid)
+    });
+
     let mut outcome = outcome;
     if outcome.reason == EndReason::Timeout {
-        outcome.message = Some(format!(
-            "timed out after {} ms",
-            prepared.timeout.as_millis()
-        ));
+        outcome.message = Some(format!("timed out after {} ms", prepared.timeout.as_millis()));
     }
     let exit = RunExit {
         code: outcome.code,
@@ -144,54 +164,21 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let report = if started {
         aivault_proto::encode(&RunEvent::Exit(exit.clone()))
     } else {
-        let err = WireError::new(
-            ErrorCode::Internal,
-            outcome.message.clone().unwrap_or_default(),
-        );
-        aivault_proto::encode(&Response {
-            id: request_id,
-            result: Err(err),
-        })
+        let err = WireError::new(ErrorCode::Internal, outcome.message.clone().unwrap_or_default());
+        aivault_proto::encode(&Response { id: request_id, result: Err(err) })
     };
     if let Ok(body) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);
     let mut caller_writer = caller_writer;
-    if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer).await.is_err() {
         caller_writer.abort();
     }
 
-    // Teardown, on every path: no process of the run uid survives, its
-    // directories go, and only then does the uid return to the pool.
-    let d = daemon.clone();
-    let p = prepared.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let mut run_uid = None;
-        if let Some((lease, dirs, child)) = leftovers {
-            let uid = lease.uid();
-            run_uid = Some(uid);
-            let clean = kill_run_uid(uid);
-            if let Some(mut child) = child {
-                let _ = child.wait();
-            }
-            d.runs().gate.forget(uid);
-            spawn::remove_dirs(&dirs);
-            if clean {
-                drop(lease);
-            } else {
-                // Never hand out a uid whose processes survive.
-                tracing::error!(uid, "withholding the uid of a run whose processes survive");
-                std::mem::forget(lease);
-            }
-            d.runs().pool.refill(REFILL);
-        }
-        audit_exit(&d, &p, &outcome, &exit, run_uid);
-    })
-    .await;
+    let run_uid = teardown.await.unwrap_or(None);
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let _ = tokio::task::spawn_blocking(move || audit_exit(&d, &p, &outcome, &exit, run_uid)).await;
 }
 
 fn audit_exit(

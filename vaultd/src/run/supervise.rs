@@ -151,7 +151,10 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
 
     let mut outcome = outcome;
     if outcome.reason == EndReason::Timeout {
-        outcome.message = Some(format!("timed out after {} ms", prepared.timeout.as_millis()));
+        outcome.message = Some(format!(
+            "timed out after {} ms",
+            prepared.timeout.as_millis()
+        ));
     }
     let exit = RunExit {
         code: outcome.code,
@@ -164,15 +167,24 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let report = if started {
         aivault_proto::encode(&RunEvent::Exit(exit.clone()))
     } else {
-        let err = WireError::new(ErrorCode::Internal, outcome.message.clone().unwrap_or_default());
-        aivault_proto::encode(&Response { id: request_id, result: Err(err) })
+        let err = WireError::new(
+            ErrorCode::Internal,
+            outcome.message.clone().unwrap_or_default(),
+        );
+        aivault_proto::encode(&Response {
+            id: request_id,
+            result: Err(err),
+        })
     };
     if let Ok(body) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);
     let mut caller_writer = caller_writer;
-    if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer).await.is_err() {
+    if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer)
+        .await
+        .is_err()
+    {
         caller_writer.abort();
     }
 

@@ -47,6 +47,8 @@ pub enum Command {
     /// See what the policy lets you run
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Serve the Model Context Protocol on stdin/stdout for an AI agent (tools to list secrets and run allowed commands; never values)
+    Mcp,
 }
 
 pub const RUN_EXIT_CODES: &str = "\

@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
     match cli.command {
         Command::Secrets(cmd) => secrets(&path, json, cmd),
         Command::Run(args) => crate::run::run(cli.socket.as_deref(), args),
+        Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
         Command::Policy(cmd) => {
             let body = match cmd {
                 PolicyCmd::Show => RequestBody::PolicyShow,

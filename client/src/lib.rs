@@ -17,6 +17,7 @@ use aivault_proto::{
 
 pub mod cli;
 pub mod dotenv;
+pub mod mcp;
 
 /// Socket used when neither `--socket` nor `$AIVAULT_SOCKET` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/aivault/aivaultd.sock";

@@ -1,0 +1,400 @@
+//! The tools `vaultctl mcp` offers, their schemas, and what each call does.
+//!
+//! No tool returns a secret's value, by construction: every daemon reply
+//! used here ([`Reply::Secrets`], [`Reply::Exists`], [`Reply::Masked`],
+//! [`Reply::Policy`], run events) has no field that can carry one, run
+//! output was redacted by the runner before it left the sandbox, and error
+//! texts are the daemon's small wire error set (which never carries values)
+//! or fixed strings of this module. This process never asks for a value, so
+//! it holds none it could leak or redact against.
+
+use std::path::Path;
+
+use aivault_proto::{EndReason, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
+use serde_json::{json, Map, Value};
+
+use super::jsonrpc::RpcError;
+use super::run::{self, Cancel};
+use crate::{Client, ClientError};
+
+/// Largest `stdin` accepted for `secret_run`.
+const MAX_STDIN: usize = 1024 * 1024;
+/// Longest `timeout_seconds` accepted (the rule's own timeout still applies).
+const MAX_TIMEOUT_SECONDS: f64 = 24.0 * 3600.0;
+
+fn scope_schema() -> Value {
+    json!({
+        "type": "string",
+        "enum": ["user", "system"],
+        "default": "user",
+        "description": "Whose secrets: your own (\"user\", the default) or system-wide ones (\"system\", root only)."
+    })
+}
+
+fn name_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 128,
+           "description": "The secret's name, as shown by secret_list (e.g. GITHUB_TOKEN)."})
+}
+
+/// The `tools/list` result.
+pub fn list() -> Value {
+    let secret_info = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["user", "system"]},
+            "version": {"type": "integer"},
+            "created": {"type": "integer", "description": "unix seconds"},
+            "updated": {"type": "integer", "description": "unix seconds"},
+            "description": {"type": ["string", "null"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "expires": {"type": ["integer", "null"], "description": "unix seconds, or null"}
+        },
+        "required": ["name", "scope", "version", "created", "updated", "tags"]
+    });
+    json!({ "tools": [
+        {
+            "name": "secret_list",
+            "title": "List secrets",
+            "description": "List the names and metadata (scope, version, dates, description, tags, expiry) of the secrets stored in aivault. Values are never shown by any tool: to use a secret, run an allowed command with it through secret_run. Call policy_commands to see which commands may receive which secrets.",
+            "inputSchema": {"type": "object", "properties": {"scope": scope_schema()}, "additionalProperties": false},
+            "outputSchema": {"type": "object", "properties": {"secrets": {"type": "array", "items": secret_info}}, "required": ["secrets"]},
+            "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
+        },
+        {
+            "name": "secret_exists",
+            "title": "Check that a secret exists",
+            "description": "Tell whether a secret of this name is stored (true/false). Does not reveal the value.",
+            "inputSchema": {"type": "object", "properties": {"name": name_schema(), "scope": scope_schema()}, "required": ["name"], "additionalProperties": false},
+            "outputSchema": {"type": "object", "properties": {"name": {"type": "string"}, "exists": {"type": "boolean"}}, "required": ["name", "exists"]},
+            "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
+        },
+        {
+            "name": "secret_get_masked",
+            "title": "Show a secret's mask",
+            "description": "Show a fixed-width mask of a secret (asterisks and at most its last 4 characters), to tell secrets apart or confirm which one is configured. It never returns the value.",
+            "inputSchema": {"type": "object", "properties": {"name": name_schema(), "scope": scope_schema()}, "required": ["name"], "additionalProperties": false},
+            "outputSchema": {"type": "object", "properties": {"name": {"type": "string"}, "masked": {"type": "string"}}, "required": ["name", "masked"]},
+            "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
+        },
+        {
+            "name": "secret_run",
+            "title": "Run a command with secrets",
+            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user. Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. Each of stdout and stderr is capped at 1 MiB (flagged by stdout_truncated/stderr_truncated). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                             "description": "The command and its arguments, e.g. [\"gh\", \"api\", \"user\"]."},
+                    "secrets": {"type": "array", "description": "Secrets to inject; omit to inject every secret the matching policy rule grants.",
+                                "items": {"type": "object", "properties": {
+                                    "name": {"type": "string", "description": "Secret name."},
+                                    "env": {"type": "string", "description": "Environment variable to put it in, if the rule allows another than its default."}},
+                                    "required": ["name"], "additionalProperties": false}},
+                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                                        "description": "Stop the command after this many seconds (at most the rule's timeout)."},
+                    "stdin": {"type": "string", "maxLength": MAX_STDIN, "description": "Text for the command's standard input (default: empty)."}
+                },
+                "required": ["argv"],
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string", "description": "The absolute path the daemon ran."},
+                    "exit_code": {"type": "integer"},
+                    "end_reason": {"type": "string", "enum": ["exited", "signaled", "timeout", "output_limit", "cancelled", "runner_failed"]},
+                    "stdout": {"type": "string"},
+                    "stderr": {"type": "string"},
+                    "stdout_truncated": {"type": "boolean"},
+                    "stderr_truncated": {"type": "boolean"},
+                    "duration_ms": {"type": "integer"},
+                    "redactions": {"type": "integer", "description": "How many secret occurrences were replaced."},
+                    "message": {"type": ["string", "null"]}
+                },
+                "required": ["command", "exit_code", "end_reason", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_ms"]
+            },
+            "annotations": {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": true}
+        },
+        {
+            "name": "policy_commands",
+            "title": "What you may run",
+            "description": "List the commands the policy lets you run through secret_run: each command's absolute path, its rule, the argument patterns it accepts, and the secrets it receives (secret name and environment variable). Anything not listed is refused.",
+            "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
+            "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": {"type": "object"}}}, "required": ["commands"]},
+            "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
+        }
+    ]})
+}
+
+/// A successful tool result: structured content plus its JSON as text, as
+/// the specification recommends for clients without structured support.
+fn ok(structured: Value) -> Value {
+    json!({
+        "content": [{"type": "text", "text": structured.to_string()}],
+        "structuredContent": structured,
+        "isError": false
+    })
+}
+
+/// A tool error the model can read and act on.
+pub fn tool_error(text: impl Into<String>) -> Value {
+    json!({"content": [{"type": "text", "text": text.into()}], "isError": true})
+}
+
+fn client_error(e: ClientError) -> Value {
+    match e {
+        ClientError::Daemon(w) => tool_error(format!("{}: {}", w.code.as_str(), w.message)),
+        other => tool_error(other.to_string()),
+    }
+}
+
+/// Arguments of a call, checked against the input schema by hand.
+struct Args<'a>(&'a Map<String, Value>);
+
+impl Args<'_> {
+    fn only(&self, allowed: &[&str]) -> Result<(), String> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(format!("unknown argument {k:?}")),
+            None => Ok(()),
+        }
+    }
+
+    fn name(&self) -> Result<String, String> {
+        match self.0.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err("argument \"name\" must be a non-empty string".into()),
+        }
+    }
+
+    fn scope(&self) -> Result<WireScope, String> {
+        match self.0.get("scope") {
+            None | Some(Value::Null) => Ok(WireScope::Own),
+            Some(Value::String(s)) if s == "user" => Ok(WireScope::Own),
+            Some(Value::String(s)) if s == "system" => Ok(WireScope::System),
+            _ => Err("argument \"scope\" must be \"user\" or \"system\"".into()),
+        }
+    }
+}
+
+/// `tools/call`: a protocol error for an unknown tool or malformed params,
+/// otherwise a result (with `isError` for failures, including invalid
+/// arguments, so the model can correct itself).
+pub fn call(
+    socket: &Path,
+    params: &Value,
+    env: &[(String, String)],
+    cancel: &Cancel,
+) -> Result<Value, RpcError> {
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("tools/call needs a string \"name\""))?;
+    let empty = Map::new();
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(RpcError::invalid_params("\"arguments\" must be an object")),
+    };
+    let args = Args(args);
+    let result = match name {
+        "secret_list" => secret_list(socket, &args),
+        "secret_exists" => secret_exists(socket, &args),
+        "secret_get_masked" => secret_masked(socket, &args),
+        "policy_commands" => policy_commands(socket, &args),
+        "secret_run" => secret_run(socket, &args, env, cancel),
+        other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}"))),
+    };
+    Ok(result.unwrap_or_else(|msg| tool_error(format!("invalid arguments: {msg}"))))
+}
+
+fn info_json(s: &SecretInfo) -> Value {
+    json!({
+        "name": s.name,
+        "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
+        "version": s.version, "created": s.created, "updated": s.updated,
+        "description": s.description, "tags": s.tags, "expires": s.expires,
+    })
+}
+
+fn daemon(socket: &Path, body: RequestBody) -> Result<Reply, ClientError> {
+    Client::connect(socket)?.call(body)
+}
+
+fn secret_list(socket: &Path, args: &Args) -> Result<Value, String> {
+    args.only(&["scope"])?;
+    let scope = args.scope()?;
+    Ok(match daemon(socket, RequestBody::SecretList { scope }) {
+        Ok(Reply::Secrets(list)) => {
+            ok(json!({"secrets": list.iter().map(info_json).collect::<Vec<_>>()}))
+        }
+        Ok(_) => client_error(ClientError::Protocol),
+        Err(e) => client_error(e),
+    })
+}
+
+fn secret_exists(socket: &Path, args: &Args) -> Result<Value, String> {
+    args.only(&["name", "scope"])?;
+    let (name, scope) = (args.name()?, args.scope()?);
+    Ok(
+        match daemon(
+            socket,
+            RequestBody::SecretExists {
+                scope,
+                name: name.clone(),
+            },
+        ) {
+            Ok(Reply::Exists(yes)) => ok(json!({"name": name, "exists": yes})),
+            Ok(_) => client_error(ClientError::Protocol),
+            Err(e) => client_error(e),
+        },
+    )
+}
+
+fn secret_masked(socket: &Path, args: &Args) -> Result<Value, String> {
+    args.only(&["name", "scope"])?;
+    let (name, scope) = (args.name()?, args.scope()?);
+    Ok(
+        match daemon(
+            socket,
+            RequestBody::SecretMasked {
+                scope,
+                name: name.clone(),
+            },
+        ) {
+            Ok(Reply::Masked(m)) => ok(json!({"name": name, "masked": m})),
+            Ok(_) => client_error(ClientError::Protocol),
+            Err(e) => client_error(e),
+        },
+    )
+}
+
+fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
+    args.only(&[])?;
+    Ok(match daemon(socket, RequestBody::PolicyShow) {
+        Ok(Reply::Policy(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Array(list)) => ok(json!({"commands": list})),
+            _ => client_error(ClientError::Protocol),
+        },
+        Ok(_) => client_error(ClientError::Protocol),
+        Err(e) => client_error(e),
+    })
+}
+
+fn run_request(args: &Args, env: &[(String, String)]) -> Result<(RunRequest, Vec<u8>), String> {
+    args.only(&["argv", "secrets", "timeout_seconds", "stdin"])?;
+    let argv: Vec<String> = match args.0.get("argv") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or("\"argv\" must be an array of strings")?,
+        _ => return Err("\"argv\" must be a non-empty array of strings".into()),
+    };
+    let secrets = match args.0.get("secrets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| {
+                let name = s
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty());
+                let env = match s.get("env") {
+                    None | Some(Value::Null) => Some(None),
+                    Some(Value::String(e)) if !e.is_empty() => Some(Some(e.clone())),
+                    Some(_) => None,
+                };
+                match (
+                    name,
+                    env,
+                    s.as_object()
+                        .map(|o| o.keys().all(|k| k == "name" || k == "env")),
+                ) {
+                    (Some(name), Some(env), Some(true)) => Ok(SecretAsk {
+                        name: name.to_string(),
+                        env,
+                    }),
+                    _ => Err(
+                        "each of \"secrets\" must be {\"name\": string, \"env\"?: string}"
+                            .to_string(),
+                    ),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("\"secrets\" must be an array".into()),
+    };
+    let timeout_ms = match args.0.get("timeout_seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t <= MAX_TIMEOUT_SECONDS => {
+                Some(((t * 1000.0).ceil() as u64).max(1))
+            }
+            _ => {
+                return Err(format!(
+                    "\"timeout_seconds\" must be a number in (0, {MAX_TIMEOUT_SECONDS}]"
+                ))
+            }
+        },
+    };
+    let stdin = match args.0.get("stdin") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if s.len() <= MAX_STDIN => s.as_bytes().to_vec(),
+        Some(Value::String(_)) => return Err(format!("\"stdin\" is limited to {MAX_STDIN} bytes")),
+        Some(_) => return Err("\"stdin\" must be a string".into()),
+    };
+    let req = RunRequest {
+        argv,
+        secrets,
+        timeout_ms,
+        cwd: None,
+        cwd_readable: false,
+        env: env.to_vec(),
+    };
+    Ok((req, stdin))
+}
+
+fn reason_str(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Exited => "exited",
+        EndReason::Signaled => "signaled",
+        EndReason::Timeout => "timeout",
+        EndReason::OutputLimit => "output_limit",
+        EndReason::Cancelled => "cancelled",
+        EndReason::RunnerFailed => "runner_failed",
+    }
+}
+
+fn secret_run(
+    socket: &Path,
+    args: &Args,
+    env: &[(String, String)],
+    cancel: &Cancel,
+) -> Result<Value, String> {
+    let (req, stdin) = run_request(args, env)?;
+    Ok(match run::run(socket, req, stdin, cancel) {
+        Ok(o) => {
+            let structured = json!({
+                "command": o.command,
+                "exit_code": o.code,
+                "end_reason": reason_str(o.reason),
+                "stdout": o.stdout.text("stdout"),
+                "stderr": o.stderr.text("stderr"),
+                "stdout_truncated": o.stdout.truncated(),
+                "stderr_truncated": o.stderr.truncated(),
+                "duration_ms": o.duration_ms,
+                "redactions": o.redactions,
+                "message": o.message,
+            });
+            if o.reason == EndReason::RunnerFailed {
+                tool_error(format!(
+                    "the command could not be started: {}",
+                    o.message.as_deref().unwrap_or("runner failed")
+                ))
+            } else {
+                ok(structured)
+            }
+        }
+        Err(e) => tool_error(e.to_string()),
+    })
+}

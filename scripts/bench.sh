@@ -13,6 +13,8 @@ echo "==> foundation (socket round trips, durable writes)"
 ./target/release/examples/bench_foundation
 echo "==> run path"
 ./target/release/examples/bench_run
+echo "==> MCP"
+./target/release/examples/bench_mcp
 echo "==> redaction engine"
 cargo bench --locked -p aivault-redact --bench throughput
 echo "==> load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -387,6 +387,20 @@ impl Daemon {
         }
     }
 
+    /// Refuses (and audits) a non-root caller of a root-only operation.
+    fn require_root(&self, caller: &Caller, op: &str, why: &str) -> Result<(), WireError> {
+        if caller.is_root() {
+            return Ok(());
+        }
+        Err(self.deny(
+            caller,
+            op,
+            None,
+            None,
+            err(ErrorCode::PermissionDenied, why),
+        ))
+    }
+
     fn resolve(&self, caller: &Caller, scope: WireScope) -> Result<Scope, WireError> {
         match scope {
             WireScope::Own => Ok(Scope::User(caller.uid)),
@@ -458,18 +472,7 @@ impl Daemon {
                 Ok(Reply::Policy(report.to_string()))
             }
             RequestBody::PolicyReload => {
-                if !caller.is_root() {
-                    return Err(self.deny(
-                        caller,
-                        op,
-                        None,
-                        None,
-                        err(
-                            ErrorCode::PermissionDenied,
-                            "only root can reload the policy",
-                        ),
-                    ));
-                }
+                self.require_root(caller, op, "only root can reload the policy")?;
                 match self.reload_policy() {
                     Ok(n) => {
                         self.record(
@@ -523,18 +526,7 @@ impl Daemon {
 
     fn unlock(&self, caller: &Caller, passphrase: SecretBytes) -> Result<Reply, WireError> {
         const OP: &str = "unlock";
-        if !caller.is_root() {
-            return Err(self.deny(
-                caller,
-                OP,
-                None,
-                None,
-                err(
-                    ErrorCode::PermissionDenied,
-                    "only root can unlock the vault",
-                ),
-            ));
-        }
+        self.require_root(caller, OP, "only root can unlock the vault")?;
         let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
         let kdf = match &*guard {
             VaultState::Open(_) => return Ok(Reply::Done { version: None }),
@@ -803,18 +795,7 @@ impl Daemon {
     }
 
     fn audit_verify(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
-        if !caller.is_root() {
-            return Err(self.deny(
-                caller,
-                op,
-                None,
-                None,
-                err(
-                    ErrorCode::PermissionDenied,
-                    "only root can verify the audit log",
-                ),
-            ));
-        }
+        self.require_root(caller, op, "only root can verify the audit log")?;
         let key = self
             .audit_key
             .lock()

@@ -69,41 +69,34 @@ fn known_to_nss(id: u32) -> bool {
         || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
 }
 
-/// Effective uids of every running process, from the owners of `/proc/<pid>`
-/// (a stat per process, no file reads).
-pub fn running_uids() -> BTreeSet<u32> {
+/// `/proc/<pid>` entries with the owning (effective) uid of each process.
+fn processes() -> impl Iterator<Item = (std::fs::DirEntry, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return BTreeSet::new();
-    };
-    dir.flatten()
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
-        .collect()
+        .filter_map(|e| e.metadata().ok().map(|m| (e, m.uid())))
+}
+
+/// Effective uids of every running process (a stat per process, no reads).
+pub fn running_uids() -> BTreeSet<u32> {
+    processes().map(|(_, uid)| uid).collect()
 }
 
 /// Whether any non-zombie process runs under `uid`. Run processes never
 /// change uid (no setuid binaries under `no_new_privs`), so the owner of
 /// `/proc/<pid>` finds them; only those candidates are read for their state.
 pub fn live_processes_of(uid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
-        .any(|e| {
+    processes()
+        .filter(|(_, owner)| *owner == uid)
+        .any(|(e, _)| {
             std::fs::read_to_string(e.path().join("status")).is_ok_and(|status| {
                 !status
                     .lines()

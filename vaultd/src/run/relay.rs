@@ -137,14 +137,28 @@ pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u
         let accept_input = pending_bytes < MAX_PENDING_STDIN;
         tokio::select! {
             biased;
-            _ = tokio::time::sleep_until(deadline) => {
-                return timed_out(ends, out, max_output).await;
-            }
+            _ = tokio::time::sleep_until(deadline) => break,
             _ = check.tick() => {
                 if hung_up(&ends.caller_probe) {
                     out.reason = EndReason::Cancelled;
                     out.code = 128 + libc::SIGKILL;
                     return out;
+                }
+            }
+            // Wake as soon as a full queue has room again (the permit is
+            // given back at once; this loop is the only sender).
+            room = ends.to_caller.reserve(), if !caller_room => {
+                if room.is_err() {
+                    out.reason = EndReason::Cancelled;
+                    out.code = 128 + libc::SIGKILL;
+                    return out;
+                }
+            }
+            room = ends.to_runner.reserve(), if !pending.is_empty() => {
+                if room.is_err() {
+                    // The runner is going away; its end arrives on from_runner.
+                    pending.clear();
+                    pending_bytes = 0;
                 }
             }
             ev = ends.from_runner.recv(), if caller_room => match ev {
@@ -184,6 +198,7 @@ pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u
             },
         }
     }
+    timed_out(ends, out, max_output).await
 }
 
 /// Sends output on, within the limit. True when the limit ends the run.
@@ -234,6 +249,11 @@ async fn timed_out(mut ends: Ends, mut out: Relayed, max_output: u64) -> Relayed
         let caller_room = ends.to_caller.capacity() > 0;
         tokio::select! {
             _ = &mut grace => break,
+            room = ends.to_caller.reserve(), if !caller_room => {
+                if room.is_err() {
+                    break;
+                }
+            }
             ev = ends.from_runner.recv(), if caller_room => match ev {
                 Some(RunnerEvent::Output { stream, data }) => {
                     if forward_output(&ends.to_caller, &mut out, stream, data, max_output) {

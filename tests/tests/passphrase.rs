@@ -31,6 +31,17 @@ fn sealed_until_the_right_passphrase() {
         &d.vaultctl(&alice, &["secrets", "set", "X"], b"some-value-1234"),
         5,
     );
+    // Root-only and run requests are refused as "sealed" too. While sealed
+    // there is no audit key, so nothing a user sends now may leave a record
+    // that `audit verify` would later flag as a problem.
+    for args in [
+        &["audit", "verify"][..],
+        &["policy", "reload"],
+        &["run", "--", ""],
+    ] {
+        let err = fails_with(&d.vaultctl(&alice, args, b""), 5);
+        assert!(err.contains("sealed"), "{args:?}: {err}");
+    }
 
     // Only root may unlock; a wrong passphrase is refused.
     fails_with(

@@ -415,6 +415,12 @@ impl Daemon {
     /// Answers one request. Runs on a blocking thread: it may fsync.
     pub fn handle(&self, caller: &Caller, body: RequestBody) -> Result<Reply, WireError> {
         let op = body.op();
+        // While sealed there is no audit key: answer "sealed" before any
+        // decision that would need an audit record (only `unlock` may be
+        // recorded unkeyed, see UNKEYED_OPS).
+        if !matches!(body, RequestBody::Status | RequestBody::Unlock { .. }) && self.is_sealed() {
+            return Err(sealed());
+        }
         match body {
             RequestBody::Status => Ok(self.status(caller)),
             RequestBody::Unlock { passphrase } => self.unlock(caller, passphrase),

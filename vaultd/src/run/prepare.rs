@@ -94,10 +94,14 @@ impl Daemon {
             }
         };
         let shown = || json!({ "argv0": req.argv.first() });
-        check_shape(&req).map_err(|e| deny(e, shown()))?;
+        // Sealed first: without an audit key no decision may be recorded.
         if self.is_sealed() {
-            return Err(WireError::new(ErrorCode::Sealed, "the vault is sealed"));
+            return Err(WireError::new(
+                ErrorCode::Sealed,
+                "the vault is sealed; root must run `vaultctl unlock`",
+            ));
         }
+        check_shape(&req).map_err(|e| deny(e, shown()))?;
         let policy = self.policy();
         if !policy.mentions_command(&req.argv[0]) {
             return Err(deny(

@@ -96,7 +96,9 @@ impl Client {
     pub fn call(&mut self, body: RequestBody) -> Result<Reply, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        write_frame(&mut self.stream, &encode(&Request { id, body })?)?;
+        // The encoded request may hold a value: wiped on drop.
+        let request = zeroize::Zeroizing::new(encode(&Request { id, body })?);
+        write_frame(&mut self.stream, &request)?;
         let resp: Response = decode(&read_frame(&mut self.stream)?)?;
         if resp.id != id {
             return match resp.result {

@@ -68,7 +68,8 @@ pub fn write_frame(w: &mut impl Write, body: &[u8]) -> Result<(), FrameError> {
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(body.len()));
     }
-    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
+    // The copy may hold a secret (a `set` request): wiped on drop.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(FRAME_HEADER_LEN + body.len()));
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(body);
     w.write_all(&buf)?;

@@ -29,15 +29,7 @@ fn install_probe() -> Probe {
     Probe { _dir: dir, path }
 }
 
-fn probe_path() -> std::path::PathBuf {
-    PROBE.with(|p| p.path.clone())
-}
-
-thread_local! {
-    static PROBE: Probe = install_probe();
-}
-
-fn policy(alice: &User, extra: &str) -> String {
+fn policy(alice: &User, probe: &Probe, extra: &str) -> String {
     format!(
         r#"
 [[rule]]
@@ -68,7 +60,7 @@ command = "/usr/bin/id"
 users = ["{a}"]
 {extra}
 "#,
-        probe = probe_path().display(),
+        probe = probe.path.display(),
         a = alice.name
     )
 }
@@ -95,21 +87,23 @@ fn assert_nothing_left(d: &Daemon) {
 #[test]
 fn the_default_profile_confines_the_command() {
     let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
     let bob = User::ensure("aivt-bob");
     let d = Daemon::start_new(Options {
-        policy: policy(&alice, ""),
+        policy: policy(&alice, &probe, ""),
         ..Options::default()
     });
     set_secret(&d, &alice, "TOKEN", "probe-secret-value-123456");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let state = d.state_dir();
-    std::fs::write("/root/aivault-probe-target", "root only").unwrap();
+    let root_only = tempfile::NamedTempFile::new_in("/root").unwrap();
+    std::fs::write(root_only.path(), "root only").unwrap();
     let checks = [
         "write:/etc/aivault-probe".to_string(),
         "write:/var/tmp/aivault-probe".into(),
         format!("read:{}", state.join("vault.bin").display()),
-        "read:/root/aivault-probe-target".into(),
+        format!("read:{}", root_only.path().display()),
         "read:/proc/1/environ".into(),
         "environ".into(),
         "mount".into(),
@@ -119,8 +113,7 @@ fn the_default_profile_confines_the_command() {
         format!("ptrace:{}", std::process::id()),
         format!("connect:127.0.0.1:{port}"),
     ];
-    let probe = probe_path();
-    let mut args = vec!["run", "--", probe.to_str().unwrap()];
+    let mut args = vec!["run", "--", probe.path.to_str().unwrap()];
     args.extend(checks.iter().map(String::as_str));
     let out = d.vaultctl(&alice, &args, b"");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -148,7 +141,7 @@ fn the_default_profile_confines_the_command() {
         &[
             "run",
             "--",
-            probe_path().to_str().unwrap(),
+            probe.path.to_str().unwrap(),
             "write:probe-file-in-home",
         ],
         b"",
@@ -173,8 +166,9 @@ fn the_default_profile_confines_the_command() {
 #[test]
 fn a_run_ends_completely_whatever_the_command_does() {
     let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
     let d = Daemon::start_new(Options {
-        policy: policy(&alice, ""),
+        policy: policy(&alice, &probe, ""),
         ..Options::default()
     });
 
@@ -313,8 +307,9 @@ fn settled_fd_count(d: &Daemon) -> usize {
 #[test]
 fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
     let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
     let d = Daemon::start_new(Options {
-        policy: policy(&alice, ""),
+        policy: policy(&alice, &probe, ""),
         // A run holds its slot until its teardown is done, which may overlap
         // the same client's next run: allow 16 clients up to 4 each.
         config: "[limits]\nmax_connections_per_uid = 128\n[runs]\nmax_runs_per_user = 64\n".into(),
@@ -376,16 +371,23 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
 #[test]
 fn processes_of_a_run_cannot_use_the_daemon() {
     let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
     let d = Daemon::start_new(Options {
-        policy: policy(&alice, ""),
+        policy: policy(&alice, &probe, ""),
         ..Options::default()
     });
     // Landlock does not govern connect() to a named socket, so the daemon
     // itself must refuse peers whose uid belongs to a run.
-    // The daemon answers a refused peer at once, before any handshake.
+    // The daemon answers a refused peer at once, before any handshake, and
+    // closes: read to the end (the frame may arrive in pieces).
     let script = "import socket,sys\n\
                   s=socket.socket(socket.AF_UNIX);s.settimeout(10);s.connect(sys.argv[1])\n\
-                  print(repr(s.recv(4096)))\n";
+                  data=b''\n\
+                  while True:\n\
+                  \tchunk=s.recv(4096)\n\
+                  \tif not chunk: break\n\
+                  \tdata+=chunk\n\
+                  print(repr(data))\n";
     let socket = d.socket();
     let extra = format!(
         "\n[[rule]]\nname = \"py\"\ncommand = \"/usr/bin/python3\"\nusers = [\"{}\"]\nallow_interpreter = true\nargs = [{{ exact = [\"-c\", {:?}, {:?}] }}]\n",
@@ -393,7 +395,7 @@ fn processes_of_a_run_cannot_use_the_daemon() {
         script,
         socket.display().to_string()
     );
-    d.write_policy(&policy(&alice, &extra));
+    d.write_policy(&policy(&alice, &probe, &extra));
     ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
     let out = d.vaultctl(
         &alice,

@@ -18,7 +18,8 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, FrameError
     Ok(body)
 }
 
-/// Writes one frame in a single buffer.
+/// Writes one frame: header, then the body straight from the caller's
+/// buffer (no copy that could outlive a secret).
 pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), FrameError> {
     if body.is_empty() {
         return Err(FrameError::Empty);
@@ -26,10 +27,8 @@ pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), 
     if body.len() > aivault_proto::MAX_FRAME {
         return Err(FrameError::TooLarge(body.len()));
     }
-    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(body);
-    w.write_all(&buf).await?;
+    w.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    w.write_all(body).await?;
     Ok(())
 }
 

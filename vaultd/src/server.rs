@@ -285,6 +285,9 @@ async fn connection(
             Ok(Err(e)) => return Err(e),
             Ok(Ok(b)) => b,
         };
+        // A request body may hold a value (`set`, `import`, `unlock`): the
+        // decoded copy is wiped with its message, this one right after decode.
+        let body = zeroize::Zeroizing::new(body);
         let request: Request = match decode(&body) {
             Ok(r) => r,
             Err(_) => {

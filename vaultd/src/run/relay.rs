@@ -50,14 +50,20 @@ where
 }
 
 /// Writes encoded frame bodies from a bounded channel until it closes.
-pub fn writer<W>(mut w: W) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>)
+/// With `wipe`, each body is zeroized once written (frames to the runner
+/// carry secret values; output to the caller is already redacted).
+pub fn writer<W>(mut w: W, wipe: bool) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
     let task = tokio::spawn(async move {
-        while let Some(body) = rx.recv().await {
-            if frames::write(&mut w, &body).await.is_err() {
+        while let Some(mut body) = rx.recv().await {
+            let sent = frames::write(&mut w, &body).await;
+            if wipe {
+                zeroize::Zeroize::zeroize(&mut body);
+            }
+            if sent.is_err() {
                 break;
             }
         }

@@ -95,7 +95,7 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         }
     };
     let (caller_r, caller_w) = caller.into_split();
-    let (to_caller, caller_writer) = relay::writer(caller_w);
+    let (to_caller, caller_writer) = relay::writer(caller_w, false);
     let (from_caller, caller_reader) = relay::reader::<_, RunInput>(caller_r);
 
     let (d, p) = (daemon.clone(), prepared.clone());
@@ -252,7 +252,7 @@ async fn drive(
         _ => return (failed("the runner did not connect"), false),
     };
     let (runner_r, runner_w) = runner.into_split();
-    let (to_runner, runner_writer) = relay::writer(runner_w);
+    let (to_runner, runner_writer) = relay::writer(runner_w, true);
     let (from_runner, runner_reader) = relay::reader::<_, RunnerEvent>(runner_r);
     ends.to_runner = to_runner;
     ends.from_runner = from_runner;

@@ -76,7 +76,7 @@ pub fn wrap(value: &[u8], how: u8) -> Vec<u8> {
     let width = if how & 0x40 == 0 { 64 } else { 76 };
     let newline: &[u8] = if how & 0x80 == 0 { b"\n" } else { b"\r\n" };
     let data = [vec![b'F'; filler].as_slice(), value, &[b'G'; 40]].concat();
-    let text = if how % 3 == 0 {
+    let text = if how.is_multiple_of(3) {
         base64::engine::general_purpose::URL_SAFE.encode(&data)
     } else {
         base64::engine::general_purpose::STANDARD.encode(&data)

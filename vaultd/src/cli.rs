@@ -39,6 +39,9 @@ pub struct PathArgs {
     /// Key provider: file:PATH, systemd-creds:NAME or passphrase [default: systemd-creds:aivault.kek]
     #[arg(long, global = true, value_name = "SPEC")]
     pub key_provider: Option<String>,
+    /// D-Bus interface: system, none, or a bus address such as unix:path=/run/x [default: system]
+    #[arg(long, global = true, value_name = "BUS")]
+    pub dbus: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

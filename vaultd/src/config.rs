@@ -25,6 +25,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid key provider: {0}")]
     KeyProvider(String),
+    #[error("invalid --dbus: {0}")]
+    Bus(String),
 }
 
 /// Resource limits that keep one caller from starving the others.
@@ -92,6 +94,48 @@ impl Default for RunConfig {
     }
 }
 
+/// Where the D-Bus interface is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    /// The system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else the standard socket).
+    System,
+    /// A bus at this D-Bus address (development and tests).
+    Address(String),
+    /// No D-Bus interface.
+    Off,
+}
+
+impl std::str::FromStr for BusChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(BusChoice::System),
+            "none" | "off" => Ok(BusChoice::Off),
+            a if a.contains(':') && a.contains('=') => Ok(BusChoice::Address(a.to_string())),
+            other => Err(format!(
+                "{other:?} is not \"system\", \"none\" or a D-Bus address such as \"unix:path=/run/x\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BusChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusChoice::System => f.write_str("system"),
+            BusChoice::Address(a) => f.write_str(a),
+            BusChoice::Off => f.write_str("none"),
+        }
+    }
+}
+
+/// The `[dbus]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDbus {
+    bus: Option<String>,
+}
+
 /// The settings file as written by an administrator; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +149,8 @@ struct FileConfig {
     limits: Option<Limits>,
     #[serde(default)]
     runs: Option<RunConfig>,
+    #[serde(default)]
+    dbus: Option<FileDbus>,
 }
 
 /// Effective configuration.
@@ -117,6 +163,8 @@ pub struct Config {
     pub key_provider: crate::keys::KeyProviderSpec,
     pub limits: Limits,
     pub runs: RunConfig,
+    /// Where the D-Bus interface is served.
+    pub dbus: BusChoice,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -128,6 +176,7 @@ pub struct Overrides {
     pub policy_dir: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub key_provider: Option<String>,
+    pub dbus: Option<String>,
 }
 
 impl Config {
@@ -141,6 +190,7 @@ impl Config {
             key_provider: crate::keys::KeyProviderSpec::SystemdCreds("aivault.kek".into()),
             limits: Limits::default(),
             runs: RunConfig::default(),
+            dbus: BusChoice::System,
         }
     }
 
@@ -171,6 +221,9 @@ impl Config {
             cfg.key_provider = v
                 .parse()
                 .map_err(|e| ConfigError::KeyProvider(format!("{e}")))?;
+        }
+        if let Some(v) = &ov.dbus {
+            cfg.dbus = v.parse().map_err(ConfigError::Bus)?;
         }
         Ok(cfg)
     }
@@ -211,6 +264,12 @@ impl Config {
         if let Some(v) = file.runs {
             self.runs = v;
         }
+        if let Some(v) = file.dbus.and_then(|d| d.bus) {
+            self.dbus = v.parse().map_err(|message| ConfigError::Parse {
+                path: path.into(),
+                message: format!("dbus.bus: {message}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -238,5 +297,17 @@ mod tests {
         assert_eq!(ok.state_dir.as_deref(), Some(Path::new("/x")));
         assert_eq!(ok.limits.unwrap().max_connections_per_uid, 3);
         assert!(toml::from_str::<FileConfig>("stat_dir = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn bus_choices_parse() {
+        assert_eq!("system".parse(), Ok(BusChoice::System));
+        assert_eq!("none".parse(), Ok(BusChoice::Off));
+        assert_eq!(
+            "unix:path=/run/x".parse(),
+            Ok(BusChoice::Address("unix:path=/run/x".into()))
+        );
+        assert!("session".parse::<BusChoice>().is_err());
+        assert!("/run/x".parse::<BusChoice>().is_err());
     }
 }

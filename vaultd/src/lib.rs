@@ -6,7 +6,8 @@
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`ops`] — what each request does, and the authorization rules for it;
-//! * [`config`] — the daemon's configuration file and command-line overrides.
+//! * [`config`] — the daemon's configuration file and command-line overrides;
+//! * [`dbus`] — the same operations as `org.aivault.Vault1` on D-Bus.
 //!
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod dbus;
 pub mod frames;
 pub mod keys;
 pub mod ops;

@@ -58,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         policy_dir: cli.paths.policy_dir,
         audit_log: cli.paths.audit_log,
         key_provider: cli.paths.key_provider,
+        dbus: cli.paths.dbus,
     };
     let cfg = Config::load(&ov)?;
     if cli.check_config {
@@ -164,10 +165,11 @@ fn check_config(cfg: &Config) -> Result<()> {
     let policy = aivaultd::policy::Policy::load(&cfg.policy_dir)
         .with_context(|| format!("policy in {}", cfg.policy_dir.display()))?;
     println!(
-        "configuration ok: state {}, socket {}, key provider {}",
+        "configuration ok: state {}, socket {}, key provider {}, D-Bus {}",
         cfg.state_dir.display(),
         cfg.socket.display(),
-        cfg.key_provider
+        cfg.key_provider,
+        cfg.dbus
     );
     let reports = policy.explain();
     if reports.is_empty() {
@@ -258,6 +260,10 @@ fn serve(cfg: Config) -> Result<()> {
         tokio::task::spawn_blocking(move || pool.refill(8));
         service::ready(&daemon);
         tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
+        tokio::spawn(aivaultd::dbus::serve(
+            daemon.clone(),
+            daemon.config().dbus.clone(),
+        ));
         server::serve(
             listener,
             daemon.clone(),

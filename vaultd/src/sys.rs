@@ -177,3 +177,13 @@ pub fn inherited_listener() -> Option<std::os::unix::net::UnixListener> {
     listener.set_nonblocking(true).ok()?;
     Some(listener)
 }
+
+/// The pid a pidfd refers to (from `/proc/self/fdinfo`), if it still runs.
+pub fn pidfd_pid(fd: &impl AsFd) -> Option<i32> {
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+}

@@ -83,7 +83,7 @@ pub fn parse_size(q: &Quantity) -> Result<u64, String> {
 /// Formats a size for humans: the largest binary unit that divides it.
 pub fn show_size(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
             return format!("{} {unit}", n >> shift);
         }
     }

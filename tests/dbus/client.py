@@ -1,0 +1,187 @@
+"""A third-party D-Bus client of org.aivault.Vault1, written with dbus-next.
+
+Driven by tests/tests/dbus.rs as an unprivileged user, on the private
+system-like bus named by DBUS_SYSTEM_BUS_ADDRESS. Each mode prints one JSON
+object on its last line (or, for `hold`, a line per step).
+
+  client.py calls             list, exists, masked, run, denied run, Status
+  client.py stream GO CMD...  RunStreaming CMD; after its first line of
+                              output, create the file GO (the command waits
+                              for it), then read to EOF and collect the end
+  client.py own               try to own the daemon's bus name
+  client.py hold CMD...       RunStreaming CMD, say "started", then wait to be killed
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+from dbus_next import BusType, Message, MessageType, Variant
+from dbus_next.aio import MessageBus
+
+NAME = "org.aivault.Vault1"
+PATH = "/org/aivault/Vault1"
+IFACE = "org.aivault.Vault1"
+
+
+def plain(value):
+    """dbus-next values as JSON-friendly Python values."""
+    if isinstance(value, Variant):
+        return plain(value.value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+async def call(bus, member, signature="", body=(), interface=IFACE):
+    reply = await bus.call(
+        Message(
+            destination=NAME,
+            path=PATH,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+    )
+    if reply.message_type == MessageType.ERROR:
+        return {"error": reply.error_name, "message": plain(reply.body[0]) if reply.body else ""}
+    return reply
+
+
+async def connect():
+    return await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+
+
+async def calls():
+    bus = await connect()
+    out = {}
+    r = await call(bus, "ListSecrets", "s", ["user"])
+    out["list"] = r if isinstance(r, dict) else plain(r.body[0])
+    r = await call(bus, "SecretExists", "ss", ["user", "TOKEN"])
+    out["exists"] = r if isinstance(r, dict) else r.body[0]
+    r = await call(bus, "MaskedValue", "ss", ["user", "TOKEN"])
+    out["masked"] = r if isinstance(r, dict) else r.body[0]
+    r = await call(bus, "Run", "asa{sv}", [["printenv", "TOKEN"], {"stdin": Variant("s", "")}])
+    out["run"] = r if isinstance(r, dict) else plain(r.body)
+    r = await call(bus, "Run", "asa{sv}", [["/usr/bin/id"], {}])
+    out["denied"] = r if isinstance(r, dict) else plain(r.body)
+    r = await call(
+        bus, "Get", "ss", [IFACE, "Status"], interface="org.freedesktop.DBus.Properties"
+    )
+    out["status"] = r if isinstance(r, dict) else plain(r.body[0])
+    print(json.dumps(out))
+
+
+async def stream(go, argv):
+    bus = await connect()
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_message(msg):
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.interface == IFACE
+            and msg.member == "RunExited"
+            and not exited.done()
+        ):
+            exited.set_result(plain(msg.body))
+
+    bus.add_message_handler(on_message)
+    reply = await call(bus, "RunStreaming", "asa{sv}", [argv, {}])
+    if isinstance(reply, dict):
+        print(json.dumps({"error": reply}))
+        return
+    run_id = reply.body[0]
+    out_fd = reply.unix_fds[reply.body[1]]
+    err_fd = reply.unix_fds[reply.body[2]]
+
+    def read_line(fd):
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def read_all(fd):
+        data = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    first = await loop.run_in_executor(None, read_line, out_fd)
+    ended_before_first = exited.done()
+    # Only now may the command finish: it waits for this file.
+    open(go, "w").close()
+    rest = await loop.run_in_executor(None, read_all, out_fd)
+    err = await loop.run_in_executor(None, read_all, err_fd)
+    signal = await asyncio.wait_for(exited, 30)
+    wait = await call(bus, "WaitRun", "t", [run_id])
+    print(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "first": first.decode(),
+                "ended_before_first": ended_before_first,
+                "rest": rest.decode(),
+                "stderr": err.decode(),
+                "signal": signal,
+                "wait": wait if isinstance(wait, dict) else plain(wait.body),
+            }
+        )
+    )
+
+
+async def own():
+    bus = await connect()
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="RequestName",
+            signature="su",
+            body=[NAME, 4],  # DBUS_NAME_FLAG_DO_NOT_QUEUE
+        )
+    )
+    if reply.message_type == MessageType.ERROR:
+        print(json.dumps({"error": reply.error_name}))
+    else:
+        print(json.dumps({"owned": reply.body[0]}))
+
+
+async def hold(argv):
+    bus = await connect()
+    reply = await call(bus, "RunStreaming", "asa{sv}", [argv, {}])
+    if isinstance(reply, dict):
+        print(json.dumps({"error": reply}), flush=True)
+        return
+    print(json.dumps({"started": reply.body[0]}), flush=True)
+    await asyncio.sleep(3600)
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "calls":
+        asyncio.run(calls())
+    elif mode == "stream":
+        asyncio.run(stream(args[0], args[1:]))
+    elif mode == "own":
+        asyncio.run(own())
+    elif mode == "hold":
+        asyncio.run(hold(args))
+    else:
+        sys.exit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,548 @@
+//! The D-Bus interface, on a private `dbus-daemon` configured like the system
+//! bus and loading the bus policy file the package ships; callers are real
+//! unprivileged users using `busctl`, `gdbus` and the third-party Python
+//! library dbus-next. Needs root, and what `scripts/dbus-deps.sh` installs
+//! (the tests run it first and fail if it fails).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aivault_tests::{ok, set_secret, Daemon, Options, User};
+use serde_json::Value;
+
+const SECRET: &str = "dbus-Secret-Value-0123456789-abcdef";
+const NAME: &str = "org.aivault.Vault1";
+const PATH: &str = "/org/aivault/Vault1";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Runs `scripts/dbus-deps.sh` once per test binary; returns its directory.
+fn deps() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/dbus-deps.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "scripts/dbus-deps.sh failed; the D-Bus tests need its tools\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .and_then(|l| l.strip_prefix("dbus deps ready in "))
+                .expect("dbus-deps.sh names its directory"),
+        )
+    })
+}
+
+/// A private bus with the system bus's default-deny policy, plus the policy
+/// file from `packaging/dbus/`, exactly as installed.
+struct Bus {
+    dir: tempfile::TempDir,
+    child: Child,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        deps();
+        let dir = tempfile::Builder::new()
+            .prefix("aivault-bus-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let system_d = dir.path().join("system.d");
+        std::fs::create_dir(&system_d).unwrap();
+        std::fs::copy(
+            repo().join("packaging/dbus/org.aivault.Vault1.conf"),
+            system_d.join("org.aivault.Vault1.conf"),
+        )
+        .unwrap();
+        let socket = dir.path().join("system_bus_socket");
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>{system_d}</includedir>
+</busconfig>
+"#,
+                socket = socket.display(),
+                system_d = system_d.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/dbus-deps.sh installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_string();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed {line:?}");
+        Bus {
+            dir,
+            child,
+            address,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+fn policy(alice: &User, gate: &Path) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "printenv"
+command = "/usr/bin/printenv"
+users = ["{a}"]
+allow_interpreter = true
+secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+
+[[rule]]
+name = "sh"
+command = "/usr/bin/sh"
+users = ["{a}"]
+allow_interpreter = true
+secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+[rule.sandbox]
+timeout = "10m"
+read = ["{gate}"]
+"#,
+        a = alice.name,
+        gate = gate.display()
+    )
+}
+
+/// A bus, a daemon serving on it, alice with a secret, bob without.
+struct Setup {
+    bus: Bus,
+    d: Daemon,
+    alice: User,
+    bob: User,
+    gate: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let bus = Bus::start();
+    let alice = User::ensure("aivt-alice");
+    let bob = User::ensure("aivt-bob");
+    // A directory alice may write and the run may read: the streaming test's
+    // command waits there for the client's go-ahead.
+    let gate = tempfile::Builder::new()
+        .prefix("aivault-gate-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(gate.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    nix::unistd::chown(
+        gate.path(),
+        Some(nix::unistd::Uid::from_raw(alice.uid)),
+        None,
+    )
+    .unwrap();
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, gate.path()),
+        config: format!("[dbus]\nbus = \"{}\"\n", bus.address),
+        ..Options::default()
+    });
+    set_secret(&d, &alice, "TOKEN", SECRET);
+    let s = Setup {
+        bus,
+        d,
+        alice,
+        bob,
+        gate,
+    };
+    s.wait_for_name();
+    s
+}
+
+impl Setup {
+    /// A command as `user`, with the private bus as its system bus.
+    fn as_user(&self, program: &str, user: &User) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/tmp")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if user.uid != 0 {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        cmd
+    }
+
+    fn busctl(&self, user: &User, args: &[&str]) -> Output {
+        self.as_user("busctl", user)
+            .arg("--system")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn busctl_call(&self, user: &User, args: &[&str]) -> Output {
+        let mut all = vec!["call", NAME, PATH, NAME];
+        all.extend_from_slice(args);
+        self.busctl(user, &all)
+    }
+
+    /// `gdbus call` of a Vault1 method (gdbus introspects it first).
+    fn gdbus_call(&self, user: &User, method: &str, args: &[&str]) -> Output {
+        let method = format!("{NAME}.{method}");
+        self.as_user("gdbus", user)
+            .args(["call", "--system", "--dest", NAME, "--object-path", PATH])
+            .args(["--method", &method])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn python(&self, user: &User) -> Command {
+        let mut cmd = self.as_user(deps().join("venv/bin/python").to_str().unwrap(), user);
+        cmd.arg(repo().join("tests/dbus/client.py"));
+        cmd
+    }
+
+    /// Waits (bounded) until the daemon owns its name on the bus.
+    fn wait_for_name(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.busctl(
+                &User::root(),
+                &[
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "NameHasOwner",
+                    "s",
+                    NAME,
+                ],
+            );
+            if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aivaultd never owned {NAME}: {}",
+                std::fs::read_to_string(self.d.output_log()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.d.audit_log())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_no_secret(out: &Output) {
+    let all = text(out);
+    assert!(!all.contains(SECRET), "the secret escaped: {all}");
+}
+
+/// Runs a dbus-next client mode to completion; parses its last line.
+fn client_json(mut cmd: Command, what: &str) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{what} failed: {}", text(&out));
+    assert_no_secret(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {}", text(&out)))
+}
+
+#[test]
+fn busctl_and_gdbus_list_and_run_with_redacted_output() {
+    let s = setup();
+    // busctl: the caller's own secrets, by name only.
+    let list = s.busctl_call(&s.alice, &["ListSecrets", "s", "user"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        listed.starts_with("aa{sv} 1 ") && listed.contains("\"name\" s \"TOKEN\""),
+        "{listed}"
+    );
+    assert_no_secret(&list);
+    // busctl: a run whose output is the secret comes back redacted.
+    let run = s.busctl_call(&s.alice, &["Run", "asa{sv}", "2", "printenv", "TOKEN", "0"]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        r#"isssb 0 "exited" "[REDACTED:TOKEN]\n" "" false"#
+    );
+    assert_no_secret(&run);
+    // The Status property.
+    let status = s.busctl(&s.alice, &["get-property", NAME, PATH, NAME, "Status"]);
+    let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.status.success() && status_text.contains("\"sealed\" b false"),
+        "{}",
+        text(&status)
+    );
+    // gdbus, which introspects the interface first, does the same.
+    let gd = s.gdbus_call(&s.alice, "Run", &["['printenv', 'TOKEN']", "{}"]);
+    assert!(gd.status.success(), "{}", text(&gd));
+    assert_eq!(
+        String::from_utf8_lossy(&gd.stdout).trim(),
+        r"(0, 'exited', '[REDACTED:TOKEN]\n', '', false)"
+    );
+    assert_no_secret(&gd);
+    let gd_list = s.gdbus_call(&s.alice, "ListSecrets", &["user"]);
+    assert!(
+        gd_list.status.success() && String::from_utf8_lossy(&gd_list.stdout).contains("'TOKEN'"),
+        "{}",
+        text(&gd_list)
+    );
+}
+
+#[test]
+fn another_user_sees_nothing_and_denials_are_named_and_audited_alike() {
+    let s = setup();
+    // Bob's list is his own (empty); alice's secret is not his to name.
+    let list = s.busctl_call(&s.bob, &["ListSecrets", "s", "user"]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "aa{sv} 0",
+        "{}",
+        text(&list)
+    );
+    let exists = s.busctl_call(&s.bob, &["SecretExists", "ss", "user", "TOKEN"]);
+    assert_eq!(String::from_utf8_lossy(&exists.stdout).trim(), "b false");
+    let masked = s.gdbus_call(&s.bob, "MaskedValue", &["user", "TOKEN"]);
+    assert!(!masked.status.success());
+    assert!(
+        String::from_utf8_lossy(&masked.stderr)
+            .contains("org.aivault.Vault1.Error.NotFound: no such secret"),
+        "{}",
+        text(&masked)
+    );
+    // Bob may not run alice's command with her secret: the rule is hers.
+    let bob_run = s.busctl_call(&s.bob, &["Run", "asa{sv}", "2", "printenv", "TOKEN", "0"]);
+    assert!(!bob_run.status.success(), "{}", text(&bob_run));
+    assert_no_secret(&bob_run);
+
+    // A command no rule allows: the named error over D-Bus (gdbus prints
+    // the error name), and an audit record like the socket path's.
+    let gd = s.gdbus_call(&s.alice, "Run", &["['/usr/bin/id']", "{}"]);
+    assert!(!gd.status.success());
+    assert!(
+        String::from_utf8_lossy(&gd.stderr)
+            .contains("org.aivault.Vault1.Error.PermissionDenied: no rule allows /usr/bin/id"),
+        "{}",
+        text(&gd)
+    );
+    let bus_record = s.audit().pop().unwrap();
+    let sock = s.d.vaultctl(&s.alice, &["run", "--", "/usr/bin/id"], b"");
+    assert!(!sock.status.success());
+    let sock_record = s.audit().pop().unwrap();
+    for field in [
+        "op", "uid", "gid", "scope", "name", "outcome", "reason", "detail",
+    ] {
+        assert_eq!(
+            bus_record[field], sock_record[field],
+            "{field} differs:\nD-Bus:  {bus_record}\nsocket: {sock_record}"
+        );
+    }
+    assert_eq!(bus_record["outcome"], "denied");
+    assert_eq!(bus_record["uid"], s.alice.uid);
+    // The caller's pid, as the bus reported it, is the gdbus process.
+    assert!(bus_record["pid"].as_i64().unwrap() > 0, "{bus_record}");
+}
+
+#[test]
+fn only_the_daemon_may_own_the_bus_name() {
+    let s = setup();
+    let mut cmd = s.python(&s.alice);
+    cmd.arg("own");
+    let v = client_json(cmd, "own");
+    assert_eq!(v["error"], "org.freedesktop.DBus.Error.AccessDenied", "{v}");
+    // The same user may not own it even when the daemon is gone.
+    let mut s = s;
+    s.d.stop();
+    let mut cmd = s.python(&s.alice);
+    cmd.arg("own");
+    let v = client_json(cmd, "own after the daemon stopped");
+    assert_eq!(v["error"], "org.freedesktop.DBus.Error.AccessDenied", "{v}");
+}
+
+#[test]
+fn dbus_next_calls_and_streams_output_before_the_command_ends() {
+    let s = setup();
+    let mut cmd = s.python(&s.alice);
+    cmd.arg("calls");
+    let v = client_json(cmd, "dbus-next calls");
+    assert_eq!(v["list"][0]["name"], "TOKEN", "{v}");
+    assert_eq!(v["exists"], true, "{v}");
+    assert!(v["masked"].is_string(), "{v}");
+    assert_eq!(
+        v["run"],
+        serde_json::json!([0, "exited", "[REDACTED:TOKEN]\n", "", false]),
+        "{v}"
+    );
+    assert_eq!(
+        v["denied"]["error"], "org.aivault.Vault1.Error.PermissionDenied",
+        "{v}"
+    );
+    assert_eq!(v["status"]["sealed"], false, "{v}");
+
+    // Streaming: the command prints a line, then waits until the client has
+    // read that line and created the go file, then prints its secret.
+    let go = s.gate.path().join("go");
+    let script = format!(
+        "echo first; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo \"second $TOKEN\"; echo oops >&2",
+        go = go.display()
+    );
+    let mut cmd = s.python(&s.alice);
+    cmd.args(["stream", go.to_str().unwrap(), "sh", "-c", &script]);
+    let v = client_json(cmd, "dbus-next stream");
+    assert_eq!(v["first"], "first\n", "{v}");
+    assert_eq!(v["ended_before_first"], false, "{v}");
+    assert_eq!(v["rest"], "second [REDACTED:TOKEN]\n", "{v}");
+    assert_eq!(v["stderr"], "oops\n", "{v}");
+    let id = v["run_id"].clone();
+    assert_eq!(v["signal"][0], id, "{v}");
+    assert_eq!(v["signal"][1], 0, "{v}");
+    assert_eq!(v["signal"][2], "exited", "{v}");
+    assert_eq!(v["wait"][0], 0, "{v}");
+    assert_eq!(v["wait"][3], 1, "one redaction: {v}");
+}
+
+#[test]
+fn a_caller_that_disconnects_mid_run_leaves_no_process_behind() {
+    let s = setup();
+    let mut child = s
+        .python(&s.alice)
+        .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("started"), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.d.run_processes().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the run's processes never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The caller vanishes without a word.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.d.run_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes of the run survived their caller: {:?}",
+            s.d.run_processes()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The end is audited as a cancellation, not a timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exit = s.audit().into_iter().rev().find(|r| r["op"] == "run.exit");
+        if let Some(exit) = exit {
+            assert_eq!(exit["detail"]["reason"], "cancelled", "{exit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run.exit record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_dir(s.d.runs_dir()).unwrap().next().is_none(),
+        "the run's directories remain"
+    );
+}
+
+#[test]
+fn the_shipped_introspection_data_is_the_served_interface() {
+    let s = setup();
+    let out = s.busctl(&s.alice, &["introspect", "--xml-interface", NAME, PATH]);
+    let live = ok(&out);
+    let shipped =
+        std::fs::read_to_string(repo().join("packaging/dbus/org.aivault.Vault1.xml")).unwrap();
+    let iface = |xml: &str| -> String {
+        let start = xml
+            .find("<interface name=\"org.aivault.Vault1\">")
+            .unwrap_or_else(|| panic!("no Vault1 interface in {xml}"));
+        let end = xml[start..].find("</interface>").unwrap() + start;
+        xml[start..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        iface(&shipped),
+        iface(&live),
+        "packaging/dbus/org.aivault.Vault1.xml is out of date; the live interface is:\n{live}"
+    );
+}

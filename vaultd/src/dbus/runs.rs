@@ -1,0 +1,352 @@
+//! Runs started over D-Bus.
+//!
+//! A D-Bus run is decided by [`Daemon::prepare_run`] and driven by
+//! [`crate::run::supervise::run`] exactly like a socket run: the supervisor
+//! gets one end of an in-process socket pair as its "caller connection", and
+//! this module reads the other end like any client would. Cancelling a run is
+//! closing that end, which the supervisor treats as a caller gone: every
+//! process of the run is killed and the outcome audited.
+//!
+//! The [`Registry`] maps run ids to their owner (uid and bus connection), a
+//! cancel switch and the final status, so `CancelRun`, `WaitRun` and a
+//! vanished bus connection can reach a run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aivault_proto::{decode, Reply, Response, RunEvent, RunExit, RunInput, RunRequest, Stream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+
+use super::error::{internal, VaultError};
+use crate::ops::{Caller, Daemon};
+
+/// How long a finished run's status waits for `WaitRun`.
+const KEEP_FINISHED: Duration = Duration::from_secs(120);
+/// Stdin is forwarded in pieces of this size.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+/// How a run ended, as D-Bus callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub code: i32,
+    pub reason: String,
+    pub bytes_out: u64,
+    pub redactions: u64,
+    pub message: String,
+}
+
+impl Finished {
+    fn from_exit(exit: &RunExit) -> Self {
+        Finished {
+            code: exit.code,
+            reason: format!("{:?}", exit.reason).to_lowercase(),
+            bytes_out: exit.bytes_out,
+            redactions: exit.redactions,
+            message: exit.message.clone().unwrap_or_default(),
+        }
+    }
+
+    fn cancelled() -> Self {
+        Finished {
+            code: 128 + libc::SIGKILL,
+            reason: "cancelled".into(),
+            bytes_out: 0,
+            redactions: 0,
+            message: "the run was cancelled".into(),
+        }
+    }
+
+    fn lost() -> Self {
+        Finished {
+            code: crate::run::relay::EXIT_RUNNER_FAILED,
+            reason: "runnerfailed".into(),
+            bytes_out: 0,
+            redactions: 0,
+            message: "the run ended without reporting a status".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    uid: u32,
+    sender: String,
+    cancel: Option<oneshot::Sender<()>>,
+    done: watch::Receiver<Option<Finished>>,
+    finished_at: Option<Instant>,
+}
+
+/// The D-Bus runs of one bus connection of the daemon.
+#[derive(Debug, Default)]
+pub struct Registry {
+    runs: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+}
+
+/// What the driver of one run holds.
+#[derive(Debug)]
+pub struct Ticket {
+    pub id: u64,
+    pub cancel: oneshot::Receiver<()>,
+    pub done: watch::Sender<Option<Finished>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new run of `uid` on bus connection `sender`.
+    pub fn register(&self, uid: u32, sender: &str) -> Ticket {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (cancel_tx, cancel) = oneshot::channel();
+        let (done, done_rx) = watch::channel(None);
+        let mut runs = self.lock();
+        runs.retain(|_, e| e.finished_at.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+        runs.insert(
+            id,
+            Entry {
+                uid,
+                sender: sender.to_string(),
+                cancel: Some(cancel_tx),
+                done: done_rx,
+                finished_at: None,
+            },
+        );
+        Ticket { id, cancel, done }
+    }
+
+    /// Marks a run finished and publishes its status.
+    pub fn finish(&self, ticket_done: &watch::Sender<Option<Finished>>, id: u64, f: Finished) {
+        ticket_done.send_replace(Some(f));
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.finished_at = Some(Instant::now());
+            e.cancel = None;
+        }
+    }
+
+    /// Forgets a run whose status was delivered as a method reply.
+    pub fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Cancels a run of `uid`. Another user's run is "not found": its
+    /// existence is not revealed.
+    pub fn cancel(&self, id: u64, uid: u32) -> Result<(), VaultError> {
+        let mut runs = self.lock();
+        match runs.get_mut(&id) {
+            Some(e) if e.uid == uid => {
+                if let Some(c) = e.cancel.take() {
+                    let _ = c.send(());
+                }
+                Ok(())
+            }
+            _ => Err(not_found(id)),
+        }
+    }
+
+    /// Cancels every run started by a bus connection that has gone, and
+    /// drops the statuses it can no longer collect.
+    pub fn connection_gone(&self, sender: &str) {
+        let mut runs = self.lock();
+        runs.retain(|_, e| {
+            if e.sender != sender {
+                return true;
+            }
+            if let Some(c) = e.cancel.take() {
+                let _ = c.send(());
+            }
+            e.finished_at.is_none()
+        });
+    }
+
+    /// Waits for a run of `uid` to end and returns its status (once).
+    pub async fn wait(&self, id: u64, uid: u32) -> Result<Finished, VaultError> {
+        let mut done = match self.lock().get(&id) {
+            Some(e) if e.uid == uid => e.done.clone(),
+            _ => return Err(not_found(id)),
+        };
+        let status = done
+            .wait_for(Option::is_some)
+            .await
+            .map(|f| f.clone())
+            .ok()
+            .flatten()
+            .unwrap_or_else(Finished::lost);
+        self.forget(id);
+        Ok(status)
+    }
+
+    /// Runs not yet ended.
+    pub fn active(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.finished_at.is_none())
+            .count()
+    }
+}
+
+fn not_found(id: u64) -> VaultError {
+    VaultError::NotFound(format!("no run {id} of this caller"))
+}
+
+/// A run the supervisor has started: the caller side of its stream.
+#[derive(Debug)]
+pub struct Started {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+}
+
+/// Decides and starts a run for `caller`: the same limits, policy decision
+/// and audit as a socket run. Returns once the command has started, or with
+/// the reason it was refused.
+pub async fn start(
+    daemon: &Arc<Daemon>,
+    caller: Caller,
+    req: RunRequest,
+) -> Result<Started, VaultError> {
+    let settings = &daemon.runs().settings;
+    let slot = daemon
+        .runs()
+        .counter
+        .try_start(caller.uid, settings.max_runs, settings.max_runs_per_user)
+        .map_err(|why| VaultError::Busy(why.to_string()))?;
+    let d = daemon.clone();
+    let prepared = tokio::task::spawn_blocking(move || d.prepare_run(&caller, req))
+        .await
+        .map_err(|_| internal("internal error while deciding the run"))??;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        crate::run::supervise::run(d, prepared, theirs, 0).await;
+        drop(slot);
+    });
+    let (mut reader, writer) = ours.into_split();
+    let first = crate::frames::read(&mut reader)
+        .await
+        .map_err(|_| internal("the run ended before it started"))?;
+    match decode::<Response>(&first) {
+        Ok(Response {
+            result: Ok(Reply::RunStarted { .. }),
+            ..
+        }) => Ok(Started { reader, writer }),
+        Ok(Response { result: Err(e), .. }) => Err(e.into()),
+        _ => Err(internal("unexpected message from the run")),
+    }
+}
+
+/// Where a run's redacted output goes.
+#[derive(Debug)]
+pub enum Sink {
+    /// Kept for the method reply, at most `cap` bytes per stream.
+    Collect {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        cap: usize,
+        truncated: bool,
+    },
+    /// Written to pipes whose read ends the caller holds. A stream whose
+    /// reader has gone is dropped; the run goes on.
+    Pipes {
+        stdout: Option<tokio::net::unix::pipe::Sender>,
+        stderr: Option<tokio::net::unix::pipe::Sender>,
+    },
+}
+
+impl Sink {
+    async fn put(&mut self, stream: Stream, data: &[u8]) {
+        match self {
+            Sink::Collect {
+                stdout,
+                stderr,
+                cap,
+                truncated,
+            } => {
+                let buf = match stream {
+                    Stream::Stdout => stdout,
+                    Stream::Stderr => stderr,
+                };
+                let room = cap.saturating_sub(buf.len());
+                if data.len() > room {
+                    *truncated = true;
+                }
+                buf.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            Sink::Pipes { stdout, stderr } => {
+                let pipe = match stream {
+                    Stream::Stdout => stdout,
+                    Stream::Stderr => stderr,
+                };
+                if let Some(p) = pipe {
+                    if p.write_all(data).await.is_err() {
+                        *pipe = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Feeds `stdin`, relays output into `sink` until the run ends or the
+/// ticket is cancelled, and returns the final status.
+pub async fn drive(
+    started: Started,
+    stdin: Vec<u8>,
+    sink: &mut Sink,
+    cancel: &mut oneshot::Receiver<()>,
+) -> Finished {
+    let Started {
+        mut reader,
+        mut writer,
+    } = started;
+    // Input goes on its own task so that a command which does not read its
+    // stdin cannot stall the output. The write half stays open until the
+    // run ends: closing it is how a caller cancels.
+    let feeder = tokio::spawn(async move {
+        for chunk in stdin.chunks(STDIN_CHUNK) {
+            let body = match aivault_proto::encode(&RunInput::Stdin(chunk.to_vec())) {
+                Ok(b) => b,
+                Err(_) => break,
+            };
+            if crate::frames::write(&mut writer, &body).await.is_err() {
+                return writer;
+            }
+        }
+        if let Ok(body) = aivault_proto::encode(&RunInput::StdinEof) {
+            let _ = crate::frames::write(&mut writer, &body).await;
+        }
+        let _ = writer.flush().await;
+        writer
+    });
+    let finished = loop {
+        let body = tokio::select! {
+            biased;
+            _ = &mut *cancel => break Finished::cancelled(),
+            body = crate::frames::read(&mut reader) => body,
+        };
+        let Ok(body) = body else {
+            break Finished::lost();
+        };
+        match decode::<RunEvent>(&body) {
+            Ok(RunEvent::Output { stream, data }) => sink.put(stream, &data).await,
+            Ok(RunEvent::Exit(exit)) => break Finished::from_exit(&exit),
+            Err(_) => break Finished::lost(),
+        }
+    };
+    // Closing both halves ends the run if it is still going.
+    feeder.abort();
+    let _ = feeder.await;
+    drop(reader);
+    if let Sink::Pipes { stdout, stderr } = sink {
+        // EOF for the caller before the status is published.
+        stdout.take();
+        stderr.take();
+    }
+    finished
+}

@@ -46,6 +46,10 @@ put 0644 systemd/system/aivaultd.socket usr/lib/systemd/system/aivaultd.socket
 put 0644 systemd/sysusers.d/aivault.conf usr/lib/sysusers.d/aivault.conf
 put 0644 systemd/tmpfiles.d/aivault.conf usr/lib/tmpfiles.d/aivault.conf
 
+# D-Bus: who may own and call org.aivault.Vault1, and its introspection data.
+put 0644 packaging/dbus/org.aivault.Vault1.conf usr/share/dbus-1/system.d/org.aivault.Vault1.conf
+put 0644 packaging/dbus/org.aivault.Vault1.xml usr/share/dbus-1/interfaces/org.aivault.Vault1.xml
+
 put 0644 packaging/etc/policy.toml etc/aivault/policy.toml
 put 0644 packaging/etc/aivaultd.toml etc/aivault/aivaultd.toml
 install -d -m 0755 "$stage/etc/aivault/policy.d"
@@ -54,7 +58,7 @@ doc=usr/share/doc/aivault
 put 0644 packaging/debian/copyright "$doc/copyright"
 put 0644 packaging/policy.example.toml "$doc/examples/policy.toml"
 put 0644 packaging/examples/aivaultd-network.conf "$doc/examples/aivaultd-network.conf"
-for f in README.md docs/policy.md docs/packaging.md; do
+for f in README.md docs/policy.md docs/packaging.md docs/dbus.md; do
     [ -f "$f" ] && gz "$f" "$doc/$(basename "$f").gz"
 done
 printf 'aivault (%s) unstable; urgency=medium\n\n  * Built from the aivault repository.\n\n -- aivault maintainers <aivault@example.invalid>  %s\n' \

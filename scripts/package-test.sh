@@ -44,7 +44,7 @@ check() { # check DESCRIPTION COMMAND...
 # ---------------------------------------------------------------- setup
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in man-db bash-completion python3 util-linux passwd; do
+for pkg in man-db bash-completion python3 util-linux passwd dbus-daemon; do
     have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -61,6 +61,7 @@ chmod 0755 "$tmp"
 creds=""
 daemon_pid=""
 listener_pid=""
+bus_pid=""
 
 # Everything of ours that may exist outside the repository and target dir.
 # /var/cache/man is man-db's cache of formatted pages, which man-db expires
@@ -88,6 +89,7 @@ stop_daemon() {
 cleanup() {
     local rc=$?
     stop_daemon
+    if [ -n "$bus_pid" ]; then kill "$bus_pid" 2>/dev/null || true; wait "$bus_pid" 2>/dev/null || true; fi
     if dpkg-query -W aivault >/dev/null 2>&1; then
         dpkg --purge aivault >/dev/null 2>&1 || true
     fi
@@ -247,7 +249,7 @@ with open(sys.argv[2], "a") as log:
         umask 0077
         exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=1000000 WATCHDOG_PID="$BASHPID" \
-            CREDENTIALS_DIRECTORY="$creds" \
+            CREDENTIALS_DIRECTORY="$creds" DBUS_SYSTEM_BUS_ADDRESS="$bus_address" \
             setpriv --bounding-set "-all,$bounding" --inh-caps=-all --no-new-privs \
             /usr/sbin/aivaultd
     ) 2>>"$tmp/daemon.log" &
@@ -263,6 +265,39 @@ wait_for() {
     done
     return 1
 }
+
+# A private bus set up like the system bus (default deny), loading the bus
+# policy file exactly where the package installed it.
+cat >"$tmp/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$tmp/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>/usr/share/dbus-1/system.d/org.aivault.Vault1.conf</include>
+</busconfig>
+EOF
+dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address >"$tmp/bus.address" 2>"$tmp/bus.log" &
+bus_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/bus.address" ] && break; sleep 0.05; done
+bus_address=$(head -1 "$tmp/bus.address")
+check "a private system-like bus accepts the installed bus policy file" test -n "$bus_address"
+as_bus() { as_user env DBUS_SYSTEM_BUS_ADDRESS="$bus_address" busctl --system "$@"; }
 
 echo "==> running the installed daemon as systemd would"
 start_daemon
@@ -318,6 +353,19 @@ check "vaultctl run: the secret reached the command and came back redacted ($run
     bash -c "[ '$run_out' = '[REDACTED:PKG_TOKEN]' ]"
 check "the policy refuses a command no rule allows" \
     bash -c "! setpriv --reuid $user --regid $user --init-groups -- vaultctl run -- /usr/bin/whoami >/dev/null 2>&1"
+owned=false
+for _ in $(seq 100); do
+    [ "$(busctl --address="$bus_address" call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s org.aivault.Vault1 2>/dev/null)" = "b true" ] && { owned=true; break; }
+    sleep 0.1
+done
+check "the installed daemon owns org.aivault.Vault1 on the bus" $owned
+bus_out=$(as_bus call org.aivault.Vault1 /org/aivault/Vault1 org.aivault.Vault1 Run 'asa{sv}' 2 printenv PKG_TOKEN 0 2>&1) ||
+    { cat "$tmp/daemon.log" >&2; fail "busctl Run as $user: $bus_out"; }
+check "D-Bus: busctl as $user runs printenv and gets redacted output ($bus_out)" \
+    test "$bus_out" = 'isssb 0 "exited" "[REDACTED:PKG_TOKEN]\n" "" false'
+bus_err=$(as_bus call org.aivault.Vault1 /org/aivault/Vault1 org.aivault.Vault1 Run 'asa{sv}' 1 /usr/bin/whoami 0 2>&1) || true
+check "D-Bus: a command no rule allows is refused ($bus_err)" \
+    bash -c "[[ '$bus_err' == *'no rule allows /usr/bin/whoami'* ]]"
 check "run directories are gone after the runs (teardown works with the unit's capabilities)" \
     bash -c "[ -z \"\$(ls -A /run/aivault/runs 2>/dev/null)\" ]"
 

@@ -15,6 +15,9 @@ echo "==> run path"
 ./target/release/examples/bench_run
 echo "==> MCP"
 ./target/release/examples/bench_mcp
+echo "==> D-Bus"
+scripts/dbus-deps.sh >/dev/null
+./target/release/examples/bench_dbus
 echo "==> redaction engine"
 cargo bench --locked -p aivault-redact --bench throughput
 echo "==> load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,6 +5,8 @@
 //! is missing: see [`require_root`].
 #![forbid(unsafe_code)]
 
+pub mod bus;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -9,23 +9,17 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use aivault_tests::bus::{repo, Bus};
 use aivault_tests::{ok, set_secret, Daemon, Options, User};
 use serde_json::Value;
 
 const SECRET: &str = "dbus-Secret-Value-0123456789-abcdef";
 const NAME: &str = "org.aivault.Vault1";
 const PATH: &str = "/org/aivault/Vault1";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Runs `scripts/dbus-deps.sh` once per test binary; returns its directory.
 fn deps() -> &'static Path {
@@ -50,93 +44,6 @@ fn deps() -> &'static Path {
                 .expect("dbus-deps.sh names its directory"),
         )
     })
-}
-
-/// A private bus with the system bus's default-deny policy, plus the policy
-/// file from `packaging/dbus/`, exactly as installed.
-struct Bus {
-    dir: tempfile::TempDir,
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        deps();
-        let dir = tempfile::Builder::new()
-            .prefix("aivault-bus-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let system_d = dir.path().join("system.d");
-        std::fs::create_dir(&system_d).unwrap();
-        std::fs::copy(
-            repo().join("packaging/dbus/org.aivault.Vault1.conf"),
-            system_d.join("org.aivault.Vault1.conf"),
-        )
-        .unwrap();
-        let socket = dir.path().join("system_bus_socket");
-        let conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <includedir>{system_d}</includedir>
-</busconfig>
-"#,
-                socket = socket.display(),
-                system_d = system_d.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (scripts/dbus-deps.sh installs it)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().to_string();
-        assert!(address.starts_with("unix:"), "dbus-daemon printed {line:?}");
-        Bus {
-            dir,
-            child,
-            address,
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
-    }
 }
 
 fn policy(alice: &User, gate: &Path) -> String {
@@ -174,6 +81,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    deps();
     let bus = Bus::start();
     let alice = User::ensure("aivt-alice");
     let bob = User::ensure("aivt-bob");
@@ -192,7 +100,7 @@ fn setup() -> Setup {
     .unwrap();
     let d = Daemon::start_new(Options {
         policy: policy(&alice, gate.path()),
-        config: format!("[dbus]\nbus = \"{}\"\n", bus.address),
+        config: bus.daemon_config(),
         ..Options::default()
     });
     set_secret(&d, &alice, "TOKEN", SECRET);
@@ -203,7 +111,7 @@ fn setup() -> Setup {
         bob,
         gate,
     };
-    s.wait_for_name();
+    s.bus.wait_for_name(NAME, &s.d);
     s
 }
 
@@ -254,34 +162,6 @@ impl Setup {
         let mut cmd = self.as_user(deps().join("venv/bin/python").to_str().unwrap(), user);
         cmd.arg(repo().join("tests/dbus/client.py"));
         cmd
-    }
-
-    /// Waits (bounded) until the daemon owns its name on the bus.
-    fn wait_for_name(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.busctl(
-                &User::root(),
-                &[
-                    "call",
-                    "org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus",
-                    "NameHasOwner",
-                    "s",
-                    NAME,
-                ],
-            );
-            if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aivaultd never owned {NAME}: {}",
-                std::fs::read_to_string(self.d.output_log()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     fn audit(&self) -> Vec<Value> {

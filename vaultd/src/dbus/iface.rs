@@ -117,6 +117,7 @@ impl Vault {
 
     /// Who sent this call, as the bus says: uid and pid (from the pidfd
     /// where the bus offers one), primary gid from the account database.
+    /// Asked once per bus connection of a caller.
     async fn caller(
         &self,
         conn: &Connection,
@@ -126,6 +127,9 @@ impl Vault {
             .sender()
             .ok_or_else(|| bad("the call has no sender"))?
             .to_owned();
+        if let Some(caller) = self.runs.known_caller(&sender) {
+            return Ok((caller, sender.to_string()));
+        }
         let bus = zbus::fdo::DBusProxy::new(conn).await?;
         let creds = bus
             .get_connection_credentials(sender.as_ref().into())
@@ -154,7 +158,12 @@ impl Vault {
             .ok_or_else(|| {
                 VaultError::PermissionDenied("the caller's uid has no account".into())
             })?;
-        Ok((Caller { uid, gid, pid }, sender.to_string()))
+        let caller = Caller { uid, gid, pid };
+        // A connection that is already gone would never be forgotten.
+        if still_connected(conn, &sender).await {
+            self.runs.remember_caller(&sender, caller);
+        }
+        Ok((caller, sender.to_string()))
     }
 
     /// One request through [`Daemon::handle`], on a blocking thread.

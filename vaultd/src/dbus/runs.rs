@@ -81,11 +81,19 @@ struct Entry {
     finished_at: Option<Instant>,
 }
 
-/// The D-Bus runs of one bus connection of the daemon.
+/// Most callers whose identity is remembered at once (a safety bound: the
+/// entries go when their bus connections do).
+const MAX_KNOWN_CALLERS: usize = 4096;
+
+/// What the daemon keeps per peer of one bus connection: the runs they
+/// started, and who they are (a unique bus name is never reused during the
+/// bus's life, and a connection's credentials never change, so asking the
+/// bus once per peer is enough).
 #[derive(Debug, Default)]
 pub struct Registry {
     runs: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
+    callers: Mutex<HashMap<String, Caller>>,
 }
 
 /// What the driver of one run holds.
@@ -150,9 +158,28 @@ impl Registry {
         }
     }
 
-    /// Cancels every run started by a bus connection that has gone, and
-    /// drops the statuses it can no longer collect.
+    /// The identity the bus gave for `sender`, if already asked.
+    pub fn known_caller(&self, sender: &str) -> Option<Caller> {
+        let callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        callers.get(sender).copied()
+    }
+
+    /// Remembers the identity the bus gave for `sender`.
+    pub fn remember_caller(&self, sender: &str, caller: Caller) {
+        let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        if callers.len() >= MAX_KNOWN_CALLERS {
+            callers.clear();
+        }
+        callers.insert(sender.to_string(), caller);
+    }
+
+    /// Cancels every run started by a bus connection that has gone, drops
+    /// the statuses it can no longer collect, and forgets who it was.
     pub fn connection_gone(&self, sender: &str) {
+        self.callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sender);
         let mut runs = self.lock();
         runs.retain(|_, e| {
             if e.sender != sender {

@@ -1,0 +1,141 @@
+//! A private `dbus-daemon` set up like the system bus: default deny, plus
+//! the bus policy file the package ships (`packaging/dbus/`), loaded from the
+//! source tree exactly as it is installed.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_path_buf()
+}
+
+/// A running private bus; killed on drop.
+#[derive(Debug)]
+pub struct Bus {
+    _dir: tempfile::TempDir,
+    child: Child,
+    /// The bus's address, for `DBUS_SYSTEM_BUS_ADDRESS` and `[dbus] bus`.
+    pub address: String,
+}
+
+impl Bus {
+    /// Starts the bus (`dbus-daemon` must be installed:
+    /// `scripts/dbus-deps.sh` does it) and waits for its address.
+    pub fn start() -> Bus {
+        crate::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("aivault-bus-")
+            .tempdir()
+            .expect("tempdir");
+        // Unprivileged callers must reach the socket.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let system_d = dir.path().join("system.d");
+        fs::create_dir(&system_d).expect("system.d");
+        fs::copy(
+            repo().join("packaging/dbus/org.aivault.Vault1.conf"),
+            system_d.join("org.aivault.Vault1.conf"),
+        )
+        .expect("copy the packaged bus policy");
+        let socket = dir.path().join("system_bus_socket");
+        let conf = dir.path().join("bus.conf");
+        fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>{system_d}</includedir>
+</busconfig>
+"#,
+                socket = socket.display(),
+                system_d = system_d.display()
+            ),
+        )
+        .expect("bus.conf");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/dbus-deps.sh installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("dbus-daemon prints its address");
+        let address = line.trim().to_string();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed {line:?}");
+        Bus {
+            _dir: dir,
+            child,
+            address,
+        }
+    }
+
+    /// The `[dbus]` table pointing a test daemon at this bus.
+    pub fn daemon_config(&self) -> String {
+        format!("[dbus]\nbus = \"{}\"\n", self.address)
+    }
+
+    /// Waits (bounded) until `name` has an owner on this bus.
+    pub fn wait_for_name(&self, name: &str, daemon: &crate::Daemon) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = Command::new("busctl")
+                .arg(format!("--address={}", self.address))
+                .args([
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "NameHasOwner",
+                    "s",
+                    name,
+                ])
+                .output()
+                .expect("busctl");
+            if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never got an owner; daemon output:\n{}",
+                fs::read_to_string(daemon.output_log()).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

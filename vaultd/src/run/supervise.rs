@@ -306,6 +306,7 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
             open_files: 1024,
         },
         require_full_landlock: profile.require_full_landlock,
+        isolation: aivault_runner::Isolation::DynamicUid,
     };
     let mut env = vec![
         ("PATH".to_string(), RUN_PATH.to_string()),

@@ -67,20 +67,62 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
-/// Makes `fd` the child's fd 3 (without close-on-exec) when `cmd` spawns.
-/// This is how the runner receives the command's already-opened executable.
-pub fn inherit_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+/// Who a runner runs as, and where it starts.
+#[derive(Debug, Clone)]
+pub struct ChildIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: empty for a fresh run uid, the caller's groups
+    /// from the account database in caller mode.
+    pub groups: Vec<u32>,
+    /// An open `cgroup.procs` the child joins first, while still root.
+    pub cgroup_procs: Option<std::os::fd::RawFd>,
+}
+
+/// Sets up the child of `cmd` between fork and exec, in this order: join
+/// the run's cgroup (so everything the runner ever starts is inside it),
+/// make `exe_fd` its fd 3 without close-on-exec (how the runner receives the
+/// command's already-opened executable), then drop to the run's identity:
+/// `setgroups`, `setresgid`, `setresuid`. Any failure fails the spawn:
+/// unlike `Command::uid`, an unset group list is never ignored.
+pub fn prepare_child(
+    cmd: &mut std::process::Command,
+    exe_fd: std::os::fd::RawFd,
+    who: ChildIdentity,
+) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // dup2/fcntl, which are async-signal-safe; it touches no heap state.
+    let ChildIdentity {
+        uid,
+        gid,
+        groups,
+        cgroup_procs,
+    } = who;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only write/dup2/fcntl/setgroups/setresgid/setresuid, which are
+    // async-signal-safe system calls; it reads the captured, already
+    // allocated `groups` and allocates nothing (an OS error is a plain
+    // `io::Error` value). The cgroup descriptor is written before the dup2
+    // onto fd 3, so the dup2 cannot have replaced it.
     unsafe {
         cmd.pre_exec(move || {
-            if fd == 3 {
+            if let Some(procs) = cgroup_procs {
+                // "0": the writing process itself.
+                if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if exe_fd == 3 {
                 // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
                 if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, 3) == -1 {
+            } else if libc::dup2(exe_fd, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) == -1
+                || libc::setresgid(gid, gid, gid) == -1
+                || libc::setresuid(uid, uid, uid) == -1
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -151,6 +193,19 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The account of `uid` from the user and group databases: its primary
+/// gid and every group it belongs to (primary included).
+pub fn account(uid: u32) -> Option<(u32, Vec<u32>)> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let user = User::from_uid(Uid::from_raw(uid)).ok()??;
+    let name = std::ffi::CString::new(user.name).ok()?;
+    let groups = getgrouplist(&name, user.gid).ok()?;
+    Some((
+        user.gid.as_raw(),
+        groups.into_iter().map(Gid::as_raw).collect(),
+    ))
 }
 
 /// Supplementary groups of the account `uid`, from the group database.

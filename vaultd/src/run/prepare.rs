@@ -36,6 +36,40 @@ pub struct PreparedRun {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub timeout: Duration,
+    /// For `isolation = "caller"`: the identity to run as, from the
+    /// account database. None for a fresh-uid run.
+    pub as_caller: Option<CallerIdentity>,
+}
+
+/// The caller's identity for a caller-mode run: its uid (from
+/// `SO_PEERCRED`), and its primary gid and groups from the account database,
+/// never from anything the caller says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Tasks (processes and threads) the caller's uid runs at decision
+    /// time: `RLIMIT_NPROC` counts them against the run's limit.
+    pub running_tasks: u64,
+}
+
+/// The identity of a caller-mode run, or why there is none.
+fn caller_identity(uid: u32) -> Result<CallerIdentity, String> {
+    if uid == 0 {
+        return Err("isolation `caller` never runs a command as root".into());
+    }
+    let (gid, groups) = crate::sys::account(uid)
+        .ok_or_else(|| format!("isolation `caller` needs an account for uid {uid}"))?;
+    if gid == 0 || groups.contains(&0) {
+        return Err("isolation `caller` refuses accounts in group 0".into());
+    }
+    Ok(CallerIdentity {
+        uid,
+        gid,
+        groups,
+        running_tasks: super::uidpool::tasks_of(uid),
+    })
 }
 
 impl std::fmt::Debug for PreparedRun {
@@ -135,12 +169,21 @@ impl Daemon {
         let decision = policy
             .decide(&query)
             .map_err(|d| deny(denied(d.reason), json!({ "command": command_text })))?;
-        if decision.isolation == Isolation::Caller {
-            return Err(deny(
-                denied("isolation mode `caller` is not supported by this daemon yet"),
-                json!({ "command": command_text, "rule": decision.rule }),
-            ));
-        }
+        let as_caller = match decision.isolation {
+            Isolation::DynamicUid => None,
+            Isolation::Caller => {
+                let detail = || json!({ "command": command_text, "rule": decision.rule, "isolation": "caller" });
+                // Fail closed: without a cgroup to kill, the run could not
+                // be ended completely.
+                if let Err(e) = self.runs().cgroups.base() {
+                    return Err(deny(
+                        denied(format!("isolation `caller` needs a cgroup v2 hierarchy the daemon can manage ({e}); refused")),
+                        detail(),
+                    ));
+                }
+                Some(caller_identity(caller.uid).map_err(|why| deny(denied(why), detail()))?)
+            }
+        };
         let cwd = match (req.cwd_readable, &req.cwd) {
             (false, _) => None,
             (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
@@ -204,7 +247,7 @@ impl Daemon {
                 "argv": argv_redacted,
                 "rule": decision.rule,
                 "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
-                "isolation": "dynamic-uid",
+                "isolation": decision.isolation,
                 "timeout_ms": timeout.as_millis() as u64,
             }),
         )?;
@@ -218,6 +261,7 @@ impl Daemon {
             env,
             cwd,
             timeout,
+            as_caller,
         })
     }
 }

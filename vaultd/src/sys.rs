@@ -9,6 +9,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+mod spawn;
+pub use spawn::{spawn_runner, RunnerSpawn, Spawned};
+
 /// `SO_PEERPIDFD` (Linux 6.5+); not yet exported by every libc crate release.
 const SO_PEERPIDFD: libc::c_int = 77;
 
@@ -77,57 +80,6 @@ pub struct ChildIdentity {
     pub groups: Vec<u32>,
     /// An open `cgroup.procs` the child joins first, while still root.
     pub cgroup_procs: Option<std::os::fd::RawFd>,
-}
-
-/// Sets up the child of `cmd` between fork and exec, in this order: join
-/// the run's cgroup (so everything the runner ever starts is inside it),
-/// make `exe_fd` its fd 3 without close-on-exec (how the runner receives the
-/// command's already-opened executable), then drop to the run's identity:
-/// `setgroups`, `setresgid`, `setresuid`. Any failure fails the spawn:
-/// unlike `Command::uid`, an unset group list is never ignored.
-pub fn prepare_child(
-    cmd: &mut std::process::Command,
-    exe_fd: std::os::fd::RawFd,
-    who: ChildIdentity,
-) {
-    use std::os::unix::process::CommandExt;
-    let ChildIdentity {
-        uid,
-        gid,
-        groups,
-        cgroup_procs,
-    } = who;
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only write/dup2/fcntl/setgroups/setresgid/setresuid, which are
-    // async-signal-safe system calls; it reads the captured, already
-    // allocated `groups` and allocates nothing (an OS error is a plain
-    // `io::Error` value). The cgroup descriptor is written before the dup2
-    // onto fd 3, so the dup2 cannot have replaced it.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(procs) = cgroup_procs {
-                // "0": the writing process itself.
-                if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if exe_fd == 3 {
-                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(exe_fd, 3) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setgroups(groups.len(), groups.as_ptr()) == -1
-                || libc::setresgid(gid, gid, gid) == -1
-                || libc::setresuid(uid, uid, uid) == -1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Sends SIGKILL to every process running under `uid`, by forking a child

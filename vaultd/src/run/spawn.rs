@@ -4,10 +4,11 @@
 //! and account groups, inside the run's cgroup), a clean environment, and
 //! the command's open executable as fd 3.
 
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use super::RunSettings;
 
@@ -86,22 +87,35 @@ pub fn remove_dirs(dirs: &RunDirs) {
     }
 }
 
-/// Starts the runner as `who` (see [`crate::sys::prepare_child`]), in its
-/// home, with an empty environment.
+/// Starts the runner as `who` (see [`crate::sys::spawn_runner`]: joins the
+/// run's cgroup if any, then drops to the run's identity), in its home, with
+/// an empty environment, stdin and stdout on `/dev/null`.
 pub fn start_runner(
     settings: &RunSettings,
-    who: crate::sys::ChildIdentity,
+    who: &crate::sys::ChildIdentity,
     dirs: &RunDirs,
     command: &std::fs::File,
-) -> Result<Child, SpawnError> {
-    let mut cmd = Command::new(&settings.runner);
-    cmd.arg("--socket")
-        .arg(&settings.runner_socket)
-        .env_clear()
-        .current_dir(&dirs.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    crate::sys::prepare_child(&mut cmd, command.as_raw_fd(), who);
-    cmd.spawn().map_err(SpawnError::Start)
+) -> Result<crate::sys::Spawned, SpawnError> {
+    let c = |p: &std::ffi::OsStr| {
+        CString::new(p.as_bytes()).map_err(|e| SpawnError::Start(std::io::Error::other(e)))
+    };
+    let program = c(settings.runner.as_os_str())?;
+    let socket = c(settings.runner_socket.as_os_str())?;
+    let cwd = c(dirs.home.as_os_str())?;
+    let flag = c(std::ffi::OsStr::new("--socket"))?;
+    let null_in = std::fs::File::open("/dev/null").map_err(SpawnError::Start)?;
+    let null_out = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(SpawnError::Start)?;
+    crate::sys::spawn_runner(&crate::sys::RunnerSpawn {
+        program: &program,
+        argv: &[&program, &flag, &socket],
+        cwd: &cwd,
+        null_in: null_in.as_raw_fd(),
+        null_out: null_out.as_raw_fd(),
+        exe: command.as_raw_fd(),
+        who,
+    })
+    .map_err(SpawnError::Start)
 }

@@ -55,7 +55,7 @@ impl RunAs {
 struct Leftovers {
     run_as: RunAs,
     dirs: RunDirs,
-    runner: Option<std::process::Child>,
+    runner: Option<crate::sys::Spawned>,
 }
 
 /// A started runner and what belongs to it.
@@ -129,9 +129,9 @@ fn start(daemon: &Daemon, prepared: &PreparedRun) -> Result<Started, StartError>
         }
     };
     let uid = who.uid;
-    match spawn::start_runner(&runs.settings, who, &dirs, &prepared.command.file) {
+    match spawn::start_runner(&runs.settings, &who, &dirs, &prepared.command.file) {
         Ok(child) => {
-            let pid = child.id() as i32;
+            let pid = child.id();
             let connection = runs.gate.expect(pid, uid);
             Ok(Started {
                 leftovers: Leftovers {
@@ -186,7 +186,7 @@ fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
         }
     };
     if let Some(mut child) = runner {
-        let pid = child.id() as i32;
+        let pid = child.id();
         let _ = child.wait();
         daemon.runs().gate.forget(pid);
     }

@@ -148,7 +148,11 @@ impl Daemon {
         let who = Who {
             uid: caller.uid,
             gid: caller.gid,
-            groups: crate::sys::account_groups(caller.uid, caller.gid),
+            groups: if policy.uses_groups() {
+                crate::sys::account_groups(caller.uid, caller.gid)
+            } else {
+                Vec::new()
+            },
         };
         let query = RunQuery {
             who,

@@ -249,6 +249,7 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     // Teardown starts at once, on every path: no process of the run
     // survives, its directories go, and only then does a leased uid return
     // to the pool. The caller's status is reported meanwhile.
+    let run_uid = leftovers.as_ref().map(|l| l.run_as.uid());
     let d = daemon.clone();
     let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&d, l)));
 
@@ -283,6 +284,11 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);
+    // The exit is audited while the caller reads its status and the
+    // teardown proceeds: the record holds nothing the teardown decides, and
+    // finishing it early keeps it out of the way of the next decision.
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let audited = tokio::task::spawn_blocking(move || audit_exit(&d, &p, &outcome, &exit, run_uid));
     let mut caller_writer = caller_writer;
     if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer)
         .await
@@ -290,10 +296,9 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     {
         caller_writer.abort();
     }
-
-    let run_uid = teardown.await.unwrap_or(None);
-    let (d, p) = (daemon.clone(), prepared.clone());
-    let _ = tokio::task::spawn_blocking(move || audit_exit(&d, &p, &outcome, &exit, run_uid)).await;
+    let _ = audited.await;
+    // The run's slot is held until nothing of the run is left.
+    let _ = teardown.await;
 }
 
 fn audit_exit(

@@ -39,6 +39,9 @@ pub struct PreparedRun {
     /// For `isolation = "caller"`: the identity to run as, from the
     /// account database. None for a fresh-uid run.
     pub as_caller: Option<CallerIdentity>,
+    /// The audit record of the decision, written by
+    /// [`Daemon::record_run_decision`].
+    pub record: serde_json::Value,
 }
 
 /// The caller's identity for a caller-mode run: its uid (from
@@ -116,9 +119,10 @@ fn check_shape(req: &RunRequest) -> Result<(), WireError> {
 }
 
 impl Daemon {
-    /// Decides a run request: resolves the binary, applies the policy,
-    /// fetches the granted secrets, and audits the decision. Denials are
-    /// audited too.
+    /// Decides a run request: resolves the binary, applies the policy and
+    /// fetches the granted secrets. Denials are audited here; the record of
+    /// an allowed run is written by [`Daemon::record_run_decision`], which
+    /// the run path awaits before anything reaches the runner.
     pub fn prepare_run(&self, caller: &Caller, req: RunRequest) -> Result<PreparedRun, WireError> {
         const OP: &str = "run";
         let deny = |e: WireError, detail: serde_json::Value| -> WireError {
@@ -240,21 +244,14 @@ impl Daemon {
             .map_or(decision.sandbox.timeout, |t| {
                 t.min(decision.sandbox.timeout)
             });
-        self.audit_event(
-            caller,
-            OP,
-            Some(&decision.rule),
-            Outcome::Ok,
-            None,
-            json!({
-                "command": command_text,
-                "argv": argv_redacted,
-                "rule": decision.rule,
-                "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
-                "isolation": decision.isolation,
-                "timeout_ms": timeout.as_millis() as u64,
-            }),
-        )?;
+        let record = json!({
+            "command": command_text,
+            "argv": argv_redacted,
+            "rule": decision.rule,
+            "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
+            "isolation": decision.isolation,
+            "timeout_ms": timeout.as_millis() as u64,
+        });
         Ok(PreparedRun {
             caller: *caller,
             command,
@@ -266,7 +263,24 @@ impl Daemon {
             cwd,
             timeout,
             as_caller,
+            record,
         })
+    }
+}
+
+impl Daemon {
+    /// Makes the decision of an allowed run durable in the audit log. The
+    /// run path starts the (still empty-handed) runner meanwhile, and sends
+    /// it the job — secrets, command — only once this returned `Ok`.
+    pub fn record_run_decision(&self, prepared: &PreparedRun) -> Result<(), WireError> {
+        self.audit_event(
+            &prepared.caller,
+            "run",
+            Some(&prepared.decision.rule),
+            Outcome::Ok,
+            None,
+            prepared.record.clone(),
+        )
     }
 }
 

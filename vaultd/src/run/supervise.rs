@@ -224,14 +224,27 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let (to_caller, caller_writer) = relay::writer(caller_w, false);
     let (from_caller, caller_reader) = relay::reader::<_, RunInput>(caller_r);
 
+    // The decision's audit record is made durable while the runner starts:
+    // the runner gets nothing (no job, no secret, no command) before the
+    // record is written, and is torn down if it cannot be.
     let (d, p) = (daemon.clone(), prepared.clone());
-    let setup = tokio::task::spawn_blocking(move || start(&d, &p))
+    let recorded = tokio::task::spawn_blocking(move || d.record_run_decision(&p));
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let setup = tokio::task::spawn_blocking(move || start(&d, &p));
+    let recorded = recorded.await.unwrap_or_else(|_| {
+        Err(WireError::new(
+            ErrorCode::Internal,
+            "internal error while auditing the run",
+        ))
+    });
+    let setup = setup
         .await
         .unwrap_or_else(|_| Err(("internal error while starting the run".into(), None)));
 
-    let (outcome, started, leftovers) = match setup {
-        Err((message, leftovers)) => (failed(&message), false, leftovers.map(|l| *l)),
-        Ok(s) => {
+    let (outcome, started, leftovers) = match (&recorded, setup) {
+        (Err(e), Ok(s)) => (failed(&e.message), false, Some(s.leftovers)),
+        (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),
+        (Ok(()), Ok(s)) => {
             let ends = Ends {
                 from_runner: tokio::sync::mpsc::channel(1).1,
                 to_runner: tokio::sync::mpsc::channel(1).0,
@@ -271,10 +284,14 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let report = if started {
         aivault_proto::encode(&RunEvent::Exit(exit.clone()))
     } else {
-        let err = WireError::new(
-            ErrorCode::Internal,
-            outcome.message.clone().unwrap_or_default(),
-        );
+        let err = match &recorded {
+            // The audit's own error, as when a decision cannot be recorded.
+            Err(e) => e.clone(),
+            Ok(()) => WireError::new(
+                ErrorCode::Internal,
+                outcome.message.clone().unwrap_or_default(),
+            ),
+        };
         aivault_proto::encode(&Response {
             id: request_id,
             result: Err(err),
@@ -288,7 +305,13 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     // teardown proceeds: the record holds nothing the teardown decides, and
     // finishing it early keeps it out of the way of the next decision.
     let (d, p) = (daemon.clone(), prepared.clone());
-    let audited = tokio::task::spawn_blocking(move || audit_exit(&d, &p, &outcome, &exit, run_uid));
+    let decided = recorded.is_ok();
+    let audited = tokio::task::spawn_blocking(move || {
+        // A run whose decision was never recorded has no exit to record.
+        if decided {
+            audit_exit(&d, &p, &outcome, &exit, run_uid);
+        }
+    });
     let mut caller_writer = caller_writer;
     if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer)
         .await

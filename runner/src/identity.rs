@@ -6,12 +6,16 @@
 //! credentials. `PR_SET_DUMPABLE` would not help — `execve` resets it. So
 //! before confining we assert the boundary is really there: no root, a
 //! single uid and gid, no supplementary groups, no capabilities.
+//!
+//! In [`Isolation::Caller`] runs there is no such boundary by design; the
+//! runner then carries the caller's supplementary groups, and the check
+//! still refuses root, group 0, differing ids and capabilities.
 
 use nix::unistd::{getgroups, getresgid, getresuid};
 
-use crate::{sys, SandboxError};
+use crate::{sys, Isolation, SandboxError};
 
-pub(crate) fn check_unprivileged() -> Result<(), SandboxError> {
+pub(crate) fn check_unprivileged(isolation: Isolation) -> Result<(), SandboxError> {
     let uids = getresuid().map_err(|_| SandboxError::Identity("cannot read uids"))?;
     let gids = getresgid().map_err(|_| SandboxError::Identity("cannot read gids"))?;
     if uids.real.is_root() || uids.effective.is_root() || uids.saved.is_root() {
@@ -31,7 +35,10 @@ pub(crate) fn check_unprivileged() -> Result<(), SandboxError> {
         ));
     }
     let groups = getgroups().map_err(|_| SandboxError::Identity("cannot read groups"))?;
-    if groups.iter().any(|&g| g != gids.real) {
+    if groups.iter().any(|g| g.as_raw() == 0) {
+        return Err(SandboxError::Identity("running with supplementary group 0"));
+    }
+    if isolation == Isolation::DynamicUid && groups.iter().any(|&g| g != gids.real) {
         return Err(SandboxError::Identity("supplementary groups present"));
     }
     let (effective, permitted) =

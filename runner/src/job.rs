@@ -136,6 +136,7 @@ mod tests {
             tcp_bind: vec![],
             limits: Limits::default(),
             require_full_landlock: false,
+            isolation: Default::default(),
         };
         RunnerJob {
             argv: vec!["/usr/bin/env".into(), "-0".into()],

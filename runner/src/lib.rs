@@ -8,8 +8,9 @@
 //!
 //! 1. close every descriptor above 2 except an explicit keep-list,
 //! 2. resource limits (`RLIMIT_CORE` 0, `NPROC`, `NOFILE`, `AS`, `FSIZE`, `CPU`),
-//! 3. identity check: not root, one uid, one gid, no groups, no capabilities —
-//!    the different uid is what keeps `/proc/<pid>/environ` from the caller,
+//! 3. identity check: not root, one uid, one gid, no groups (the caller's
+//!    own groups in [`Isolation::Caller`]), no capabilities — the different
+//!    uid is what keeps `/proc/<pid>/environ` from the caller,
 //! 4. `PR_SET_NO_NEW_PRIVS`,
 //! 5. Landlock (filesystem, TCP ports, signal and abstract-socket scopes),
 //! 6. seccomp deny-list ([`seccomp`] holds the table).
@@ -56,6 +57,25 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// Refuse to run unless every requested Landlock feature is enforced.
     pub require_full_landlock: bool,
+    /// Which identity the runner was started under; decides what the
+    /// identity check (step 3) accepts.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// Under which identity a run executes (the policy's `isolation`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A fresh uid/gid that no account uses, with no supplementary groups:
+    /// the caller cannot read or trace the command.
+    #[default]
+    DynamicUid,
+    /// The caller's own uid, primary gid and supplementary groups (the
+    /// daemon takes them from the account database). Weaker: the caller can
+    /// read the command's environment while it runs. Still never root, never
+    /// group 0, no capabilities.
+    Caller,
 }
 
 /// Resource limits; each is set as both soft and hard limit, so the command
@@ -187,7 +207,7 @@ pub fn confine_keeping(
     limits::apply(&spec.limits)?;
 
     // 3. The uid boundary protects /proc/<pid>/environ; make sure it exists.
-    identity::check_unprivileged()?;
+    identity::check_unprivileged(spec.isolation)?;
 
     // 4. No set-uid/file-capability gains across exec; required by Landlock
     //    and seccomp for unprivileged callers.

@@ -166,10 +166,12 @@ fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
     send(&mut sock, &RunnerEvent::Confined { enforcement })?;
 
     let job::Prepared {
-        spec: _,
+        spec,
         patterns,
         vectors,
     } = prepared;
+    // Only a fresh run uid may be swept with kill(-1) (see `pump::run`).
+    let sweep_uid = spec.isolation == aivault_runner::Isolation::DynamicUid;
     let spawned = exec::spawn(exe.as_fd(), pipes, &vectors);
     // The parent has no use for the environment (it holds the secrets).
     drop(vectors);
@@ -179,7 +181,7 @@ fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
         Err(e) => return report_failure(&mut sock, e.exit_code(), e.to_string()),
     };
 
-    let outcome = pump::run(&mut sock, started, &patterns).map_err(RunnerError::Pump)?;
+    let outcome = pump::run(&mut sock, started, &patterns, sweep_uid).map_err(RunnerError::Pump)?;
     drop(patterns);
     send(
         &mut sock,

@@ -72,10 +72,14 @@ pub enum PumpError {
 }
 
 /// Runs the loop until the command has ended and its output is sent.
+/// `sweep_uid`: on failure, kill every process of the run's uid too — only
+/// when the uid is the run's own (never in caller mode, where it would hit
+/// the caller's other processes; the daemon kills that run's cgroup).
 pub fn run(
     sock: &mut UnixStream,
     started: Started,
     patterns: &Arc<Patterns>,
+    sweep_uid: bool,
 ) -> Result<Outcome, PumpError> {
     // Without a pidfd the loop polls waitpid instead.
     let pidfd = sys::pidfd_open(started.pid).ok();
@@ -83,6 +87,7 @@ pub fn run(
         sock,
         reader: FrameReader::default(),
         child: started.pid,
+        sweep_uid,
         pidfd,
         status: None,
         reaped_at: None,
@@ -150,6 +155,7 @@ struct Pump<'a> {
     sock: &'a mut UnixStream,
     reader: FrameReader,
     child: Pid,
+    sweep_uid: bool,
     pidfd: Option<OwnedFd>,
     status: Option<WaitStatus>,
     reaped_at: Option<Instant>,
@@ -405,19 +411,24 @@ impl Pump<'_> {
         })
     }
 
-    /// Kills every process of the run and reaps the command.
+    /// Kills every process of the run it can reach and reaps the command.
     ///
-    /// `kill(-1)` reaches every process this one may signal: those of the
-    /// run's uid (the uid is fresh, so only this run's), and with Landlock's
-    /// signal scope only those inside this sandbox. The runner itself is
-    /// spared by the kernel.
+    /// The command leads its own session, so its process group goes first.
+    /// With `sweep_uid`, `kill(-1)` then reaches every process this one may
+    /// signal: those of the run's uid (the uid is fresh, so only this
+    /// run's), and with Landlock's signal scope only those inside this
+    /// sandbox. The runner itself is spared by the kernel. In caller mode
+    /// the daemon's `cgroup.kill` ends whatever left the group.
     fn terminate(&mut self) {
         if self.status.is_none() {
             let _ = kill(self.child, Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(-self.child.as_raw()), Signal::SIGKILL);
+        if self.sweep_uid {
             let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+        if self.status.is_none() {
             self.status = reap(self.child);
-        } else {
-            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         }
     }
 }

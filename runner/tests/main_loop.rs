@@ -103,6 +103,7 @@ impl Fixture {
             tcp_bind: vec![],
             limits: Limits::default(),
             require_full_landlock: false,
+            isolation: Default::default(),
         }
     }
 

@@ -32,6 +32,9 @@ const EPERM: i32 = libc::EPERM;
 struct Case {
     uid: u32,
     gid: u32,
+    /// Supplementary groups the child keeps (none unless a case says so).
+    #[serde(default)]
+    groups: Vec<u32>,
     spec: Option<SandboxSpec>,
     checks: Vec<String>,
     env: Vec<(String, String)>,
@@ -54,7 +57,8 @@ fn child_entry() {
         println!("{}", serde_json::json!({ "error": what }));
         std::process::exit(3)
     };
-    nix::unistd::setgroups(&[]).unwrap_or_else(|e| fail(format!("setgroups: {e}")));
+    let groups: Vec<Gid> = case.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).unwrap_or_else(|e| fail(format!("setgroups: {e}")));
     let gid = Gid::from_raw(case.gid);
     let uid = Uid::from_raw(case.uid);
     nix::unistd::setresgid(gid, gid, gid).unwrap_or_else(|e| fail(format!("setresgid: {e}")));
@@ -185,6 +189,7 @@ impl Fixture {
             tcp_bind: vec![],
             limits: Limits::default(),
             require_full_landlock: false,
+            isolation: Default::default(),
         }
     }
 
@@ -472,6 +477,33 @@ fn confine_refuses_root() {
     let error = r.error.expect("confine must refuse root");
     assert!(error.contains("root"), "{error}");
     assert!(r.checks.is_empty());
+}
+
+#[test]
+fn supplementary_groups_only_in_caller_isolation_and_never_group_0() {
+    require_root();
+    let fx = Fixture::new();
+    let (_, extra) = fresh_ids();
+    let exec = ["exec:/usr/bin/true".to_owned()];
+
+    let mut case = fx.case(fx.spec(), &exec);
+    case.groups = vec![fx.gid, extra];
+    let error = run(&case)
+        .error
+        .expect("a fresh-uid run must have no groups");
+    assert!(error.contains("supplementary groups"), "{error}");
+
+    let mut spec = fx.spec();
+    spec.isolation = aivault_runner::Isolation::Caller;
+    let mut case = fx.case(spec.clone(), &exec);
+    case.groups = vec![fx.gid, extra];
+    let r = run_ok(&case);
+    r.allowed("exec:/usr/bin/true");
+
+    let mut case = fx.case(spec, &exec);
+    case.groups = vec![fx.gid, 0];
+    let error = run(&case).error.expect("group 0 is refused in every mode");
+    assert!(error.contains("group 0"), "{error}");
 }
 
 #[test]

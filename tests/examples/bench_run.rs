@@ -8,6 +8,9 @@
 //! Measures in one run: `vaultctl run -- /bin/true` minus `/bin/true` (whole
 //! processes, median and p99), the same with 16 concurrent clients, and
 //! `vaultctl run -- cat` of a 1 GiB file versus a bare pipe.
+//!
+//! `AIVAULT_BENCH_QUICK=1` measures only the overhead (no concurrency, no
+//! 1 GiB file): for comparing builds one after the other on a noisy machine.
 #![allow(clippy::unwrap_used)] // benchmark code: a panic is the failure report
 
 use std::io::Read;
@@ -64,6 +67,7 @@ fn drain(mut cmd: Command) -> (u64, f64) {
 }
 
 fn main() {
+    let quick = std::env::var_os("AIVAULT_BENCH_QUICK").is_some();
     let alice = User::ensure("aivt-alice");
     let data_dir = tempfile::Builder::new()
         .prefix("aivault-bench-")
@@ -78,7 +82,7 @@ fn main() {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
         let line = b"2026-11-22T05:00:00Z INFO request id=4f1c2a path=/v1/items status=200 bytes=512 took=3ms\n";
         let mut written = 0usize;
-        while written < 1 << 30 {
+        while written < 1 << 30 && !quick {
             f.write_all(line).unwrap();
             written += line.len();
         }
@@ -129,6 +133,9 @@ timeout = "10m"
         ms(pct(&with, 0.5).saturating_sub(pct(&bare, 0.5))),
         ms(pct(&with, 0.99).saturating_sub(pct(&bare, 0.99)))
     );
+    if quick {
+        return;
+    }
 
     let clients = 16;
     let per = 40;

@@ -415,3 +415,30 @@ fn processes_of_a_run_cannot_use_the_daemon() {
         "{text}"
     );
 }
+
+#[test]
+fn a_run_whose_decision_cannot_be_audited_never_starts() {
+    let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
+    let d = Daemon::start_new(Options {
+        policy: policy(&alice, &probe, ""),
+        ..Options::default()
+    });
+    ok(&d.vaultctl(&alice, &["run", "--", "sh", "-c", "echo ran"], b""));
+    // The daemon starts the runner while it writes the decision's record;
+    // the command must still never run when the record cannot be written.
+    let saved = d.audit_log().with_extension("saved");
+    std::fs::rename(d.audit_log(), &saved).unwrap();
+    std::fs::create_dir(d.audit_log()).unwrap();
+    let out = d.vaultctl(&alice, &["run", "--", "sh", "-c", "echo ran"], b"");
+    let err = aivault_tests::fails_with(&out, 6);
+    assert!(err.contains("audit log"), "{err}");
+    assert!(out.stdout.is_empty(), "the command ran: {:?}", out.stdout);
+    assert_nothing_left(&d);
+    std::fs::remove_dir(d.audit_log()).unwrap();
+    std::fs::rename(&saved, d.audit_log()).unwrap();
+    assert_eq!(
+        ok(&d.vaultctl(&alice, &["run", "--", "sh", "-c", "echo ran"], b"")).trim(),
+        "ran"
+    );
+}

@@ -42,8 +42,9 @@
 //!
 //! # Anchor
 //!
-//! After each record the anchor file (kept with the vault, away from the log) is
-//! atomically replaced by `{"seq":N,"mac":"<hex>","anchor_mac":"<hex>"}`:
+//! After each record the anchor file (kept with the vault, away from the log)
+//! durably records `{"seq":N,"mac":"<hex>","anchor_mac":"<hex>"}` (in one of
+//! two slots overwritten in turn; see `anchor.rs`):
 //! the last record's sequence number and MAC value, with
 //! `anchor_mac` = HMAC-SHA256(audit key, `"anchor"` ‖ N as big-endian u64 ‖ MAC
 //! value) — or `u:<hex SHA-256 of the same>` while sealed. It lets `verify`
@@ -81,7 +82,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use anchor::{read_anchor, write_anchor, AnchorProblem};
+use anchor::{read_anchor, AnchorProblem, AnchorWriter};
 use format::{hex, Body, HmacSha256, RecordMac, ZERO};
 use logfile::{last_record, open_log, sync_parent, write_line};
 pub use verify::VerifyReport;
@@ -198,6 +199,7 @@ struct Chain {
     /// An append failed after it may have written to the log; the next append
     /// first looks for that record so as not to reuse its sequence number.
     dirty: bool,
+    anchor: AnchorWriter,
 }
 
 /// The daemon's audit log. One per process; appends are serialized internally.
@@ -275,6 +277,7 @@ impl AuditLog {
                 mac,
                 key,
                 dirty: false,
+                anchor: AnchorWriter::default(),
             }),
         })
     }
@@ -317,7 +320,8 @@ impl AuditLog {
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
         write_line(&self.log_path, line.as_bytes(), chain.seq)?;
-        write_anchor(&self.anchor_path, seq, mac.value(), chain.key.as_ref())?;
+        let Chain { anchor, key, .. } = &mut *chain;
+        anchor.write(&self.anchor_path, seq, mac.value(), key.as_ref())?;
         chain.seq = seq;
         chain.mac = *mac.value();
         chain.dirty = false;

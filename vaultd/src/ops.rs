@@ -81,6 +81,8 @@ pub struct Runs {
     pub gate: RunnerGate,
     pub counter: Arc<RunCounter>,
     pub settings: RunSettings,
+    /// Per-run cgroups of caller-mode runs.
+    pub cgroups: crate::run::cgroup::RunCgroups,
 }
 
 enum VaultState {
@@ -256,6 +258,7 @@ impl Daemon {
             pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
             gate: RunnerGate::default(),
             counter: Arc::default(),
+            cgroups: Default::default(),
             settings: RunSettings {
                 runner: RunSettings::locate_runner(cfg.runs.runner.as_deref()),
                 runner_socket: runtime.join("runner.sock"),

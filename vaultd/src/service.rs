@@ -129,13 +129,26 @@ pub async fn drain_runs(daemon: &Daemon) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = daemon.runs().pool.leased_uids();
-    if !left.is_empty() {
-        tracing::warn!(runs = left.len(), "killing runs still active at shutdown");
+    let callers = daemon.runs().cgroups.active();
+    if !left.is_empty() || !callers.is_empty() {
+        tracing::warn!(
+            runs = left.len() + callers.len(),
+            "killing runs still active at shutdown"
+        );
         let dir = daemon.runs().settings.runs_dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for uid in left {
                 crate::run::supervise::kill_run_uid(uid);
                 let _ = std::fs::remove_dir_all(dir.join(uid.to_string()));
+            }
+            for cgroup in callers {
+                crate::run::cgroup::end_path(&cgroup);
+            }
+            // Caller-mode runs' directories are named `caller-<n>`.
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with("caller-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
         })
         .await;

@@ -9,6 +9,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+mod spawn;
+pub use spawn::{spawn_runner, RunnerSpawn, Spawned};
+
 /// `SO_PEERPIDFD` (Linux 6.5+); not yet exported by every libc crate release.
 const SO_PEERPIDFD: libc::c_int = 77;
 
@@ -67,33 +70,31 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
-/// Makes `fd` the child's fd 3 (without close-on-exec) when `cmd` spawns.
-/// This is how the runner receives the command's already-opened executable.
-pub fn inherit_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // dup2/fcntl, which are async-signal-safe; it touches no heap state.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+/// Who a runner runs as, and where it starts.
+#[derive(Debug, Clone)]
+pub struct ChildIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: empty for a fresh run uid, the caller's groups
+    /// from the account database in caller mode.
+    pub groups: Vec<u32>,
+    /// An open `cgroup.procs` the child joins first, while still root.
+    pub cgroup_procs: Option<std::os::fd::RawFd>,
 }
 
-/// Sends SIGKILL to every process running under `uid`, by forking a child
-/// that becomes `uid` and calls `kill(-1, SIGKILL)`: the kernel then signals
-/// exactly the processes that uid may signal — its own. The child blocks
-/// every signal it can and may not dump core (it is a copy of the daemon's
-/// memory); if a run process manages to stop it, the parent kills it and
-/// reports failure so the caller tries again.
+/// Sends SIGKILL to every process running under `uid`, from a short-lived
+/// child that becomes `uid` and calls `kill(-1, SIGKILL)`: the kernel then
+/// signals exactly the processes that uid may signal — its own.
+///
+/// The child is a `clone(CLONE_VM)` of the daemon (see [`spawn`] for why
+/// a `fork` of the daemon is expensive): it runs on its own stack, makes raw
+/// system calls only (no core dumps, no groups, `setresgid`, `setresuid`,
+/// `kill`, `exit_group`), with every signal blocked from before the clone.
+/// Changing its uid marks the shared memory non-dumpable, so run processes
+/// cannot read it through `ptrace` or `/proc/<pid>/mem`. Without
+/// `CLONE_VFORK` this thread keeps control: if a run process stops the
+/// killer (SIGSTOP cannot be blocked) it is killed and failure reported, so
+/// the caller tries again.
 pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
     if uid == 0 {
         return Err(io::Error::new(
@@ -101,56 +102,108 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
             "refusing to kill uid 0",
         ));
     }
-    // SAFETY: the daemon is multithreaded, so the child may only make
-    // async-signal-safe calls: sigfillset/sigprocmask, setrlimit, setgroups,
-    // setresgid, setresuid, kill and _exit are plain system calls (or pure
-    // functions on a stack buffer) and allocate nothing.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(io::Error::last_os_error());
+    let target: libc::uid_t = uid;
+    let mut stack = vec![0u8; 16 * 1024];
+    // SAFETY: the stack grows down from its 16-byte aligned end, inside the
+    // allocation, which is released only once the child has been reaped.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    // SAFETY: plain signal-mask calls on valid sigsets.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    if pid == 0 {
-        // SAFETY: see above; `_exit` never returns and skips atexit handlers.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            let ok = libc::setgroups(0, std::ptr::null()) == 0
-                && libc::setresgid(uid, uid, uid) == 0
-                && libc::setresuid(uid, uid, uid) == 0;
-            if ok {
-                libc::kill(-1, libc::SIGKILL);
-                libc::_exit(0);
-            }
-            libc::_exit(1);
-        }
+    // SAFETY: `killer` reads only `target`, which lives on this frame until
+    // the child is reaped below, and makes raw system calls only.
+    let pid = unsafe {
+        libc::clone(
+            killer,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::SIGCHLD,
+            &target as *const libc::uid_t as *mut libc::c_void,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid == -1 {
+        return Err(clone_error);
     }
     let mut status = 0;
-    // SAFETY: `pid` is our own child; `status` is a valid out-pointer.
-    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
+    loop {
+        // SAFETY: `pid` is our own unreaped child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != -1 {
+            break;
+        }
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            // Cannot tell whether it still runs on `stack`: never free it.
+            std::mem::forget(stack);
+            return Err(io::Error::other("lost track of the killer"));
+        }
     }
     if libc::WIFSTOPPED(status) {
         // SAFETY: `pid` is our stopped, unreaped child, so it names exactly
         // that process; SIGKILL ends it even while stopped.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut status, 0);
+            while libc::waitpid(pid, &mut status, 0) == -1
+                && io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
+            {}
         }
+        drop(stack);
         return Err(io::Error::other("the killer was stopped by a run process"));
     }
+    drop(stack);
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(io::Error::other(
             "could not switch to the run uid to kill its processes",
         ));
     }
     Ok(())
+}
+
+/// The killer child (see [`kill_all_of_uid`]).
+extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the parent's `uid_t`, alive until this child
+    // is reaped; raw system calls only, no allocation, no lock.
+    unsafe {
+        let uid = *(arg as *const libc::uid_t);
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_CORE,
+            &no_core as *const libc::rlimit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        );
+        let ok = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0
+            && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
+            && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0;
+        if ok {
+            libc::syscall(libc::SYS_kill, -1, libc::SIGKILL);
+        }
+        libc::syscall(libc::SYS_exit_group, if ok { 0 } else { 1 });
+        0
+    }
+}
+
+/// The account of `uid` from the user and group databases: its primary
+/// gid and every group it belongs to (primary included).
+pub fn account(uid: u32) -> Option<(u32, Vec<u32>)> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let user = User::from_uid(Uid::from_raw(uid)).ok()??;
+    let name = std::ffi::CString::new(user.name).ok()?;
+    let groups = getgrouplist(&name, user.gid).ok()?;
+    Some((
+        user.gid.as_raw(),
+        groups.into_iter().map(Gid::as_raw).collect(),
+    ))
 }
 
 /// Supplementary groups of the account `uid`, from the group database.

@@ -219,6 +219,14 @@ impl Policy {
     pub fn mentions_command(&self, argv0: &str) -> bool {
         self.inner.rules.iter().any(|r| r.mentions(argv0))
     }
+
+    /// Whether any rule or grant names groups: if none does, a caller's
+    /// group memberships cannot change a decision and the daemon need not
+    /// ask the account database for them.
+    pub fn uses_groups(&self) -> bool {
+        self.inner.rules.iter().any(|r| !r.groups.is_empty())
+            || self.inner.grants.iter().any(|g| !g.groups.is_empty())
+    }
 }
 
 /// Parses policy text as if it were one file named `name` (tests, tools).

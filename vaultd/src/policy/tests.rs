@@ -549,3 +549,14 @@ fn errors_name_the_file_on_disk() {
     assert!(e.starts_with(&want.display().to_string()), "{e}");
     assert!(e.contains("rule \"x\"") && e.contains("LD_PRELOAD"), "{e}");
 }
+
+#[test]
+fn a_policy_uses_groups_only_if_a_rule_or_grant_names_one() {
+    let users_only = "[[rule]]\nname = \"a\"\ncommand = \"/usr/bin/true\"\nusers = [1000]\n";
+    assert!(!parse(users_only).unwrap().uses_groups());
+    let rule = "[[rule]]\nname = \"a\"\ncommand = \"/usr/bin/true\"\ngroups = [100]\n";
+    assert!(parse(rule).unwrap().uses_groups());
+    let grant = format!("{users_only}\n[[grant]]\nsecret = \"S\"\ngroups = [100]\n");
+    assert!(parse(&grant).unwrap().uses_groups());
+    assert!(parse(EXAMPLE).unwrap().uses_groups());
+}

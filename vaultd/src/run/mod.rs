@@ -2,15 +2,19 @@
 //! `aivault-runner`, and tearing every run down completely.
 //!
 //! * [`uidpool`] leases a fresh uid per run;
+//! * [`cgroup`] gives each `isolation = "caller"` run its own cgroup v2, the
+//!   only way to end it completely when it shares the caller's uid;
 //! * [`spawn`] prepares the run's private directories and starts the runner
-//!   under that uid with the command's open executable as fd 3;
+//!   under the run's identity with the command's open executable as fd 3;
 //! * [`RunnerGate`] accepts runner connections on a separate socket and hands
-//!   each to the run that spawned it — only if the peer's uid *and* pid are
+//!   each to the run that spawned it — only if the peer's pid *and* uid are
 //!   the ones spawned;
 //! * [`supervise`] moves bytes between caller and runner, enforces the
-//!   timeout and output limit, and on every exit path kills all processes of
-//!   the run's uid, removes its directories and frees the uid.
+//!   timeout and output limit, and on every exit path kills every process of
+//!   the run (its uid, or its cgroup), removes its directories and frees the
+//!   uid.
 
+pub mod cgroup;
 pub mod prepare;
 pub mod relay;
 pub mod spawn;
@@ -20,20 +24,44 @@ pub mod uidpool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
-/// A runner's connection and the pid the kernel reports for it.
-pub type RunnerConn = (UnixStream, i32);
+/// How long a runner has to connect back after it was started.
+pub const RUNNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runner connections awaited by runs, keyed by run uid.
-type Waiters = HashMap<u32, oneshot::Sender<RunnerConn>>;
+/// A run waiting for its runner: the uid it was started as.
+#[derive(Debug)]
+struct Waiter {
+    uid: u32,
+    tx: oneshot::Sender<UnixStream>,
+}
+
+/// A connection from a child of the daemon that arrived before its run
+/// registered the child's pid (the runner may connect before `spawn`
+/// returns to the daemon).
+#[derive(Debug)]
+struct Early {
+    pid: i32,
+    uid: u32,
+    stream: UnixStream,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Expected {
+    /// Keyed by runner pid: pids are unique among live processes, uids are
+    /// not (caller-mode runs of one user run under the same uid).
+    waiting: HashMap<i32, Waiter>,
+    early: Vec<Early>,
+}
 
 /// Where runners connect, and who is expected.
 #[derive(Clone, Default)]
 pub struct RunnerGate {
-    waiting: Arc<Mutex<Waiters>>,
+    expected: Arc<Mutex<Expected>>,
 }
 
 impl std::fmt::Debug for RunnerGate {
@@ -42,46 +70,102 @@ impl std::fmt::Debug for RunnerGate {
     }
 }
 
+/// Whether `pid` is a child of this daemon (`/proc/<pid>/stat`, field 4).
+fn is_our_child(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok());
+    ppid == Some(std::process::id())
+}
+
 impl RunnerGate {
-    /// Registers a run uid before its runner is spawned; the receiver
-    /// yields the first connection from that uid with its kernel-reported
-    /// pid, which the run compares with the pid it spawned.
-    pub fn expect(&self, uid: u32) -> oneshot::Receiver<RunnerConn> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Expected> {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a runner just spawned as `pid` under `uid`; the receiver
+    /// yields its connection once one arrives from exactly that pid and uid
+    /// (at once if it already has).
+    pub fn expect(&self, pid: i32, uid: u32) -> oneshot::Receiver<UnixStream> {
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid, tx);
+        let mut expected = self.lock();
+        match expected.early.iter().position(|e| e.pid == pid) {
+            Some(i) => {
+                let early = expected.early.swap_remove(i);
+                if early.uid == uid {
+                    let _ = tx.send(early.stream);
+                } else {
+                    tracing::error!(
+                        pid,
+                        expected = uid,
+                        got = early.uid,
+                        "runner connected under an unexpected uid; refused"
+                    );
+                }
+            }
+            None => {
+                expected.waiting.insert(pid, Waiter { uid, tx });
+            }
+        }
         rx
     }
 
     /// Forgets an expected runner (it never connected, or the run ended).
-    pub fn forget(&self, uid: u32) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
+    pub fn forget(&self, pid: i32) {
+        let mut expected = self.lock();
+        expected.waiting.remove(&pid);
+        expected.early.retain(|e| e.pid != pid);
     }
 
-    /// Accepts runner connections forever. A connection from a uid no run is
-    /// waiting for is closed at once; the pid is checked by the run.
+    /// Accepts runner connections forever. A connection is handed to the
+    /// run that spawned its pid if the uid matches too; one from another
+    /// child of the daemon is held briefly for its run to register; any
+    /// other is closed at once.
     pub async fn serve(self, listener: UnixListener) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
             let Ok(peer) = crate::sys::peer_identity(&stream) else {
                 continue;
             };
-            let waiter = self
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&peer.uid);
+            let waiter = self.lock().waiting.remove(&peer.pid);
             match waiter {
-                Some(tx) => {
-                    let _ = tx.send((stream, peer.pid));
+                Some(w) if w.uid == peer.uid => {
+                    let _ = w.tx.send(stream);
+                }
+                Some(w) => {
+                    tracing::error!(
+                        pid = peer.pid,
+                        expected = w.uid,
+                        got = peer.uid,
+                        "runner connected under an unexpected uid; refused"
+                    );
+                }
+                None if is_our_child(peer.pid) => {
+                    let mut expected = self.lock();
+                    expected
+                        .early
+                        .retain(|e| e.at.elapsed() < RUNNER_CONNECT_TIMEOUT);
+                    // A run registers right after spawning; re-check now
+                    // that the lock is held, so no registration is missed.
+                    match expected.waiting.remove(&peer.pid) {
+                        Some(w) if w.uid == peer.uid => {
+                            let _ = w.tx.send(stream);
+                        }
+                        Some(_) => {}
+                        None => expected.early.push(Early {
+                            pid: peer.pid,
+                            uid: peer.uid,
+                            stream,
+                            at: Instant::now(),
+                        }),
+                    }
                 }
                 None => {
                     tracing::warn!(

@@ -36,6 +36,43 @@ pub struct PreparedRun {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub timeout: Duration,
+    /// For `isolation = "caller"`: the identity to run as, from the
+    /// account database. None for a fresh-uid run.
+    pub as_caller: Option<CallerIdentity>,
+    /// The audit record of the decision, written by
+    /// [`Daemon::record_run_decision`].
+    pub record: serde_json::Value,
+}
+
+/// The caller's identity for a caller-mode run: its uid (from
+/// `SO_PEERCRED`), and its primary gid and groups from the account database,
+/// never from anything the caller says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Tasks (processes and threads) the caller's uid runs at decision
+    /// time: `RLIMIT_NPROC` counts them against the run's limit.
+    pub running_tasks: u64,
+}
+
+/// The identity of a caller-mode run, or why there is none.
+fn caller_identity(uid: u32) -> Result<CallerIdentity, String> {
+    if uid == 0 {
+        return Err("isolation `caller` never runs a command as root".into());
+    }
+    let (gid, groups) = crate::sys::account(uid)
+        .ok_or_else(|| format!("isolation `caller` needs an account for uid {uid}"))?;
+    if gid == 0 || groups.contains(&0) {
+        return Err("isolation `caller` refuses accounts in group 0".into());
+    }
+    Ok(CallerIdentity {
+        uid,
+        gid,
+        groups,
+        running_tasks: super::uidpool::tasks_of(uid),
+    })
 }
 
 impl std::fmt::Debug for PreparedRun {
@@ -82,9 +119,10 @@ fn check_shape(req: &RunRequest) -> Result<(), WireError> {
 }
 
 impl Daemon {
-    /// Decides a run request: resolves the binary, applies the policy,
-    /// fetches the granted secrets, and audits the decision. Denials are
-    /// audited too.
+    /// Decides a run request: resolves the binary, applies the policy and
+    /// fetches the granted secrets. Denials are audited here; the record of
+    /// an allowed run is written by [`Daemon::record_run_decision`], which
+    /// the run path awaits before anything reaches the runner.
     pub fn prepare_run(&self, caller: &Caller, req: RunRequest) -> Result<PreparedRun, WireError> {
         const OP: &str = "run";
         let deny = |e: WireError, detail: serde_json::Value| -> WireError {
@@ -114,7 +152,11 @@ impl Daemon {
         let who = Who {
             uid: caller.uid,
             gid: caller.gid,
-            groups: crate::sys::account_groups(caller.uid, caller.gid),
+            groups: if policy.uses_groups() {
+                crate::sys::account_groups(caller.uid, caller.gid)
+            } else {
+                Vec::new()
+            },
         };
         let query = RunQuery {
             who,
@@ -135,12 +177,21 @@ impl Daemon {
         let decision = policy
             .decide(&query)
             .map_err(|d| deny(denied(d.reason), json!({ "command": command_text })))?;
-        if decision.isolation == Isolation::Caller {
-            return Err(deny(
-                denied("isolation mode `caller` is not supported by this daemon yet"),
-                json!({ "command": command_text, "rule": decision.rule }),
-            ));
-        }
+        let as_caller = match decision.isolation {
+            Isolation::DynamicUid => None,
+            Isolation::Caller => {
+                let detail = || json!({ "command": command_text, "rule": decision.rule, "isolation": "caller" });
+                // Fail closed: without a cgroup to kill, the run could not
+                // be ended completely.
+                if let Err(e) = self.runs().cgroups.base() {
+                    return Err(deny(
+                        denied(format!("isolation `caller` needs a cgroup v2 hierarchy the daemon can manage ({e}); refused")),
+                        detail(),
+                    ));
+                }
+                Some(caller_identity(caller.uid).map_err(|why| deny(denied(why), detail()))?)
+            }
+        };
         let cwd = match (req.cwd_readable, &req.cwd) {
             (false, _) => None,
             (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
@@ -193,21 +244,14 @@ impl Daemon {
             .map_or(decision.sandbox.timeout, |t| {
                 t.min(decision.sandbox.timeout)
             });
-        self.audit_event(
-            caller,
-            OP,
-            Some(&decision.rule),
-            Outcome::Ok,
-            None,
-            json!({
-                "command": command_text,
-                "argv": argv_redacted,
-                "rule": decision.rule,
-                "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
-                "isolation": "dynamic-uid",
-                "timeout_ms": timeout.as_millis() as u64,
-            }),
-        )?;
+        let record = json!({
+            "command": command_text,
+            "argv": argv_redacted,
+            "rule": decision.rule,
+            "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
+            "isolation": decision.isolation,
+            "timeout_ms": timeout.as_millis() as u64,
+        });
         Ok(PreparedRun {
             caller: *caller,
             command,
@@ -218,7 +262,25 @@ impl Daemon {
             env,
             cwd,
             timeout,
+            as_caller,
+            record,
         })
+    }
+}
+
+impl Daemon {
+    /// Makes the decision of an allowed run durable in the audit log. The
+    /// run path starts the (still empty-handed) runner meanwhile, and sends
+    /// it the job — secrets, command — only once this returned `Ok`.
+    pub fn record_run_decision(&self, prepared: &PreparedRun) -> Result<(), WireError> {
+        self.audit_event(
+            &prepared.caller,
+            "run",
+            Some(&prepared.decision.rule),
+            Outcome::Ok,
+            None,
+            prepared.record.clone(),
+        )
     }
 }
 

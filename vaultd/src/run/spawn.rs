@@ -1,12 +1,14 @@
-//! Starting the runner: a private directory per run, owned by the run uid,
-//! and `aivault-runner` started under that uid with no supplementary groups,
-//! a clean environment, and the command's open executable as fd 3.
+//! Starting the runner: a private directory per run, owned by the run's
+//! uid, and `aivault-runner` started under the run's identity (a fresh uid
+//! with no supplementary groups, or in caller mode the caller's uid, gid
+//! and account groups, inside the run's cgroup), a clean environment, and
+//! the command's open executable as fd 3.
 
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use super::RunSettings;
 
@@ -18,13 +20,26 @@ pub enum SpawnError {
     Start(std::io::Error),
 }
 
-/// A run's private directories: `<runs>/<uid>/{home,tmp}`, all 0700 and
-/// owned by the run uid.
+/// A run's private directories: `<runs>/<name>/{home,tmp}`, all 0700 and
+/// owned by the run's uid and gid. `<name>` is the run uid for a
+/// dynamic-uid run (unique while leased) and `caller-<n>` in caller mode.
 #[derive(Debug, Clone)]
 pub struct RunDirs {
     pub root: PathBuf,
     pub home: PathBuf,
     pub tmp: PathBuf,
+}
+
+impl RunDirs {
+    /// The directories of run `name` below `runs_dir` (not created).
+    pub fn named(runs_dir: &Path, name: &str) -> Self {
+        let root = runs_dir.join(name);
+        RunDirs {
+            home: root.join("home"),
+            tmp: root.join("tmp"),
+            root,
+        }
+    }
 }
 
 /// Creates a root-owned 0700 directory (mode set at creation: no chmod that
@@ -34,37 +49,32 @@ fn root_dir(path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
-/// Hands a directory to the run uid without following symlinks.
-fn give(path: &Path, uid: u32) -> std::io::Result<()> {
-    lchown(path, Some(uid), Some(uid))
+/// Hands a directory to the run's uid and gid without following symlinks.
+fn give(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    lchown(path, Some(uid), Some(gid))
 }
 
-/// Creates the run's directories (removing any stale ones of the same uid).
-pub fn make_dirs(runs_dir: &Path, uid: u32) -> Result<RunDirs, SpawnError> {
+/// Creates the run's directories (removing any stale ones of the same name).
+pub fn make_dirs(runs_dir: &Path, name: &str, uid: u32, gid: u32) -> Result<RunDirs, SpawnError> {
     if !runs_dir.exists() {
         std::fs::create_dir_all(runs_dir).map_err(SpawnError::Dir)?;
     }
     // Run uids must be able to traverse to their own directory, nothing more.
     std::fs::set_permissions(runs_dir, std::fs::Permissions::from_mode(0o711))
         .map_err(SpawnError::Dir)?;
-    let root = runs_dir.join(uid.to_string());
-    if std::fs::symlink_metadata(&root).is_ok() {
-        std::fs::remove_dir_all(&root).map_err(SpawnError::Dir)?;
+    let dirs = RunDirs::named(runs_dir, name);
+    if std::fs::symlink_metadata(&dirs.root).is_ok() {
+        std::fs::remove_dir_all(&dirs.root).map_err(SpawnError::Dir)?;
     }
-    let dirs = RunDirs {
-        home: root.join("home"),
-        tmp: root.join("tmp"),
-        root,
-    };
     // Everything stays root-owned until the last step, and the run's root
     // directory is handed over last, so the run uid never controls a
     // directory in which root is still creating or changing entries.
     root_dir(&dirs.root).map_err(SpawnError::Dir)?;
     root_dir(&dirs.home).map_err(SpawnError::Dir)?;
     root_dir(&dirs.tmp).map_err(SpawnError::Dir)?;
-    give(&dirs.home, uid).map_err(SpawnError::Dir)?;
-    give(&dirs.tmp, uid).map_err(SpawnError::Dir)?;
-    give(&dirs.root, uid).map_err(SpawnError::Dir)?;
+    give(&dirs.home, uid, gid).map_err(SpawnError::Dir)?;
+    give(&dirs.tmp, uid, gid).map_err(SpawnError::Dir)?;
+    give(&dirs.root, uid, gid).map_err(SpawnError::Dir)?;
     Ok(dirs)
 }
 
@@ -77,24 +87,35 @@ pub fn remove_dirs(dirs: &RunDirs) {
     }
 }
 
-/// Starts the runner as `uid`:`uid` (std clears supplementary groups when
-/// root sets a uid), in its home, with an empty environment.
+/// Starts the runner as `who` (see [`crate::sys::spawn_runner`]: joins the
+/// run's cgroup if any, then drops to the run's identity), in its home, with
+/// an empty environment, stdin and stdout on `/dev/null`.
 pub fn start_runner(
     settings: &RunSettings,
-    uid: u32,
+    who: &crate::sys::ChildIdentity,
     dirs: &RunDirs,
     command: &std::fs::File,
-) -> Result<Child, SpawnError> {
-    let mut cmd = Command::new(&settings.runner);
-    cmd.arg("--socket")
-        .arg(&settings.runner_socket)
-        .env_clear()
-        .current_dir(&dirs.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .uid(uid)
-        .gid(uid);
-    crate::sys::inherit_as_fd3(&mut cmd, command.as_raw_fd());
-    cmd.spawn().map_err(SpawnError::Start)
+) -> Result<crate::sys::Spawned, SpawnError> {
+    let c = |p: &std::ffi::OsStr| {
+        CString::new(p.as_bytes()).map_err(|e| SpawnError::Start(std::io::Error::other(e)))
+    };
+    let program = c(settings.runner.as_os_str())?;
+    let socket = c(settings.runner_socket.as_os_str())?;
+    let cwd = c(dirs.home.as_os_str())?;
+    let flag = c(std::ffi::OsStr::new("--socket"))?;
+    let null_in = std::fs::File::open("/dev/null").map_err(SpawnError::Start)?;
+    let null_out = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(SpawnError::Start)?;
+    crate::sys::spawn_runner(&crate::sys::RunnerSpawn {
+        program: &program,
+        argv: &[&program, &flag, &socket],
+        cwd: &cwd,
+        null_in: null_in.as_raw_fd(),
+        null_out: null_out.as_raw_fd(),
+        exe: command.as_raw_fd(),
+        who,
+    })
+    .map_err(SpawnError::Start)
 }

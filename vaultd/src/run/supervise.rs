@@ -14,62 +14,188 @@ use aivault_proto::{
 use serde_json::json;
 use tokio::net::UnixStream;
 
+use super::cgroup::RunCgroup;
 use super::prepare::{PreparedRun, RUN_PATH};
 use super::relay::{self, Ends, Relayed, EXIT_RUNNER_FAILED};
 use super::spawn::{self, RunDirs};
 use super::uidpool::UidLease;
+use super::RUNNER_CONNECT_TIMEOUT;
 use crate::audit::Outcome;
 use crate::ops::Daemon;
+use crate::sys::ChildIdentity;
 
 pub use super::relay::{EXIT_OUTPUT_LIMIT, EXIT_TIMEOUT};
 
 /// Uids kept checked and ready for the next runs.
 const REFILL: usize = 8;
-/// How long a started runner has to connect back.
-const RUNNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the final status may take to reach a caller that does not read.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A started runner and what belongs to it.
-struct Started {
-    lease: UidLease,
-    dirs: RunDirs,
-    child: std::process::Child,
-    connection: tokio::sync::oneshot::Receiver<super::RunnerConn>,
+/// Whose identity a run has, and therefore how it is ended.
+#[derive(Debug)]
+enum RunAs {
+    /// A leased fresh uid: teardown kills every process of the uid, then
+    /// returns it to the pool.
+    Lease(UidLease),
+    /// The caller's own uid: teardown kills the run's cgroup.
+    Caller { uid: u32, cgroup: RunCgroup },
 }
 
-/// Leases a uid, creates its directories and starts the runner (blocking work).
-fn start(
+impl RunAs {
+    fn uid(&self) -> u32 {
+        match self {
+            RunAs::Lease(lease) => lease.uid(),
+            RunAs::Caller { uid, .. } => *uid,
+        }
+    }
+}
+
+/// What a run leaves to tear down.
+#[derive(Debug)]
+struct Leftovers {
+    run_as: RunAs,
+    dirs: RunDirs,
+    runner: Option<crate::sys::Spawned>,
+}
+
+/// A started runner and what belongs to it.
+struct Started {
+    leftovers: Leftovers,
+    connection: tokio::sync::oneshot::Receiver<UnixStream>,
+}
+
+/// Why a run did not start, and what it leaves to tear down.
+type StartError = (String, Option<Box<Leftovers>>);
+
+/// Takes the run's identity: a leased uid, or the caller's uid in a fresh
+/// cgroup. Returns it with the child identity and the directory name.
+fn identity(
     daemon: &Daemon,
-    prepared_file: &std::fs::File,
-) -> Result<Started, (String, Option<(UidLease, RunDirs)>)> {
+    prepared: &PreparedRun,
+) -> Result<(RunAs, ChildIdentity, String), String> {
     let runs = daemon.runs();
-    let lease = runs.pool.acquire().map_err(|e| (e.to_string(), None))?;
-    let uid = lease.uid();
-    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, uid) {
+    match &prepared.as_caller {
+        None => {
+            let lease = runs.pool.acquire().map_err(|e| e.to_string())?;
+            let uid = lease.uid();
+            let who = ChildIdentity {
+                uid,
+                gid: uid,
+                groups: Vec::new(),
+                cgroup_procs: None,
+            };
+            Ok((RunAs::Lease(lease), who, uid.to_string()))
+        }
+        Some(caller) => {
+            let cgroup = runs.cgroups.create().map_err(|e| {
+                tracing::error!(error = %e, "cannot create the run's cgroup");
+                format!("isolation `caller` needs a run cgroup: {e}")
+            })?;
+            let who = ChildIdentity {
+                uid: caller.uid,
+                gid: caller.gid,
+                groups: caller.groups.clone(),
+                cgroup_procs: Some(cgroup.procs_fd()),
+            };
+            let name = format!("caller-{}", cgroup.id());
+            let run_as = RunAs::Caller {
+                uid: caller.uid,
+                cgroup,
+            };
+            Ok((run_as, who, name))
+        }
+    }
+}
+
+/// Takes the run's identity, creates its directories and starts the
+/// runner (blocking work).
+fn start(daemon: &Daemon, prepared: &PreparedRun) -> Result<Started, StartError> {
+    let runs = daemon.runs();
+    let (run_as, who, name) = identity(daemon, prepared).map_err(|e| (e, None))?;
+    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, &name, who.uid, who.gid) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot create run directory");
-            return Err(("the run could not be prepared".into(), None));
+            let dirs = RunDirs::named(&runs.settings.runs_dir, &name);
+            let leftovers = Leftovers {
+                run_as,
+                dirs,
+                runner: None,
+            };
+            return Err((
+                "the run could not be prepared".into(),
+                Some(Box::new(leftovers)),
+            ));
         }
     };
-    let connection = runs.gate.expect(uid);
-    match spawn::start_runner(&runs.settings, uid, &dirs, prepared_file) {
-        Ok(child) => Ok(Started {
-            lease,
-            dirs,
-            child,
-            connection,
-        }),
+    let uid = who.uid;
+    match spawn::start_runner(&runs.settings, &who, &dirs, &prepared.command.file) {
+        Ok(child) => {
+            let pid = child.id();
+            let connection = runs.gate.expect(pid, uid);
+            Ok(Started {
+                leftovers: Leftovers {
+                    run_as,
+                    dirs,
+                    runner: Some(child),
+                },
+                connection,
+            })
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runner");
-            runs.gate.forget(uid);
+            let leftovers = Leftovers {
+                run_as,
+                dirs,
+                runner: None,
+            };
             Err((
                 "the runner could not be started".into(),
-                Some((lease, dirs)),
+                Some(Box::new(leftovers)),
             ))
         }
     }
+}
+
+/// Ends a run completely: no process of it survives, its directories go,
+/// and only then does a leased uid return to the pool. Returns the run's uid.
+fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
+    let Leftovers {
+        run_as,
+        dirs,
+        runner,
+    } = leftovers;
+    let uid = run_as.uid();
+    let clean = match run_as {
+        RunAs::Lease(lease) => {
+            let clean = kill_run_uid(uid);
+            if clean {
+                Some(lease)
+            } else {
+                // Never hand out a uid whose processes survive.
+                tracing::error!(uid, "withholding the uid of a run whose processes survive");
+                std::mem::forget(lease);
+                None
+            }
+        }
+        RunAs::Caller { cgroup, .. } => {
+            if !daemon.runs().cgroups.end(cgroup) {
+                tracing::error!(uid, "processes of a caller-mode run survive");
+            }
+            None
+        }
+    };
+    if let Some(mut child) = runner {
+        let pid = child.id();
+        let _ = child.wait();
+        daemon.runs().gate.forget(pid);
+    }
+    spawn::remove_dirs(&dirs);
+    if let Some(lease) = clean {
+        drop(lease);
+        daemon.runs().pool.refill(REFILL);
+    }
+    uid
 }
 
 fn failed(message: &str) -> Relayed {
@@ -98,19 +224,27 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let (to_caller, caller_writer) = relay::writer(caller_w, false);
     let (from_caller, caller_reader) = relay::reader::<_, RunInput>(caller_r);
 
+    // The decision's audit record is made durable while the runner starts:
+    // the runner gets nothing (no job, no secret, no command) before the
+    // record is written, and is torn down if it cannot be.
     let (d, p) = (daemon.clone(), prepared.clone());
-    let setup = tokio::task::spawn_blocking(move || start(&d, &p.command.file))
+    let recorded = tokio::task::spawn_blocking(move || d.record_run_decision(&p));
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let setup = tokio::task::spawn_blocking(move || start(&d, &p));
+    let recorded = recorded.await.unwrap_or_else(|_| {
+        Err(WireError::new(
+            ErrorCode::Internal,
+            "internal error while auditing the run",
+        ))
+    });
+    let setup = setup
         .await
         .unwrap_or_else(|_| Err(("internal error while starting the run".into(), None)));
 
-    let (outcome, started, leftovers) = match setup {
-        Err((message, leftovers)) => (
-            failed(&message),
-            false,
-            leftovers.map(|(l, d)| (l, d, None)),
-        ),
-        Ok(s) => {
-            let pid = s.child.id() as i32;
+    let (outcome, started, leftovers) = match (&recorded, setup) {
+        (Err(e), Ok(s)) => (failed(&e.message), false, Some(s.leftovers)),
+        (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),
+        (Ok(()), Ok(s)) => {
             let ends = Ends {
                 from_runner: tokio::sync::mpsc::channel(1).1,
                 to_runner: tokio::sync::mpsc::channel(1).0,
@@ -119,35 +253,18 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
                 caller_probe,
             };
             let (outcome, started) =
-                drive(&prepared, &s.dirs, pid, s.connection, ends, request_id).await;
-            (outcome, started, Some((s.lease, s.dirs, Some(s.child))))
+                drive(&prepared, &s.leftovers.dirs, s.connection, ends, request_id).await;
+            (outcome, started, Some(s.leftovers))
         }
     };
     caller_reader.abort();
 
-    // Teardown starts at once, on every path: no process of the run uid
-    // survives, its directories go, and only then does the uid return to the
-    // pool. The caller's status is reported meanwhile.
+    // Teardown starts at once, on every path: no process of the run
+    // survives, its directories go, and only then does a leased uid return
+    // to the pool. The caller's status is reported meanwhile.
+    let run_uid = leftovers.as_ref().map(|l| l.run_as.uid());
     let d = daemon.clone();
-    let teardown = tokio::task::spawn_blocking(move || {
-        let (lease, dirs, child) = leftovers?;
-        let uid = lease.uid();
-        let clean = kill_run_uid(uid);
-        if let Some(mut child) = child {
-            let _ = child.wait();
-        }
-        d.runs().gate.forget(uid);
-        spawn::remove_dirs(&dirs);
-        if clean {
-            drop(lease);
-        } else {
-            // Never hand out a uid whose processes survive.
-            tracing::error!(uid, "withholding the uid of a run whose processes survive");
-            std::mem::forget(lease);
-        }
-        d.runs().pool.refill(REFILL);
-        Some(uid)
-    });
+    let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&d, l)));
 
     let mut outcome = outcome;
     if outcome.reason == EndReason::Timeout {
@@ -167,10 +284,14 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let report = if started {
         aivault_proto::encode(&RunEvent::Exit(exit.clone()))
     } else {
-        let err = WireError::new(
-            ErrorCode::Internal,
-            outcome.message.clone().unwrap_or_default(),
-        );
+        let err = match &recorded {
+            // The audit's own error, as when a decision cannot be recorded.
+            Err(e) => e.clone(),
+            Ok(()) => WireError::new(
+                ErrorCode::Internal,
+                outcome.message.clone().unwrap_or_default(),
+            ),
+        };
         aivault_proto::encode(&Response {
             id: request_id,
             result: Err(err),
@@ -180,6 +301,17 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);
+    // The exit is audited while the caller reads its status and the
+    // teardown proceeds: the record holds nothing the teardown decides, and
+    // finishing it early keeps it out of the way of the next decision.
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let decided = recorded.is_ok();
+    let audited = tokio::task::spawn_blocking(move || {
+        // A run whose decision was never recorded has no exit to record.
+        if decided {
+            audit_exit(&d, &p, &outcome, &exit, run_uid);
+        }
+    });
     let mut caller_writer = caller_writer;
     if tokio::time::timeout(REPORT_TIMEOUT, &mut caller_writer)
         .await
@@ -187,10 +319,9 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     {
         caller_writer.abort();
     }
-
-    let run_uid = teardown.await.unwrap_or(None);
-    let (d, p) = (daemon.clone(), prepared.clone());
-    let _ = tokio::task::spawn_blocking(move || audit_exit(&d, &p, &outcome, &exit, run_uid)).await;
+    let _ = audited.await;
+    // The run's slot is held until nothing of the run is left.
+    let _ = teardown.await;
 }
 
 fn audit_exit(
@@ -214,7 +345,7 @@ fn audit_exit(
             "command": prepared.argv[0],
             "argv": prepared.argv_redacted,
             "rule": prepared.decision.rule,
-            "isolation": "dynamic-uid",
+            "isolation": prepared.decision.isolation,
             "run_uid": uid,
             "sandbox": outcome.enforcement,
             "exit_code": exit.code,
@@ -234,21 +365,13 @@ fn audit_exit(
 async fn drive(
     prepared: &PreparedRun,
     dirs: &RunDirs,
-    pid: i32,
-    connection: tokio::sync::oneshot::Receiver<super::RunnerConn>,
+    connection: tokio::sync::oneshot::Receiver<UnixStream>,
     mut ends: Ends,
     request_id: u64,
 ) -> (Relayed, bool) {
+    // The gate hands over only a connection from the spawned pid and uid.
     let runner = match tokio::time::timeout(RUNNER_CONNECT_TIMEOUT, connection).await {
-        Ok(Ok((stream, peer_pid))) if peer_pid == pid => stream,
-        Ok(Ok((_, peer_pid))) => {
-            tracing::error!(
-                expected = pid,
-                got = peer_pid,
-                "runner connection from an unexpected pid; refused"
-            );
-            return (failed("the runner could not be verified"), false);
-        }
+        Ok(Ok(stream)) => stream,
         _ => return (failed("the runner did not connect"), false),
     };
     let (runner_r, runner_w) = runner.into_split();
@@ -300,12 +423,22 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         tcp_bind: profile.tcp_bind.clone(),
         limits: aivault_runner::Limits {
             memory: profile.memory,
-            processes: profile.processes,
+            // RLIMIT_NPROC counts every task of the real uid: in caller mode
+            // the caller's own processes count too, so the run's allowance
+            // comes on top of what the caller already runs.
+            processes: match &prepared.as_caller {
+                None => profile.processes,
+                Some(caller) => profile.processes.saturating_add(caller.running_tasks),
+            },
             file_size: profile.file_size,
             cpu_seconds: profile.cpu_seconds,
             open_files: 1024,
         },
         require_full_landlock: profile.require_full_landlock,
+        isolation: match prepared.as_caller {
+            None => aivault_runner::Isolation::DynamicUid,
+            Some(_) => aivault_runner::Isolation::Caller,
+        },
     };
     let mut env = vec![
         ("PATH".to_string(), RUN_PATH.to_string()),

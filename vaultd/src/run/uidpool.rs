@@ -105,6 +105,16 @@ pub fn live_processes_of(uid: u32) -> bool {
         })
 }
 
+/// Tasks (processes and their threads) whose `/proc/<pid>` is owned by `uid`.
+pub fn tasks_of(uid: u32) -> u64 {
+    processes()
+        .filter(|(_, owner)| *owner == uid)
+        .map(|(e, _)| {
+            std::fs::read_dir(e.path().join("task")).map_or(1, |tasks| tasks.count() as u64)
+        })
+        .sum()
+}
+
 impl UidPool {
     /// A pool over `first .. first + count`. Refuses a range that wraps,
     /// touches uid 0 or 65534/`nobody`, or whose first and last ids belong to

@@ -10,12 +10,17 @@ object on its last line (or, for `hold`, a line per step).
                               for it), then read to EOF and collect the end
   client.py own               try to own the daemon's bus name
   client.py hold CMD...       RunStreaming CMD, say "started", then wait to be killed
+  client.py stall CMD...      RunStreaming CMD, read nothing until its stdout pipe
+                              is full, then CancelRun and WaitRun
 """
 
 import asyncio
+import fcntl
 import json
 import os
 import sys
+import termios
+import time
 
 from dbus_next import BusType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
@@ -67,8 +72,14 @@ async def calls():
     out["exists"] = r if isinstance(r, dict) else r.body[0]
     r = await call(bus, "MaskedValue", "ss", ["user", "TOKEN"])
     out["masked"] = r if isinstance(r, dict) else r.body[0]
-    r = await call(bus, "Run", "asa{sv}", [["printenv", "TOKEN"], {"stdin": Variant("s", "")}])
+    r = await call(
+        bus, "Run", "asa{sv}", [["printenv", "TOKEN"], {"stdin_text": Variant("s", "")}]
+    )
     out["run"] = r if isinstance(r, dict) else plain(r.body)
+    r = await call(bus, "Run", "asa{sv}", [["printenv", "TOKEN"], {"stdni": Variant("s", "")}])
+    out["unknown_option"] = r if isinstance(r, dict) else plain(r.body)
+    r = await call(bus, "Run", "asa{sv}", [["printenv", "TOKEN"], {"timeout_ms": Variant("s", "1")}])
+    out["wrong_type"] = r if isinstance(r, dict) else plain(r.body)
     r = await call(bus, "Run", "asa{sv}", [["/usr/bin/id"], {}])
     out["denied"] = r if isinstance(r, dict) else plain(r.body)
     r = await call(
@@ -169,6 +180,44 @@ async def hold(argv):
     await asyncio.sleep(3600)
 
 
+async def stall(argv):
+    bus = await connect()
+    reply = await call(bus, "RunStreaming", "asa{sv}", [argv, {}])
+    if isinstance(reply, dict):
+        print(json.dumps({"error": reply}))
+        return
+    run_id = reply.body[0]
+    out_fd = reply.unix_fds[reply.body[1]]
+    # The pipe is full once its queue stops growing while at least half its
+    # capacity is queued (page-sized slots make "full" less than capacity).
+    capacity = fcntl.fcntl(out_fd, 1032)  # F_GETPIPE_SZ
+    deadline = time.monotonic() + 30
+    queued, steady_since = -1, time.monotonic()
+    stalled = False
+    while time.monotonic() < deadline and not stalled:
+        now = int.from_bytes(fcntl.ioctl(out_fd, termios.FIONREAD, b"\0" * 4), "little")
+        if now != queued:
+            queued, steady_since = now, time.monotonic()
+        stalled = queued >= capacity // 2 and time.monotonic() - steady_since > 0.5
+        await asyncio.sleep(0.05)
+    cancel = await call(bus, "CancelRun", "t", [run_id])
+    try:
+        wait = await asyncio.wait_for(call(bus, "WaitRun", "t", [run_id]), 30)
+        wait = wait if isinstance(wait, dict) else plain(wait.body)
+    except asyncio.TimeoutError:
+        wait = {"error": "WaitRun did not return within 30 s"}
+    print(
+        json.dumps(
+            {
+                "pipe_stalled": stalled,
+                "queued": queued,
+                "cancel": cancel if isinstance(cancel, dict) else "ok",
+                "wait": wait,
+            }
+        )
+    )
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "calls":
@@ -179,6 +228,8 @@ def main():
         asyncio.run(own())
     elif mode == "hold":
         asyncio.run(hold(args))
+    elif mode == "stall":
+        asyncio.run(stall(args))
     else:
         sys.exit(f"unknown mode {mode}")
 

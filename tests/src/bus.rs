@@ -133,6 +133,14 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Kills the bus daemon now (as a crash of the bus would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Bus {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -330,6 +330,20 @@ fn dbus_next_calls_and_streams_output_before_the_command_ends() {
         "{v}"
     );
     assert_eq!(v["status"]["sealed"], false, "{v}");
+    // Options are typed: an unknown key or a wrong type is refused.
+    // (zbus names the decoding error org.freedesktop.zbus.Error).
+    assert!(
+        v["unknown_option"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `stdni`")),
+        "{v}"
+    );
+    assert!(
+        v["wrong_type"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expected a value of signature `t`")),
+        "{v}"
+    );
 
     // Streaming: the command prints a line, then waits until the client has
     // read that line and created the go file, then prints its secret.
@@ -425,4 +439,68 @@ fn the_shipped_introspection_data_is_the_served_interface() {
         iface(&live),
         "packaging/dbus/org.aivault.Vault1.xml is out of date; the live interface is:\n{live}"
     );
+}
+
+#[test]
+fn a_streaming_caller_that_stops_reading_can_still_cancel() {
+    let s = setup();
+    // The command writes without end; the client reads nothing, so the pipe
+    // fills and the daemon's write into it blocks. Cancelling must still
+    // end the run at once (its timeout is ten minutes).
+    let mut cmd = s.python(&s.alice);
+    cmd.args([
+        "stall",
+        "sh",
+        "-c",
+        "while :; do echo 0123456789abcdef0123456789abcdef; done",
+    ]);
+    let v = client_json(cmd, "dbus-next stall");
+    assert_eq!(v["pipe_stalled"], true, "{v}");
+    assert_eq!(v["cancel"], "ok", "{v}");
+    assert_eq!(v["wait"][1], "cancelled", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.d.run_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes of the cancelled run survived: {:?}",
+            s.d.run_processes()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn losing_the_bus_cancels_the_runs_started_over_it() {
+    let mut s = setup();
+    let mut child = s
+        .python(&s.alice)
+        .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("started"), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.d.run_processes().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the run's processes never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.bus.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.d.run_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "runs outlived the bus connection they were started over: {:?}",
+            s.d.run_processes()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(s.d.alive(), "the daemon must survive losing its bus");
 }

@@ -260,9 +260,11 @@ fn serve(cfg: Config) -> Result<()> {
         tokio::task::spawn_blocking(move || pool.refill(8));
         service::ready(&daemon);
         tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
-        tokio::spawn(aivaultd::dbus::serve(
+        let (dbus_stop, dbus_stopped) = tokio::sync::watch::channel(false);
+        let dbus = tokio::spawn(aivaultd::dbus::serve(
             daemon.clone(),
             daemon.config().dbus.clone(),
+            dbus_stopped,
         ));
         server::serve(
             listener,
@@ -270,6 +272,9 @@ fn serve(cfg: Config) -> Result<()> {
             service::until_stop(daemon.clone()),
         )
         .await;
+        // No new D-Bus calls either while active runs finish.
+        let _ = dbus_stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dbus).await;
         service::drain_runs(&daemon).await;
         if bound {
             let _ = std::fs::remove_file(&socket);

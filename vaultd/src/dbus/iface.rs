@@ -9,20 +9,25 @@ use std::sync::{Arc, Mutex};
 
 use aivault_proto::{Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
 use zbus::message::Header;
-use zbus::zvariant::{self, OwnedValue, SerializeDict, Type, Value};
+use zbus::zvariant::{self, OwnedValue, SerializeDict, Type};
 use zbus::Connection;
 
+use super::args::{RunOptions, Strings, MAX_STDIN};
 use super::error::{bad, internal, VaultError};
 use super::runs::{self, Finished, Registry, Sink};
 use crate::ops::{Caller, Daemon};
 
+/// D-Bus requests handled at once, all callers together (the socket path's
+/// counterpart is its connection limit).
+const MAX_CALLS: usize = 256;
+/// The largest `ListSecrets` reply, well below the bus's message limit: a
+/// bigger one would get the daemon disconnected from the bus.
+const MAX_LIST_REPLY: usize = 16 * 1024 * 1024;
 /// Output returned by `Run`, per stream, unless the caller asks for less.
 const DEFAULT_REPLY_OUTPUT: usize = 1024 * 1024;
 /// Most output `Run` returns per stream: two of these stay well below the
 /// bus's message size limit.
 const MAX_REPLY_OUTPUT: usize = 8 * 1024 * 1024;
-/// Most stdin a caller may hand over in the options.
-const MAX_STDIN: usize = 8 * 1024 * 1024;
 
 /// One secret's metadata, as `ListSecrets` returns it (`a{sv}`).
 #[derive(Debug, SerializeDict, Type)]
@@ -104,6 +109,8 @@ pub struct Vault {
     daemon: Arc<Daemon>,
     runs: Arc<Registry>,
     inflight: Inflight,
+    /// Requests being handled, all callers together.
+    calls: tokio::sync::Semaphore,
 }
 
 impl Vault {
@@ -112,6 +119,7 @@ impl Vault {
             daemon,
             runs,
             inflight: Inflight::default(),
+            calls: tokio::sync::Semaphore::new(MAX_CALLS),
         }
     }
 
@@ -151,13 +159,21 @@ impl Vault {
                 "processes of a run may not use aivaultd".into(),
             ));
         }
-        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.gid.as_raw())
-            .ok_or_else(|| {
-                VaultError::PermissionDenied("the caller's uid has no account".into())
-            })?;
+        // The account's primary group (the bus reports no effective gid);
+        // for a uid without an account, the first group the kernel gave the
+        // bus. The account database may be remote: ask off the event loop.
+        let account_gid = tokio::task::spawn_blocking(move || {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw())
+        })
+        .await
+        .ok()
+        .flatten();
+        let gid = account_gid
+            .or_else(|| groups.first().copied())
+            .ok_or_else(|| VaultError::PermissionDenied("the bus gave no caller group".into()))?;
         let caller = Caller { uid, gid, pid };
         // A connection that is already gone would never be forgotten.
         if still_connected(conn, &sender).await {
@@ -168,9 +184,12 @@ impl Vault {
 
     /// One request through [`Daemon::handle`], on a blocking thread.
     async fn call(&self, caller: Caller, body: RequestBody) -> Result<Reply, VaultError> {
-        let _slot = self
-            .inflight
-            .enter(caller.uid, self.daemon.config().limits.max_inflight_per_uid)?;
+        let _all = self
+            .calls
+            .try_acquire()
+            .map_err(|_| VaultError::Busy("too many D-Bus requests in flight".into()))?;
+        let limit = self.daemon.config().limits.max_inflight_per_uid.max(1);
+        let _slot = self.inflight.enter(caller.uid, limit)?;
         let d = self.daemon.clone();
         tokio::task::spawn_blocking(move || d.handle(&caller, body))
             .await
@@ -182,12 +201,12 @@ impl Vault {
         &self,
         conn: &Connection,
         hdr: &Header<'_>,
-        argv: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        argv: Strings,
+        options: RunOptions,
         collect: bool,
-    ) -> Result<(Caller, String, RunOptions, runs::Started), VaultError> {
+    ) -> Result<(Caller, String, RunPlan, runs::Started), VaultError> {
         let (caller, sender) = self.caller(conn, hdr).await?;
-        let opts = RunOptions::parse(argv, options, collect)?;
+        let opts = RunPlan::new(argv, options, collect)?;
         let started = runs::start(&self.daemon, caller, opts.request.clone()).await?;
         Ok((caller, sender, opts, started))
     }
@@ -207,134 +226,77 @@ fn unexpected() -> VaultError {
     internal("unexpected reply")
 }
 
-/// The `a{sv}` options of `Run` and `RunStreaming`, checked strictly: an
-/// unknown key or a wrong type is an error, not silently ignored.
+/// A run request built from `Run`/`RunStreaming` arguments.
 #[derive(Debug)]
-struct RunOptions {
+struct RunPlan {
     request: RunRequest,
     stdin: Vec<u8>,
     max_output: usize,
 }
 
-impl RunOptions {
-    fn parse(
-        argv: Vec<String>,
-        options: HashMap<String, OwnedValue>,
-        collect: bool,
-    ) -> Result<Self, VaultError> {
-        let mut o = RunOptions {
-            request: RunRequest {
-                argv,
-                secrets: Vec::new(),
-                timeout_ms: None,
-                cwd: None,
-                cwd_readable: false,
-                env: Vec::new(),
-            },
-            stdin: Vec::new(),
-            max_output: DEFAULT_REPLY_OUTPUT,
-        };
-        for (key, value) in options {
-            let v: &Value<'_> = &value;
-            let wrong = |ty: &str| bad(format!("option {key:?} must be of type {ty}"));
-            match key.as_str() {
-                "secrets" => {
-                    let names = strings(v).ok_or_else(|| wrong("as"))?;
-                    for s in names {
-                        let (name, env) = match s.split_once('=') {
-                            Some((n, e)) => (n.to_string(), Some(e.to_string())),
-                            None => (s.clone(), None),
-                        };
-                        if name.is_empty() || env.as_deref() == Some("") {
-                            return Err(bad(format!("invalid secret {s:?}: use NAME or NAME=ENV")));
-                        }
-                        o.request.secrets.push(SecretAsk { name, env });
-                    }
-                }
-                "timeout_ms" => o.request.timeout_ms = Some(unsigned(v).ok_or_else(|| wrong("t"))?),
-                "cwd" => o.request.cwd = Some(string(v).ok_or_else(|| wrong("s"))?),
-                "cwd_readable" => match v {
-                    Value::Bool(b) => o.request.cwd_readable = *b,
-                    _ => return Err(wrong("b")),
-                },
-                "env" => {
-                    let Value::Dict(d) = v else {
-                        return Err(wrong("a{ss}"));
-                    };
-                    for (k, val) in d.iter() {
-                        match (string(k), string(val)) {
-                            (Some(k), Some(val)) => o.request.env.push((k, val)),
-                            _ => return Err(wrong("a{ss}")),
-                        }
-                    }
-                }
-                "stdin" => {
-                    o.stdin = match v {
-                        Value::Str(s) => s.as_bytes().to_vec(),
-                        Value::Array(_) => bytes(v).ok_or_else(|| wrong("ay or s"))?,
-                        _ => return Err(wrong("ay or s")),
-                    };
-                    if o.stdin.len() > MAX_STDIN {
-                        return Err(bad(format!(
-                            "stdin is limited to {MAX_STDIN} bytes here; use RunStreaming"
-                        )));
-                    }
-                }
-                "max_output" if collect => {
-                    let n = unsigned(v).ok_or_else(|| wrong("t"))?;
-                    o.max_output = usize::try_from(n)
-                        .unwrap_or(usize::MAX)
-                        .min(MAX_REPLY_OUTPUT);
-                }
-                other => return Err(bad(format!("unknown option {other:?}"))),
-            }
-        }
-        if o.request.argv.is_empty() {
+impl RunPlan {
+    fn new(argv: Strings, o: RunOptions, collect: bool) -> Result<Self, VaultError> {
+        if argv.0.is_empty() {
             return Err(bad("argv is empty: name the command to run"));
         }
-        Ok(o)
+        let mut secrets = Vec::new();
+        for s in o.secrets.unwrap_or_default().0 {
+            let (name, env) = match s.split_once('=') {
+                Some((n, e)) => (n.to_string(), Some(e.to_string())),
+                None => (s.clone(), None),
+            };
+            if name.is_empty() || env.as_deref() == Some("") {
+                return Err(bad(format!("invalid secret {s:?}: use NAME or NAME=ENV")));
+            }
+            secrets.push(SecretAsk { name, env });
+        }
+        let stdin = match (o.stdin, o.stdin_text) {
+            (Some(_), Some(_)) => return Err(bad("give stdin or stdin_text, not both")),
+            (Some(b), None) => b,
+            (None, Some(t)) => t.into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        if stdin.len() > MAX_STDIN {
+            return Err(bad(format!(
+                "stdin is limited to {MAX_STDIN} bytes here; use RunStreaming"
+            )));
+        }
+        if o.max_output.is_some() && !collect {
+            return Err(bad("max_output applies to Run only"));
+        }
+        let max_output = o.max_output.map_or(DEFAULT_REPLY_OUTPUT, |n| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(MAX_REPLY_OUTPUT)
+        });
+        Ok(RunPlan {
+            request: RunRequest {
+                argv: argv.0,
+                secrets,
+                timeout_ms: o.timeout_ms,
+                cwd: o.cwd,
+                cwd_readable: o.cwd_readable.unwrap_or(false),
+                env: o.env.unwrap_or_default().0,
+            },
+            stdin,
+            max_output,
+        })
     }
 }
 
-fn string(v: &Value<'_>) -> Option<String> {
-    match v {
-        Value::Str(s) => Some(s.to_string()),
-        Value::Value(inner) => string(inner),
-        _ => None,
+/// At most `cap` bytes of `bytes` as text (U+FFFD for invalid sequences),
+/// cut at a character boundary; true if anything was cut.
+fn text_within(bytes: &[u8], cap: usize) -> (String, bool) {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    if s.len() <= cap {
+        return (s, false);
     }
-}
-
-fn strings(v: &Value<'_>) -> Option<Vec<String>> {
-    match v {
-        Value::Array(a) => a.iter().map(string).collect(),
-        _ => None,
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-}
-
-fn bytes(v: &Value<'_>) -> Option<Vec<u8>> {
-    match v {
-        Value::Array(a) => a
-            .iter()
-            .map(|b| match b {
-                Value::U8(b) => Some(*b),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-fn unsigned(v: &Value<'_>) -> Option<u64> {
-    match v {
-        Value::U8(n) => Some(u64::from(*n)),
-        Value::U16(n) => Some(u64::from(*n)),
-        Value::U32(n) => Some(u64::from(*n)),
-        Value::U64(n) => Some(*n),
-        Value::I16(n) => u64::try_from(*n).ok(),
-        Value::I32(n) => u64::try_from(*n).ok(),
-        Value::I64(n) => u64::try_from(*n).ok(),
-        _ => None,
-    }
+    s.truncate(end);
+    (s, true)
 }
 
 fn pipe() -> Result<(zvariant::OwnedFd, tokio::net::unix::pipe::Sender), VaultError> {
@@ -359,7 +321,23 @@ impl Vault {
         let scope = self::scope(scope)?;
         let (caller, _) = self.caller(conn, &hdr).await?;
         match self.call(caller, RequestBody::SecretList { scope }).await? {
-            Reply::Secrets(list) => Ok(list.into_iter().map(SecretMeta::from).collect()),
+            Reply::Secrets(list) => {
+                // Generous per-entry framing estimate for the a{sv} keys.
+                let size: usize = list
+                    .iter()
+                    .map(|s| {
+                        256 + s.name.len()
+                            + s.description.as_ref().map_or(0, String::len)
+                            + s.tags.iter().map(|t| t.len() + 8).sum::<usize>()
+                    })
+                    .sum();
+                if size > MAX_LIST_REPLY {
+                    return Err(VaultError::Busy(
+                        "too many secrets to list over D-Bus; use vaultctl secrets list".into(),
+                    ));
+                }
+                Ok(list.into_iter().map(SecretMeta::from).collect())
+            }
             _ => Err(unexpected()),
         }
     }
@@ -430,8 +408,8 @@ impl Vault {
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
-        argv: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        argv: Strings,
+        options: RunOptions,
     ) -> Result<(i32, String, String, String, bool), VaultError> {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, true).await?;
         let mut ticket = self.runs.register(caller.uid, &sender);
@@ -445,6 +423,7 @@ impl Vault {
             truncated: false,
         };
         let finished = runs::drive(started, opts.stdin, &mut sink, &mut ticket.cancel).await;
+        self.runs.finish(&ticket.done, ticket.id, finished.clone());
         self.runs.forget(ticket.id);
         let Sink::Collect {
             stdout,
@@ -455,12 +434,16 @@ impl Vault {
         else {
             return Err(unexpected());
         };
+        // The cap holds for the text sent, which U+FFFD can make longer
+        // than the bytes read.
+        let (stdout, cut_out) = text_within(&stdout, opts.max_output);
+        let (stderr, cut_err) = text_within(&stderr, opts.max_output);
         Ok((
             finished.code,
             finished.reason,
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-            truncated,
+            stdout,
+            stderr,
+            truncated || cut_out || cut_err,
         ))
     }
 
@@ -474,8 +457,8 @@ impl Vault {
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
-        argv: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        argv: Strings,
+        options: RunOptions,
     ) -> Result<(u64, zvariant::OwnedFd, zvariant::OwnedFd), VaultError> {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, false).await?;
         let (out_r, out_w) = pipe()?;
@@ -536,14 +519,23 @@ impl Vault {
     ) -> zbus::Result<()>;
 
     /// Whether the vault is sealed, the daemon's version and the number of
-    /// D-Bus runs in progress.
+    /// the caller's D-Bus runs in progress.
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn status(&self) -> StatusInfo {
-        StatusInfo {
+    async fn status(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<StatusInfo> {
+        let hdr = hdr.ok_or_else(|| zbus::fdo::Error::AccessDenied("no caller".into()))?;
+        let (caller, _) = self
+            .caller(conn, &hdr)
+            .await
+            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+        Ok(StatusInfo {
             sealed: self.daemon.is_sealed(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            active_runs: u32::try_from(self.runs.active()).unwrap_or(u32::MAX),
-        }
+            active_runs: u32::try_from(self.runs.active_of(caller.uid)).unwrap_or(u32::MAX),
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! away cancels its runs. The interface is described in
 //! `docs/dbus.md` and `packaging/dbus/org.aivault.Vault1.xml`.
 
+mod args;
 mod error;
 mod iface;
 mod runs;
@@ -32,34 +33,74 @@ pub const INTERFACE: &str = "org.aivault.Vault1";
 /// Longest wait between attempts to reach the bus.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// Serves the interface for as long as the daemon runs: connects, owns the
-/// name, and reconnects (with backoff) whenever the bus is unreachable or
-/// goes away. Runs of a lost connection are cancelled.
-pub async fn serve(daemon: Arc<Daemon>, bus: BusChoice) {
+/// Serves the interface until `stop` turns true: connects, owns the name,
+/// and reconnects (with backoff) whenever the bus is unreachable or goes
+/// away. Runs started over a lost connection are cancelled. On stop the
+/// object is withdrawn and the name released, so no new call arrives while
+/// the daemon lets active runs finish.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    bus: BusChoice,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     if bus == BusChoice::Off {
         return;
     }
     let mut delay = Duration::from_secs(1);
     loop {
         let registry = Arc::new(runs::Registry::default());
-        match connect(&daemon, &bus, registry.clone()).await {
+        let connected = tokio::select! {
+            c = connect(&daemon, &bus, registry.clone()) => c,
+            _ = stopped(&mut stop) => return,
+        };
+        match connected {
             Ok(conn) => {
                 tracing::info!(bus = %bus, name = BUS_NAME, "D-Bus interface ready");
                 delay = Duration::from_secs(1);
-                let watcher = tokio::spawn(watch_disconnects(conn.clone(), registry.clone()));
-                conn.closed().await;
+                let mut watcher = tokio::spawn(watch_disconnects(conn.clone(), registry.clone()));
+                tokio::select! {
+                    _ = conn.closed() => {
+                        tracing::warn!(bus = %bus, "D-Bus connection lost; its runs are cancelled");
+                    }
+                    _ = &mut watcher => {
+                        // Without disconnect notices a vanished caller's
+                        // run would go on: start over on a new connection.
+                        tracing::error!(bus = %bus, "lost track of D-Bus disconnects; reconnecting");
+                    }
+                    _ = stopped(&mut stop) => {
+                        withdraw(&conn).await;
+                        watcher.abort();
+                        return;
+                    }
+                }
                 watcher.abort();
-                tracing::warn!(bus = %bus, "D-Bus connection lost; its runs are cancelled");
+                registry.cancel_all();
+                withdraw(&conn).await;
             }
             Err(e) => {
                 tracing::warn!(bus = %bus, error = %e, retry_in_s = delay.as_secs(), "D-Bus interface unavailable");
             }
         }
-        // Dropping the registry cancels whatever it still holds.
-        drop(registry);
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => return,
+        }
         delay = (delay * 2).min(MAX_RETRY);
     }
+}
+
+/// Resolves once the daemon stops (or its stop switch is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Stops serving on `conn`: no new calls reach the interface.
+async fn withdraw(conn: &zbus::Connection) {
+    let _ = conn
+        .object_server()
+        .remove::<iface::Vault, _>(OBJECT_PATH)
+        .await;
+    let _ = conn.release_name(BUS_NAME).await;
 }
 
 async fn connect(
@@ -78,7 +119,8 @@ async fn connect(
         .await
 }
 
-/// Cancels the runs of every bus connection that disappears.
+/// Cancels the runs of every bus connection that disappears. Returns only
+/// if it cannot (any more).
 async fn watch_disconnects(conn: zbus::Connection, registry: Arc<runs::Registry>) {
     let Ok(bus) = zbus::fdo::DBusProxy::new(&conn).await else {
         tracing::error!("cannot watch D-Bus disconnects");

@@ -209,12 +209,21 @@ impl Registry {
         Ok(status)
     }
 
-    /// Runs not yet ended.
-    pub fn active(&self) -> usize {
+    /// Runs of `uid` not yet ended.
+    pub fn active_of(&self, uid: u32) -> usize {
         self.lock()
             .values()
-            .filter(|e| e.finished_at.is_none())
+            .filter(|e| e.uid == uid && e.finished_at.is_none())
             .count()
+    }
+
+    /// Cancels every run (the bus connection is lost or the daemon stops).
+    pub fn cancel_all(&self) {
+        for e in self.lock().values_mut() {
+            if let Some(c) = e.cancel.take() {
+                let _ = c.send(());
+            }
+        }
     }
 }
 
@@ -227,7 +236,14 @@ fn not_found(id: u64) -> VaultError {
 pub struct Started {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
+    /// When the supervisor has surely ended the run (its timeout, plus the
+    /// time it gives a caller to take the final status): a driver still
+    /// waiting then, on a caller that does not read, gives up.
+    give_up: tokio::time::Instant,
 }
+
+/// Beyond a run's timeout, how long its driver may still wait.
+const GIVE_UP_AFTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Decides and starts a run for `caller`: the same limits, policy decision
 /// and audit as a socket run. Returns once the command has started, or with
@@ -247,6 +263,7 @@ pub async fn start(
     let prepared = tokio::task::spawn_blocking(move || d.prepare_run(&caller, req))
         .await
         .map_err(|_| internal("internal error while deciding the run"))??;
+    let give_up = tokio::time::Instant::now() + prepared.timeout + GIVE_UP_AFTER_TIMEOUT;
     let (ours, theirs) =
         UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
     let d = daemon.clone();
@@ -262,7 +279,11 @@ pub async fn start(
         Ok(Response {
             result: Ok(Reply::RunStarted { .. }),
             ..
-        }) => Ok(Started { reader, writer }),
+        }) => Ok(Started {
+            reader,
+            writer,
+            give_up,
+        }),
         Ok(Response { result: Err(e), .. }) => Err(e.into()),
         _ => Err(internal("unexpected message from the run")),
     }
@@ -331,6 +352,7 @@ pub async fn drive(
     let Started {
         mut reader,
         mut writer,
+        give_up,
     } = started;
     // Input goes on its own task so that a command which does not read its
     // stdin cannot stall the output. The write half stays open until the
@@ -351,17 +373,25 @@ pub async fn drive(
         let _ = writer.flush().await;
         writer
     });
+    // Every wait, including a write into a pipe its reader has stopped
+    // emptying, races the cancel switch and the give-up time.
     let finished = loop {
         let body = tokio::select! {
             biased;
             _ = &mut *cancel => break Finished::cancelled(),
+            _ = tokio::time::sleep_until(give_up) => break Finished::lost(),
             body = crate::frames::read(&mut reader) => body,
         };
         let Ok(body) = body else {
             break Finished::lost();
         };
         match decode::<RunEvent>(&body) {
-            Ok(RunEvent::Output { stream, data }) => sink.put(stream, &data).await,
+            Ok(RunEvent::Output { stream, data }) => tokio::select! {
+                biased;
+                _ = &mut *cancel => break Finished::cancelled(),
+                _ = tokio::time::sleep_until(give_up) => break Finished::lost(),
+                _ = sink.put(stream, &data) => {}
+            },
             Ok(RunEvent::Exit(exit)) => break Finished::from_exit(&exit),
             Err(_) => break Finished::lost(),
         }

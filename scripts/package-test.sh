@@ -268,30 +268,9 @@ wait_for() {
 
 # A private bus set up like the system bus (default deny), loading the bus
 # policy file exactly where the package installed it.
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/system_bus_socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>/usr/share/dbus-1/system.d/org.aivault.Vault1.conf</include>
-</busconfig>
-EOF
+sed -e "s|@SOCKET@|$tmp/system_bus_socket|" \
+    -e "s|@POLICY@|/usr/share/dbus-1/system.d/org.aivault.Vault1.conf|" \
+    tests/dbus/system-like.conf.in >"$tmp/bus.conf"
 dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address >"$tmp/bus.address" 2>"$tmp/bus.log" &
 bus_pid=$!
 for _ in $(seq 100); do [ -s "$tmp/bus.address" ] && break; sleep 0.05; done

@@ -1,6 +1,6 @@
-//! A private `dbus-daemon` set up like the system bus: default deny, plus
-//! the bus policy file the package ships (`packaging/dbus/`), loaded from the
-//! source tree exactly as it is installed.
+//! A private `dbus-daemon` set up like the system bus
+//! (`tests/dbus/system-like.conf.in`: default deny), loading the bus policy
+//! file the package ships (`packaging/dbus/`) straight from the source tree.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -36,45 +36,16 @@ impl Bus {
             .expect("tempdir");
         // Unprivileged callers must reach the socket.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        let system_d = dir.path().join("system.d");
-        fs::create_dir(&system_d).expect("system.d");
-        fs::copy(
-            repo().join("packaging/dbus/org.aivault.Vault1.conf"),
-            system_d.join("org.aivault.Vault1.conf"),
-        )
-        .expect("copy the packaged bus policy");
         let socket = dir.path().join("system_bus_socket");
         let conf = dir.path().join("bus.conf");
+        let template = fs::read_to_string(repo().join("tests/dbus/system-like.conf.in"))
+            .expect("tests/dbus/system-like.conf.in");
+        let policy = repo().join("packaging/dbus/org.aivault.Vault1.conf");
         fs::write(
             &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <includedir>{system_d}</includedir>
-</busconfig>
-"#,
-                socket = socket.display(),
-                system_d = system_d.display()
-            ),
+            template
+                .replace("@SOCKET@", &socket.display().to_string())
+                .replace("@POLICY@", &policy.display().to_string()),
         )
         .expect("bus.conf");
         let mut child = Command::new("dbus-daemon")

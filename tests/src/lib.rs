@@ -483,3 +483,26 @@ pub fn run_range_processes() -> Vec<(i32, u32)> {
 pub fn set_secret(d: &Daemon, user: &User, name: &str, value: &str) {
     ok(&d.vaultctl(user, &["secrets", "set", name], value.as_bytes()));
 }
+
+/// Runs a dependency installer from `scripts/` (e.g. `mcp-deps.sh`), which
+/// prints `… ready in DIR` last, and returns DIR. A failing installer fails
+/// the test: the tools it installs are needed, never optional.
+pub fn install_deps(script: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(bus::repo().join("scripts").join(script))
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed; these tests need what it installs\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(" ready in ").map(|(_, d)| d.to_string()))
+        .unwrap_or_else(|| panic!("scripts/{script} did not name its directory: {stdout}"));
+    PathBuf::from(dir)
+}

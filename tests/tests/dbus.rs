@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,26 +24,7 @@ const PATH: &str = "/org/aivault/Vault1";
 /// Runs `scripts/dbus-deps.sh` once per test binary; returns its directory.
 fn deps() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/dbus-deps.sh"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/dbus-deps.sh failed; the D-Bus tests need its tools\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .and_then(|l| l.strip_prefix("dbus deps ready in "))
-                .expect("dbus-deps.sh names its directory"),
-        )
-    })
+    DIR.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"))
 }
 
 fn policy(alice: &User, gate: &Path) -> String {
@@ -162,6 +143,44 @@ impl Setup {
         let mut cmd = self.as_user(deps().join("venv/bin/python").to_str().unwrap(), user);
         cmd.arg(repo().join("tests/dbus/client.py"));
         cmd
+    }
+
+    /// Starts, as alice over dbus-next, a streaming run of two processes
+    /// that would sleep for five minutes; returns the client once both run.
+    fn hold_a_run(&self) -> Child {
+        let mut child = self
+            .python(&self.alice)
+            .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("started"), "{line}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.d.run_processes().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the run's processes never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Waits (30 s at most) until no process of a run is left.
+    #[track_caller]
+    fn wait_until_no_run_process(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.d.run_processes().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:?}",
+                self.d.run_processes()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -370,36 +389,11 @@ fn dbus_next_calls_and_streams_output_before_the_command_ends() {
 #[test]
 fn a_caller_that_disconnects_mid_run_leaves_no_process_behind() {
     let s = setup();
-    let mut child = s
-        .python(&s.alice)
-        .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("started"), "{line}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.d.run_processes().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the run's processes never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = s.hold_a_run();
     // The caller vanishes without a word.
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.d.run_processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "processes of the run survived their caller: {:?}",
-            s.d.run_processes()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_until_no_run_process("processes of the run survived their caller");
     // The end is audited as a cancellation, not a timeout.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -458,48 +452,15 @@ fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     assert_eq!(v["pipe_stalled"], true, "{v}");
     assert_eq!(v["cancel"], "ok", "{v}");
     assert_eq!(v["wait"][1], "cancelled", "{v}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.d.run_processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "processes of the cancelled run survived: {:?}",
-            s.d.run_processes()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_until_no_run_process("processes of the cancelled run survived");
 }
 
 #[test]
 fn losing_the_bus_cancels_the_runs_started_over_it() {
     let mut s = setup();
-    let mut child = s
-        .python(&s.alice)
-        .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("started"), "{line}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.d.run_processes().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the run's processes never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = s.hold_a_run();
     s.bus.kill();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.d.run_processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "runs outlived the bus connection they were started over: {:?}",
-            s.d.run_processes()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_until_no_run_process("runs outlived the bus connection they were started over");
     let _ = child.kill();
     let _ = child.wait();
     assert!(s.d.alive(), "the daemon must survive losing its bus");

@@ -65,25 +65,7 @@ fn repo() -> PathBuf {
 /// directory it installed into. A missing client is a failure, not a skip.
 fn deps() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/mcp-deps.sh"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/mcp-deps.sh failed; the MCP client tests need its clients\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = stdout
-            .lines()
-            .last()
-            .and_then(|l| l.strip_prefix("mcp deps ready in "))
-            .expect("mcp-deps.sh names its directory");
-        PathBuf::from(dir)
-    })
+    DIR.get_or_init(|| aivault_tests::install_deps("mcp-deps.sh"))
 }
 
 /// A command run as `user`, in `/`, with the daemon's socket in its environment.

@@ -104,34 +104,17 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
     }
     let target: libc::uid_t = uid;
     let mut stack = vec![0u8; 16 * 1024];
-    // SAFETY: the stack grows down from its 16-byte aligned end, inside the
-    // allocation, which is released only once the child has been reaped.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
-    // SAFETY: plain signal-mask calls on valid sigsets.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
     // SAFETY: `killer` reads only `target`, which lives on this frame until
-    // the child is reaped below, and makes raw system calls only.
+    // the child is reaped below, and makes raw system calls only; `stack` is
+    // released only once the child has been reaped (or never, below).
     let pid = unsafe {
-        libc::clone(
+        clone_vm(
             killer,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::SIGCHLD,
+            &mut stack,
+            libc::SIGCHLD,
             &target as *const libc::uid_t as *mut libc::c_void,
         )
-    };
-    let clone_error = io::Error::last_os_error();
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
-    if pid == -1 {
-        return Err(clone_error);
-    }
+    }?;
     let mut status = 0;
     loop {
         // SAFETY: `pid` is our own unreaped child; `status` is a valid out-pointer.
@@ -163,6 +146,37 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Starts `f(arg)` in a child sharing this process's memory
+/// (`CLONE_VM | flags`), on the top of `stack`, with every signal blocked
+/// in the calling thread across the clone so that no daemon signal handler
+/// can run on the child's stack; the child starts with all signals blocked.
+///
+/// # Safety
+/// `f` may read `arg` and make raw system calls only (no allocation, no
+/// lock, no libc wrapper that touches shared state). `arg` and `stack` must
+/// stay valid until the child no longer uses them (it executed, exited or
+/// was reaped).
+unsafe fn clone_vm(
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    stack: &mut [u8],
+    flags: libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    // The stack grows down from its 16-byte aligned end, inside `stack`.
+    let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    let pid = libc::clone(f, top as *mut libc::c_void, libc::CLONE_VM | flags, arg);
+    let clone_error = io::Error::last_os_error();
+    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    if pid == -1 {
+        return Err(clone_error);
+    }
+    Ok(pid)
 }
 
 /// The killer child (see [`kill_all_of_uid`]).

@@ -204,37 +204,18 @@ pub fn spawn_runner(spec: &RunnerSpawn<'_>) -> io::Result<Spawned> {
         error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; STACK];
-    // SAFETY: the stack grows down from its 16-byte aligned end, inside the
-    // allocation, which lives until after the child has left it (the clone
-    // returns only once the child executed or exited).
-    let top = unsafe { stack.as_mut_ptr().add(STACK) } as usize & !15;
-    // SAFETY: plain signal-mask calls on valid sigsets.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
     // SAFETY: `child` only reads `args` and makes raw system calls (module
     // documentation); CLONE_VFORK keeps this thread, `args`, `argv`, `envp`
     // and `stack` in place until the child no longer uses them.
     let pid = unsafe {
-        libc::clone(
+        super::clone_vm(
             child,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut stack,
+            libc::CLONE_VFORK | libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
         )
-    };
-    let clone_error = io::Error::last_os_error();
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+    }?;
     drop(stack);
-    if pid == -1 {
-        return Err(clone_error);
-    }
     match args.error.load(Ordering::SeqCst) {
         0 => Ok(Spawned { pid, reaped: false }),
         errno => {

@@ -60,6 +60,11 @@
 //!   If a failed append did leave its record in the log (the anchor update
 //!   failed, say), the next append adopts it rather than reusing its number; such
 //!   a record describes a decision that was then refused for want of an audit trail.
+//! * `append_then` is for the one decision whose latency matters, a run: it
+//!   tells its caller as soon as the record is durable in the log, and the
+//!   run goes ahead while the anchor is updated. If that update then fails,
+//!   the record stands for a run that did happen; the next append adopts it
+//!   as above, and the anchor merely lagged by one record.
 //! * A crash in the middle of the single `write` can leave a last line without
 //!   a newline. The next append starts a fresh line; `verify` reports the torn
 //!   line (as "torn write" while it is last, as "truncated or not json" after).
@@ -231,7 +236,7 @@ impl AuditLog {
         sync_parent(log_path)?;
         let last = last_record(&file).map_err(AuditError::ReadLog)?;
         drop(file);
-        let anchor = match read_anchor(anchor_path) {
+        let anchor = match read_anchor(anchor_path, key.as_ref()) {
             Ok(a) => a,
             Err(AnchorProblem::Io(e)) => return Err(AuditError::ReadAnchor(e)),
             Err(AnchorProblem::Malformed) => {
@@ -290,6 +295,17 @@ impl AuditLog {
     /// Appends one record and makes it durable (log and anchor), returning its
     /// sequence number. `Err` means the decision must not take effect.
     pub fn append(&self, ev: &Event<'_>) -> Result<u64, AuditError> {
+        self.append_then(ev, || {})
+    }
+
+    /// [`AuditLog::append`], calling `durable` as soon as the record itself
+    /// is durable in the log — before the anchor is brought up to date, which
+    /// still happens within this call and under the chain's lock (the next
+    /// record waits for it). A caller may let its decision take effect from
+    /// `durable` on; an `Err` after `durable` was called means only the
+    /// anchor lags, and the next append adopts the record as it does after
+    /// any failed anchor update.
+    pub fn append_then(&self, ev: &Event<'_>, durable: impl FnOnce()) -> Result<u64, AuditError> {
         let mut chain = self.lock();
         if chain.dirty {
             self.adopt_orphan(&mut chain)?;
@@ -320,6 +336,7 @@ impl AuditLog {
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
         write_line(&self.log_path, line.as_bytes(), chain.seq)?;
+        durable();
         let Chain { anchor, key, .. } = &mut *chain;
         anchor.write(&self.anchor_path, seq, mac.value(), key.as_ref())?;
         chain.seq = seq;

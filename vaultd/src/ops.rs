@@ -83,6 +83,8 @@ pub struct Runs {
     pub settings: RunSettings,
     /// Per-run cgroups of caller-mode runs.
     pub cgroups: crate::run::cgroup::RunCgroups,
+    /// Runners started ahead of any run.
+    pub warm: crate::run::warm::WarmPool,
 }
 
 enum VaultState {
@@ -259,6 +261,7 @@ impl Daemon {
             gate: RunnerGate::default(),
             counter: Arc::default(),
             cgroups: Default::default(),
+            warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
             settings: RunSettings {
                 runner: RunSettings::locate_runner(cfg.runs.runner.as_deref()),
                 runner_socket: runtime.join("runner.sock"),
@@ -352,6 +355,23 @@ impl Daemon {
         reason: Option<&str>,
         detail: serde_json::Value,
     ) -> Result<(), WireError> {
+        self.record_then(caller, op, scope, name, outcome, reason, detail, || {})
+    }
+
+    /// [`Daemon::record`], calling `durable` once the record is durable in
+    /// the log (see [`AuditLog::append_then`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_then(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: Option<WireScope>,
+        name: Option<&str>,
+        outcome: Outcome,
+        reason: Option<&str>,
+        detail: serde_json::Value,
+        durable: impl FnOnce(),
+    ) -> Result<(), WireError> {
         let ev = Event {
             actor: caller.actor(),
             op,
@@ -361,10 +381,13 @@ impl Daemon {
             reason,
             detail,
         };
-        self.audit.append(&ev).map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, op, "audit record could not be written; refusing");
-            audit_unavailable()
-        })
+        self.audit
+            .append_then(&ev, durable)
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, op, "audit record could not be written; refusing");
+                audit_unavailable()
+            })
     }
 
     /// Records a refusal and returns it (or the audit failure, which is also a refusal).
@@ -530,6 +553,11 @@ impl Daemon {
             own_secrets: own,
             system_secrets: system,
             connections: self.connections.load(Ordering::Relaxed),
+            warm_runner_uids: if caller.uid == 0 {
+                self.runs.warm.uids()
+            } else {
+                Vec::new()
+            },
         })
     }
 

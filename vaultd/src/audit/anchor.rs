@@ -58,8 +58,13 @@ pub(super) enum AnchorProblem {
 }
 
 /// `Ok(None)` if there is no anchor file. Of several slots, the
-/// well-formed one with the highest sequence number; `Malformed` if none is.
-pub(super) fn read_anchor(path: &Path) -> Result<Option<Anchor>, AnchorProblem> {
+/// well-formed one with the highest sequence number whose MAC verifies under
+/// `key` — a slot torn by a crash falls back to the other — else (none
+/// verifies, or no key) the highest; `Malformed` if none is well-formed.
+pub(super) fn read_anchor(
+    path: &Path,
+    key: Option<&AuditKey>,
+) -> Result<Option<Anchor>, AnchorProblem> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -76,12 +81,21 @@ pub(super) fn read_anchor(path: &Path) -> Result<Option<Anchor>, AnchorProblem> 
     if text.len() as u64 > MAX_ANCHOR {
         return Err(AnchorProblem::Malformed);
     }
-    text.split(|b| *b == b'\n')
+    let mut slots: Vec<Anchor> = text
+        .split(|b| *b == b'\n')
         .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
         .filter_map(parse_slot)
-        .max_by_key(|a| a.seq)
-        .map(Some)
-        .ok_or(AnchorProblem::Malformed)
+        .collect();
+    slots.sort_by_key(|a| std::cmp::Reverse(a.seq));
+    let verified = key.and_then(|k| slots.iter().position(|a| a.check(k)));
+    match verified {
+        Some(i) => Ok(Some(slots.swap_remove(i))),
+        None => slots
+            .into_iter()
+            .next()
+            .map(Some)
+            .ok_or(AnchorProblem::Malformed),
+    }
 }
 
 fn parse_slot(line: &[u8]) -> Option<Anchor> {

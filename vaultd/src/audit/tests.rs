@@ -473,6 +473,29 @@ fn a_torn_anchor_slot_falls_back_to_the_record_before() {
 }
 
 #[test]
+fn a_torn_slot_that_still_parses_falls_back_to_the_other_slot() {
+    use super::anchor::SLOT;
+    let fx = fixture();
+    drop(fx.with_records(3));
+    // A crash left slot 1 well-formed but mixing new and old bytes: its
+    // sequence number says 3, its MACs belong to another record.
+    let mut bytes = fs::read(&fx.anchor).unwrap();
+    let slot0 = String::from_utf8(bytes[..SLOT].to_vec()).unwrap();
+    let torn = slot0.replacen("\"seq\":2", "\"seq\":3", 1);
+    assert_ne!(torn, slot0);
+    bytes[SLOT..2 * SLOT].copy_from_slice(torn.as_bytes());
+    fs::write(&fx.anchor, &bytes).unwrap();
+    let rep = fx.verify();
+    assert!(
+        rep.ok,
+        "the intact slot is used, not a forgery alarm: {rep:?}"
+    );
+    let log = fx.open(Some(key()));
+    assert_eq!(log.append(&ev(1000, "secret.set", Some("N4"))).unwrap(), 4);
+    assert!(fx.verify().ok);
+}
+
+#[test]
 fn a_single_object_anchor_of_earlier_versions_is_read_and_converted() {
     use super::anchor::SLOT;
     let fx = fixture();
@@ -485,4 +508,37 @@ fn a_single_object_anchor_of_earlier_versions_is_read_and_converted() {
     assert_eq!(log.append(&ev(1000, "secret.set", Some("N3"))).unwrap(), 3);
     assert_eq!(fs::read(&fx.anchor).unwrap().len(), 2 * SLOT);
     assert!(fx.verify().ok);
+}
+
+#[test]
+fn append_then_says_durable_only_once_the_record_is_in_the_log() {
+    let fx = fixture();
+    let log = fx.open(Some(key()));
+    let mut told = false;
+    let seq = log
+        .append_then(&ev(1000, "run", Some("r")), || {
+            told = true;
+            let text = fs::read_to_string(&fx.log).unwrap();
+            assert!(
+                text.contains("\"seq\":1,"),
+                "told before the record was written"
+            );
+        })
+        .unwrap();
+    assert!(told && seq == 1);
+    assert!(fx.verify().ok, "{:?}", fx.verify());
+
+    // A log that cannot be written: never told, and the append fails.
+    let saved = fx.log.with_extension("saved");
+    fs::rename(&fx.log, &saved).unwrap();
+    fs::create_dir(&fx.log).unwrap();
+    let mut told = false;
+    assert!(log
+        .append_then(&ev(1000, "run", Some("r")), || told = true)
+        .is_err());
+    assert!(!told, "told durable for a record that was not written");
+    fs::remove_dir(&fx.log).unwrap();
+    fs::rename(&saved, &fx.log).unwrap();
+    assert_eq!(log.append(&ev(1000, "run", Some("r"))).unwrap(), 2);
+    assert!(fx.verify().ok, "{:?}", fx.verify());
 }

@@ -174,7 +174,7 @@ pub(super) fn verify(
     unkeyed_ops: &[&str],
 ) -> VerifyReport {
     let mut f = Findings::default();
-    let anchor = match read_anchor(anchor_path) {
+    let anchor = match read_anchor(anchor_path, Some(key)) {
         Ok(a) => a,
         Err(AnchorProblem::Malformed) => {
             f.problem("anchor file is malformed");

@@ -273,13 +273,25 @@ impl Daemon {
     /// run path starts the (still empty-handed) runner meanwhile, and sends
     /// it the job — secrets, command — only once this returned `Ok`.
     pub fn record_run_decision(&self, prepared: &PreparedRun) -> Result<(), WireError> {
-        self.audit_event(
+        self.record_run_decision_then(prepared, || {})
+    }
+
+    /// [`Daemon::record_run_decision`], calling `durable` as soon as the
+    /// record is durable in the log (the anchor follows in this call).
+    pub fn record_run_decision_then(
+        &self,
+        prepared: &PreparedRun,
+        durable: impl FnOnce(),
+    ) -> Result<(), WireError> {
+        self.record_then(
             &prepared.caller,
             "run",
+            None,
             Some(&prepared.decision.rule),
             Outcome::Ok,
             None,
             prepared.record.clone(),
+            durable,
         )
     }
 }

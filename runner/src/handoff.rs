@@ -1,0 +1,127 @@
+//! Handing the command's executable from `aivaultd` to the runner: the job
+//! frame travels with the open file attached as `SCM_RIGHTS` to its first
+//! byte, so the runner executes exactly the file the daemon resolved and
+//! checked, whenever the job arrives (a warm runner waits for it idle).
+//!
+//! [`send_frame_with_fd`] is the sending half (the daemon, and tests playing
+//! it); [`recv_frame_with_fd`] the runner's receiving half.
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use aivault_proto::frame::check_len;
+use aivault_proto::{FrameError, FRAME_HEADER_LEN};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Why a job frame and its descriptor could not be received.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the job arrived without exactly one executable descriptor")]
+    NoDescriptor,
+}
+
+/// Sends as much of `bytes` (a whole frame: header and body) as the socket
+/// takes in one `sendmsg`, with `fd` attached. Returns the bytes sent; the
+/// caller writes any rest plainly (the descriptor goes with the first byte).
+/// Works on blocking and non-blocking sockets alike (`WouldBlock` is
+/// returned as an error for the caller to wait on).
+pub fn send_frame_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(bytes)];
+    sendmsg::<()>(socket.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)
+}
+
+/// Reads one frame whose first byte carries exactly one descriptor (made
+/// close-on-exec on arrival). A frame without one, or with more, is refused
+/// and any received descriptor closed.
+pub fn recv_frame_with_fd<S: Read + AsRawFd>(socket: &mut S) -> Result<(Vec<u8>, OwnedFd), HandoffError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let (got, mut received) = loop {
+        let mut iov = [IoSliceMut::new(&mut header)];
+        match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                let mut fds: Vec<OwnedFd> = Vec::new();
+                for c in msg.cmsgs().map_err(|e| FrameError::Io(e.into()))? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        // SAFETY: the kernel just installed these numbers in
+                        // this process for this message; nothing else owns them.
+                        #[allow(unsafe_code)]
+                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+                    }
+                }
+                if truncated {
+                    return Err(HandoffError::NoDescriptor);
+                }
+                break (msg.bytes, fds);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(FrameError::Io(e.into()).into()),
+        }
+    };
+    if got == 0 {
+        return Err(FrameError::Closed.into());
+    }
+    socket
+        .read_exact(&mut header[got..])
+        .map_err(FrameError::Io)?;
+    let len = check_len(header)?;
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).map_err(FrameError::Io)?;
+    match (received.pop(), received.is_empty()) {
+        (Some(fd), true) => Ok((body, fd)),
+        _ => Err(HandoffError::NoDescriptor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn a_frame_and_its_descriptor_arrive_together() {
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        let file = std::fs::File::open("/proc/self/exe").expect("open");
+        let bytes = frame(b"job body");
+        let n = send_frame_with_fd(a.as_fd(), &bytes, file.as_fd()).expect("send");
+        assert_eq!(n, bytes.len());
+        let (body, fd) = recv_frame_with_fd(&mut b).expect("recv");
+        assert_eq!(body, b"job body");
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("flags");
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptor is close-on-exec");
+        let a_meta = file.metadata().expect("meta");
+        let b_meta = std::fs::File::from(fd).metadata().expect("meta");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((a_meta.dev(), a_meta.ino()), (b_meta.dev(), b_meta.ino()));
+    }
+
+    #[test]
+    fn a_frame_without_a_descriptor_is_refused() {
+        let (mut a, mut b) = UnixStream::pair().expect("pair");
+        std::io::Write::write_all(&mut a, &frame(b"job body")).expect("write");
+        assert!(matches!(recv_frame_with_fd(&mut b), Err(HandoffError::NoDescriptor)));
+    }
+
+    #[test]
+    fn a_closed_socket_is_reported_as_closed() {
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        drop(a);
+        assert!(matches!(
+            recv_frame_with_fd(&mut b),
+            Err(HandoffError::Frame(FrameError::Closed))
+        ));
+    }
+}

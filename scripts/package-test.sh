@@ -345,8 +345,18 @@ check "D-Bus: busctl as $user runs printenv and gets redacted output ($bus_out)"
 bus_err=$(as_bus call org.aivault.Vault1 /org/aivault/Vault1 org.aivault.Vault1 Run 'asa{sv}' 1 /usr/bin/whoami 0 2>&1) || true
 check "D-Bus: a command no rule allows is refused ($bus_err)" \
     bash -c "[[ '$bus_err' == *'no rule allows /usr/bin/whoami'* ]]"
-check "run directories are gone after the runs (teardown works with the unit's capabilities)" \
-    bash -c "[ -z \"\$(ls -A /run/aivault/runs 2>/dev/null)\" ]"
+# Left after the runs: only the warm runners' directories (root's status
+# names their uids), each one owned by its uid.
+runs_left() {
+    local want have
+    want=$(vaultctl status --json | python3 -c 'import json,sys; print(" ".join(sorted(str(u) for u in json.load(sys.stdin)["warm_runner_uids"])))')
+    have=$(ls -A /run/aivault/runs 2>/dev/null | sort | xargs)
+    [ -n "$want" ] && [ "$want" = "$have" ] || return 1
+    for uid in $want; do [ "$(stat -c %u /run/aivault/runs/$uid)" = "$uid" ] || return 1; done
+}
+settled=false
+for _ in $(seq 50); do runs_left && { settled=true; break; }; sleep 0.1; done
+check "after the runs only the warm runners' directories are left (teardown works with the unit's capabilities)" $settled
 
 kill -TERM "$daemon_pid"
 rc=0
@@ -354,6 +364,8 @@ wait "$daemon_pid" || rc=$?
 daemon_pid=""
 check "SIGTERM: STOPPING=1, and aivaultd exits 0 (rc $rc)" \
     bash -c "[ $rc = 0 ] && grep -q '^[0-9.]* STOPPING=1' '$tmp/notify.log'"
+check "SIGTERM ends the warm runners: no run directory is left" \
+    bash -c "[ -z \"\$(ls -A /run/aivault/runs 2>/dev/null)\" ]"
 stop_daemon
 
 # ---------------------------------------------------------------- 6. upgrade

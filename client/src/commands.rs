@@ -107,6 +107,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                     "caller_uid": s.caller_uid, "caller_gid": s.caller_gid,
                     "own_secrets": s.own_secrets, "system_secrets": s.system_secrets,
                     "connections": s.connections,
+                    "warm_runner_uids": s.warm_runner_uids,
                 }));
             } else {
                 println!(
@@ -121,6 +122,9 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 println!("you are:      uid {} gid {}", s.caller_uid, s.caller_gid);
                 println!("your secrets: {}", s.own_secrets);
                 println!("system:       {}", s.system_secrets);
+                if s.caller_uid == 0 {
+                    println!("warm runners: {}", s.warm_runner_uids.len());
+                }
             }
             Ok(0)
         }

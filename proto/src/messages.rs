@@ -229,6 +229,9 @@ pub struct StatusInfo {
     /// System-scope secrets (0 while sealed).
     pub system_secrets: u32,
     pub connections: u32,
+    /// Uids of the warm runners now idle or being started (told to root
+    /// only; empty for anyone else).
+    pub warm_runner_uids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,12 @@
 //!
 //! **Daemon ↔ runner.** The runner connects to the daemon's runner socket as
 //! the run uid; the daemon checks the peer uid and pid against the process it
-//! spawned, then sends one [`RunnerJob`]. The runner answers
+//! spawned. A runner may then wait idle (a warm runner) until a run takes it.
+//! The daemon sends one [`RunnerJob`], with the command's open executable
+//! attached as `SCM_RIGHTS` to the frame's first byte; the runner confines
+//! itself and answers [`RunnerEvent::Confined`]. Only once the run's decision
+//! is durably audited does the daemon send [`RunnerSecrets`], the go-ahead:
+//! without it the command never starts. The runner then answers
 //! [`RunnerEvent`]s; the daemon forwards [`RunInput`]s.
 
 use serde::{Deserialize, Serialize};
@@ -89,7 +94,8 @@ pub enum RunInput {
     Signal(i32),
 }
 
-/// Everything the runner needs, sent once after its identity is checked.
+/// Everything the runner needs but the secrets, sent once, with the
+/// command's executable attached (`SCM_RIGHTS`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunnerJob {
     /// argv[0] is the resolved absolute path (informational: the runner
@@ -97,13 +103,18 @@ pub struct RunnerJob {
     pub argv: Vec<String>,
     /// Base environment (PATH, HOME, TMPDIR, LANG, …) and pass-through names.
     pub env: Vec<(String, String)>,
-    /// Secrets: (secret name, environment variable, value).
-    pub secrets: Vec<(String, String, SecretBytes)>,
     /// Postcard of the runner's sandbox specification.
     #[serde(with = "crate::bytes")]
     pub sandbox: Vec<u8>,
     /// Output limit in bytes (stdout + stderr, after redaction).
     pub max_output: u64,
+}
+
+/// The go-ahead, sent after [`RunnerJob`] once the decision is audited:
+/// (secret name, environment variable, value) for each secret, possibly none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerSecrets {
+    pub secrets: Vec<(String, String, SecretBytes)>,
 }
 
 /// Runner → daemon.

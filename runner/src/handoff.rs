@@ -27,23 +27,40 @@ pub enum HandoffError {
 /// caller writes any rest plainly (the descriptor goes with the first byte).
 /// Works on blocking and non-blocking sockets alike (`WouldBlock` is
 /// returned as an error for the caller to wait on).
-pub fn send_frame_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub fn send_frame_with_fd(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+) -> io::Result<usize> {
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(bytes)];
-    sendmsg::<()>(socket.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(io::Error::from)
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Reads one frame whose first byte carries exactly one descriptor (made
 /// close-on-exec on arrival). A frame without one, or with more, is refused
 /// and any received descriptor closed.
-pub fn recv_frame_with_fd<S: Read + AsRawFd>(socket: &mut S) -> Result<(Vec<u8>, OwnedFd), HandoffError> {
+pub fn recv_frame_with_fd<S: Read + AsRawFd>(
+    socket: &mut S,
+) -> Result<(Vec<u8>, OwnedFd), HandoffError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut space = nix::cmsg_space!([RawFd; 2]);
     let (got, mut received) = loop {
         let mut iov = [IoSliceMut::new(&mut header)];
-        match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Ok(msg) => {
                 let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
                 let mut fds: Vec<OwnedFd> = Vec::new();
@@ -100,8 +117,13 @@ mod tests {
         assert_eq!(n, bytes.len());
         let (body, fd) = recv_frame_with_fd(&mut b).expect("recv");
         assert_eq!(body, b"job body");
-        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("flags");
-        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptor is close-on-exec");
+        let flags =
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).expect("flags");
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received descriptor is close-on-exec"
+        );
         let a_meta = file.metadata().expect("meta");
         let b_meta = std::fs::File::from(fd).metadata().expect("meta");
         use std::os::unix::fs::MetadataExt;
@@ -112,7 +134,10 @@ mod tests {
     fn a_frame_without_a_descriptor_is_refused() {
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         std::io::Write::write_all(&mut a, &frame(b"job body")).expect("write");
-        assert!(matches!(recv_frame_with_fd(&mut b), Err(HandoffError::NoDescriptor)));
+        assert!(matches!(
+            recv_frame_with_fd(&mut b),
+            Err(HandoffError::NoDescriptor)
+        ));
     }
 
     #[test]

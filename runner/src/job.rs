@@ -1,23 +1,33 @@
-//! Turning the daemon's [`RunnerJob`] into what the run needs: the sandbox
-//! specification, the redaction patterns and the command's `argv`/`envp`.
+//! Turning the daemon's [`RunnerJob`] and, later, its [`RunnerSecrets`] into
+//! what the run needs: the sandbox specification first ([`stage`], before
+//! confinement), then the redaction patterns and the command's
+//! `argv`/`envp` ([`Staged::arm`], once the secrets arrive).
 //!
 //! Secret values are copied exactly twice, into the redaction patterns and
-//! into the environment entries; both copies are wiped on drop, and so is
-//! the job itself ([`aivault_proto::SecretBytes`]). Errors name variables
-//! and secrets by name or position, never by value.
+//! into the environment entries; both copies are wiped on drop, and so are
+//! the secrets message itself ([`aivault_proto::SecretBytes`]) and the
+//! argument copies. Errors name variables and secrets by name or position,
+//! never by value.
 
 use std::sync::Arc;
 
-use aivault_proto::{FrameError, RunnerJob};
+use aivault_proto::{FrameError, RunnerJob, RunnerSecrets};
 use aivault_redact::{Patterns, Secret};
 use aivault_runner::sys::ExecVectors;
 use aivault_runner::SandboxSpec;
 use zeroize::Zeroizing;
 
-/// Everything the run needs, built before confinement.
+/// A checked job, waiting for its secrets.
 #[derive(Debug)]
-pub struct Prepared {
+pub struct Staged {
     pub spec: SandboxSpec,
+    argv: Vec<Zeroizing<Vec<u8>>>,
+    env: Vec<(String, String)>,
+}
+
+/// What the command is started with.
+#[derive(Debug)]
+pub struct Armed {
     pub patterns: Arc<Patterns>,
     pub vectors: ExecVectors,
 }
@@ -49,18 +59,10 @@ impl JobError {
     }
 }
 
-/// Consumes the job; its secret values are wiped when this returns.
-pub fn prepare(job: RunnerJob) -> Result<Prepared, JobError> {
+/// Checks the job: the sandbox specification, the arguments and the plain
+/// environment.
+pub fn stage(job: RunnerJob) -> Result<Staged, JobError> {
     let spec: SandboxSpec = aivault_proto::decode(&job.sandbox).map_err(JobError::Sandbox)?;
-
-    let secrets: Vec<Secret> = job
-        .secrets
-        .iter()
-        .map(|(name, _, value)| Secret::new(name.as_str(), value.as_bytes().to_vec()))
-        .collect();
-    let patterns = Patterns::new(&secrets).map_err(JobError::Redaction)?;
-    drop(secrets);
-
     if job.argv.is_empty() {
         return Err(JobError::NoArgv);
     }
@@ -71,20 +73,39 @@ pub fn prepare(job: RunnerJob) -> Result<Prepared, JobError> {
         }
         argv.push(c_entry(&[arg.as_bytes()]));
     }
-
-    let plain = job.env.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-    let secret = job
-        .secrets
-        .iter()
-        .map(|(_, var, value)| (var.as_str(), value.as_bytes()));
-    let envp = environment(plain.chain(secret))?;
-
-    let vectors = ExecVectors::new(argv, envp).map_err(|_| JobError::Vectors)?;
-    Ok(Prepared {
+    environment(job.env.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))?;
+    Ok(Staged {
         spec,
-        patterns: Arc::new(patterns),
-        vectors,
+        argv,
+        env: job.env,
     })
+}
+
+impl Staged {
+    /// Adds the secrets: builds the redaction patterns and the `envp`. The
+    /// secrets message is wiped when this returns.
+    pub fn arm(&mut self, secrets: RunnerSecrets) -> Result<Armed, JobError> {
+        let values: Vec<Secret> = secrets
+            .secrets
+            .iter()
+            .map(|(name, _, value)| Secret::new(name.as_str(), value.as_bytes().to_vec()))
+            .collect();
+        let patterns = Patterns::new(&values).map_err(JobError::Redaction)?;
+        drop(values);
+
+        let plain = self.env.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        let secret = secrets
+            .secrets
+            .iter()
+            .map(|(_, var, value)| (var.as_str(), value.as_bytes()));
+        let envp = environment(plain.chain(secret))?;
+        let argv = std::mem::take(&mut self.argv);
+        let vectors = ExecVectors::new(argv, envp).map_err(|_| JobError::Vectors)?;
+        Ok(Armed {
+            patterns: Arc::new(patterns),
+            vectors,
+        })
+    }
 }
 
 /// `NAME=value` entries, NUL-terminated; a later entry for a name replaces
@@ -124,7 +145,7 @@ mod tests {
     use aivault_proto::SecretBytes;
     use aivault_runner::Limits;
 
-    fn job(secrets: &[(&str, &str, &str)]) -> RunnerJob {
+    fn job() -> RunnerJob {
         let spec = SandboxSpec {
             home: "/h".into(),
             tmp: "/t".into(),
@@ -144,7 +165,14 @@ mod tests {
                 ("PATH".into(), "/usr/bin".into()),
                 ("TOKEN".into(), "x".into()),
             ],
-            secrets: secrets
+            sandbox: aivault_proto::encode(&spec).expect("encode"),
+            max_output: 1 << 20,
+        }
+    }
+
+    fn secrets(list: &[(&str, &str, &str)]) -> RunnerSecrets {
+        RunnerSecrets {
+            secrets: list
                 .iter()
                 .map(|(n, v, s)| {
                     (
@@ -154,26 +182,30 @@ mod tests {
                     )
                 })
                 .collect(),
-            sandbox: aivault_proto::encode(&spec).expect("encode"),
-            max_output: 1 << 20,
         }
+    }
+
+    fn prepare(job: RunnerJob, list: &[(&str, &str, &str)]) -> Result<(Staged, Armed), JobError> {
+        let mut staged = stage(job)?;
+        let armed = staged.arm(secrets(list))?;
+        Ok((staged, armed))
     }
 
     #[test]
     fn builds_vectors_and_patterns() {
-        let prepared = prepare(job(&[("API", "TOKEN", "s3cret-value")])).expect("prepare");
-        assert_eq!(prepared.spec.home, std::path::PathBuf::from("/h"));
-        let out = aivault_redact::redact_all(&prepared.patterns, b"a s3cret-value b");
+        let (staged, armed) = prepare(job(), &[("API", "TOKEN", "s3cret-value")]).expect("prepare");
+        assert_eq!(staged.spec.home, std::path::PathBuf::from("/h"));
+        let out = aivault_redact::redact_all(&armed.patterns, b"a s3cret-value b");
         assert_eq!(out, b"a [REDACTED:API] b");
-        let dbg = format!("{:?}", prepared.vectors);
+        let dbg = format!("{:?}", armed.vectors);
         assert!(dbg.contains("argc: 2") && dbg.contains("envc: 2"), "{dbg}");
         assert!(!dbg.contains("s3cret"));
     }
 
     #[test]
     fn no_secrets_is_fine() {
-        let prepared = prepare(job(&[])).expect("prepare");
-        let out = aivault_redact::redact_all(&prepared.patterns, b"plain output");
+        let (_, armed) = prepare(job(), &[]).expect("prepare");
+        let out = aivault_redact::redact_all(&armed.patterns, b"plain output");
         assert_eq!(out, b"plain output");
     }
 
@@ -187,28 +219,30 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_without_values() {
-        let mut j = job(&[("API", "BAD=NAME", "s3cret-value")]);
-        let err = prepare(j.clone()).expect_err("bad name");
+        let err = prepare(job(), &[("API", "BAD=NAME", "s3cret-value")]).expect_err("bad name");
         assert!(matches!(err, JobError::EnvName(_)));
         assert!(!err.to_string().contains("s3cret"));
 
-        j = job(&[("API", "TOKEN", "s3cret\0value")]);
-        let err = prepare(j).expect_err("nul");
+        let err = prepare(job(), &[("API", "TOKEN", "s3cret\0value")]).expect_err("nul");
         assert_eq!(
             err.to_string(),
             "value of environment variable TOKEN contains a NUL byte"
         );
 
-        let err = prepare(job(&[("API", "TOKEN", "")])).expect_err("empty");
+        let err = prepare(job(), &[("API", "TOKEN", "")]).expect_err("empty");
         assert!(matches!(err, JobError::Redaction(_)));
 
-        let mut j = job(&[]);
+        let mut j = job();
         j.argv.clear();
-        assert!(matches!(prepare(j), Err(JobError::NoArgv)));
+        assert!(matches!(stage(j), Err(JobError::NoArgv)));
 
-        let mut j = job(&[]);
+        let mut j = job();
+        j.env.push(("BAD=NAME".into(), "v".into()));
+        assert!(matches!(stage(j), Err(JobError::EnvName(_))));
+
+        let mut j = job();
         j.sandbox = vec![0xff];
-        let err = prepare(j).expect_err("sandbox");
+        let err = stage(j).expect_err("sandbox");
         assert!(err.is_protocol());
     }
 }

@@ -17,6 +17,10 @@
 //!
 //! It returns an [`Enforcement`] that says what the kernel actually enforces,
 //! for the daemon to audit. [`SandboxError`] has one variant per step.
+//!
+//! `aivault-runner` itself splits the steps: [`lock_down`] (4 and 6) as soon
+//! as it starts, before it waits for a job, then [`confine_locked`] (1, 2,
+//! 3, 5) once the job is there. The end state is the same.
 #![deny(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -25,6 +29,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod fds;
+pub mod handoff;
 mod identity;
 mod landlock_rules;
 mod limits;
@@ -217,17 +222,55 @@ pub fn confine_keeping(
     let landlock = landlock_rules::apply(spec)?;
 
     // 6. Seccomp, last: nothing after it but returning and exec.
-    seccomp::apply().map_err(|e| match e {
+    seccomp::apply().map_err(seccomp_error)?;
+    Ok(enforcement(&landlock))
+}
+
+fn seccomp_error(e: seccomp::SeccompError) -> SandboxError {
+    match e {
         seccomp::SeccompError::Build(e) => SandboxError::SeccompBuild(e),
         seccomp::SeccompError::Apply(e) => SandboxError::SeccompApply(e),
-    })?;
+    }
+}
 
-    Ok(Enforcement {
+/// Proof that [`lock_down`] ran in this process.
+#[derive(Debug)]
+pub struct LockedDown(());
+
+/// Steps 4 and 6 ahead of the others: `no_new_privs` and the seccomp
+/// deny-list need nothing from a job, and installing the filters is the
+/// most expensive step (the kernel prepares each program), so the runner
+/// applies them before it waits for its job — a warm runner while idle.
+/// Irreversible. The deny-list refuses nothing the remaining steps use
+/// (`close_range`, `prlimit64`, `landlock_*`).
+pub fn lock_down() -> Result<LockedDown, SandboxError> {
+    nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+    seccomp::apply().map_err(seccomp_error)?;
+    Ok(LockedDown(()))
+}
+
+/// After [`lock_down`]: steps 1, 2, 3 and 5, in that order, keeping the
+/// given descriptors. The end state is that of [`confine_keeping`].
+pub fn confine_locked(
+    spec: &SandboxSpec,
+    keep: &[BorrowedFd<'_>],
+    _locked: &LockedDown,
+) -> Result<Enforcement, SandboxError> {
+    let keep: Vec<i32> = keep.iter().map(AsRawFd::as_raw_fd).collect();
+    fds::close_all_except(&keep).map_err(SandboxError::CloseFds)?;
+    limits::apply(&spec.limits)?;
+    identity::check_unprivileged(spec.isolation)?;
+    let landlock = landlock_rules::apply(spec)?;
+    Ok(enforcement(&landlock))
+}
+
+fn enforcement(landlock: &landlock_rules::Outcome) -> Enforcement {
+    Enforcement {
         landlock_abi: landlock.abi,
         landlock: landlock.level,
         net_restricted: landlock.net_restricted,
         scoped_signals: landlock.scoped,
         scoped_abstract_unix: landlock.scoped,
         seccomp: true,
-    })
+    }
 }

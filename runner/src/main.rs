@@ -1,24 +1,32 @@
 //! `aivault-runner`: started by `aivaultd` for one run; see the library
 //! (`aivault_runner`) for the self-confinement it applies before exec.
 //!
-//! The daemon starts it as the run's fresh uid with `--socket <PATH>`, a
-//! clean environment, stdin and stdout on `/dev/null`, stderr on the
-//! daemon's log, and the command's executable open as fd 3. In order:
+//! The daemon starts it as the run's fresh uid (or, in caller mode, as the
+//! caller inside the run's cgroup) with `--socket <PATH>`, a clean
+//! environment, stdin and stdout on `/dev/null` and stderr on the daemon's
+//! log. It may be started ahead of any run (a warm runner) and wait idle,
+//! holding nothing, until a run takes it. In order:
 //!
-//! 1. take fd 3 (close-on-exec from now on), connect to the socket, read
-//!    one [`RunnerJob`] ([`job`]),
-//! 2. build the redaction patterns and the command's `argv`/`envp`, create
-//!    the pipes ([`exec`]),
-//! 3. [`confine_keeping`] the socket, fd 3 and the pipes, report
+//! 1. [`lock_down`]: `no_new_privs` and the seccomp filters, which need
+//!    nothing from a job; connect to the socket; read one [`RunnerJob`]
+//!    with the command's open executable attached
+//!    ([`aivault_runner::handoff`]; close-on-exec),
+//! 2. check the job and create the pipes ([`job::stage`], [`exec`]),
+//! 3. [`confine_locked`] (descriptors, rlimits, identity, Landlock),
+//!    keeping the socket, the executable and the pipes, report
 //!    `Confined` (or `Exit` 126 and stop: never run unconfined),
-//! 4. fork and `execveat(3, "", …, AT_EMPTY_PATH)`; wipe the parent's copy
+//! 4. wait for the go-ahead, [`RunnerSecrets`], which the daemon sends only
+//!    once the run's decision is durably audited; build the redaction
+//!    patterns and the command's `argv`/`envp` ([`job::Staged::arm`]),
+//! 5. fork and `execveat(exe, "", …, AT_EMPTY_PATH)`; wipe the parent's copy
 //!    of the environment,
-//! 5. pump input, output and signals until the command ends ([`pump`]),
+//! 6. pump input, output and signals until the command ends ([`pump`]),
 //!    then report `Exit`.
 //!
 //! Exit status of the runner: 0 once an `Exit` event was sent, 1 on a
-//! protocol or connection failure (the daemon then treats the run as
-//! failed), 2 when started without `--socket` or without fd 3.
+//! protocol or connection failure or when the daemon withdrew the run
+//! before its go-ahead (the daemon then treats the run as failed), 2 when
+//! started without `--socket`.
 //!
 //! Nothing here prints a secret value or the job's environment to stderr.
 
@@ -28,18 +36,16 @@ mod pump;
 mod wire;
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aivault_proto::{FrameError, RunnerEvent, RunnerJob};
-use aivault_runner::{confine_keeping, sys};
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use aivault_proto::{FrameError, RunnerEvent, RunnerJob, RunnerSecrets};
+use aivault_runner::handoff::{recv_frame_with_fd, HandoffError};
+use aivault_runner::{confine_locked, lock_down};
+use nix::fcntl::{fcntl, FcntlArg};
 use zeroize::Zeroizing;
-
-/// The descriptor on which the daemon passes the command's executable.
-const EXE_FD: RawFd = 3;
 
 /// Exit code reported when the command could not be started.
 const CANNOT_START: i32 = 126;
@@ -53,8 +59,16 @@ enum RunnerError {
     Connect(#[source] std::io::Error),
     #[error("daemon connection failed")]
     Frame(#[source] FrameError),
+    #[error("cannot receive the job")]
+    Handoff(#[source] HandoffError),
     #[error("malformed job")]
     Job(#[source] FrameError),
+    #[error("malformed go-ahead")]
+    Secrets(#[source] FrameError),
+    /// The daemon closed the connection before the go-ahead: the run was
+    /// withdrawn (its decision could not be audited, or the daemon stops).
+    #[error("run withdrawn before it started")]
+    Withdrawn,
     #[error("{0}")]
     Prepare(#[source] job::JobError),
     #[error("run aborted")]
@@ -67,18 +81,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     ensure_std_fds();
-    let exe = match take_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!(
-                "aivault-runner: no executable on fd {EXE_FD} ({}); {USAGE}",
-                e.desc()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match run(&socket, exe) {
+    match run(&socket) {
         Ok(()) => ExitCode::SUCCESS,
+        // Nothing to report: the daemon knows why it withdrew the run.
+        Err(RunnerError::Withdrawn) => ExitCode::from(1),
         Err(e) => {
             eprintln!("aivault-runner: {}", chain(&e));
             ExitCode::from(1)
@@ -116,23 +122,24 @@ fn ensure_std_fds() {
     }
 }
 
-/// fd 3, made close-on-exec: the command runs from it but must not inherit it.
-fn take_exe() -> Result<OwnedFd, nix::Error> {
-    let exe = sys::take_inherited_fd(EXE_FD)?;
-    fcntl(exe.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    Ok(exe)
-}
-
-fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
+fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
+    // no_new_privs and seccomp before the job arrives (a warm runner is
+    // locked down while idle); a failure is reported once there is a job
+    // to fail.
+    let locked = lock_down();
     let mut sock = UnixStream::connect(socket).map_err(RunnerError::Connect)?;
 
-    // The frame holds the secret values: wipe it once decoded.
-    let body = Zeroizing::new(aivault_proto::read_frame(&mut sock).map_err(RunnerError::Frame)?);
+    // A warm runner waits here, idle, until a run takes it.
+    let (body, exe) = match recv_frame_with_fd(&mut sock) {
+        Ok(received) => received,
+        Err(HandoffError::Frame(FrameError::Closed)) => return Err(RunnerError::Withdrawn),
+        Err(e) => return Err(RunnerError::Handoff(e)),
+    };
     let job: RunnerJob = aivault_proto::decode(&body).map_err(RunnerError::Job)?;
     drop(body);
 
-    let prepared = match job::prepare(job) {
-        Ok(prepared) => prepared,
+    let mut staged = match job::stage(job) {
+        Ok(staged) => staged,
         Err(e) => {
             report_failure(&mut sock, CANNOT_START, e.to_string())?;
             return if e.is_protocol() {
@@ -153,7 +160,8 @@ fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
 
     let mut keep = vec![sock.as_fd(), exe.as_fd()];
     keep.extend(pipes.all());
-    let enforcement = match confine_keeping(&prepared.spec, &keep) {
+    let confined = locked.and_then(|locked| confine_locked(&staged.spec, &keep, &locked));
+    let enforcement = match confined {
         Ok(enforcement) => enforcement,
         Err(e) => {
             eprintln!("aivault-runner: {}", chain(&e));
@@ -165,13 +173,21 @@ fn run(socket: &std::path::Path, exe: OwnedFd) -> Result<(), RunnerError> {
     let enforcement = serde_json::to_string(&enforcement).unwrap_or_default();
     send(&mut sock, &RunnerEvent::Confined { enforcement })?;
 
-    let job::Prepared {
-        spec,
-        patterns,
-        vectors,
-    } = prepared;
+    // The go-ahead holds the secret values: wipe the frame once decoded.
+    let body = match aivault_proto::read_frame(&mut sock) {
+        Ok(body) => Zeroizing::new(body),
+        Err(FrameError::Closed) => return Err(RunnerError::Withdrawn),
+        Err(e) => return Err(RunnerError::Frame(e)),
+    };
+    let secrets: RunnerSecrets = aivault_proto::decode(&body).map_err(RunnerError::Secrets)?;
+    drop(body);
+    let job::Armed { patterns, vectors } = match staged.arm(secrets) {
+        Ok(armed) => armed,
+        Err(e) => return report_failure(&mut sock, CANNOT_START, e.to_string()),
+    };
+
     // Only a fresh run uid may be swept with kill(-1) (see `pump::run`).
-    let sweep_uid = spec.isolation == aivault_runner::Isolation::DynamicUid;
+    let sweep_uid = staged.spec.isolation == aivault_runner::Isolation::DynamicUid;
     let spawned = exec::spawn(exe.as_fd(), pipes, &vectors);
     // The parent has no use for the environment (it holds the secrets).
     drop(vectors);

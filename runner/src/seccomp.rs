@@ -176,6 +176,13 @@ pub const DENY: &[Deny] = &[
         why: "console selection paste: same terminal injection as TIOCSTI",
     },
     Deny {
+        name: "prctl(PR_SET_DUMPABLE)",
+        nr: libc::SYS_prctl,
+        when: When::Eq32 { arg: 0, value: libc::PR_SET_DUMPABLE as u64 },
+        errno: EPERM,
+        why: "a non-dumpable process's /proc entry turns root's: it would hide from the teardown's search for survivors of the run's uid",
+    },
+    Deny {
         name: "personality",
         nr: libc::SYS_personality,
         when: When::NotIn32 { arg: 0, values: &[PER_LINUX, PERSONALITY_QUERY] },

@@ -198,23 +198,8 @@ pub(crate) fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, Errno
 
 // ------------------------------------------------------------ runner process
 //
-// What follows serves the `aivault-runner` binary: taking over the inherited
-// executable descriptor, the child's side of fork/exec, and a pidfd to learn
-// when the command exits.
-
-/// Takes ownership of a descriptor inherited by number, e.g. the command's
-/// executable that `aivaultd` passes as fd 3. `EBADF` if it is not open.
-///
-/// Call it at start-up, once per number, before the process opens anything
-/// else, so that no other object can own the same number.
-pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
-    // SAFETY: fcntl just showed that `fd` is open. It was inherited across
-    // exec, so no Rust object of this process was created for it; the
-    // contract above (once per number, at start-up) makes the returned
-    // OwnedFd its only owner, and it closes the number exactly once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+// What follows serves the `aivault-runner` binary: the child's side of
+// fork/exec, and a pidfd to learn when the command exits.
 
 /// `pidfd_open(pid, 0)`: a close-on-exec descriptor that polls readable when
 /// the process exits (Linux 5.3+; `ENOSYS` before).

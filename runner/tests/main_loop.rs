@@ -1,15 +1,13 @@
 //! The `aivault-runner` binary against the real kernel, with the test
 //! playing the daemon's half of the contract: it binds the runner socket,
-//! prepares a private home/tmp for an unused uid, opens the command's
-//! executable, starts the runner as that uid with the file on fd 3, sends a
-//! `RunnerJob` and collects the `RunnerEvent`s.
+//! prepares a private home/tmp for an unused uid, starts the runner as that
+//! uid, sends a `RunnerJob` with the command's open executable attached,
+//! then the `RunnerSecrets` go-ahead, and collects the `RunnerEvent`s.
 //!
 //! These tests need root (CI runs them as root) and fail without it.
-#![allow(unsafe_code)]
-
 use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -18,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aivault_proto::{RunInput, RunnerEvent, RunnerJob, SecretBytes, Stream};
+use aivault_proto::{RunInput, RunnerEvent, RunnerJob, RunnerSecrets, SecretBytes, Stream};
 use aivault_runner::{Enforcement, Limits, SandboxSpec};
 use nix::errno::Errno;
 use nix::sys::signal::kill;
@@ -107,14 +105,19 @@ impl Fixture {
         }
     }
 
-    fn job(&self, argv: &[&str], secrets: &[(&str, &str, &str)]) -> RunnerJob {
-        RunnerJob {
+    /// The job and its go-ahead.
+    fn job(&self, argv: &[&str], secrets: &[(&str, &str, &str)]) -> (RunnerJob, RunnerSecrets) {
+        let job = RunnerJob {
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             env: vec![
                 ("PATH".into(), "/usr/bin:/bin".into()),
                 ("HOME".into(), self.path("home").display().to_string()),
                 ("PLAIN".into(), "visible".into()),
             ],
+            sandbox: aivault_proto::encode(&self.spec()).expect("spec"),
+            max_output: 1 << 24,
+        };
+        let secrets = RunnerSecrets {
             secrets: secrets
                 .iter()
                 .map(|(name, var, value)| {
@@ -125,15 +128,20 @@ impl Fixture {
                     )
                 })
                 .collect(),
-            sandbox: aivault_proto::encode(&self.spec()).expect("spec"),
-            max_output: 1 << 24,
-        }
+        };
+        (job, secrets)
     }
 
-    /// Starts the runner with `exe` on fd 3 and sends `job`.
-    fn start(&self, exe: &Path, job: &RunnerJob) -> Run {
+    /// Starts the runner and sends the job, then at once the go-ahead.
+    fn start(&self, exe: &Path, job: &(RunnerJob, RunnerSecrets)) -> Run {
+        let mut run = self.launch(exe, &job.0);
+        run.go(&job.1);
+        run
+    }
+
+    /// Starts the runner and sends `job` with `exe` attached, no go-ahead.
+    fn launch(&self, exe: &Path, job: &RunnerJob) -> Run {
         let exe = File::open(exe).expect("open executable");
-        let raw = exe.as_raw_fd();
         let mut cmd = Command::new(RUNNER);
         cmd.arg("--socket")
             .arg(self.path("runner.sock"))
@@ -143,26 +151,15 @@ impl Fixture {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        // SAFETY: the closure runs in the forked child before exec and makes
-        // only async-signal-safe calls (fcntl, dup2) on integers.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ret = if raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 3)
-                };
-                if ret < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().expect("spawn runner");
-        drop(exe);
         let mut stream = accept(&self.listener, &mut child);
         let body = aivault_proto::encode(job).expect("encode job");
-        aivault_proto::write_frame(&mut stream, &body).expect("send job");
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let sent = aivault_runner::handoff::send_frame_with_fd(stream.as_fd(), &frame, exe.as_fd())
+            .expect("send job");
+        stream.write_all(&frame[sent..]).expect("send job");
+        drop(exe);
         Run {
             child,
             stream: Some(stream),
@@ -215,6 +212,12 @@ impl Run {
         self.stream.as_mut().expect("connection open")
     }
 
+    /// Sends the go-ahead: the command starts once the runner has it.
+    fn go(&mut self, secrets: &RunnerSecrets) {
+        let body = aivault_proto::encode(secrets).expect("encode");
+        aivault_proto::write_frame(self.stream(), &body).expect("send go-ahead");
+    }
+
     fn send(&mut self, input: RunInput) {
         let body = aivault_proto::encode(&input).expect("encode");
         aivault_proto::write_frame(self.stream(), &body).expect("send input");
@@ -225,6 +228,11 @@ impl Run {
         let body = match aivault_proto::read_frame(self.stream()) {
             Ok(body) => body,
             Err(aivault_proto::FrameError::Closed) => return false,
+            // The runner ended without reading the go-ahead sent at once
+            // (it failed before confinement): the end of its events.
+            Err(aivault_proto::FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return false
+            }
             Err(e) => panic!("reading events: {e}"),
         };
         match aivault_proto::decode(&body).expect("decode event") {
@@ -258,6 +266,12 @@ impl Run {
         while self.events.confined.is_none() {
             assert!(self.next(), "no Confined event: {:?}", self.events);
         }
+    }
+
+    /// Waits for the runner once the test closed the connection itself.
+    fn finish_closed(mut self) -> (Events, ExitStatus) {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        (self.events, status)
     }
 
     /// Reads events until the runner closes the connection, then waits for
@@ -388,7 +402,7 @@ fn scripts_cannot_run_from_a_descriptor() {
     let mut job = fx.job(&["script"], &[]);
     let mut spec = fx.spec();
     spec.exec.push(script.clone());
-    job.sandbox = aivault_proto::encode(&spec).expect("spec");
+    job.0.sandbox = aivault_proto::encode(&spec).expect("spec");
     let (events, _) = fx.start(&script, &job).finish();
     assert_eq!(
         events.exit,
@@ -407,7 +421,7 @@ fn failed_confinement_never_runs_the_command() {
     let mut job = fx.job(&["/usr/bin/true"], &[]);
     let mut spec = fx.spec();
     spec.home = fx.path("missing");
-    job.sandbox = aivault_proto::encode(&spec).expect("spec");
+    job.0.sandbox = aivault_proto::encode(&spec).expect("spec");
     let (events, status) = fx.start(Path::new("/usr/bin/true"), &job).finish();
     assert!(events.confined.is_none());
     let (code, signaled, _, message) = events.exit.expect("exit");
@@ -552,4 +566,52 @@ fn death_by_signal_is_reported_as_128_plus_n() {
     let job = fx.job(&["/bin/sh", "-c", "kill -9 $$"], &[]);
     let (events, _) = fx.start(Path::new("/bin/sh"), &job).finish();
     assert_eq!(events.exit, Some((137, true, 0, None)));
+}
+
+#[test]
+fn without_the_go_ahead_the_command_never_starts() {
+    // The daemon sends the job while it audits the decision; if the record
+    // cannot be written it closes the connection instead of the go-ahead.
+    let fx = Fixture::new();
+    let marker = fx.path("tmp/ran");
+    let script = format!("echo ran > {}", marker.display());
+    let (job, _) = fx.job(
+        &["/bin/sh", "-c", &script],
+        &[("TOKEN", "API_TOKEN", SECRET)],
+    );
+    let mut run = fx.launch(Path::new("/bin/sh"), &job);
+    run.wait_confined();
+    drop(run.stream.take());
+    let (events, status) = run.finish_closed();
+    assert_eq!(events.exit, None, "no Exit for a withdrawn run");
+    assert_eq!(status.code(), Some(1));
+    assert!(!marker.exists(), "the command ran without its go-ahead");
+    assert!(processes_of(fx.uid, "sh").is_empty());
+}
+
+#[test]
+fn a_job_without_its_executable_is_refused() {
+    let fx = Fixture::new();
+    let mut cmd = Command::new(RUNNER);
+    cmd.arg("--socket")
+        .arg(fx.path("runner.sock"))
+        .env_clear()
+        .uid(fx.uid)
+        .gid(fx.gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn runner");
+    let mut stream = accept(&fx.listener, &mut child);
+    let (job, _) = fx.job(&["/usr/bin/true"], &[]);
+    let body = aivault_proto::encode(&job).expect("encode");
+    aivault_proto::write_frame(&mut stream, &body).expect("send job");
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).expect("stderr");
+    assert!(
+        err.contains("without exactly one executable descriptor"),
+        "{err}"
+    );
 }

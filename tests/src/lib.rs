@@ -55,21 +55,31 @@ impl User {
     pub fn ensure(name: &str) -> User {
         require_root();
         if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    name,
-                ])
-                .status()
-                .expect("running useradd");
-            // Another test may have created it concurrently.
-            assert!(
-                status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
-                "useradd {name} failed"
-            );
+            // Test binaries run at the same time; concurrent `useradd`s of
+            // one name can each allocate a uid. One at a time, re-checked
+            // under the lock.
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open("/run/aivault-tests-useradd.lock")
+                .expect("useradd lock file");
+            let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .expect("useradd lock");
+            if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+                let status = Command::new("useradd")
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        name,
+                    ])
+                    .status()
+                    .expect("running useradd");
+                assert!(status.success(), "useradd {name} failed");
+            }
         }
         let u = nix::unistd::User::from_name(name)
             .expect("getpwnam")
@@ -442,12 +452,48 @@ pub fn token(n: usize) -> String {
 pub const RUN_UID_FIRST: u32 = 0x7000_0000;
 
 impl Daemon {
-    /// Live processes of this daemon's runs.
+    /// Live processes of this daemon's runs: under its run uids, apart from
+    /// its warm runners (started ahead of any run, idle).
     pub fn run_processes(&self) -> Vec<(i32, u32)> {
+        let warm = self.warm_uids();
         run_range_processes()
             .into_iter()
-            .filter(|(_, uid)| self.run_uids.contains(uid))
+            .filter(|(_, uid)| self.run_uids.contains(uid) && !warm.contains(uid))
             .collect()
+    }
+
+    /// Live processes of this daemon's warm runners.
+    pub fn warm_processes(&self) -> Vec<(i32, u32)> {
+        let warm = self.warm_uids();
+        run_range_processes()
+            .into_iter()
+            .filter(|(_, uid)| warm.contains(uid))
+            .collect()
+    }
+
+    /// The uids of the daemon's warm runners, idle or being started, as
+    /// `status` tells root; none if the daemon is not running.
+    pub fn warm_uids(&self) -> Vec<u32> {
+        let Ok(mut c) = aivault_client::Client::connect(&self.socket()) else {
+            return Vec::new();
+        };
+        match c.call(aivault_proto::RequestBody::Status) {
+            Ok(aivault_proto::Reply::Status(s)) => s.warm_runner_uids,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Run directories, apart from those of warm runners.
+    pub fn run_dirs(&self) -> Vec<PathBuf> {
+        let warm: Vec<String> = self.warm_uids().iter().map(u32::to_string).collect();
+        fs::read_dir(self.runs_dir())
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| !warm.iter().any(|w| e.file_name() == w.as_str()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

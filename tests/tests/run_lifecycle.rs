@@ -65,22 +65,34 @@ users = ["{a}"]
     )
 }
 
-/// No process of any run uid, no run directory, nothing leased.
+/// No process of any run uid, no run directory, nothing leased — apart
+/// from the warm runners, each of which is one idle `aivault-runner`.
 fn assert_nothing_left(d: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let procs = d.run_processes();
-        let dirs: Vec<_> = std::fs::read_dir(d.runs_dir())
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let dirs = d.run_dirs();
         if procs.is_empty() && dirs.is_empty() {
-            return;
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "left behind: processes {procs:?}, directories {dirs:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    let warm = d.warm_processes();
+    assert!(
+        warm.len() <= 2,
+        "more warm runners than configured: {warm:?}"
+    );
+    for (pid, _) in warm {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert_eq!(
+            comm.trim(),
+            "aivault-runner",
+            "a warm uid runs something else"
+        );
     }
 }
 
@@ -425,8 +437,9 @@ fn a_run_whose_decision_cannot_be_audited_never_starts() {
         ..Options::default()
     });
     ok(&d.vaultctl(&alice, &["run", "--", "sh", "-c", "echo ran"], b""));
-    // The daemon starts the runner while it writes the decision's record;
-    // the command must still never run when the record cannot be written.
+    // The daemon hands a runner the job while it writes the decision's
+    // record; the command must still never run when the record cannot be
+    // written (the go-ahead with the secrets is never sent).
     let saved = d.audit_log().with_extension("saved");
     std::fs::rename(d.audit_log(), &saved).unwrap();
     std::fs::create_dir(d.audit_log()).unwrap();
@@ -441,4 +454,91 @@ fn a_run_whose_decision_cannot_be_audited_never_starts() {
         ok(&d.vaultctl(&alice, &["run", "--", "sh", "-c", "echo ran"], b"")).trim(),
         "ran"
     );
+}
+
+/// Waits until the daemon has `n` warm runners, each one live process.
+fn warm_runners(d: &Daemon, n: usize) -> Vec<(i32, u32)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let warm = d.warm_processes();
+        if d.warm_uids().len() == n && warm.len() == n {
+            return warm;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} warm runners, have {warm:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn warm_runners_hold_nothing_are_taken_once_and_end_with_the_daemon() {
+    use std::os::unix::fs::MetadataExt;
+    let alice = User::ensure("aivt-alice");
+    let probe = install_probe();
+    let mut d = Daemon::start_new(Options {
+        policy: policy(&alice, &probe, ""),
+        ..Options::default()
+    });
+    set_secret(&d, &alice, "TOKEN", "warm-secret-5b1e");
+    let warm = warm_runners(&d, 2);
+    let mut uids: Vec<u32> = warm.iter().map(|w| w.1).collect();
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(uids.len(), 2, "each warm runner has its own uid");
+    for &(pid, uid) in &warm {
+        assert!(d.run_uids.contains(&uid));
+        // Idle, it holds no job and no secret: an empty environment.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(environ.is_empty(), "a warm runner has an environment");
+        let dir = d.runs_dir().join(uid.to_string());
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    }
+
+    // A run takes one of them: it runs under a uid that was warm, and that
+    // uid is never warm again while the run's teardown is pending.
+    let out = ok(&d.vaultctl(&alice, &["run", "--", "id", "-u"], b""));
+    let ran_as: u32 = out.trim().parse().unwrap();
+    assert!(uids.contains(&ran_as), "the run did not take a warm runner");
+    assert_nothing_left(&d);
+    let after = warm_runners(&d, 2);
+    assert!(after
+        .iter()
+        .all(|w| w.0 != warm.iter().find(|x| x.1 == ran_as).unwrap().0));
+
+    // A warm runner that dies while idle is discarded, not handed a run.
+    let (victim, victim_uid) = after[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.warm_processes().iter().any(|w| w.0 == victim) {
+        assert!(Instant::now() < deadline, "the killed warm runner lives on");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..3 {
+        let out = ok(&d.vaultctl(&alice, &["run", "--", "id", "-u"], b""));
+        assert_ne!(out.trim().parse::<u32>().unwrap(), victim_uid);
+    }
+    assert_nothing_left(&d);
+
+    // Stopping the daemon ends every warm runner and removes its directory.
+    let left = warm_runners(&d, 2);
+    d.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while left
+        .iter()
+        .any(|(pid, _)| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(Instant::now() < deadline, "warm runners outlive the daemon");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dirs: Vec<_> = std::fs::read_dir(d.runs_dir())
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(dirs.is_empty(), "run directories remain: {dirs:?}");
 }

@@ -80,6 +80,9 @@ pub struct RunConfig {
     pub max_runs_per_user: usize,
     /// The runner binary [default: next to aivaultd, else /usr/libexec/aivault/aivault-runner].
     pub runner: Option<PathBuf>,
+    /// Runners kept started and idle, each under its own leased uid, for
+    /// fresh-uid runs to take (0: none; at most 16).
+    pub warm_runners: usize,
 }
 
 impl Default for RunConfig {
@@ -90,6 +93,7 @@ impl Default for RunConfig {
             max_runs: 64,
             max_runs_per_user: 16,
             runner: None,
+            warm_runners: 2,
         }
     }
 }

@@ -100,6 +100,21 @@ fn aivault_tty_prompt(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
     aivault_proto::tty::prompt_no_echo(prompt).context("reading passphrase from the terminal")
 }
 
+/// Refuses `fs.suid_dumpable = 1`: the daemon starts runners (and ends
+/// runs) from children that share its memory and take a run's uid before
+/// they execute or exit; with that setting they stay dumpable, so a process
+/// of that uid could read the daemon's memory through `/proc/<pid>/mem`.
+fn check_dumpable() -> Result<()> {
+    let value = std::fs::read_to_string("/proc/sys/fs/suid_dumpable").unwrap_or_default();
+    if value.trim() == "1" {
+        bail!(
+            "fs.suid_dumpable is 1, which would let run uids read the daemon's memory; \
+             set it to 0 (the default) or 2 (sysctl fs.suid_dumpable=0)"
+        );
+    }
+    Ok(())
+}
+
 fn check_dirs(cfg: &Config) -> Result<()> {
     secure_fs::check_secure_dir(&cfg.state_dir)
         .with_context(|| format!("state directory {}", cfg.state_dir.display()))?;
@@ -228,6 +243,7 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
 
 fn serve(cfg: Config) -> Result<()> {
     check_dirs(&cfg)?;
+    check_dumpable()?;
     prepare_audit_dir(&cfg)?;
     let lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;
     if let Err(e) = aivaultd::sys::raise_nofile_limit() {
@@ -257,7 +273,8 @@ fn serve(cfg: Config) -> Result<()> {
             "aivaultd ready"
         );
         let pool = daemon.runs().pool.clone();
-        tokio::task::spawn_blocking(move || pool.refill(8));
+        let _ = tokio::task::spawn_blocking(move || pool.refill(8)).await;
+        aivaultd::run::warm::WarmPool::refill(&daemon);
         service::ready(&daemon);
         tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
         let (dbus_stop, dbus_stopped) = tokio::sync::watch::channel(false);

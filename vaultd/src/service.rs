@@ -122,8 +122,10 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
     tracing::info!("stopping");
 }
 
-/// Lets active runs finish within [`STOP_GRACE`], then kills what is left.
-pub async fn drain_runs(daemon: &Daemon) {
+/// Tears down the warm runners, lets active runs finish within
+/// [`STOP_GRACE`], then kills what is left.
+pub async fn drain_runs(daemon: &Arc<Daemon>) {
+    crate::run::warm::WarmPool::close(daemon).await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     while daemon.runs().counter.active() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -72,6 +72,11 @@ fn trials(name: &str) -> Vec<[u64; 6]> {
             [BAD_FD, TIOCLINUX, 0, 0, 0, 0],
             [BAD_FD, TIOCLINUX | (7 << 32), 0, 0, 0, 0],
         ],
+        // 2 (SUID_DUMP_ROOT) cannot be set by prctl: EINVAL unfiltered.
+        "prctl(PR_SET_DUMPABLE)" => vec![
+            [libc::PR_SET_DUMPABLE as u64, 2, 0, 0, 0, 0],
+            [libc::PR_SET_DUMPABLE as u64 | (1 << 32), 2, 0, 0, 0, 0],
+        ],
         // ADDR_NO_RANDOMIZE; per-thread persona, the thread ends right after.
         "personality" => one([0x0040000, 0, 0, 0, 0, 0]),
         other => panic!("deny-list entry {other} has no trial arguments"),
@@ -159,6 +164,12 @@ fn ordinary_calls_still_work() {
         assert_eq!(n, 8);
         // personality query and the default persona stay allowed.
         assert!(raw_syscall(libc::SYS_personality, [PERSONALITY_QUERY, 0, 0, 0, 0, 0]).is_ok());
+        // Other prctl options stay allowed.
+        assert!(raw_syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0]
+        )
+        .is_ok());
         // An unfiltered ioctl reaches the kernel (EBADF, not the marker).
         assert_eq!(
             raw_syscall(libc::SYS_ioctl, [BAD_FD, libc::FIONREAD, 0, 0, 0, 0]),

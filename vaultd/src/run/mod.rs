@@ -5,11 +5,15 @@
 //! * [`cgroup`] gives each `isolation = "caller"` run its own cgroup v2, the
 //!   only way to end it completely when it shares the caller's uid;
 //! * [`spawn`] prepares the run's private directories and starts the runner
-//!   under the run's identity with the command's open executable as fd 3;
+//!   under the run's identity;
+//! * [`warm`] keeps a few runners started ahead of any run, idle under
+//!   their own leased uids;
 //! * [`RunnerGate`] accepts runner connections on a separate socket and hands
 //!   each to the run that spawned it — only if the peer's pid *and* uid are
 //!   the ones spawned;
-//! * [`supervise`] moves bytes between caller and runner, enforces the
+//! * [`supervise`] hands the runner its job (the command's open executable
+//!   attached) while the decision is audited, then the go-ahead with the
+//!   secrets; moves bytes between caller and runner, enforces the
 //!   timeout and output limit, and on every exit path kills every process of
 //!   the run (its uid, or its cgroup), removes its directories and frees the
 //!   uid.
@@ -20,6 +24,7 @@ pub mod relay;
 pub mod spawn;
 pub mod supervise;
 pub mod uidpool;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! its stdin can therefore stall its own run, but never past its timeout.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use aivault_proto::{decode, encode, EndReason, RunEvent, RunInput, RunnerEvent, Stream};
@@ -79,12 +79,12 @@ pub fn offer<T: serde::Serialize>(tx: &mpsc::Sender<Vec<u8>>, msg: &T) -> bool {
     }
 }
 
-/// Whether the caller closed its end (checked without reading from it).
-fn hung_up(probe: &OwnedFd) -> bool {
+/// Whether the peer closed its end (checked without reading from it).
+pub fn hung_up(probe: BorrowedFd<'_>) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     // POLLRDHUP: the peer shut down its writing side (nix has no constant).
     let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-    let mut fds = [PollFd::new(probe.as_fd(), rdhup)];
+    let mut fds = [PollFd::new(probe, rdhup)];
     match poll(&mut fds, PollTimeout::ZERO) {
         Ok(n) if n > 0 => fds[0]
             .revents()
@@ -145,7 +145,7 @@ pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u
             biased;
             _ = tokio::time::sleep_until(deadline) => break,
             _ = check.tick() => {
-                if hung_up(&ends.caller_probe) {
+                if hung_up(ends.caller_probe.as_fd()) {
                     out.reason = EndReason::Cancelled;
                     out.code = 128 + libc::SIGKILL;
                     return out;

@@ -1,8 +1,8 @@
 //! Starting the runner: a private directory per run, owned by the run's
 //! uid, and `aivault-runner` started under the run's identity (a fresh uid
 //! with no supplementary groups, or in caller mode the caller's uid, gid
-//! and account groups, inside the run's cgroup), a clean environment, and
-//! the command's open executable as fd 3.
+//! and account groups, inside the run's cgroup) with a clean environment.
+//! The command's executable reaches the runner later, with its job.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -94,7 +94,6 @@ pub fn start_runner(
     settings: &RunSettings,
     who: &crate::sys::ChildIdentity,
     dirs: &RunDirs,
-    command: &std::fs::File,
 ) -> Result<crate::sys::Spawned, SpawnError> {
     let c = |p: &std::ffi::OsStr| {
         CString::new(p.as_bytes()).map_err(|e| SpawnError::Start(std::io::Error::other(e)))
@@ -114,7 +113,6 @@ pub fn start_runner(
         cwd: &cwd,
         null_in: null_in.as_raw_fd(),
         null_out: null_out.as_raw_fd(),
-        exe: command.as_raw_fd(),
         who,
     })
     .map_err(SpawnError::Start)

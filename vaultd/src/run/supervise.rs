@@ -1,7 +1,9 @@
-//! One run from start to end: lease a uid, start the runner, hand it the job,
-//! relay (see [`super::relay`]), and — whatever happens — kill every process
-//! of the run uid, remove its directories, free the uid and write the audit
-//! record of the outcome.
+//! One run from start to end: take a warm runner (see [`super::warm`]) or
+//! lease a uid and start one, hand it the job while the decision is made
+//! durable, then the go-ahead with the secrets, relay (see
+//! [`super::relay`]), and — whatever happens — kill every process of the run
+//! uid, remove its directories, free the uid and write the audit record of
+//! the outcome.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aivault_proto::{
     EndReason, ErrorCode, Reply, Response, RunEvent, RunExit, RunInput, RunnerEvent, RunnerJob,
-    WireError,
+    RunnerSecrets, WireError,
 };
 use serde_json::json;
 use tokio::net::UnixStream;
@@ -33,7 +35,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whose identity a run has, and therefore how it is ended.
 #[derive(Debug)]
-enum RunAs {
+pub(super) enum RunAs {
     /// A leased fresh uid: teardown kills every process of the uid, then
     /// returns it to the pool.
     Lease(UidLease),
@@ -52,7 +54,7 @@ impl RunAs {
 
 /// What a run leaves to tear down.
 #[derive(Debug)]
-struct Leftovers {
+pub(super) struct Leftovers {
     run_as: RunAs,
     dirs: RunDirs,
     runner: Option<crate::sys::Spawned>,
@@ -62,6 +64,19 @@ struct Leftovers {
 struct Started {
     leftovers: Leftovers,
     connection: tokio::sync::oneshot::Receiver<UnixStream>,
+}
+
+/// A runner connected and checked by the gate, waiting for its job.
+#[derive(Debug)]
+pub struct Ready {
+    leftovers: Leftovers,
+    pub(super) stream: UnixStream,
+}
+
+impl Ready {
+    pub fn uid(&self) -> u32 {
+        self.leftovers.run_as.uid()
+    }
 }
 
 /// Why a run did not start, and what it leaves to tear down.
@@ -110,13 +125,118 @@ fn identity(
 /// Takes the run's identity, creates its directories and starts the
 /// runner (blocking work).
 fn start(daemon: &Daemon, prepared: &PreparedRun) -> Result<Started, StartError> {
-    let runs = daemon.runs();
     let (run_as, who, name) = identity(daemon, prepared).map_err(|e| (e, None))?;
-    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, &name, who.uid, who.gid) {
+    launch(daemon, run_as, &who, &name)
+}
+
+/// Starts a runner for the warm pool: a leased uid, its directories, the
+/// runner, and its checked connection.
+pub(super) async fn start_warm(daemon: &Arc<Daemon>) -> Result<Ready, String> {
+    let d = daemon.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let lease = d.runs().pool.acquire().map_err(|e| (e.to_string(), None))?;
+        let uid = lease.uid();
+        d.runs().warm.leased(uid);
+        let who = ChildIdentity {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+            cgroup_procs: None,
+        };
+        launch(&d, RunAs::Lease(lease), &who, &uid.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err(("internal error while starting a runner".into(), None)));
+    match connect(started).await {
+        Ok(ready) => Ok(ready),
+        Err((why, leftovers)) => {
+            if let Some(leftovers) = leftovers {
+                let d = daemon.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let uid = teardown(&d, *leftovers);
+                    d.runs().warm.failed(uid);
+                })
+                .await;
+            }
+            Err(why)
+        }
+    }
+}
+
+/// Tears down a runner that never ran anything (warm, discarded).
+pub(super) fn discard(daemon: &Daemon, ready: Ready) {
+    drop(ready.stream);
+    teardown(daemon, ready.leftovers);
+}
+
+/// Waits for a started runner's connection.
+async fn connect(started: Result<Started, StartError>) -> Result<Ready, StartError> {
+    let Started {
+        leftovers,
+        connection,
+    } = started?;
+    match tokio::time::timeout(RUNNER_CONNECT_TIMEOUT, connection).await {
+        Ok(Ok(stream)) => Ok(Ready { leftovers, stream }),
+        _ => Err((
+            "the runner did not connect".into(),
+            Some(Box::new(leftovers)),
+        )),
+    }
+}
+
+/// A runner for this run, handed its job: a warm one if the run may take
+/// one, else one started now. A warm runner that cannot take the job (it
+/// died while idle) is discarded for the next, or a new one.
+async fn acquire(daemon: &Arc<Daemon>, prepared: &Arc<PreparedRun>) -> Result<Ready, StartError> {
+    if prepared.as_caller.is_none() {
+        while let Some(ready) = daemon.runs().warm.take(daemon) {
+            match hand(&ready, prepared).await {
+                Ok(()) => return Ok(ready),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a warm runner cannot take its job; discarded");
+                    let d = daemon.clone();
+                    tokio::task::spawn_blocking(move || discard(&d, ready));
+                }
+            }
+        }
+    }
+    let (d, p) = (daemon.clone(), prepared.clone());
+    let started = tokio::task::spawn_blocking(move || start(&d, &p))
+        .await
+        .unwrap_or_else(|_| Err(("internal error while starting the run".into(), None)));
+    let ready = connect(started).await?;
+    match hand(&ready, prepared).await {
+        Ok(()) => Ok(ready),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the job to the runner");
+            Err((
+                "the runner went away before starting".into(),
+                Some(Box::new(ready.leftovers)),
+            ))
+        }
+    }
+}
+
+/// Hands `ready` this run's job.
+async fn hand(ready: &Ready, prepared: &PreparedRun) -> std::io::Result<()> {
+    let job = job(prepared, &ready.leftovers.dirs);
+    hand_job(&ready.stream, &job, &prepared.command.file).await
+}
+
+/// Creates the run's directories and starts the runner as `who`, with the
+/// gate told to expect it (blocking work).
+fn launch(
+    daemon: &Daemon,
+    run_as: RunAs,
+    who: &ChildIdentity,
+    name: &str,
+) -> Result<Started, StartError> {
+    let runs = daemon.runs();
+    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, name, who.uid, who.gid) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot create run directory");
-            let dirs = RunDirs::named(&runs.settings.runs_dir, &name);
+            let dirs = RunDirs::named(&runs.settings.runs_dir, name);
             let leftovers = Leftovers {
                 run_as,
                 dirs,
@@ -129,7 +249,7 @@ fn start(daemon: &Daemon, prepared: &PreparedRun) -> Result<Started, StartError>
         }
     };
     let uid = who.uid;
-    match spawn::start_runner(&runs.settings, &who, &dirs, &prepared.command.file) {
+    match spawn::start_runner(&runs.settings, who, &dirs) {
         Ok(child) => {
             let pid = child.id();
             let connection = runs.gate.expect(pid, uid);
@@ -224,27 +344,41 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let (to_caller, caller_writer) = relay::writer(caller_w, false);
     let (from_caller, caller_reader) = relay::reader::<_, RunInput>(caller_r);
 
-    // The decision's audit record is made durable while the runner starts:
-    // the runner gets nothing (no job, no secret, no command) before the
-    // record is written, and is torn down if it cannot be.
+    // The decision's audit record is made durable while a runner is taken
+    // (or started) and handed the job, which holds no secret: the runner
+    // confines itself meanwhile. The go-ahead with the secrets follows only
+    // once the record is durable in the log; without it the command never
+    // starts. (The audit anchor is brought up to date right after, off this
+    // run's path.)
+    let (durable_tx, durable_rx) = tokio::sync::oneshot::channel::<()>();
     let (d, p) = (daemon.clone(), prepared.clone());
-    let recorded = tokio::task::spawn_blocking(move || d.record_run_decision(&p));
-    let (d, p) = (daemon.clone(), prepared.clone());
-    let setup = tokio::task::spawn_blocking(move || start(&d, &p));
-    let recorded = recorded.await.unwrap_or_else(|_| {
-        Err(WireError::new(
-            ErrorCode::Internal,
-            "internal error while auditing the run",
-        ))
+    let recording = tokio::task::spawn_blocking(move || {
+        d.record_run_decision_then(&p, move || {
+            let _ = durable_tx.send(());
+        })
     });
-    let setup = setup
-        .await
-        .unwrap_or_else(|_| Err(("internal error while starting the run".into(), None)));
-
-    let (outcome, started, leftovers) = match (&recorded, setup) {
-        (Err(e), Ok(s)) => (failed(&e.message), false, Some(s.leftovers)),
+    let ready = acquire(&daemon, &prepared).await;
+    let recorded = match durable_rx.await {
+        Ok(()) => {
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = recording.await {
+                    tracing::error!(error = %e.message, "the audit anchor lags the run's decision record");
+                }
+            });
+            Ok(())
+        }
+        // The record never became durable: the audit's own error.
+        Err(_) => recording.await.unwrap_or_else(|_| {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                "internal error while auditing the run",
+            ))
+        }),
+    };
+    let (outcome, started, leftovers) = match (&recorded, ready) {
         (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),
-        (Ok(()), Ok(s)) => {
+        (Err(e), Ok(r)) => (failed(&e.message), false, Some(r.leftovers)),
+        (Ok(()), Ok(r)) => {
             let ends = Ends {
                 from_runner: tokio::sync::mpsc::channel(1).1,
                 to_runner: tokio::sync::mpsc::channel(1).0,
@@ -252,9 +386,8 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
                 to_caller: to_caller.clone(),
                 caller_probe,
             };
-            let (outcome, started) =
-                drive(&prepared, &s.leftovers.dirs, s.connection, ends, request_id).await;
-            (outcome, started, Some(s.leftovers))
+            let (outcome, started) = drive(&prepared, r.stream, ends, request_id).await;
+            (outcome, started, Some(r.leftovers))
         }
     };
     caller_reader.abort();
@@ -301,6 +434,9 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);
+    // The pool is refilled now that the caller has its status: off the
+    // critical path of this run, ahead of the next.
+    super::warm::WarmPool::refill(&daemon);
     // The exit is audited while the caller reads its status and the
     // teardown proceeds: the record holds nothing the teardown decides, and
     // finishing it early keeps it out of the way of the next decision.
@@ -360,20 +496,14 @@ fn audit_exit(
     }
 }
 
-/// Connects the runner, sends the job, tells the caller the run started,
+/// Sends the go-ahead with the secrets, tells the caller the run started,
 /// and relays. Returns the outcome and whether `RunStarted` was sent.
 async fn drive(
     prepared: &PreparedRun,
-    dirs: &RunDirs,
-    connection: tokio::sync::oneshot::Receiver<UnixStream>,
+    runner: UnixStream,
     mut ends: Ends,
     request_id: u64,
 ) -> (Relayed, bool) {
-    // The gate hands over only a connection from the spawned pid and uid.
-    let runner = match tokio::time::timeout(RUNNER_CONNECT_TIMEOUT, connection).await {
-        Ok(Ok(stream)) => stream,
-        _ => return (failed("the runner did not connect"), false),
-    };
     let (runner_r, runner_w) = runner.into_split();
     let (to_runner, runner_writer) = relay::writer(runner_w, true);
     let (from_runner, runner_reader) = relay::reader::<_, RunnerEvent>(runner_r);
@@ -381,9 +511,11 @@ async fn drive(
     ends.from_runner = from_runner;
 
     let outcome = 'run: {
-        let job = job(prepared, dirs);
-        let sent = relay::offer(&ends.to_runner, &job);
-        drop(job);
+        let go = RunnerSecrets {
+            secrets: prepared.secrets.clone(),
+        };
+        let sent = relay::offer(&ends.to_runner, &go);
+        drop(go);
         if !sent {
             break 'run (failed("the runner went away before starting"), false);
         }
@@ -407,6 +539,40 @@ async fn drive(
     runner_reader.abort();
     runner_writer.abort();
     outcome
+}
+
+/// Sends the job frame with the command's open executable attached; the
+/// runner executes exactly that file.
+async fn hand_job(
+    runner: &UnixStream,
+    job: &RunnerJob,
+    exe: &std::fs::File,
+) -> std::io::Result<()> {
+    let body = aivault_proto::encode(job).map_err(std::io::Error::other)?;
+    if body.len() > aivault_proto::MAX_FRAME {
+        return Err(std::io::Error::other("the job exceeds the frame limit"));
+    }
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let mut sent = loop {
+        runner.writable().await?;
+        match runner.try_io(tokio::io::Interest::WRITABLE, || {
+            aivault_runner::handoff::send_frame_with_fd(runner.as_fd(), &frame, exe.as_fd())
+        }) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    while sent < frame.len() {
+        runner.writable().await?;
+        match runner.try_write(&frame[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The job sent to the runner.
@@ -449,7 +615,6 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
     RunnerJob {
         argv: prepared.argv.clone(),
         env,
-        secrets: prepared.secrets.clone(),
         sandbox: postcard::to_stdvec(&spec).unwrap_or_default(),
         max_output: profile.max_output,
     }

@@ -69,7 +69,25 @@ fn known_to_nss(id: u32) -> bool {
         || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
 }
 
+/// The real uid in a `/proc/<pid>/status` text.
+fn real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+}
+
+fn is_zombie(status: &str) -> bool {
+    status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'))
+}
+
 /// `/proc/<pid>` entries with the owning (effective) uid of each process.
+/// A non-dumpable process's entry is root's; run processes cannot make
+/// themselves so (the runner's seccomp filter refuses `PR_SET_DUMPABLE`,
+/// `no_new_privs` rules out set-uid programs).
 fn processes() -> impl Iterator<Item = (std::fs::DirEntry, u32)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::read_dir("/proc")
@@ -97,11 +115,8 @@ pub fn live_processes_of(uid: u32) -> bool {
     processes()
         .filter(|(_, owner)| *owner == uid)
         .any(|(e, _)| {
-            std::fs::read_to_string(e.path().join("status")).is_ok_and(|status| {
-                !status
-                    .lines()
-                    .any(|l| l.starts_with("State:") && l.contains('Z'))
-            })
+            std::fs::read_to_string(e.path().join("status"))
+                .is_ok_and(|status| real_uid(&status) == Some(uid) && !is_zombie(&status))
         })
 }
 
@@ -274,6 +289,15 @@ mod tests {
         ));
         // uid 1 (daemon/bin on Debian) is an account.
         assert_eq!(UidPool::new(1, 1).unwrap_err(), PoolError::Taken(1));
+    }
+
+    #[test]
+    fn the_real_uid_and_zombie_state_are_read_from_status() {
+        let status = "Name:\tx\nState:\tS (sleeping)\nUid:\t1879048200\t1879048200\t1879048200\t1879048200\n";
+        assert_eq!(real_uid(status), Some(1_879_048_200));
+        assert!(!is_zombie(status));
+        assert!(is_zombie("State:\tZ (zombie)\nUid:\t5\t5\t5\t5\n"));
+        assert_eq!(real_uid("Name:\tx\n"), None);
     }
 
     #[test]

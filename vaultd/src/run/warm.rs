@@ -29,6 +29,8 @@ struct Inner {
     ready: Vec<Ready>,
     /// Runners being started for the pool.
     starting: usize,
+    /// The uids of those that have one yet.
+    starting_uids: Vec<u32>,
     closed: bool,
 }
 
@@ -51,23 +53,46 @@ impl WarmPool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A live warm runner, if one is ready. One found dead (its connection
-    /// hung up) is torn down instead.
+    /// The longest-waiting warm runner, if one is ready. Any found dead
+    /// (its connection hung up) is torn down instead.
     pub fn take(&self, daemon: &Arc<Daemon>) -> Option<Ready> {
-        loop {
-            let ready = self.lock().ready.pop()?;
-            if !super::relay::hung_up(ready.stream.as_fd()) {
-                return Some(ready);
-            }
-            tracing::warn!(uid = ready.uid(), "a warm runner went away; discarded");
+        let (taken, dead) = {
+            let mut inner = self.lock();
+            let (dead, live): (Vec<Ready>, Vec<Ready>) = std::mem::take(&mut inner.ready)
+                .into_iter()
+                .partition(|r| super::relay::hung_up(r.stream.as_fd()));
+            inner.ready = live;
+            let taken = (!inner.ready.is_empty()).then(|| inner.ready.remove(0));
+            (taken, dead)
+        };
+        if !dead.is_empty() {
+            tracing::warn!(count = dead.len(), "warm runners went away; discarded");
             let d = daemon.clone();
-            tokio::task::spawn_blocking(move || supervise::discard(&d, ready));
+            tokio::task::spawn_blocking(move || {
+                for ready in dead {
+                    supervise::discard(&d, ready);
+                }
+            });
         }
+        taken
     }
 
-    /// The uids of the warm runners now idle.
-    pub fn idle_uids(&self) -> Vec<u32> {
-        self.lock().ready.iter().map(Ready::uid).collect()
+    /// The uids of the warm runners now idle or being started.
+    pub fn uids(&self) -> Vec<u32> {
+        let inner = self.lock();
+        let mut uids: Vec<u32> = inner.ready.iter().map(Ready::uid).collect();
+        uids.extend(&inner.starting_uids);
+        uids
+    }
+
+    /// A runner being started for the pool has leased `uid`.
+    pub(super) fn leased(&self, uid: u32) {
+        self.lock().starting_uids.push(uid);
+    }
+
+    /// A runner started for the pool under `uid` failed and is torn down.
+    pub(super) fn failed(&self, uid: u32) {
+        self.lock().starting_uids.retain(|&u| u != uid);
     }
 
     /// Starts as many runners as the pool lacks, in the background.
@@ -92,6 +117,10 @@ impl WarmPool {
                 let unwanted = {
                     let mut inner = d.runs().warm.lock();
                     inner.starting -= 1;
+                    if let Ok(ready) = &started {
+                        let uid = ready.uid();
+                        inner.starting_uids.retain(|&u| u != uid);
+                    }
                     match started {
                         Ok(ready) if !inner.closed => {
                             inner.ready.push(ready);
@@ -105,7 +134,8 @@ impl WarmPool {
                     }
                 };
                 if let Some(ready) = unwanted {
-                    let _ = tokio::task::spawn_blocking(move || supervise::discard(&d, ready)).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || supervise::discard(&d, ready)).await;
                 }
             });
         }

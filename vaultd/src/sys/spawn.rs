@@ -40,8 +40,6 @@ pub struct RunnerSpawn<'a> {
     /// Becomes the child's stdin and stdout (stderr is inherited).
     pub null_in: RawFd,
     pub null_out: RawFd,
-    /// Becomes the child's fd 3, without close-on-exec.
-    pub exe: RawFd,
     pub who: &'a ChildIdentity,
 }
 
@@ -90,7 +88,6 @@ struct ChildArgs {
     cwd: *const libc::c_char,
     null_in: RawFd,
     null_out: RawFd,
-    exe: RawFd,
     cgroup_procs: RawFd,
     uid: libc::uid_t,
     gid: libc::gid_t,
@@ -153,12 +150,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(a);
         }
-        let exe_ok = if a.exe == 3 {
-            libc::syscall(libc::SYS_fcntl, 3, libc::F_SETFD, 0) != -1
-        } else {
-            libc::syscall(libc::SYS_dup3, a.exe, 3, 0) != -1
-        };
-        if !exe_ok || libc::syscall(libc::SYS_chdir, a.cwd) == -1 {
+        // Nothing of the daemon's beyond 0-2 reaches the runner, even a
+        // descriptor some library received without close-on-exec. (Kernels
+        // before 5.9 lack close_range; the runner closes them at
+        // confinement too.)
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if libc::syscall(libc::SYS_chdir, a.cwd) == -1 {
             return fail(a);
         }
         if libc::syscall(libc::SYS_setgroups, a.ngroups, a.groups) == -1
@@ -181,8 +178,8 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Starts the runner as described (see the module documentation), in order:
-/// join the cgroup (as root), stdin/stdout on `/dev/null`, the executable on
-/// fd 3, the working directory, then `setgroups`, `setresgid`, `setresuid`,
+/// join the cgroup (as root), stdin/stdout on `/dev/null`, every other
+/// descriptor above 2 closed, the working directory, then `setgroups`, `setresgid`, `setresuid`,
 /// and `execve` with an empty environment. Any failing step fails the spawn.
 pub fn spawn_runner(spec: &RunnerSpawn<'_>) -> io::Result<Spawned> {
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
@@ -195,7 +192,6 @@ pub fn spawn_runner(spec: &RunnerSpawn<'_>) -> io::Result<Spawned> {
         cwd: spec.cwd.as_ptr(),
         null_in: spec.null_in,
         null_out: spec.null_out,
-        exe: spec.exe,
         cgroup_procs: spec.who.cgroup_procs.unwrap_or(-1),
         uid: spec.who.uid,
         gid: spec.who.gid,

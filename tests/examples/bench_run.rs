@@ -76,18 +76,6 @@ fn main() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let file = data_dir.path().join("1g.log");
-    {
-        // 1 GiB of log-like text, written once.
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        let line = b"2026-11-22T05:00:00Z INFO request id=4f1c2a path=/v1/items status=200 bytes=512 took=3ms\n";
-        let mut written = 0usize;
-        while written < 1 << 30 && !quick {
-            f.write_all(line).unwrap();
-            written += line.len();
-        }
-    }
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let policy = format!(
         r#"
 [[rule]]
@@ -163,6 +151,22 @@ timeout = "10m"
         ms(pct(&conc, 0.99)),
         (clients * per) as f64 / wall.as_secs_f64()
     );
+
+    // 1 GiB of log-like text, written only now and flushed before it is
+    // read: its writeback must not slow the durable writes (audit records)
+    // of the measurements above.
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let line = b"2026-11-22T05:00:00Z INFO request id=4f1c2a path=/v1/items status=200 bytes=512 took=3ms\n";
+        let mut written = 0usize;
+        while written < 1 << 30 {
+            f.write_all(line).unwrap();
+            written += line.len();
+        }
+        f.into_inner().unwrap().sync_all().unwrap();
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let mut bare_cat = Command::new("/usr/bin/cat");
     bare_cat.arg(&file).uid(alice.uid).gid(alice.gid);

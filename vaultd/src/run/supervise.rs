@@ -392,13 +392,7 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     };
     caller_reader.abort();
 
-    // Teardown starts at once, on every path: no process of the run
-    // survives, its directories go, and only then does a leased uid return
-    // to the pool. The caller's status is reported meanwhile.
     let run_uid = leftovers.as_ref().map(|l| l.run_as.uid());
-    let d = daemon.clone();
-    let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&d, l)));
-
     let mut outcome = outcome;
     if outcome.reason == EndReason::Timeout {
         outcome.message = Some(format!(
@@ -430,7 +424,15 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
             result: Err(err),
         })
     };
-    if let Ok(body) = report {
+    // Teardown starts at once, on every path: no process of the run
+    // survives, its directories go, and only then does a leased uid return
+    // to the pool. The caller's status is queued first when there is room
+    // (the usual case: it is on its way before the teardown competes for
+    // the CPU), and otherwise reported while the teardown proceeds.
+    let report = report.ok().and_then(|body| to_caller.try_send(body).err());
+    let d = daemon.clone();
+    let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&d, l)));
+    if let Some(tokio::sync::mpsc::error::TrySendError::Full(body)) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
     drop(to_caller);

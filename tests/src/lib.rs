@@ -62,7 +62,7 @@ impl User {
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open("/run/aivault-tests-useradd.lock")
+                .open("/run/aivt-tests-useradd.lock")
                 .expect("useradd lock file");
             let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
                 .map_err(|(_, e)| e)

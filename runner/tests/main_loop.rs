@@ -142,17 +142,7 @@ impl Fixture {
     /// Starts the runner and sends `job` with `exe` attached, no go-ahead.
     fn launch(&self, exe: &Path, job: &RunnerJob) -> Run {
         let exe = File::open(exe).expect("open executable");
-        let mut cmd = Command::new(RUNNER);
-        cmd.arg("--socket")
-            .arg(self.path("runner.sock"))
-            .env_clear()
-            .uid(self.uid)
-            .gid(self.gid)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn runner");
-        let mut stream = accept(&self.listener, &mut child);
+        let (child, mut stream) = self.connected_runner(Stdio::inherit());
         let body = aivault_proto::encode(job).expect("encode job");
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
@@ -165,6 +155,26 @@ impl Fixture {
             stream: Some(stream),
             events: Events::default(),
         }
+    }
+}
+
+impl Fixture {
+    /// Starts the runner as the fixture's uid, as the daemon does, and
+    /// accepts its connection; nothing is sent yet.
+    fn connected_runner(&self, stderr: Stdio) -> (Child, UnixStream) {
+        let mut child = Command::new(RUNNER)
+            .arg("--socket")
+            .arg(self.path("runner.sock"))
+            .env_clear()
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn runner");
+        let stream = accept(&self.listener, &mut child);
+        (child, stream)
     }
 }
 
@@ -592,17 +602,7 @@ fn without_the_go_ahead_the_command_never_starts() {
 #[test]
 fn a_job_without_its_executable_is_refused() {
     let fx = Fixture::new();
-    let mut cmd = Command::new(RUNNER);
-    cmd.arg("--socket")
-        .arg(fx.path("runner.sock"))
-        .env_clear()
-        .uid(fx.uid)
-        .gid(fx.gid)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn runner");
-    let mut stream = accept(&fx.listener, &mut child);
+    let (mut child, mut stream) = fx.connected_runner(Stdio::piped());
     let (job, _) = fx.job(&["/usr/bin/true"], &[]);
     let body = aivault_proto::encode(&job).expect("encode");
     aivault_proto::write_frame(&mut stream, &body).expect("send job");

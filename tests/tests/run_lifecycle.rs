@@ -492,6 +492,22 @@ fn warm_runners_hold_nothing_are_taken_once_and_end_with_the_daemon() {
         // Idle, it holds no job and no secret: an empty environment.
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(environ.is_empty(), "a warm runner has an environment");
+        // Nothing of the daemon's either: stdio and its one connection.
+        let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let n = e.file_name().to_string_lossy().parse().unwrap();
+                let target = std::fs::read_link(e.path()).unwrap();
+                (n, target.display().to_string())
+            })
+            .collect();
+        fds.sort();
+        let extra: Vec<&(u32, String)> = fds.iter().filter(|(n, _)| *n > 2).collect();
+        assert!(
+            extra.len() == 1 && extra[0].1.starts_with("socket:"),
+            "a warm runner holds more than its connection: {fds:?}"
+        );
         let dir = d.runs_dir().join(uid.to_string());
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));

@@ -266,6 +266,16 @@ impl Config {
             self.limits = v;
         }
         if let Some(v) = file.runs {
+            if v.warm_runners > crate::run::warm::MAX_WARM {
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    message: format!(
+                        "runs.warm_runners: {} is more than the {} allowed",
+                        v.warm_runners,
+                        crate::run::warm::MAX_WARM
+                    ),
+                });
+            }
             self.runs = v;
         }
         if let Some(v) = file.dbus.and_then(|d| d.bus) {
@@ -301,6 +311,41 @@ mod tests {
         assert_eq!(ok.state_dir.as_deref(), Some(Path::new("/x")));
         assert_eq!(ok.limits.unwrap().max_connections_per_uid, 3);
         assert!(toml::from_str::<FileConfig>("stat_dir = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn warm_runners_beyond_the_maximum_or_negative_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aivaultd.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Config::load(&Overrides {
+                config: Some(path.clone()),
+                ..Overrides::default()
+            })
+        };
+        assert_eq!(
+            load("[runs]\nwarm_runners = 16\n")
+                .unwrap()
+                .runs
+                .warm_runners,
+            16
+        );
+        assert_eq!(
+            load("[runs]\nwarm_runners = 0\n")
+                .unwrap()
+                .runs
+                .warm_runners,
+            0
+        );
+        let err = load("[runs]\nwarm_runners = 17\n").unwrap_err().to_string();
+        assert!(
+            err.contains("warm_runners: 17 is more than the 16 allowed"),
+            "{err}"
+        );
+        assert!(load("[runs]\nwarm_runners = -1\n").is_err());
     }
 
     #[test]

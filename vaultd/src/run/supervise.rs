@@ -217,10 +217,22 @@ async fn acquire(daemon: &Arc<Daemon>, prepared: &Arc<PreparedRun>) -> Result<Re
     }
 }
 
-/// Hands `ready` this run's job.
+/// Hands `ready` this run's job. Bounded: a runner that does not read it
+/// (a caller-mode runner runs as the caller, who can stop it) fails the
+/// run instead of holding it.
 async fn hand(ready: &Ready, prepared: &PreparedRun) -> std::io::Result<()> {
     let job = job(prepared, &ready.leftovers.dirs);
-    hand_job(&ready.stream, &job, &prepared.command.file).await
+    tokio::time::timeout(
+        RUNNER_CONNECT_TIMEOUT,
+        hand_job(&ready.stream, &job, &prepared.command.file),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the runner did not take its job",
+        ))
+    })
 }
 
 /// Creates the run's directories and starts the runner as `who`, with the

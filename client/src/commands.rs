@@ -28,6 +28,9 @@ pub enum CtlError {
     Usage(String),
     #[error("{0}")]
     Client(#[from] ClientError),
+    /// This process failed on its own (no descriptor, no memory).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl CtlError {
@@ -43,6 +46,7 @@ impl CtlError {
                 ErrorCode::Tampered | ErrorCode::AuditUnavailable | ErrorCode::Internal => 6,
             },
             CtlError::Client(_) => 5,
+            CtlError::Local(_) => 6,
         }
     }
 }
@@ -73,7 +77,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 PolicyCmd::Reload => RequestBody::PolicyReload,
             };
             let reload = matches!(body, RequestBody::PolicyReload);
-            let mut c = Client::connect(&path)?;
+            let mut c = Client::open(&path)?;
             match c.call(body)? {
                 Reply::Policy(text) => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -96,7 +100,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             }
         }
         Command::Status => {
-            let mut c = Client::connect(&path)?;
+            let mut c = Client::open(&path)?;
             let Reply::Status(s) = c.call(RequestBody::Status)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -130,7 +134,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
         }
         Command::Unlock => {
             let pass = read_value("Vault passphrase: ", false)?;
-            let mut c = Client::connect(&path)?;
+            let mut c = Client::open(&path)?;
             c.call(RequestBody::Unlock {
                 passphrase: SecretBytes::new(pass.to_vec()),
             })?;
@@ -138,7 +142,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             Ok(0)
         }
         Command::Audit(AuditCmd::List { limit }) => {
-            let mut c = Client::connect(&path)?;
+            let mut c = Client::open(&path)?;
             let Reply::AuditRecords(lines) = c.call(RequestBody::AuditList { limit })? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -149,7 +153,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             Ok(0)
         }
         Command::Audit(AuditCmd::Verify) => {
-            let mut c = Client::connect(&path)?;
+            let mut c = Client::open(&path)?;
             let Reply::AuditVerified(r) = c.call(RequestBody::AuditVerify)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -253,7 +257,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(0)
         }
         SecretsCmd::List { scope: s } => {
-            let mut c = Client::connect(path)?;
+            let mut c = Client::open(path)?;
             let Reply::Secrets(list) = c.call(RequestBody::SecretList {
                 scope: scope(s.scope),
             })?
@@ -264,7 +268,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(0)
         }
         SecretsCmd::Exists { name, scope: s } => {
-            let mut c = Client::connect(path)?;
+            let mut c = Client::open(path)?;
             let Reply::Exists(yes) = c.call(RequestBody::SecretExists {
                 scope: scope(s.scope),
                 name,
@@ -278,7 +282,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(if yes { 0 } else { 1 })
         }
         SecretsCmd::Masked { name, scope: s } => {
-            let mut c = Client::connect(path)?;
+            let mut c = Client::open(path)?;
             let Reply::Masked(m) = c.call(RequestBody::SecretMasked {
                 scope: scope(s.scope),
                 name: name.clone(),
@@ -294,7 +298,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(0)
         }
         SecretsCmd::Rm { name, scope: s } => {
-            let mut c = Client::connect(path)?;
+            let mut c = Client::open(path)?;
             c.call(RequestBody::SecretRemove {
                 scope: scope(s.scope),
                 name: name.clone(),
@@ -326,7 +330,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
                 .into_iter()
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
                 .collect();
-            let mut c = Client::connect(path)?;
+            let mut c = Client::open(path)?;
             let Reply::Imported { count } = c.call(RequestBody::SecretImport {
                 scope: scope(s.scope),
                 entries: wire,
@@ -352,7 +356,7 @@ fn put(
     meta: MetaInput,
     mode: SetMode,
 ) -> Result<Option<u64>, CtlError> {
-    let mut c = Client::connect(path)?;
+    let mut c = Client::open(path)?;
     let Reply::Done { version } = c.call(RequestBody::SecretSet {
         scope: scope(s),
         name,

@@ -52,39 +52,76 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     })
 }
 
-/// One handshaken connection to the daemon.
+/// One connection to the daemon.
 #[derive(Debug)]
 pub struct Client {
     stream: UnixStream,
     next_id: u64,
-    server: String,
+    /// The daemon's self-description, once its handshake answer is read.
+    server: Option<String>,
 }
 
 impl Client {
     /// Connects and performs the version handshake.
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        let mut client = Self::open(path)?;
+        client.finish_handshake()?;
+        Ok(client)
+    }
+
+    /// Connects and sends the handshake without waiting for its answer:
+    /// the first [`Client::call`] sends its request right behind it and
+    /// then reads both answers, saving a round trip. A refused handshake is
+    /// reported by that call, as by [`Client::connect`].
+    pub fn open(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.into(),
             source,
         })?;
+        let mut client = Self {
+            stream,
+            next_id: 1,
+            server: None,
+        };
         let hello = Hello {
             magic: HELLO_MAGIC,
             version: PROTOCOL_VERSION,
             client: format!("aivault-client {}", env!("CARGO_PKG_VERSION")),
         };
-        write_frame(&mut stream, &encode(&hello)?)?;
-        let reply: HelloReply = decode(&read_frame(&mut stream)?)?;
+        let sent = write_frame(&mut client.stream, &encode(&hello)?);
+        client.after_write(sent)?;
+        Ok(client)
+    }
+
+    /// Reads the handshake's answer if it is still pending.
+    fn finish_handshake(&mut self) -> Result<(), ClientError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let reply: HelloReply = decode(&read_frame(&mut self.stream)?)?;
         reply.result.map_err(ClientError::Refused)?;
-        Ok(Self {
-            stream,
-            next_id: 1,
-            server: reply.server,
-        })
+        self.server = Some(reply.server);
+        Ok(())
+    }
+
+    /// A write that failed before the handshake was answered may be the
+    /// daemon refusing the connection (busy, wrong version) and closing it:
+    /// its answer, still readable, says why better than a broken pipe.
+    fn after_write(&mut self, sent: Result<(), FrameError>) -> Result<(), ClientError> {
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) if self.server.is_none() => {
+                self.finish_handshake()?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The daemon's self-description from the handshake.
-    pub fn server(&self) -> &str {
-        &self.server
+    pub fn server(&mut self) -> Result<&str, ClientError> {
+        self.finish_handshake()?;
+        Ok(self.server.as_deref().unwrap_or_default())
     }
 
     /// Bounds how long a reply may take (none by default).
@@ -98,7 +135,9 @@ impl Client {
         self.next_id += 1;
         // The encoded request may hold a value: wiped on drop.
         let request = zeroize::Zeroizing::new(encode(&Request { id, body })?);
-        write_frame(&mut self.stream, &request)?;
+        let sent = write_frame(&mut self.stream, &request);
+        self.after_write(sent)?;
+        self.finish_handshake()?;
         let resp: Response = decode(&read_frame(&mut self.stream)?)?;
         if resp.id != id {
             return match resp.result {
@@ -111,26 +150,18 @@ impl Client {
 }
 
 /// A run in progress: redacted output events in, input and signals out.
+///
+/// Meant for one thread that polls [`RunSession::as_fd`]: input is queued
+/// with [`RunSession::queue`] and written without blocking by
+/// [`RunSession::flush`] when the socket is writable, so a caller busy
+/// sending input never stops reading the run's output (which would let
+/// both ends wait on each other).
 #[derive(Debug)]
 pub struct RunSession {
-    reader: UnixStream,
-    writer: std::sync::Arc<std::sync::Mutex<UnixStream>>,
+    stream: UnixStream,
     command: String,
-}
-
-/// A handle that sends input to a run from another thread.
-#[derive(Debug, Clone)]
-pub struct RunInputSender {
-    writer: std::sync::Arc<std::sync::Mutex<UnixStream>>,
-}
-
-impl RunInputSender {
-    pub fn send(&self, input: &aivault_proto::RunInput) -> Result<(), ClientError> {
-        let body = encode(input)?;
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write_frame(&mut *w, &body)?;
-        Ok(())
-    }
+    /// Framed input not yet written.
+    outgoing: Vec<u8>,
 }
 
 impl Client {
@@ -138,14 +169,11 @@ impl Client {
     /// the run's stream.
     pub fn start_run(mut self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
         match self.call(RequestBody::Run(req))? {
-            Reply::RunStarted { command } => {
-                let writer = self.stream.try_clone().map_err(FrameError::Io)?;
-                Ok(RunSession {
-                    reader: self.stream,
-                    writer: std::sync::Arc::new(std::sync::Mutex::new(writer)),
-                    command,
-                })
-            }
+            Reply::RunStarted { command } => Ok(RunSession {
+                stream: self.stream,
+                command,
+                outgoing: Vec::new(),
+            }),
             _ => Err(ClientError::Protocol),
         }
     }
@@ -157,16 +185,54 @@ impl RunSession {
         &self.command
     }
 
-    /// A sender usable from other threads (stdin pump, signal forwarder).
-    pub fn input(&self) -> RunInputSender {
-        RunInputSender {
-            writer: self.writer.clone(),
-        }
+    /// The connection, to poll: readable when an event (or its end) waits,
+    /// writable when queued input can go out.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.stream.as_fd()
     }
 
-    /// The next event; ends with [`aivault_proto::RunEvent::Exit`].
+    /// Queues one input frame; [`RunSession::flush`] sends it.
+    pub fn queue(&mut self, input: &aivault_proto::RunInput) -> Result<(), ClientError> {
+        let body = encode(input)?;
+        if body.len() > aivault_proto::MAX_FRAME {
+            return Err(FrameError::TooLarge(body.len()).into());
+        }
+        self.outgoing
+            .extend_from_slice(&(body.len() as u32).to_be_bytes());
+        self.outgoing.extend_from_slice(&body);
+        Ok(())
+    }
+
+    /// Bytes of input queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Sends as much queued input as the socket takes now, never blocking.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        use std::os::fd::AsRawFd;
+        while !self.outgoing.is_empty() {
+            match nix::sys::socket::send(
+                self.stream.as_raw_fd(),
+                &self.outgoing,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => {
+                    self.outgoing.drain(..n);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(FrameError::Io(e.into()).into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event; ends with [`aivault_proto::RunEvent::Exit`]. Blocks
+    /// until a whole frame has arrived.
     pub fn next_event(&mut self) -> Result<aivault_proto::RunEvent, ClientError> {
-        let body = read_frame(&mut self.reader)?;
+        let body = read_frame(&mut self.stream)?;
         if let Ok(ev) = decode::<aivault_proto::RunEvent>(&body) {
             return Ok(ev);
         }

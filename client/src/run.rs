@@ -1,11 +1,15 @@
 //! `vaultctl run`: stream stdin to the command, its redacted output back,
 //! forward SIGINT/SIGTERM/SIGHUP, and exit with the command's status.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 
-use aivault_client::{socket_path, Client, ClientError};
+use aivault_client::{socket_path, Client, ClientError, RunSession};
 use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::commands::CtlError;
 use aivault_client::cli::RunArgs;
@@ -72,69 +76,112 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
             .collect(),
     };
 
-    // Block the forwarded signals before any thread starts, so only the
-    // forwarding thread receives them.
+    // The forwarded signals are blocked and read from a signalfd, so they
+    // arrive in the same poll as input and output.
     let mut forwarded = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         forwarded.add(s);
     }
     let _ = forwarded.thread_block();
+    let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| CtlError::Local(format!("cannot watch for signals: {e}")))?;
 
     let path = socket_path(socket);
-    let mut session = Client::connect(&path)?.start_run(req)?;
+    let session = Client::open(&path)?.start_run(req)?;
+    pump(session, &signals)
+}
 
-    let input = session.input();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = input.send(&RunInput::StdinEof);
-                    return;
-                }
-                Ok(n) => {
-                    if input.send(&RunInput::Stdin(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let input = session.input();
-    std::thread::spawn(move || loop {
-        match forwarded.wait() {
-            Ok(sig) => {
-                if input.send(&RunInput::Signal(sig as i32)).is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    });
+/// Input queued beyond this stops reading stdin until the daemon takes it.
+const MAX_QUEUED: usize = 256 * 1024;
 
+/// One thread, one poll: the run's events to stdout/stderr, stdin and the
+/// forwarded signals to the run, until the exit status arrives.
+fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
+    let stdin = std::io::stdin();
+    let mut stdin_open = true;
+    let mut buf = vec![0u8; 64 * 1024];
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     loop {
-        match session.next_event() {
-            Ok(RunEvent::Output { stream, data }) => {
-                let w: &mut dyn Write = match stream {
-                    Stream::Stdout => &mut out,
-                    Stream::Stderr => &mut err,
-                };
-                // A closed stdout (e.g. `| head`) must not stop the run's bookkeeping.
-                let _ = w.write_all(&data).and_then(|()| w.flush());
-            }
-            Ok(RunEvent::Exit(exit)) => {
-                if let Some(m) = exit.message {
-                    eprintln!("vaultctl: {m}");
-                }
-                return Ok(exit.code);
-            }
-            Err(ClientError::Daemon(e)) => return Err(ClientError::Daemon(e).into()),
+        let mut socket_events = PollFlags::POLLIN;
+        if session.queued() > 0 {
+            socket_events |= PollFlags::POLLOUT;
+        }
+        // Stdin is left out once at end of input (poll would report its
+        // hangup for ever) and while too much input waits to be sent.
+        let want_stdin = stdin_open && session.queued() < MAX_QUEUED;
+        let mut fds = vec![
+            PollFd::new(session.as_fd(), socket_events),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        if want_stdin {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
-                eprintln!("vaultctl: the run's connection failed: {e}");
+                eprintln!("vaultctl: cannot wait for the run: {e}");
                 return Ok(crate::commands::EXIT_RUN_LOST);
+            }
+        }
+        let revents = |i: usize| {
+            fds.get(i)
+                .and_then(|fd| fd.revents())
+                .unwrap_or(PollFlags::empty())
+        };
+        // Readable, or closed: either way `next_event` returns.
+        let socket_ready =
+            revents(0).intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+        let signal_ready = !revents(1).is_empty();
+        let stdin_ready = !revents(2).is_empty();
+        drop(fds);
+
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                session.queue(&RunInput::Signal(info.ssi_signo as i32))?;
+            }
+        }
+        if stdin_ready {
+            // Not through `Stdin`'s buffer: poll must see every byte not yet read.
+            match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    stdin_open = false;
+                    session.queue(&RunInput::StdinEof)?;
+                }
+                Ok(n) => session.queue(&RunInput::Stdin(buf[..n].to_vec()))?,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                // Closed or unreadable stdin: the command sees end of input.
+                Err(_) => {
+                    stdin_open = false;
+                    session.queue(&RunInput::StdinEof)?;
+                }
+            }
+        }
+        if session.queued() > 0 && session.flush().is_err() {
+            // The daemon went away: what it sent before says why.
+            stdin_open = false;
+        }
+        if socket_ready {
+            match session.next_event() {
+                Ok(RunEvent::Output { stream, data }) => {
+                    let w: &mut dyn Write = match stream {
+                        Stream::Stdout => &mut out,
+                        Stream::Stderr => &mut err,
+                    };
+                    // A closed stdout (e.g. `| head`) must not stop the run's bookkeeping.
+                    let _ = w.write_all(&data).and_then(|()| w.flush());
+                }
+                Ok(RunEvent::Exit(exit)) => {
+                    if let Some(m) = exit.message {
+                        eprintln!("vaultctl: {m}");
+                    }
+                    return Ok(exit.code);
+                }
+                Err(ClientError::Daemon(e)) => return Err(ClientError::Daemon(e).into()),
+                Err(e) => {
+                    eprintln!("vaultctl: the run's connection failed: {e}");
+                    return Ok(crate::commands::EXIT_RUN_LOST);
+                }
             }
         }
     }

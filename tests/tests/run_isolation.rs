@@ -354,3 +354,56 @@ fn refusals_are_clear_and_audited() {
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stdout).contains("INVALID"));
 }
+
+/// `vaultctl run` moves stdin and output in one thread: 4 MiB written to
+/// its stdin while the command echoes it back must neither stall (each side
+/// waiting for the other to read) nor lose or reorder a byte, and a secret
+/// inside the input still comes back redacted.
+#[test]
+fn stdin_streams_through_while_output_streams_back() {
+    let (d, alice, _) = setup();
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let mut input = Vec::with_capacity(4 << 20);
+    let mut i = 0u64;
+    while input.len() < 4 << 20 {
+        input.extend_from_slice(format!("line {i:08} of the stream\n").as_bytes());
+        i += 1;
+    }
+    input.extend_from_slice(format!("the token is {SECRET}\n").as_bytes());
+    let mut run = Command::new(aivault_tests::bin("vaultctl"))
+        .args(["run", "--", "cat"])
+        .env_clear()
+        .env("AIVAULT_SOCKET", d.socket())
+        .uid(alice.uid)
+        .gid(alice.gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    let sent = input.clone();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&sent).unwrap();
+        // Dropping stdin closes it: the command sees end of input.
+    });
+    let mut out = Vec::new();
+    run.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    writer.join().unwrap();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut expected = input;
+    let tail = format!("the token is {SECRET}\n");
+    expected.truncate(expected.len() - tail.len());
+    expected.extend_from_slice(b"the token is [REDACTED:TOKEN]\n");
+    assert_eq!(
+        out.len(),
+        expected.len(),
+        "every byte came back, none added"
+    );
+    assert!(
+        out == expected,
+        "the stream came back in order, the secret redacted"
+    );
+}

@@ -155,21 +155,25 @@ pub fn run(
      -> Result<(), RunError> {
         write_frame(s, &body.map_err(|e| lost(cancel, e))?).map_err(|e| lost(cancel, e))
     };
-    frame(&mut stream, encode(&hello))?;
+    // The request goes right behind the handshake (one round trip, not
+    // two); a refused handshake is answered before the daemon closes, so
+    // its reason is read even when the request could not be written.
+    let sent = frame(&mut stream, encode(&hello)).and_then(|()| {
+        frame(
+            &mut stream,
+            encode(&Request {
+                id: 1,
+                body: RequestBody::Run(req),
+            }),
+        )
+    });
     let reply: HelloReply = read_frame(&mut stream)
         .and_then(|b| decode(&b))
         .map_err(|e| lost(cancel, e))?;
     reply
         .result
         .map_err(|e| RunError::Refused(e.message.clone()))?;
-
-    frame(
-        &mut stream,
-        encode(&Request {
-            id: 1,
-            body: RequestBody::Run(req),
-        }),
-    )?;
+    sent?;
     let resp: Response = read_frame(&mut stream)
         .and_then(|b| decode(&b))
         .map_err(|e| lost(cancel, e))?;

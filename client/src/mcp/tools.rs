@@ -218,7 +218,7 @@ fn info_json(s: &SecretInfo) -> Value {
 }
 
 fn daemon(socket: &Path, body: RequestBody) -> Result<Reply, ClientError> {
-    Client::connect(socket)?.call(body)
+    Client::open(socket)?.call(body)
 }
 
 fn secret_list(socket: &Path, args: &Args) -> Result<Value, String> {

@@ -98,9 +98,18 @@ if [ -z "$shlibs" ]; then
         grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
     shlibs="libc6 (>= $glibc), libgcc-s1 (>= 4.2)"
 fi
+# vaultctl and aivault-runner are linked statically with glibc
+# (scripts/rustc-wrapper): name the glibc they carry, as Debian policy asks,
+# so a glibc security update can be traced to this package's rebuild.
+built_using=""
+glibc_source=$(dpkg-query -W -f='${source:Version}' libc6-dev 2>/dev/null) || true
+if [ -n "$glibc_source" ]; then
+    built_using="Built-Using: glibc (= $glibc_source)"
+fi
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
-    -e "s/@SHLIBS@/$shlibs/" packaging/debian/control.in >"$stage/DEBIAN/control"
+    -e "s/@SHLIBS@/$shlibs/" packaging/debian/control.in |
+    awk -v bu="$built_using" '{ print } /^Depends:/ && bu != "" { print bu }' >"$stage/DEBIAN/control"
 chmod 0644 "$stage/DEBIAN/control"
 (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z |
     xargs -0 md5sum) >"$stage/DEBIAN/md5sums"

@@ -275,45 +275,90 @@ pub struct ChildFds<'a> {
     pub status: BorrowedFd<'a>,
 }
 
-/// Forks; the child starts a new session, moves `fds.stdio` to 0/1/2,
-/// restores the default `SIGPIPE` action and an empty signal mask, and
-/// executes `fds.exe`. If that fails it reports errno on `fds.status` and
-/// exits with 127. Returns the child's pid in the parent.
+/// Starts the command: a child that shares the runner's memory until it
+/// executes (`clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does, with
+/// the runner suspended meanwhile) starts a new session, moves `fds.stdio`
+/// to 0/1/2, restores the default `SIGPIPE` action and an empty signal
+/// mask, and executes `fds.exe`. If that fails it reports errno on
+/// `fds.status` and exits with 127. Returns the child's pid.
 ///
-/// Only for a single-threaded process (the runner never starts a thread).
+/// Sharing the memory spares copying the runner's page tables and the
+/// copy-on-write faults that follow a `fork` in both processes (measured:
+/// docs/benchmarks.md).
 pub fn fork_exec(fds: &ChildFds<'_>, vectors: &ExecVectors) -> Result<Pid, Errno> {
     let stdio = fds.stdio.map(|fd| fd.as_raw_fd());
     if stdio.iter().any(|&fd| fd <= 2) {
         return Err(Errno::EINVAL);
     }
-    let exe = fds.exe.as_raw_fd();
-    let status = fds.status.as_raw_fd();
-    let argv = vectors.argv_ptrs.as_ptr();
-    let envp = vectors.envp_ptrs.as_ptr();
-    // SAFETY: the runner is single-threaded (it starts no thread and uses no
-    // library that does), so the child is a faithful copy in which no lock
-    // is held by a thread that no longer exists. Between fork and exec the
-    // child runs only `child_exec`, which makes async-signal-safe calls on
-    // integers and on pointers prepared before the fork, never allocates and
-    // never returns or unwinds.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Errno::last());
-    }
-    if pid == 0 {
-        // SAFETY: see above; we are the freshly forked child.
-        unsafe { child_exec(exe, stdio, status, argv, envp) }
-    }
+    let args = ChildArgs {
+        exe: fds.exe.as_raw_fd(),
+        stdio,
+        status: fds.status.as_raw_fd(),
+        argv: vectors.argv_ptrs.as_ptr(),
+        envp: vectors.envp_ptrs.as_ptr(),
+    };
+    // The child's own stack: it runs only `child_exec`, a few frames deep.
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: `stack` and `args` (and the vectors it points into) outlive
+    // the child's use of them: `CLONE_VFORK` suspends this thread until the
+    // child has executed or exited, and both live on past this call. The
+    // stack top is 16-byte aligned inside `stack`. Every signal is blocked
+    // across the clone, so no handler can run on the child's stack before
+    // it resets the mask right before `execveat`. The child runs
+    // `spawned_child` only (see there).
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        let mut all = std::mem::zeroed::<libc::sigset_t>();
+        let mut old = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            spawned_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of!(args) as *mut libc::c_void,
+        );
+        let err = Errno::last();
+        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(err);
+        }
+        pid
+    };
+    drop(stack);
     Ok(Pid::from_raw(pid))
+}
+
+/// What the command's child needs, prepared before the clone.
+struct ChildArgs {
+    exe: RawFd,
+    stdio: [RawFd; 3],
+    status: RawFd,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+}
+
+/// Entry point of the command's child (see [`fork_exec`]).
+extern "C" fn spawned_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, alive while the parent is
+    // suspended by `CLONE_VFORK`, that is for this child's whole life
+    // before exec; its pointers satisfy `child_exec`'s contract.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        child_exec(a.exe, a.stdio, a.status, a.argv, a.envp)
+    }
 }
 
 /// The child's side of [`fork_exec`]; never returns.
 ///
 /// # Safety
 ///
-/// Call only in a child just forked from a single-threaded process; `argv`
-/// and `envp` must be NULL-terminated arrays of NUL-terminated strings that
-/// stay valid (the parent's copy of [`ExecVectors`] guarantees this).
+/// Call only in the child started by [`fork_exec`], which shares the
+/// suspended runner's memory: it may make system calls through libc's
+/// thin wrappers (which take no lock and allocate nothing), write to its own
+/// stack and to `errno`, nothing else. `argv` and `envp` must be
+/// NULL-terminated arrays of NUL-terminated strings that stay valid (the
+/// parent's [`ExecVectors`] guarantees this).
 unsafe fn child_exec(
     exe: RawFd,
     stdio: [RawFd; 3],

@@ -190,12 +190,16 @@ impl UidPool {
         Err(PoolError::Exhausted(inner.count))
     }
 
-    /// Checks candidate uids until `target` are ready to lease. Slow (NSS and
-    /// a `/proc` scan), so the daemon calls it on a blocking thread after
-    /// each lease rather than in a run's path.
+    /// Checks candidate uids until `target` are ready to lease, once fewer
+    /// than half of `target` are: one `/proc` scan then serves several
+    /// leases. Slow (NSS and the scan), so the daemon calls it on a blocking
+    /// thread after each run rather than in a run's path.
     pub fn refill(&self, target: usize) {
         let candidates: Vec<u32> = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.ready.len() * 2 > target {
+                return;
+            }
             let want = target
                 .saturating_sub(inner.ready.len())
                 .min(inner.count as usize);
@@ -243,6 +247,15 @@ impl UidPool {
             .iter()
             .copied()
             .collect()
+    }
+
+    /// How many checked uids wait to be leased.
+    pub fn ready(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready
+            .len()
     }
 
     /// How many uids are leased now.
@@ -304,7 +317,10 @@ mod tests {
     fn refilled_uids_are_leased_first_and_never_twice() {
         let pool = UidPool::new(DEFAULT_FIRST_UID + 100, 4).unwrap();
         pool.refill(3);
+        assert_eq!(pool.ready(), 3);
         let a = pool.acquire().unwrap();
+        pool.refill(3);
+        assert_eq!(pool.ready(), 2, "no scan while more than half are ready");
         let b = pool.acquire().unwrap();
         let c = pool.acquire().unwrap();
         let d = pool.acquire().unwrap();

@@ -142,6 +142,7 @@ fn main() {
     let d = Daemon::start_new(Options {
         policy,
         config: bus.daemon_config(),
+        runtime_on_tmpfs: true,
         ..Options::default()
     });
     bus.wait_for_name(NAME, &d);

@@ -34,6 +34,7 @@ fn main() {
     );
     let d = Daemon::start_new(Options {
         policy,
+        runtime_on_tmpfs: true,
         ..Options::default()
     });
     for i in 0..20 {

@@ -110,6 +110,11 @@ pub struct Options {
     pub config: String,
     /// Contents of `policy.toml` (empty: no rules, every run refused).
     pub policy: String,
+    /// Puts the runtime directory (socket, run directories) on its own
+    /// tmpfs, as `RuntimeDirectory=` under `/run` is on an installed system:
+    /// for benchmarks, which should measure that layout. Tests keep it on
+    /// the scratch directory's file system.
+    pub runtime_on_tmpfs: bool,
 }
 
 impl Default for Options {
@@ -119,6 +124,7 @@ impl Default for Options {
             passphrase: "correct horse battery staple",
             config: String::new(),
             policy: String::new(),
+            runtime_on_tmpfs: false,
         }
     }
 }
@@ -175,6 +181,20 @@ impl Daemon {
         } else {
             format!("{config}\n[dbus]\nbus = \"none\"\n")
         };
+        if opts.runtime_on_tmpfs {
+            let run = dir.path().join("run");
+            fs::create_dir(&run).expect("runtime dir");
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "mode=0755,size=256m", "aivault-bench"])
+                .arg(&run)
+                .status()
+                .expect("mount");
+            assert!(
+                mounted.success(),
+                "cannot mount a tmpfs on {}",
+                run.display()
+            );
+        }
         let conf = dir.path().join("aivaultd.toml");
         fs::write(&conf, config).expect("config");
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -355,6 +375,12 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        if self.opts.runtime_on_tmpfs {
+            let _ = Command::new("umount")
+                .arg("--lazy")
+                .arg(self.path("run"))
+                .status();
+        }
         if std::thread::panicking() {
             // Show what the daemon said: the test's own assertion is above.
             let log = fs::read_to_string(self.output_log()).unwrap_or_default();

@@ -55,16 +55,22 @@
 //! # Failure and crash behaviour
 //!
 //! * `append` fails closed: any error reaching the log or the anchor is returned
-//!   and the caller must refuse the operation. The in-memory chain only advances
-//!   once log and anchor are both durable, so a retry does not fork the chain.
-//!   If a failed append did leave its record in the log (the anchor update
-//!   failed, say), the next append adopts it rather than reusing its number; such
-//!   a record describes a decision that was then refused for want of an audit trail.
+//!   and the caller must refuse the operation. The in-memory chain advances
+//!   once the record is durable in the log, so a retry does not fork the
+//!   chain. If a failed append did leave its record in the log (its `fsync`
+//!   failed after the write, say), the next append adopts it rather than
+//!   reusing its number; such a record describes a decision that was then
+//!   refused for want of an audit trail. If only the anchor update failed,
+//!   the record is in the chain and the anchor lags until the next update.
+//! * The anchor is updated outside the chain's lock, under its own: the next
+//!   record is written and flushed while the anchor of the previous one is
+//!   (two files, two flushes in flight), and the anchor only ever moves
+//!   forward — an update for a record older than the one already anchored
+//!   is skipped. So the anchor never names a record the log does not hold.
 //! * `append_then` is for the one decision whose latency matters, a run: it
 //!   tells its caller as soon as the record is durable in the log, and the
 //!   run goes ahead while the anchor is updated. If that update then fails,
-//!   the record stands for a run that did happen; the next append adopts it
-//!   as above, and the anchor merely lagged by one record.
+//!   the record stands for a run that did happen, and the anchor lags.
 //! * A crash in the middle of the single `write` can leave a last line without
 //!   a newline. The next append starts a fresh line; `verify` reports the torn
 //!   line (as "torn write" while it is last, as "truncated or not json" after).
@@ -196,7 +202,7 @@ pub struct Event<'a> {
     pub detail: serde_json::Value,
 }
 
-/// Where the chain stands: the last record durably written and anchored.
+/// Where the chain stands: the last record durably written to the log.
 struct Chain {
     seq: u64,
     mac: [u8; 32],
@@ -204,7 +210,12 @@ struct Chain {
     /// An append failed after it may have written to the log; the next append
     /// first looks for that record so as not to reuse its sequence number.
     dirty: bool,
-    anchor: AnchorWriter,
+}
+
+/// The anchor file and the newest record it durably names.
+struct Anchored {
+    writer: AnchorWriter,
+    seq: u64,
 }
 
 /// The daemon's audit log. One per process; appends are serialized internally.
@@ -212,6 +223,7 @@ pub struct AuditLog {
     log_path: PathBuf,
     anchor_path: PathBuf,
     chain: Mutex<Chain>,
+    anchor: Mutex<Anchored>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -282,7 +294,11 @@ impl AuditLog {
                 mac,
                 key,
                 dirty: false,
-                anchor: AnchorWriter::default(),
+            }),
+            // Whatever the file says, the next update rewrites it.
+            anchor: Mutex::new(Anchored {
+                writer: AnchorWriter::default(),
+                seq: 0,
             }),
         })
     }
@@ -300,11 +316,10 @@ impl AuditLog {
 
     /// [`AuditLog::append`], calling `durable` as soon as the record itself
     /// is durable in the log — before the anchor is brought up to date, which
-    /// still happens within this call and under the chain's lock (the next
-    /// record waits for it). A caller may let its decision take effect from
-    /// `durable` on; an `Err` after `durable` was called means only the
-    /// anchor lags, and the next append adopts the record as it does after
-    /// any failed anchor update.
+    /// still happens within this call (but outside the chain's lock: the
+    /// next record need not wait for it). A caller may let its decision take
+    /// effect from `durable` on; an `Err` after `durable` was called means
+    /// only the anchor lags.
     pub fn append_then(&self, ev: &Event<'_>, durable: impl FnOnce()) -> Result<u64, AuditError> {
         let mut chain = self.lock();
         if chain.dirty {
@@ -336,12 +351,12 @@ impl AuditLog {
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
         write_line(&self.log_path, line.as_bytes(), chain.seq)?;
-        durable();
-        let Chain { anchor, key, .. } = &mut *chain;
-        anchor.write(&self.anchor_path, seq, mac.value(), key.as_ref())?;
         chain.seq = seq;
         chain.mac = *mac.value();
         chain.dirty = false;
+        let key = chain.key.clone();
+        drop(chain);
+        durable();
         tracing::info!(
             target: "aivault::audit",
             seq,
@@ -355,7 +370,24 @@ impl AuditLog {
             reason = ev.reason,
             "audit record"
         );
+        self.anchor_at(seq, mac.value(), key.as_ref())?;
         Ok(seq)
+    }
+
+    /// Makes the anchor name record `seq` unless a newer one is anchored.
+    fn anchor_at(
+        &self,
+        seq: u64,
+        mac: &[u8; 32],
+        key: Option<&AuditKey>,
+    ) -> Result<(), AuditError> {
+        let mut anchored = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        if anchored.seq >= seq {
+            return Ok(());
+        }
+        anchored.writer.write(&self.anchor_path, seq, mac, key)?;
+        anchored.seq = seq;
+        Ok(())
     }
 
     /// Reads records (newest last), optionally only those of one uid, at most

@@ -542,3 +542,39 @@ fn append_then_says_durable_only_once_the_record_is_in_the_log() {
     assert_eq!(log.append(&ev(1000, "run", Some("r"))).unwrap(), 2);
     assert!(fx.verify().ok, "{:?}", fx.verify());
 }
+
+/// Appends from many threads at once (the anchor of one record being
+/// flushed while the next record is written) still make one unbroken
+/// chain, and the anchor ends on the newest record.
+#[test]
+fn concurrent_appends_chain_and_anchor_the_newest_record() {
+    let fx = fixture();
+    let log = std::sync::Arc::new(fx.open(Some(key())));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| log.append(&ev(t, "run.exit", Some("x"))).unwrap())
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=160).collect::<Vec<u64>>(), "each seq once");
+    let rep = fx.verify();
+    assert!(rep.ok, "{rep:?}");
+    assert_eq!(rep.records, 160);
+    assert!(
+        rep.notes.iter().all(|n| !n.contains("past the anchor")),
+        "the anchor names the newest record: {rep:?}"
+    );
+    let anchor = super::anchor::read_anchor(&fx.anchor, Some(&key()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(anchor.seq, 160);
+}

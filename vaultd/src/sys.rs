@@ -95,18 +95,33 @@ pub struct ChildIdentity {
 /// `CLONE_VFORK` this thread keeps control: if a run process stops the
 /// killer (SIGSTOP cannot be blocked) it is killed and failure reported, so
 /// the caller tries again.
-pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
+///
+/// Then the killer tells whether any other task of `uid` is left at all —
+/// alive, dying or a zombie — without a scan of `/proc`: it lowers its own
+/// `RLIMIT_NPROC` to 2 and starts a child that exits at once. The kernel
+/// counts the tasks whose real uid is `uid` (the killer included) and
+/// refuses the child (`EAGAIN`) exactly when a third would exceed the
+/// limit, that is when some other task of `uid` exists. Run processes
+/// cannot change their real uid (no capabilities, `no_new_privs`), so none
+/// is missed. [`Killed::NoneLeft`] lets the caller skip confirming by scan.
+pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
     if uid == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "refusing to kill uid 0",
         ));
     }
-    let target: libc::uid_t = uid;
     let mut stack = vec![0u8; 16 * 1024];
+    let mut probe_stack = vec![0u8; 4 * 1024];
+    let target = KillerArgs {
+        uid,
+        // SAFETY: one past the end of the buffer, then aligned down inside it.
+        probe_stack: unsafe { probe_stack.as_mut_ptr().add(probe_stack.len()) } as usize & !15,
+    };
     // SAFETY: `killer` reads only `target`, which lives on this frame until
-    // the child is reaped below, and makes raw system calls only; `stack` is
-    // released only once the child has been reaped (or never, below).
+    // the child is reaped below, and makes raw system calls only; `stack`
+    // and `probe_stack` are released only once the child has been reaped
+    // (or never, below).
     let pid = unsafe {
         clone_vm(
             killer,
@@ -115,7 +130,7 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
             // spares copying it (unreadable to run processes: the killer is
             // non-dumpable once it has changed uid).
             libc::CLONE_FILES | libc::SIGCHLD,
-            &target as *const libc::uid_t as *mut libc::c_void,
+            &target as *const KillerArgs as *mut libc::c_void,
         )
     }?;
     let mut status = 0;
@@ -127,6 +142,7 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
         if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
             // Cannot tell whether it still runs on `stack`: never free it.
             std::mem::forget(stack);
+            std::mem::forget(probe_stack);
             return Err(io::Error::other("lost track of the killer"));
         }
     }
@@ -139,16 +155,17 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<()> {
                 && io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
             {}
         }
-        drop(stack);
+        drop((stack, probe_stack));
         return Err(io::Error::other("the killer was stopped by a run process"));
     }
-    drop(stack);
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(
+    drop((stack, probe_stack));
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, KILLER_NONE_LEFT) => Ok(Killed::NoneLeft),
+        (true, KILLER_SOME_LEFT) => Ok(Killed::SomeLeft),
+        _ => Err(io::Error::other(
             "could not switch to the run uid to kill its processes",
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Starts `f(arg)` in a child sharing this process's memory
@@ -182,12 +199,36 @@ unsafe fn clone_vm(
     Ok(pid)
 }
 
+/// What [`kill_all_of_uid`] found once every process of the uid was sent
+/// SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// No task of the uid is left, not even a zombie.
+    NoneLeft,
+    /// Some task of the uid still exists: killed processes not yet gone,
+    /// or zombies not yet reaped (none of them runs user code again).
+    SomeLeft,
+}
+
+/// The killer's exit statuses (anything else: it could not become the uid).
+const KILLER_NONE_LEFT: i32 = 0;
+const KILLER_SOME_LEFT: i32 = 3;
+
+/// What the killer reads: whom to kill, and the top of a small stack for
+/// the child it starts to count the uid's tasks.
+#[repr(C)]
+struct KillerArgs {
+    uid: libc::uid_t,
+    probe_stack: usize,
+}
+
 /// The killer child (see [`kill_all_of_uid`]).
 extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the parent's `uid_t`, alive until this child
-    // is reaped; raw system calls only, no allocation, no lock.
+    // SAFETY: `arg` points to the parent's `KillerArgs`, alive until this
+    // child is reaped; raw system calls only, no allocation, no lock.
     unsafe {
-        let uid = *(arg as *const libc::uid_t);
+        let args = &*(arg as *const KillerArgs);
+        let uid = args.uid;
         let no_core = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -202,12 +243,57 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
         let ok = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0
             && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
             && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0;
-        if ok {
-            libc::syscall(libc::SYS_kill, -1, libc::SIGKILL);
+        if !ok {
+            libc::syscall(libc::SYS_exit_group, 1);
         }
-        libc::syscall(libc::SYS_exit_group, if ok { 0 } else { 1 });
+        libc::syscall(libc::SYS_kill, -1, libc::SIGKILL);
+        // Count the uid's tasks: with this killer and the probe child, two
+        // are allowed; a third (any other) makes the kernel refuse the child.
+        let two = libc::rlimit {
+            rlim_cur: 2,
+            rlim_max: 2,
+        };
+        let limited = libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NPROC,
+            &two as *const libc::rlimit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        ) == 0;
+        let mut outcome = KILLER_SOME_LEFT;
+        if limited {
+            // The probe shares this memory and runs until it exits, with
+            // this killer suspended (CLONE_VFORK), on its own small stack.
+            let probe = libc::clone(
+                probe_exits,
+                args.probe_stack as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                std::ptr::null_mut(),
+            );
+            if probe > 0 {
+                let mut status = 0;
+                libc::syscall(
+                    libc::SYS_wait4,
+                    probe,
+                    &mut status as *mut libc::c_int,
+                    0,
+                    std::ptr::null_mut::<libc::rusage>(),
+                );
+                outcome = KILLER_NONE_LEFT;
+            }
+        }
+        libc::syscall(libc::SYS_exit_group, outcome);
         0
     }
+}
+
+/// The killer's probe child: it exists only to be counted.
+extern "C" fn probe_exits(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: a raw exit; this task touches no memory.
+    unsafe {
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    0
 }
 
 /// The account of `uid` from the user and group databases: its primary
@@ -256,4 +342,41 @@ pub fn pidfd_pid(fd: &impl AsFd) -> Option<i32> {
         .find_map(|l| l.strip_prefix("Pid:"))
         .and_then(|p| p.trim().parse::<i32>().ok())
         .filter(|p| *p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// Needs root (CI runs as root): it starts a process under a uid no
+    /// account uses and kills it through `kill_all_of_uid`.
+    #[test]
+    fn the_killer_kills_a_uid_and_tells_whether_any_task_is_left() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root to start a process under another uid"
+        );
+        // Far above the run range of test daemons, unique to this process.
+        let uid = 0x6f00_0000 + std::process::id() % 0x10000;
+        assert_eq!(kill_all_of_uid(uid).unwrap(), Killed::NoneLeft);
+
+        let mut sleeper = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .uid(uid)
+            .gid(uid)
+            .spawn()
+            .unwrap();
+        // Alive, then a zombie until reaped: a task of the uid either way.
+        assert_eq!(kill_all_of_uid(uid).unwrap(), Killed::SomeLeft);
+        let status = sleeper.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        assert_eq!(
+            kill_all_of_uid(uid).unwrap(),
+            Killed::NoneLeft,
+            "once reaped, nothing of the uid is left"
+        );
+        assert!(kill_all_of_uid(0).is_err(), "uid 0 is refused");
+    }
 }

@@ -298,6 +298,15 @@ fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
         runner,
     } = leftovers;
     let uid = run_as.uid();
+    // A runner that has exited is reaped first: its zombie would otherwise
+    // count as a task of the uid left behind.
+    let mut runner = runner;
+    if let Some(child) = runner.as_mut() {
+        if child.try_wait() {
+            daemon.runs().gate.forget(child.id());
+            runner = None;
+        }
+    }
     let clean = match run_as {
         RunAs::Lease(lease) => {
             let clean = kill_run_uid(uid);
@@ -514,10 +523,30 @@ fn audit_exit(
 /// and relays. Returns the outcome and whether `RunStarted` was sent.
 async fn drive(
     prepared: &PreparedRun,
-    runner: UnixStream,
+    mut runner: UnixStream,
     mut ends: Ends,
     request_id: u64,
 ) -> (Relayed, bool) {
+    // The go-ahead is written from here, before the relay's tasks exist:
+    // between the durable decision record and the command's start there is
+    // no hop through another task. Its frame fits the socket's empty buffer
+    // (the runner has read its job), so the write does not wait; it is
+    // bounded all the same.
+    let go = aivault_proto::encode(&RunnerSecrets {
+        secrets: prepared.secrets.clone(),
+    })
+    .map(zeroize::Zeroizing::new);
+    let sent = match go {
+        Ok(body) => matches!(
+            tokio::time::timeout(
+                RUNNER_CONNECT_TIMEOUT,
+                crate::frames::write(&mut runner, &body)
+            )
+            .await,
+            Ok(Ok(()))
+        ),
+        Err(_) => false,
+    };
     let (runner_r, runner_w) = runner.into_split();
     let (to_runner, runner_writer) = relay::writer(runner_w, true);
     let (from_runner, runner_reader) = relay::reader::<_, RunnerEvent>(runner_r);
@@ -525,11 +554,6 @@ async fn drive(
     ends.from_runner = from_runner;
 
     let outcome = 'run: {
-        let go = RunnerSecrets {
-            secrets: prepared.secrets.clone(),
-        };
-        let sent = relay::offer(&ends.to_runner, &go);
-        drop(go);
         if !sent {
             break 'run (failed("the runner went away before starting"), false);
         }
@@ -635,11 +659,15 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
 }
 
 /// Kills every process of `uid` until none is left (zombies excepted: they
-/// run nothing and vanish when reaped). False if some survive.
+/// run nothing and vanish when reaped). False if some survive. The usual
+/// run leaves nothing (its runner reaped the command and was reaped), which
+/// the killer itself establishes; only otherwise does `/proc` confirm it.
 pub fn kill_run_uid(uid: u32) -> bool {
     for attempt in 0..200 {
-        if let Err(e) = crate::sys::kill_all_of_uid(uid) {
-            tracing::error!(error = %e, uid, "cannot kill the run's processes");
+        match crate::sys::kill_all_of_uid(uid) {
+            Ok(crate::sys::Killed::NoneLeft) => return true,
+            Ok(crate::sys::Killed::SomeLeft) => {}
+            Err(e) => tracing::error!(error = %e, uid, "cannot kill the run's processes"),
         }
         if !super::uidpool::live_processes_of(uid) {
             return true;

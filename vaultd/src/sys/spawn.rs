@@ -64,6 +64,19 @@ impl Spawned {
         self.reaped = true;
         Ok(())
     }
+
+    /// Reaps the runner if it has ended; true once it is reaped.
+    pub fn try_wait(&mut self) -> bool {
+        if self.reaped {
+            return true;
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+            self.reaped = true;
+        }
+        self.reaped
+    }
 }
 
 fn wait(pid: libc::pid_t) -> io::Result<()> {

@@ -348,19 +348,10 @@ async fn start_run(
             return send(&mut stream, &Response { id, result }).await;
         }
     };
-    let d = daemon.clone();
-    let prepared = tokio::task::spawn_blocking(move || d.prepare_run(&caller, req))
-        .await
-        .unwrap_or_else(|_| {
-            Err(WireError::new(
-                ErrorCode::Internal,
-                "internal error while deciding the run",
-            ))
-        });
-    match prepared {
+    match crate::run::supervise::decide(&daemon, caller, req).await {
         Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
-        Ok(prepared) => {
-            crate::run::supervise::run(daemon, prepared, stream, id).await;
+        Ok(decided) => {
+            crate::run::supervise::run(daemon, decided, stream, id).await;
             drop(slot);
             Ok(())
         }

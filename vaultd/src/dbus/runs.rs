@@ -259,16 +259,13 @@ pub async fn start(
         .counter
         .try_start(caller.uid, settings.max_runs, settings.max_runs_per_user)
         .map_err(|why| VaultError::Busy(why.to_string()))?;
-    let d = daemon.clone();
-    let prepared = tokio::task::spawn_blocking(move || d.prepare_run(&caller, req))
-        .await
-        .map_err(|_| internal("internal error while deciding the run"))??;
-    let give_up = tokio::time::Instant::now() + prepared.timeout + GIVE_UP_AFTER_TIMEOUT;
+    let decided = crate::run::supervise::decide(daemon, caller, req).await?;
+    let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
     let (ours, theirs) =
         UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
     let d = daemon.clone();
     tokio::spawn(async move {
-        crate::run::supervise::run(d, prepared, theirs, 0).await;
+        crate::run::supervise::run(d, decided, theirs, 0).await;
         drop(slot);
     });
     let (mut reader, writer) = ours.into_split();

@@ -350,10 +350,69 @@ fn failed(message: &str) -> Relayed {
     }
 }
 
-/// Runs a prepared request on the caller's connection, which it consumes.
-pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream, request_id: u64) {
+/// A run the policy allowed, whose decision is being made durable in the
+/// audit log.
+#[derive(Debug)]
+pub struct Decided {
+    prepared: Arc<PreparedRun>,
+    recording: tokio::task::JoinHandle<Result<(), WireError>>,
+    durable: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Decided {
+    pub fn prepared(&self) -> &PreparedRun {
+        &self.prepared
+    }
+}
+
+/// Decides a run request on a blocking thread ([`Daemon::prepare_run`]);
+/// once it is allowed, that same thread goes on to record the decision
+/// (no second hand-over before the log's `fsync` starts) while the
+/// decision is returned at once, so a runner is taken and handed its job
+/// meanwhile. A denial is returned as the policy's error (already audited).
+pub async fn decide(
+    daemon: &Arc<Daemon>,
+    caller: crate::ops::Caller,
+    req: aivault_proto::RunRequest,
+) -> Result<Decided, WireError> {
+    let (decided_tx, decided_rx) = tokio::sync::oneshot::channel();
+    let (durable_tx, durable) = tokio::sync::oneshot::channel::<()>();
+    let d = daemon.clone();
+    let recording = tokio::task::spawn_blocking(move || {
+        let prepared = match d.prepare_run(&caller, req) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let _ = decided_tx.send(Err(e));
+                return Ok(());
+            }
+        };
+        let _ = decided_tx.send(Ok(prepared.clone()));
+        d.record_run_decision_then(&prepared, move || {
+            let _ = durable_tx.send(());
+        })
+    });
+    match decided_rx.await {
+        Ok(Ok(prepared)) => Ok(Decided {
+            prepared,
+            recording,
+            durable,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(WireError::new(
+            ErrorCode::Internal,
+            "internal error while deciding the run",
+        )),
+    }
+}
+
+/// Runs a decided request on the caller's connection, which it consumes.
+pub async fn run(daemon: Arc<Daemon>, decided: Decided, caller: UnixStream, request_id: u64) {
     let started_at = Instant::now();
-    let prepared = Arc::new(prepared);
+    let Decided {
+        prepared,
+        recording,
+        durable: durable_rx,
+    } = decided;
     let caller_probe = match caller.as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
         Err(e) => {
@@ -365,19 +424,12 @@ pub async fn run(daemon: Arc<Daemon>, prepared: PreparedRun, caller: UnixStream,
     let (to_caller, caller_writer) = relay::writer(caller_w, false);
     let (from_caller, caller_reader) = relay::reader::<_, RunInput>(caller_r);
 
-    // The decision's audit record is made durable while a runner is taken
-    // (or started) and handed the job, which holds no secret: the runner
-    // confines itself meanwhile. The go-ahead with the secrets follows only
-    // once the record is durable in the log; without it the command never
-    // starts. (The audit anchor is brought up to date right after, off this
-    // run's path.)
-    let (durable_tx, durable_rx) = tokio::sync::oneshot::channel::<()>();
-    let (d, p) = (daemon.clone(), prepared.clone());
-    let recording = tokio::task::spawn_blocking(move || {
-        d.record_run_decision_then(&p, move || {
-            let _ = durable_tx.send(());
-        })
-    });
+    // The decision's audit record is being made durable (see `decide`)
+    // while a runner is taken (or started) and handed the job, which holds
+    // no secret: the runner confines itself meanwhile. The go-ahead with
+    // the secrets follows only once the record is durable in the log;
+    // without it the command never starts. (The audit anchor is brought up
+    // to date right after, off this run's path.)
     let ready = acquire(&daemon, &prepared).await;
     let recorded = match durable_rx.await {
         Ok(()) => {

@@ -98,6 +98,14 @@ if [ -z "$shlibs" ]; then
         grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
     shlibs="libc6 (>= $glibc), libgcc-s1 (>= 4.2)"
 fi
+# A RUSTC_WRAPPER in the environment (sccache, say) overrides the one that
+# links these two statically: refuse to package dynamic ones by mistake.
+for b in "$bin/vaultctl" "$bin/aivault-runner"; do
+    if readelf -l "$b" | grep -q INTERP; then
+        echo "build-deb.sh: $b is dynamically linked (is RUSTC_WRAPPER set?)" >&2
+        exit 1
+    fi
+done
 # vaultctl and aivault-runner are linked statically with glibc
 # (scripts/rustc-wrapper): name the glibc they carry, as Debian policy asks,
 # so a glibc security update can be traced to this package's rebuild.

@@ -209,6 +209,11 @@ impl RunSession {
         self.outgoing.len()
     }
 
+    /// Drops input not yet sent (the connection can take no more).
+    pub fn discard_queued(&mut self) {
+        self.outgoing.clear();
+    }
+
     /// Sends as much queued input as the socket takes now, never blocking.
     pub fn flush(&mut self) -> Result<(), ClientError> {
         use std::os::fd::AsRawFd;

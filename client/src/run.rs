@@ -158,8 +158,10 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
             }
         }
         if session.queued() > 0 && session.flush().is_err() {
-            // The daemon went away: what it sent before says why.
+            // The daemon went away: what it sent before says why. Nothing
+            // more is sent (nor retried on every turn of the loop).
             stdin_open = false;
+            session.discard_queued();
         }
         if socket_ready {
             match session.next_event() {

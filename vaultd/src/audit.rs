@@ -76,7 +76,7 @@
 //!   line (as "torn write" while it is last, as "truncated or not json" after).
 //! * [`AuditLog::open`] never refuses to start because the log and the anchor
 //!   disagree: it continues the chain from whichever is further along (the log
-//!   may legitimately be one record ahead after a crash) and logs an error;
+//!   may legitimately be ahead after a crash) and logs an error;
 //!   `verify` reports the damage.
 
 mod anchor;

@@ -103,7 +103,10 @@ pub struct ChildIdentity {
 /// refuses the child (`EAGAIN`) exactly when a third would exceed the
 /// limit, that is when some other task of `uid` exists. Run processes
 /// cannot change their real uid (no capabilities, `no_new_privs`), so none
-/// is missed. [`Killed::NoneLeft`] lets the caller skip confirming by scan.
+/// is missed. A first probe at limit 1 checks that the kernel enforces the
+/// limit exactly (some 5.14–5.16 kernels allowed one task more); where it
+/// does not, the answer is [`Killed::SomeLeft`]. [`Killed::NoneLeft`] lets
+/// the caller skip confirming by scan.
 pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
     if uid == 0 {
         return Err(io::Error::new(
@@ -247,27 +250,33 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
             libc::syscall(libc::SYS_exit_group, 1);
         }
         libc::syscall(libc::SYS_kill, -1, libc::SIGKILL);
-        // Count the uid's tasks: with this killer and the probe child, two
-        // are allowed; a third (any other) makes the kernel refuse the child.
-        let two = libc::rlimit {
-            rlim_cur: 2,
-            rlim_max: 2,
+        // Count the uid's tasks with probe children under a lowered
+        // RLIMIT_NPROC. First at 1: a kernel that counts as documented
+        // refuses even this child (the killer and it make two); one that
+        // lets a uid exceed its limit by one (Linux 5.14 to 5.16 before a
+        // stable fix) starts it, and then the count proves nothing. Then at
+        // 2: the child starts exactly when no other task of the uid exists.
+        let set_limit = |soft: u64| {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: 2,
+            };
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NPROC,
+                &limit as *const libc::rlimit,
+                std::ptr::null_mut::<libc::rlimit>(),
+            ) == 0
         };
-        let limited = libc::syscall(
-            libc::SYS_prlimit64,
-            0,
-            libc::RLIMIT_NPROC,
-            &two as *const libc::rlimit,
-            std::ptr::null_mut::<libc::rlimit>(),
-        ) == 0;
-        let mut outcome = KILLER_SOME_LEFT;
-        if limited {
-            // The probe shares this memory and runs until it exits, with
-            // this killer suspended (CLONE_VFORK), on its own small stack.
+        let probe_starts = || {
+            // The probe shares this memory and descriptor table and runs
+            // until it exits, with this killer suspended (CLONE_VFORK), on
+            // its own small stack.
             let probe = libc::clone(
                 probe_exits,
                 args.probe_stack as *mut libc::c_void,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
                 std::ptr::null_mut(),
             );
             if probe > 0 {
@@ -279,9 +288,15 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
                     0,
                     std::ptr::null_mut::<libc::rusage>(),
                 );
-                outcome = KILLER_NONE_LEFT;
             }
-        }
+            probe > 0
+        };
+        let exact = set_limit(1) && !probe_starts();
+        let outcome = if exact && set_limit(2) && probe_starts() {
+            KILLER_NONE_LEFT
+        } else {
+            KILLER_SOME_LEFT
+        };
         libc::syscall(libc::SYS_exit_group, outcome);
         0
     }

@@ -2,13 +2,16 @@
 //! that deleting the newest log records shows.
 //!
 //! The file holds two slots of [`SLOT`] bytes, each one JSON object padded
-//! with spaces and ending in a newline. Record `N` is anchored by
-//! overwriting slot `N % 2` in place and `fdatasync`: one flush per record
-//! instead of a temporary file, its fsync, a rename and a directory fsync.
-//! A write torn by a crash can only damage the slot being written; the other
-//! still anchors the record before, exactly as if the crash had come just
-//! before the update (the log is then one record ahead, which `open`
-//! accepts and `verify` notes). Readers take the valid slot with the highest
+//! with spaces and ending in a newline. A record is anchored by overwriting
+//! the slot not written last, in place, and `fdatasync`: one flush per
+//! record instead of a temporary file, its fsync, a rename and a directory
+//! fsync. (Slots alternate by write, not by sequence number: an update for
+//! an older record than the one anchored is skipped, and alternating by
+//! parity could then overwrite the newest anchor.) A write torn by a crash
+//! can only damage the slot being written; the other still anchors the
+//! record anchored before, exactly as if the crash had come just before the
+//! update (the log is then ahead of the anchor, which `open` accepts and
+//! `verify` notes). Readers take the valid slot with the highest
 //! sequence number. The first update after the daemon starts writes a fresh
 //! file atomically (temporary file and rename), which also converts the
 //! single-object anchor of earlier versions, still readable here.
@@ -130,6 +133,8 @@ fn slot(seq: u64, mac: &[u8; 32], key: Option<&AuditKey>) -> Result<Vec<u8>, Aud
 pub(super) struct AnchorWriter {
     /// The open anchor and its (device, inode).
     file: Option<(File, (u64, u64))>,
+    /// The slot written last (the next update writes the other).
+    last_slot: u64,
 }
 
 fn identity(meta: &fs::Metadata) -> (u64, u64) {
@@ -166,16 +171,20 @@ impl AnchorWriter {
                 .map_err(AuditError::WriteAnchor)?;
             let id = identity(&file.metadata().map_err(AuditError::WriteAnchor)?);
             self.file = Some((file, id));
+            // Both slots hold `seq`; sequential records then fill the slots
+            // by parity, as readers of older versions expect.
+            self.last_slot = seq % 2;
             return Ok(());
         };
-        let offset = (seq % 2) * SLOT as u64;
+        let slot = 1 - self.last_slot;
         let written = file
-            .write_all_at(&text, offset)
+            .write_all_at(&text, slot * SLOT as u64)
             .and_then(|()| file.sync_data());
         if let Err(e) = written {
             self.file = None;
             return Err(AuditError::WriteAnchor(e));
         }
+        self.last_slot = slot;
         Ok(())
     }
 }

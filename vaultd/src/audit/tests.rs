@@ -578,3 +578,27 @@ fn concurrent_appends_chain_and_anchor_the_newest_record() {
         .unwrap();
     assert_eq!(anchor.seq, 160);
 }
+
+/// Updates for skipped records (an older one is never written after a
+/// newer) still alternate slots, so the other slot always holds the anchor
+/// written just before, never an older one.
+#[test]
+fn anchor_slots_alternate_by_write_when_records_are_skipped() {
+    use super::anchor::{AnchorWriter, SLOT};
+    let fx = fixture();
+    let mut writer = AnchorWriter::default();
+    let mac = [7u8; 32];
+    for seq in [5, 6, 8] {
+        writer.write(&fx.anchor, seq, &mac, Some(&key())).unwrap();
+    }
+    let bytes = fs::read(&fx.anchor).unwrap();
+    let slot = |i: usize| {
+        let s = String::from_utf8(bytes[i * SLOT..(i + 1) * SLOT].to_vec()).unwrap();
+        serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut seqs = [slot(0), slot(1)];
+    seqs.sort_unstable();
+    assert_eq!(seqs, [6, 8], "the newest anchor and the one before it");
+}

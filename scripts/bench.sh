@@ -9,15 +9,22 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo build --release --locked --workspace --bins --examples
+# Each benchmark starts on a settled machine: the previous one's writes
+# (thousands of fsynced records and vault files) flushed, its processes gone.
+settle() { sync; sleep 3; }
 echo "==> foundation (socket round trips, durable writes)"
 ./target/release/examples/bench_foundation
+settle
 echo "==> run path"
 ./target/release/examples/bench_run
+settle
 echo "==> MCP"
 ./target/release/examples/bench_mcp
+settle
 echo "==> D-Bus"
 scripts/dbus-deps.sh >/dev/null
 ./target/release/examples/bench_dbus
+settle
 echo "==> redaction engine"
 cargo bench --locked -p aivault-redact --bench throughput
 echo "==> load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -76,8 +76,13 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
             .collect(),
     };
 
-    // The forwarded signals are blocked and read from a signalfd, so they
-    // arrive in the same poll as input and output.
+    let path = socket_path(socket);
+    let session = Client::open(&path)?.start_run(req)?;
+
+    // Once the command runs, the forwarded signals are blocked and read
+    // from a signalfd, so they arrive in the same poll as input and output.
+    // Before, they keep their default action: Ctrl-C still ends a vaultctl
+    // waiting on an unresponsive daemon (which then cancels the run).
     let mut forwarded = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         forwarded.add(s);
@@ -85,9 +90,6 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
     let _ = forwarded.thread_block();
     let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| CtlError::Local(format!("cannot watch for signals: {e}")))?;
-
-    let path = socket_path(socket);
-    let session = Client::open(&path)?.start_run(req)?;
     pump(session, &signals)
 }
 

@@ -259,10 +259,12 @@ pub async fn start(
         .counter
         .try_start(caller.uid, settings.max_runs, settings.max_runs_per_user)
         .map_err(|why| VaultError::Busy(why.to_string()))?;
-    let decided = crate::run::supervise::decide(daemon, caller, req).await?;
-    let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
+    // The stream first: once decided, an allowed run is recorded, and
+    // nothing may fail before the supervisor takes it (which audits its end).
     let (ours, theirs) =
         UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
+    let decided = crate::run::supervise::decide(daemon, caller, req).await?;
+    let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
     let d = daemon.clone();
     tokio::spawn(async move {
         crate::run::supervise::run(d, decided, theirs, 0).await;

@@ -232,17 +232,7 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let args = &*(arg as *const KillerArgs);
         let uid = args.uid;
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::syscall(
-            libc::SYS_prlimit64,
-            0,
-            libc::RLIMIT_CORE,
-            &no_core as *const libc::rlimit,
-            std::ptr::null_mut::<libc::rlimit>(),
-        );
+        set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
         let ok = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0
             && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
             && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0;
@@ -256,19 +246,7 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
         // lets a uid exceed its limit by one (Linux 5.14 to 5.16 before a
         // stable fix) starts it, and then the count proves nothing. Then at
         // 2: the child starts exactly when no other task of the uid exists.
-        let set_limit = |soft: u64| {
-            let limit = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: 2,
-            };
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                libc::RLIMIT_NPROC,
-                &limit as *const libc::rlimit,
-                std::ptr::null_mut::<libc::rlimit>(),
-            ) == 0
-        };
+        let set_limit = |soft: u64| set_own_rlimit(libc::RLIMIT_NPROC, soft, 2);
         let probe_starts = || {
             // The probe shares this memory and descriptor table and runs
             // until it exits, with this killer suspended (CLONE_VFORK), on
@@ -299,6 +277,26 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
         };
         libc::syscall(libc::SYS_exit_group, outcome);
         0
+    }
+}
+
+/// Sets a resource limit of the calling process with a raw `prlimit64`
+/// (no libc state touched: usable in a `CLONE_VM` child). True on success.
+fn set_own_rlimit(resource: libc::__rlimit_resource_t, cur: u64, max: u64) -> bool {
+    let limit = libc::rlimit {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: prlimit64 on this process reads `limit`, a live local, and
+    // writes nothing (no old-limit pointer).
+    unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            resource,
+            &limit as *const libc::rlimit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        ) == 0
     }
 }
 

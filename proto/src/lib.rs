@@ -15,11 +15,14 @@ mod messages;
 
 mod bytes;
 pub mod frame;
+pub mod handoff;
 pub mod run;
+pub mod sandbox;
 pub mod tty;
 pub use frame::{read_frame, write_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME};
 pub use messages::*;
 pub use run::*;
+pub use sandbox::{Enforcement, Isolation, Level, Limits, SandboxSpec};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::SecretBytes;
+use crate::{Enforcement, SandboxSpec, SecretBytes};
 
 /// One secret the caller asks for, optionally under another variable name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,38 @@ pub enum EndReason {
     Cancelled,
     /// The runner failed before or while starting the command.
     RunnerFailed,
+}
+
+impl EndReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [EndReason; 6] = [
+        EndReason::Exited,
+        EndReason::Signaled,
+        EndReason::Timeout,
+        EndReason::OutputLimit,
+        EndReason::Cancelled,
+        EndReason::RunnerFailed,
+    ];
+
+    /// The reason's stable name, as the audit log, D-Bus and MCP show it
+    /// (listed in `docs/protocol.md`). Never derived from `Debug`: renaming
+    /// a variant must not change what readers of those surfaces see.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited",
+            EndReason::Signaled => "signaled",
+            EndReason::Timeout => "timeout",
+            EndReason::OutputLimit => "output_limit",
+            EndReason::Cancelled => "cancelled",
+            EndReason::RunnerFailed => "runner_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a run ended. `code` follows the shell: 128+N for signal N.
@@ -103,9 +135,8 @@ pub struct RunnerJob {
     pub argv: Vec<String>,
     /// Base environment (PATH, HOME, TMPDIR, LANG, …) and pass-through names.
     pub env: Vec<(String, String)>,
-    /// Postcard of the runner's sandbox specification.
-    #[serde(with = "crate::bytes")]
-    pub sandbox: Vec<u8>,
+    /// What the run may touch and its limits.
+    pub sandbox: SandboxSpec,
     /// Output limit in bytes (stdout + stderr, after redaction).
     pub max_output: u64,
 }
@@ -120,8 +151,8 @@ pub struct RunnerSecrets {
 /// Runner → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunnerEvent {
-    /// Confinement applied; JSON of the achieved enforcement, for the audit record.
-    Confined { enforcement: String },
+    /// Confinement applied; what the kernel enforces, for the audit record.
+    Confined { enforcement: Enforcement },
     /// Redacted output.
     Output {
         stream: Stream,
@@ -135,4 +166,34 @@ pub enum RunnerEvent {
         redactions: u64,
         message: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reason_names_are_distinct_and_stable() {
+        let names: Vec<&str> = EndReason::ALL.iter().map(EndReason::as_str).collect();
+        // The documented names (docs/protocol.md): changing one breaks
+        // readers of the audit log, D-Bus and MCP.
+        assert_eq!(
+            names,
+            [
+                "exited",
+                "signaled",
+                "timeout",
+                "output_limit",
+                "cancelled",
+                "runner_failed"
+            ]
+        );
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        for r in EndReason::ALL {
+            assert_eq!(r.to_string(), r.as_str());
+        }
+    }
 }

@@ -3,15 +3,18 @@
 //! byte, so the runner executes exactly the file the daemon resolved and
 //! checked, whenever the job arrives (a warm runner waits for it idle).
 //!
-//! [`send_frame_with_fd`] is the sending half (the daemon, and tests playing
-//! it); [`recv_frame_with_fd`] the runner's receiving half.
+//! [`send_frame_with_fd`] is the sending half, in `aivault_proto::handoff`
+//! (the daemon, and tests playing it; re-exported here); [`recv_frame_with_fd`]
+//! the runner's receiving half.
 
-use std::io::{self, IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use aivault_proto::frame::check_len;
 use aivault_proto::{FrameError, FRAME_HEADER_LEN};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+pub use aivault_proto::handoff::send_frame_with_fd;
 
 /// Why a job frame and its descriptor could not be received.
 #[derive(Debug, thiserror::Error)]
@@ -20,29 +23,6 @@ pub enum HandoffError {
     Frame(#[from] FrameError),
     #[error("the job arrived without exactly one executable descriptor")]
     NoDescriptor,
-}
-
-/// Sends as much of `bytes` (a whole frame: header and body) as the socket
-/// takes in one `sendmsg`, with `fd` attached. Returns the bytes sent; the
-/// caller writes any rest plainly (the descriptor goes with the first byte).
-/// Works on blocking and non-blocking sockets alike (`WouldBlock` is
-/// returned as an error for the caller to wait on).
-pub fn send_frame_with_fd(
-    socket: BorrowedFd<'_>,
-    bytes: &[u8],
-    fd: BorrowedFd<'_>,
-) -> io::Result<usize> {
-    let fds = [fd.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let iov = [IoSlice::new(bytes)];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &iov,
-        &cmsg,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(io::Error::from)
 }
 
 /// Reads one frame whose first byte carries exactly one descriptor (made

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use aivault_proto::{FrameError, RunnerJob, RunnerSecrets};
+use aivault_proto::{RunnerJob, RunnerSecrets};
 use aivault_redact::{Patterns, Secret};
 use aivault_runner::sys::ExecVectors;
 use aivault_runner::SandboxSpec;
@@ -35,8 +35,6 @@ pub struct Armed {
 /// Why a job cannot be run. Messages carry no values.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("malformed sandbox specification")]
-    Sandbox(#[source] FrameError),
     #[error("redaction: {0}")]
     Redaction(#[source] aivault_redact::Error),
     #[error("empty argument vector")]
@@ -51,18 +49,9 @@ pub enum JobError {
     Vectors,
 }
 
-impl JobError {
-    /// The daemon sent something it should never send (as opposed to a job
-    /// that is well-formed but cannot run).
-    pub fn is_protocol(&self) -> bool {
-        matches!(self, JobError::Sandbox(_))
-    }
-}
-
-/// Checks the job: the sandbox specification, the arguments and the plain
-/// environment.
+/// Checks the job: the arguments and the plain environment (the sandbox
+/// specification arrives typed, checked by decoding the job).
 pub fn stage(job: RunnerJob) -> Result<Staged, JobError> {
-    let spec: SandboxSpec = aivault_proto::decode(&job.sandbox).map_err(JobError::Sandbox)?;
     if job.argv.is_empty() {
         return Err(JobError::NoArgv);
     }
@@ -75,7 +64,7 @@ pub fn stage(job: RunnerJob) -> Result<Staged, JobError> {
     }
     environment(job.env.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))?;
     Ok(Staged {
-        spec,
+        spec: job.sandbox,
         argv,
         env: job.env,
     })
@@ -165,7 +154,7 @@ mod tests {
                 ("PATH".into(), "/usr/bin".into()),
                 ("TOKEN".into(), "x".into()),
             ],
-            sandbox: aivault_proto::encode(&spec).expect("encode"),
+            sandbox: spec,
             max_output: 1 << 20,
         }
     }
@@ -239,10 +228,5 @@ mod tests {
         let mut j = job();
         j.env.push(("BAD=NAME".into(), "v".into()));
         assert!(matches!(stage(j), Err(JobError::EnvName(_))));
-
-        let mut j = job();
-        j.sandbox = vec![0xff];
-        let err = stage(j).expect_err("sandbox");
-        assert!(err.is_protocol());
     }
 }

@@ -24,9 +24,6 @@
 #![deny(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
 
 mod fds;
 pub mod handoff;
@@ -36,109 +33,7 @@ mod limits;
 pub mod seccomp;
 pub mod sys;
 
-/// What the run may touch. Sent by the daemon; all paths are absolute.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct SandboxSpec {
-    /// Private home directory (read-write), owned by the run uid, mode 0700.
-    pub home: PathBuf,
-    /// Private temporary directory (read-write), owned by the run uid, 0700.
-    pub tmp: PathBuf,
-    /// Extra read-only paths from policy.
-    pub read: Vec<PathBuf>,
-    /// Extra read-write paths from policy.
-    pub write: Vec<PathBuf>,
-    /// Extra read+execute paths: the allowlisted binary itself when it lives
-    /// outside the system directories (e.g. under `/opt`). Nothing else may
-    /// be executed except from the system directories.
-    #[serde(default)]
-    pub exec: Vec<PathBuf>,
-    /// The caller's working directory, read-only, only if policy allows it.
-    pub cwd: Option<PathBuf>,
-    /// TCP ports the command may connect to (Landlock ABI >= 4).
-    pub tcp_connect: Vec<u16>,
-    /// TCP ports the command may bind (Landlock ABI >= 4).
-    pub tcp_bind: Vec<u16>,
-    /// Resource limits.
-    pub limits: Limits,
-    /// Refuse to run unless every requested Landlock feature is enforced.
-    pub require_full_landlock: bool,
-    /// Which identity the runner was started under; decides what the
-    /// identity check (step 3) accepts.
-    #[serde(default)]
-    pub isolation: Isolation,
-}
-
-/// Under which identity a run executes (the policy's `isolation`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A fresh uid/gid that no account uses, with no supplementary groups:
-    /// the caller cannot read or trace the command.
-    #[default]
-    DynamicUid,
-    /// The caller's own uid, primary gid and supplementary groups (the
-    /// daemon takes them from the account database). Weaker: the caller can
-    /// read the command's environment while it runs. Still never root, never
-    /// group 0, no capabilities.
-    Caller,
-}
-
-/// Resource limits; each is set as both soft and hard limit, so the command
-/// cannot raise it. `u64::MAX` means unlimited.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// `RLIMIT_AS`, bytes of address space.
-    pub memory: u64,
-    /// `RLIMIT_NPROC`, processes/threads of the (fresh, per-run) uid.
-    pub processes: u64,
-    /// `RLIMIT_FSIZE`, largest file the command may write, bytes.
-    pub file_size: u64,
-    /// `RLIMIT_CPU`, CPU seconds.
-    pub cpu_seconds: u64,
-    /// `RLIMIT_NOFILE`, open descriptors.
-    pub open_files: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory: 4 << 30,
-            processes: 256,
-            file_size: 1 << 30,
-            cpu_seconds: 600,
-            open_files: 1024,
-        }
-    }
-}
-
-/// How much of the requested Landlock ruleset the kernel enforces.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Every requested restriction is enforced.
-    Full,
-    /// Some restrictions are missing because the kernel's ABI is older.
-    Partial,
-    /// Landlock is unavailable; only uid, rlimits and seccomp apply.
-    None,
-}
-
-/// What [`confine`] achieved; reported to the daemon and audited.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Enforcement {
-    /// ABI version the kernel reports (0: Landlock unavailable).
-    pub landlock_abi: i32,
-    /// Achieved Landlock level.
-    pub landlock: Level,
-    /// TCP bind/connect restricted to the listed ports (ABI >= 4).
-    pub net_restricted: bool,
-    /// Signals to processes outside the sandbox denied (ABI >= 6).
-    pub scoped_signals: bool,
-    /// Abstract unix sockets outside the sandbox unreachable (ABI >= 6).
-    pub scoped_abstract_unix: bool,
-    /// The seccomp deny-list is installed.
-    pub seccomp: bool,
-}
+pub use aivault_proto::sandbox::{Enforcement, Isolation, Level, Limits, SandboxSpec};
 
 /// A failed confinement step. The process must not exec after any of these.
 /// Messages carry no secret values; paths are named by role and index only.

@@ -69,8 +69,6 @@ enum RunnerError {
     /// withdrawn (its decision could not be audited, or the daemon stops).
     #[error("run withdrawn before it started")]
     Withdrawn,
-    #[error("{0}")]
-    Prepare(#[source] job::JobError),
     #[error("run aborted")]
     Pump(#[source] pump::PumpError),
 }
@@ -140,14 +138,7 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
 
     let mut staged = match job::stage(job) {
         Ok(staged) => staged,
-        Err(e) => {
-            report_failure(&mut sock, CANNOT_START, e.to_string())?;
-            return if e.is_protocol() {
-                Err(RunnerError::Prepare(e))
-            } else {
-                Ok(())
-            };
-        }
+        Err(e) => return report_failure(&mut sock, CANNOT_START, e.to_string()),
     };
 
     let pipes = match exec::Pipes::new() {
@@ -170,7 +161,6 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
         }
     };
     drop(keep);
-    let enforcement = serde_json::to_string(&enforcement).unwrap_or_default();
     send(&mut sock, &RunnerEvent::Confined { enforcement })?;
 
     // The go-ahead holds the secret values: wipe the frame once decoded.

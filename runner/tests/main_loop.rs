@@ -114,7 +114,7 @@ impl Fixture {
                 ("HOME".into(), self.path("home").display().to_string()),
                 ("PLAIN".into(), "visible".into()),
             ],
-            sandbox: aivault_proto::encode(&self.spec()).expect("spec"),
+            sandbox: self.spec(),
             max_output: 1 << 24,
         };
         let secrets = RunnerSecrets {
@@ -248,7 +248,7 @@ impl Run {
         match aivault_proto::decode(&body).expect("decode event") {
             RunnerEvent::Confined { enforcement } => {
                 assert!(self.events.confined.is_none(), "Confined twice");
-                self.events.confined = Some(serde_json::from_str(&enforcement).expect("json"));
+                self.events.confined = Some(enforcement);
             }
             RunnerEvent::Output { stream, data } => {
                 assert!(!data.is_empty(), "empty Output event");
@@ -412,7 +412,7 @@ fn scripts_cannot_run_from_a_descriptor() {
     let mut job = fx.job(&["script"], &[]);
     let mut spec = fx.spec();
     spec.exec.push(script.clone());
-    job.0.sandbox = aivault_proto::encode(&spec).expect("spec");
+    job.0.sandbox = spec;
     let (events, _) = fx.start(&script, &job).finish();
     assert_eq!(
         events.exit,
@@ -431,7 +431,7 @@ fn failed_confinement_never_runs_the_command() {
     let mut job = fx.job(&["/usr/bin/true"], &[]);
     let mut spec = fx.spec();
     spec.home = fx.path("missing");
-    job.0.sandbox = aivault_proto::encode(&spec).expect("spec");
+    job.0.sandbox = spec;
     let (events, status) = fx.start(Path::new("/usr/bin/true"), &job).finish();
     assert!(events.confined.is_none());
     let (code, signaled, _, message) = events.exit.expect("exit");

@@ -259,7 +259,7 @@ fn a_run_ends_completely_whatever_the_command_does() {
             let ended = trail.lines().any(|l| {
                 l.contains("run.exit")
                     && l.contains("\"yes\"")
-                    && (l.contains("\"outputlimit\"") || l.contains("\"timeout\""))
+                    && (l.contains("\"output_limit\"") || l.contains("\"timeout\""))
             });
             if ended {
                 break;

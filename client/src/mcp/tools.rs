@@ -103,7 +103,7 @@ pub fn list() -> Value {
                 "properties": {
                     "command": {"type": "string", "description": "The absolute path the daemon ran."},
                     "exit_code": {"type": "integer"},
-                    "end_reason": {"type": "string", "enum": ["exited", "signaled", "timeout", "output_limit", "cancelled", "runner_failed"]},
+                    "end_reason": {"type": "string", "enum": EndReason::ALL.map(|r| r.as_str())},
                     "stdout": {"type": "string"},
                     "stderr": {"type": "string"},
                     "stdout_truncated": {"type": "boolean"},
@@ -354,17 +354,6 @@ fn run_request(args: &Args, env: &[(String, String)]) -> Result<(RunRequest, Vec
     Ok((req, stdin))
 }
 
-fn reason_str(r: EndReason) -> &'static str {
-    match r {
-        EndReason::Exited => "exited",
-        EndReason::Signaled => "signaled",
-        EndReason::Timeout => "timeout",
-        EndReason::OutputLimit => "output_limit",
-        EndReason::Cancelled => "cancelled",
-        EndReason::RunnerFailed => "runner_failed",
-    }
-}
-
 fn secret_run(
     socket: &Path,
     args: &Args,
@@ -377,7 +366,7 @@ fn secret_run(
             let structured = json!({
                 "command": o.command,
                 "exit_code": o.code,
-                "end_reason": reason_str(o.reason),
+                "end_reason": o.reason.as_str(),
                 "stdout": o.stdout.text("stdout"),
                 "stderr": o.stderr.text("stderr"),
                 "stdout_truncated": o.stdout.truncated(),

@@ -44,7 +44,7 @@ impl Finished {
     fn from_exit(exit: &RunExit) -> Self {
         Finished {
             code: exit.code,
-            reason: format!("{:?}", exit.reason).to_lowercase(),
+            reason: exit.reason.as_str().into(),
             bytes_out: exit.bytes_out,
             redactions: exit.redactions,
             message: exit.message.clone().unwrap_or_default(),
@@ -64,7 +64,7 @@ impl Finished {
     fn lost() -> Self {
         Finished {
             code: crate::run::relay::EXIT_RUNNER_FAILED,
-            reason: "runnerfailed".into(),
+            reason: aivault_proto::EndReason::RunnerFailed.as_str().into(),
             bytes_out: 0,
             redactions: 0,
             message: "the run ended without reporting a status".into(),

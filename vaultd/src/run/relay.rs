@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use aivault_proto::{decode, encode, EndReason, RunEvent, RunInput, RunnerEvent, Stream};
+use aivault_proto::{
+    decode, encode, EndReason, Enforcement, RunEvent, RunInput, RunnerEvent, Stream,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -101,7 +103,8 @@ pub struct Relayed {
     pub bytes_out: u64,
     pub redactions: u64,
     pub message: Option<String>,
-    pub enforcement: serde_json::Value,
+    /// What the runner reported enforcing; `None` if it never confined itself.
+    pub enforcement: Option<Enforcement>,
 }
 
 /// The two ends of a run as the relay sees them.
@@ -124,7 +127,7 @@ pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u
         bytes_out: 0,
         redactions: 0,
         message: None,
-        enforcement: serde_json::Value::Null,
+        enforcement: None,
     };
     let mut pending: VecDeque<RunInput> = VecDeque::new();
     let mut pending_bytes = 0usize;
@@ -169,7 +172,7 @@ pub async fn relay(mut ends: Ends, deadline: tokio::time::Instant, max_output: u
             }
             ev = ends.from_runner.recv(), if caller_room => match ev {
                 Some(RunnerEvent::Confined { enforcement }) => {
-                    out.enforcement = serde_json::from_str(&enforcement).unwrap_or_default();
+                    out.enforcement = Some(enforcement);
                 }
                 Some(RunnerEvent::Output { stream, data }) => {
                     if forward_output(&ends.to_caller, &mut out, stream, data, max_output) {

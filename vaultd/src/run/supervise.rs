@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aivault_proto::{
-    EndReason, ErrorCode, Reply, Response, RunEvent, RunExit, RunInput, RunnerEvent, RunnerJob,
-    RunnerSecrets, WireError,
+    EndReason, ErrorCode, Isolation, Limits, Reply, Response, RunEvent, RunExit, RunInput,
+    RunnerEvent, RunnerJob, RunnerSecrets, SandboxSpec, WireError,
 };
 use serde_json::json;
 use tokio::net::UnixStream;
@@ -346,7 +346,7 @@ fn failed(message: &str) -> Relayed {
         bytes_out: 0,
         redactions: 0,
         message: Some(message.to_string()),
-        enforcement: serde_json::Value::Null,
+        enforcement: None,
     }
 }
 
@@ -560,7 +560,7 @@ fn audit_exit(
             "run_uid": uid,
             "sandbox": outcome.enforcement,
             "exit_code": exit.code,
-            "reason": format!("{:?}", exit.reason).to_lowercase(),
+            "reason": exit.reason.as_str(),
             "duration_ms": exit.duration_ms,
             "bytes_out": exit.bytes_out,
             "redactions": exit.redactions,
@@ -647,7 +647,7 @@ async fn hand_job(
     let mut sent = loop {
         runner.writable().await?;
         match runner.try_io(tokio::io::Interest::WRITABLE, || {
-            aivault_runner::handoff::send_frame_with_fd(runner.as_fd(), &frame, exe.as_fd())
+            aivault_proto::handoff::send_frame_with_fd(runner.as_fd(), &frame, exe.as_fd())
         }) {
             Ok(n) => break n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -668,7 +668,7 @@ async fn hand_job(
 /// The job sent to the runner.
 fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
     let profile = &prepared.decision.sandbox;
-    let spec = aivault_runner::SandboxSpec {
+    let spec = SandboxSpec {
         home: dirs.home.clone(),
         tmp: dirs.tmp.clone(),
         read: profile.read.clone(),
@@ -677,7 +677,7 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         cwd: prepared.cwd.clone(),
         tcp_connect: profile.tcp_connect.clone(),
         tcp_bind: profile.tcp_bind.clone(),
-        limits: aivault_runner::Limits {
+        limits: Limits {
             memory: profile.memory,
             // RLIMIT_NPROC counts every task of the real uid: in caller mode
             // the caller's own processes count too, so the run's allowance
@@ -692,8 +692,8 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         },
         require_full_landlock: profile.require_full_landlock,
         isolation: match prepared.as_caller {
-            None => aivault_runner::Isolation::DynamicUid,
-            Some(_) => aivault_runner::Isolation::Caller,
+            None => Isolation::DynamicUid,
+            Some(_) => Isolation::Caller,
         },
     };
     let mut env = vec![
@@ -705,7 +705,7 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
     RunnerJob {
         argv: prepared.argv.clone(),
         env,
-        sandbox: postcard::to_stdvec(&spec).unwrap_or_default(),
+        sandbox: spec,
         max_output: profile.max_output,
     }
 }

@@ -7,7 +7,8 @@
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`ops`] — what each request does, and the authorization rules for it;
 //! * [`config`] — the daemon's configuration file and command-line overrides;
-//! * [`dbus`] — the same operations as `org.aivault.Vault1` on D-Bus.
+//! * [`dbus`] — the same operations as `org.aivault.Vault1` on D-Bus;
+//! * [`jail`] — the jail host, the only process that starts processes under run uids.
 //!
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod dbus;
 pub mod frames;
+pub mod jail;
 pub mod keys;
 pub mod ops;
 pub mod policy;

@@ -100,21 +100,6 @@ fn aivault_tty_prompt(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
     aivault_proto::tty::prompt_no_echo(prompt).context("reading passphrase from the terminal")
 }
 
-/// Refuses `fs.suid_dumpable = 1`: the daemon starts runners (and ends
-/// runs) from children that share its memory and take a run's uid before
-/// they execute or exit; with that setting they stay dumpable, so a process
-/// of that uid could read the daemon's memory through `/proc/<pid>/mem`.
-fn check_dumpable() -> Result<()> {
-    let value = std::fs::read_to_string("/proc/sys/fs/suid_dumpable").unwrap_or_default();
-    if value.trim() == "1" {
-        bail!(
-            "fs.suid_dumpable is 1, which would let run uids read the daemon's memory; \
-             set it to 0 (the default) or 2 (sysctl fs.suid_dumpable=0)"
-        );
-    }
-    Ok(())
-}
-
 fn check_dirs(cfg: &Config) -> Result<()> {
     secure_fs::check_secure_dir(&cfg.state_dir)
         .with_context(|| format!("state directory {}", cfg.state_dir.display()))?;
@@ -243,13 +228,19 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
 
 fn serve(cfg: Config) -> Result<()> {
     check_dirs(&cfg)?;
-    check_dumpable()?;
+    // The daemon never changes uid and never shares memory with a process
+    // that does: the jail host, started now, before any key is loaded and
+    // before any other thread exists, starts and ends every run process.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let runner = aivaultd::run::RunSettings::locate_runner(cfg.runs.runner.as_deref());
+    let jail = aivaultd::jail::JailHost::start(&aivaultd::jail::locate(), &runner)
+        .context("starting the jail host")?;
     prepare_audit_dir(&cfg)?;
     let lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;
     if let Err(e) = aivaultd::sys::raise_nofile_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
-    let daemon = Arc::new(Daemon::open(cfg)?);
+    let daemon = Arc::new(Daemon::open(cfg, jail)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

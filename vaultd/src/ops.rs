@@ -85,6 +85,8 @@ pub struct Runs {
     pub cgroups: crate::run::cgroup::RunCgroups,
     /// Runners started ahead of any run.
     pub warm: crate::run::warm::WarmPool,
+    /// The only process that starts and kills processes under run uids.
+    pub jail: crate::jail::JailHost,
 }
 
 enum VaultState {
@@ -225,8 +227,9 @@ fn check_value(value: &[u8]) -> Result<(), WireError> {
 
 impl Daemon {
     /// Loads the key, opens (or, for the passphrase provider, prepares to
-    /// unseal) the vault, and opens the audit log.
-    pub fn open(cfg: Config) -> Result<Self, DaemonError> {
+    /// unseal) the vault, and opens the audit log. `jail` is the jail host,
+    /// started before this loads any key.
+    pub fn open(cfg: Config, jail: crate::jail::JailHost) -> Result<Self, DaemonError> {
         if !Vault::exists(&cfg.state_dir) {
             return Err(DaemonError::NoVault(cfg.state_dir.clone()));
         }
@@ -258,17 +261,17 @@ impl Daemon {
         let runtime = cfg.runtime_dir();
         let runs = Runs {
             pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
-            gate: RunnerGate::default(),
+            gate: RunnerGate::new(jail.pid()),
             counter: Arc::default(),
             cgroups: Default::default(),
             warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
             settings: RunSettings {
-                runner: RunSettings::locate_runner(cfg.runs.runner.as_deref()),
                 runner_socket: runtime.join("runner.sock"),
                 runs_dir: runtime.join("runs"),
                 max_runs: cfg.runs.max_runs,
                 max_runs_per_user: cfg.runs.max_runs_per_user,
             },
+            jail,
         };
         Ok(Self {
             cfg,

@@ -138,9 +138,10 @@ pub async fn drain_runs(daemon: &Arc<Daemon>) {
             "killing runs still active at shutdown"
         );
         let dir = daemon.runs().settings.runs_dir.clone();
+        let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for uid in left {
-                crate::run::supervise::kill_run_uid(uid);
+                crate::run::supervise::kill_run_uid(&d.runs().jail, uid, None);
                 let _ = std::fs::remove_dir_all(dir.join(uid.to_string()));
             }
             for cgroup in callers {

@@ -10,7 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 mod spawn;
-pub use spawn::{spawn_runner, RunnerSpawn, Spawned};
+mod stack;
+pub use spawn::{reap_if_ended, spawn_jailed, wait, JailSpawn};
+pub use stack::GuardedStack;
 
 /// `SO_PEERPIDFD` (Linux 6.5+); not yet exported by every libc crate release.
 const SO_PEERPIDFD: libc::c_int = 77;
@@ -86,15 +88,17 @@ pub struct ChildIdentity {
 /// child that becomes `uid` and calls `kill(-1, SIGKILL)`: the kernel then
 /// signals exactly the processes that uid may signal — its own.
 ///
-/// The child is a `clone(CLONE_VM)` of the daemon (see [`spawn`] for why
-/// a `fork` of the daemon is expensive): it runs on its own stack, makes raw
-/// system calls only (no core dumps, no groups, `setresgid`, `setresuid`,
-/// `kill`, `exit_group`), with every signal blocked from before the clone.
-/// Changing its uid marks the shared memory non-dumpable, so run processes
-/// cannot read it through `ptrace` or `/proc/<pid>/mem`. Without
-/// `CLONE_VFORK` this thread keeps control: if a run process stops the
-/// killer (SIGSTOP cannot be blocked) it is killed and failure reported, so
-/// the caller tries again.
+/// Only the jail host calls this (`crate::jail::host`): the killer is a
+/// clone of the *jail host* with a copy of its memory (no `CLONE_VM`, no
+/// `CLONE_FILES`), which holds no key. Where `fs.suid_dumpable = 1` leaves
+/// it dumpable after the uid change, the run's processes can read and
+/// write only that copy: no key, no descriptor (it closes all of them
+/// first), no capability. It runs on a guard-paged stack, makes raw system
+/// calls only (close its descriptors, no core dumps, no groups,
+/// `setresgid`, `setresuid`, `kill`, `exit_group`), with every signal
+/// blocked from before the clone. Without `CLONE_VFORK` this thread keeps
+/// control: if a run process stops the killer (SIGSTOP cannot be blocked)
+/// it is killed and failure reported, so the caller tries again.
 ///
 /// Then the killer tells whether any other task of `uid` is left at all —
 /// alive, dying or a zombie — without a scan of `/proc`: it lowers its own
@@ -114,25 +118,21 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
             "refusing to kill uid 0",
         ));
     }
-    let mut stack = vec![0u8; 16 * 1024];
-    let mut probe_stack = vec![0u8; 4 * 1024];
+    let mut stack = GuardedStack::new(16 * 1024)?;
+    let mut probe_stack = GuardedStack::new(4 * 1024)?;
     let target = KillerArgs {
         uid,
-        // SAFETY: one past the end of the buffer, then aligned down inside it.
-        probe_stack: unsafe { probe_stack.as_mut_ptr().add(probe_stack.len()) } as usize & !15,
+        probe_stack: probe_stack.top() as usize,
     };
     // SAFETY: `killer` reads only `target`, which lives on this frame until
     // the child is reaped below, and makes raw system calls only; `stack`
-    // and `probe_stack` are released only once the child has been reaped
+    // and `probe_stack` are unmapped only once the child has been reaped
     // (or never, below).
     let pid = unsafe {
-        clone_vm(
+        clone_copy(
             killer,
             &mut stack,
-            // It opens and closes nothing: sharing the descriptor table
-            // spares copying it (unreadable to run processes: the killer is
-            // non-dumpable once it has changed uid).
-            libc::CLONE_FILES | libc::SIGCHLD,
+            libc::SIGCHLD,
             &target as *const KillerArgs as *mut libc::c_void,
         )
     }?;
@@ -171,35 +171,125 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
     }
 }
 
-/// Starts `f(arg)` in a child sharing this process's memory
-/// (`CLONE_VM | flags`), on the top of `stack`, with every signal blocked
-/// in the calling thread across the clone so that no daemon signal handler
-/// can run on the child's stack; the child starts with all signals blocked.
+/// Starts `f(arg)` in a child with a copy of this process's memory
+/// (`clone(flags)`, never `CLONE_VM`), on the top of `stack` (its copy in
+/// the child), with every signal blocked in the calling thread across the
+/// clone; the child starts with all signals blocked.
 ///
 /// # Safety
 /// `f` may read `arg` and make raw system calls only (no allocation, no
-/// lock, no libc wrapper that touches shared state). `arg` and `stack` must
-/// stay valid until the child no longer uses them (it executed, exited or
-/// was reaped).
-unsafe fn clone_vm(
+/// lock, no libc wrapper that touches process state). `arg` and `stack`
+/// must be valid at the clone.
+unsafe fn clone_copy(
     f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
-    stack: &mut [u8],
+    stack: &mut GuardedStack,
     flags: libc::c_int,
     arg: *mut libc::c_void,
 ) -> io::Result<libc::pid_t> {
-    // The stack grows down from its 16-byte aligned end, inside `stack`.
-    let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    let mut all: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    let pid = libc::clone(f, top as *mut libc::c_void, libc::CLONE_VM | flags, arg);
-    let clone_error = io::Error::last_os_error();
-    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    if pid == -1 {
-        return Err(clone_error);
+    // The stack grows down from the aligned top of its mapping.
+    let top = stack.top();
+    // SAFETY: plain-data signal sets initialised by sigfillset/zeroed, and
+    // pthread_sigmask on the calling thread only. `clone`'s soundness is
+    // this function's contract, passed on to the caller.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(f, top, flags & !libc::CLONE_VM, arg);
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid == -1 {
+            return Err(clone_error);
+        }
+        Ok(pid)
     }
-    Ok(pid)
+}
+
+/// A pidfd for `pid` (`pidfd_open`, Linux 5.3+): it becomes readable when
+/// the process ends and cannot come to name another process.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Receives one message into `buf` from a `SOCK_SEQPACKET` socket, with
+/// any descriptors passed along (`SCM_RIGHTS`, close-on-exec). A message
+/// or descriptor list that did not fit is an error, never a silent cut.
+/// `Ok((0, _))` is the peer's orderly close.
+pub fn recv_with_fds(sock: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    let mut fds = Vec::new();
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel installed these descriptors in this
+                // process for this message alone; nothing else owns them.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a message or its descriptors did not fit",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Closes every descriptor above 2 but `keep` (`close_range` around it):
+/// the jail host starts with nothing of the daemon's but its socket.
+pub fn close_fds_except(keep: std::os::fd::RawFd) -> io::Result<()> {
+    let ranges = [(3u32, keep as u32 - 1), (keep as u32 + 1, u32::MAX)];
+    for (first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range takes numbers only. The caller runs before
+        // anything in this process holds a descriptor in these ranges.
+        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Takes ownership of descriptor `fd`, inherited at start, if it is a
+/// socket (the jail host's to the daemon). Call it once per descriptor,
+/// before anything else in the process could have closed or reused it.
+pub fn adopt_socket(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
+    // SAFETY: fstat writes into a zeroed stat buffer and reads nothing.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a number; an invalid one fails with EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: `fd` is open (fstat succeeded) and, per the contract, owned
+    // by nothing else in this process.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// What [`kill_all_of_uid`] found once every process of the uid was sent
@@ -227,11 +317,14 @@ struct KillerArgs {
 
 /// The killer child (see [`kill_all_of_uid`]).
 extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the parent's `KillerArgs`, alive until this
-    // child is reaped; raw system calls only, no allocation, no lock.
+    // SAFETY: `arg` points to this child's copy of the parent's
+    // `KillerArgs`; raw system calls only, no allocation, no lock.
     unsafe {
         let args = &*(arg as *const KillerArgs);
         let uid = args.uid;
+        // Its copy of the jail host's descriptors (the socket to the daemon
+        // among them) goes before it becomes the uid.
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
         let ok = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0
             && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
@@ -281,7 +374,7 @@ extern "C" fn killer(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Sets a resource limit of the calling process with a raw `prlimit64`
-/// (no libc state touched: usable in a `CLONE_VM` child). True on success.
+/// (no libc state touched: usable in a raw `clone` child). True on success.
 fn set_own_rlimit(resource: libc::__rlimit_resource_t, cur: u64, max: u64) -> bool {
     let limit = libc::rlimit {
         rlim_cur: cur,

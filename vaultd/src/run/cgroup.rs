@@ -17,7 +17,6 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -236,8 +235,9 @@ impl RunCgroup {
     }
 
     /// The open `cgroup.procs`, for the child to join before it executes.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    pub fn procs(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.procs.as_fd()
     }
 }
 

@@ -44,7 +44,7 @@ struct Waiter {
     tx: oneshot::Sender<UnixStream>,
 }
 
-/// A connection from a child of the daemon that arrived before its run
+/// A connection from a child of the jail host that arrived before its run
 /// registered the child's pid (the runner may connect before `spawn`
 /// returns to the daemon).
 #[derive(Debug)]
@@ -64,9 +64,11 @@ struct Expected {
 }
 
 /// Where runners connect, and who is expected.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RunnerGate {
     expected: Arc<Mutex<Expected>>,
+    /// The jail host's pid: the parent of every runner.
+    parent: i32,
 }
 
 impl std::fmt::Debug for RunnerGate {
@@ -75,19 +77,27 @@ impl std::fmt::Debug for RunnerGate {
     }
 }
 
-/// Whether `pid` is a child of this daemon (`/proc/<pid>/stat`, field 4).
-fn is_our_child(pid: i32) -> bool {
+/// Whether `pid` is a child of `parent` (`/proc/<pid>/stat`, field 4).
+fn is_child_of(pid: i32, parent: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
     let ppid = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|p| p.parse::<u32>().ok());
-    ppid == Some(std::process::id())
+        .and_then(|p| p.parse::<i32>().ok());
+    ppid == Some(parent)
 }
 
 impl RunnerGate {
+    /// A gate for runners started by the jail host `parent`.
+    pub fn new(parent: i32) -> Self {
+        RunnerGate {
+            expected: Arc::default(),
+            parent,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Expected> {
         self.expected.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -152,7 +162,7 @@ impl RunnerGate {
                         "runner connected under an unexpected uid; refused"
                     );
                 }
-                None if is_our_child(peer.pid) => {
+                None if is_child_of(peer.pid, self.parent) => {
                     let mut expected = self.lock();
                     expected
                         .early
@@ -187,7 +197,6 @@ impl RunnerGate {
 /// Paths and limits of the run path, derived from the daemon configuration.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
-    pub runner: PathBuf,
     pub runner_socket: PathBuf,
     pub runs_dir: PathBuf,
     pub max_runs: usize,

@@ -4,9 +4,7 @@
 //! and account groups, inside the run's cgroup) with a clean environment.
 //! The command's executable reaches the runner later, with its job.
 
-use std::ffi::CString;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +15,9 @@ pub enum SpawnError {
     #[error("cannot prepare the run directory: {0}")]
     Dir(std::io::Error),
     #[error("cannot start the runner: {0}")]
-    Start(std::io::Error),
+    Start(#[from] crate::jail::JailError),
+    #[error("the runner socket's path is not valid UTF-8")]
+    SocketPath,
 }
 
 /// A run's private directories: `<runs>/<name>/{home,tmp}`, all 0700 and
@@ -87,33 +87,28 @@ pub fn remove_dirs(dirs: &RunDirs) {
     }
 }
 
-/// Starts the runner as `who` (see [`crate::sys::spawn_runner`]: joins the
-/// run's cgroup if any, then drops to the run's identity), in its home, with
-/// an empty environment, stdin and stdout on `/dev/null`.
+/// Asks the jail host to start the runner as `who` (joining the run's
+/// cgroup first if `cgroup` is its `cgroup.procs`), in its home, with an
+/// empty environment, stdin and stdout on `/dev/null`.
 pub fn start_runner(
+    jail: &crate::jail::JailHost,
     settings: &RunSettings,
     who: &crate::sys::ChildIdentity,
+    cgroup: Option<BorrowedFd<'_>>,
     dirs: &RunDirs,
-) -> Result<crate::sys::Spawned, SpawnError> {
-    let c = |p: &std::ffi::OsStr| {
-        CString::new(p.as_bytes()).map_err(|e| SpawnError::Start(std::io::Error::other(e)))
+) -> Result<crate::jail::Jailed, SpawnError> {
+    let socket = settings
+        .runner_socket
+        .to_str()
+        .ok_or(SpawnError::SocketPath)?;
+    let request = crate::jail::SpawnRequest {
+        kind: crate::jail::JailKind::Runner,
+        uid: who.uid,
+        gid: who.gid,
+        groups: who.groups.clone(),
+        cwd: dirs.home.clone(),
+        args: vec!["--socket".into(), socket.into()],
+        join_cgroup: false,
     };
-    let program = c(settings.runner.as_os_str())?;
-    let socket = c(settings.runner_socket.as_os_str())?;
-    let cwd = c(dirs.home.as_os_str())?;
-    let flag = c(std::ffi::OsStr::new("--socket"))?;
-    let null_in = std::fs::File::open("/dev/null").map_err(SpawnError::Start)?;
-    let null_out = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map_err(SpawnError::Start)?;
-    crate::sys::spawn_runner(&crate::sys::RunnerSpawn {
-        program: &program,
-        argv: &[&program, &flag, &socket],
-        cwd: &cwd,
-        null_in: null_in.as_raw_fd(),
-        null_out: null_out.as_raw_fd(),
-        who,
-    })
-    .map_err(SpawnError::Start)
+    Ok(jail.spawn(request, cgroup)?)
 }

@@ -57,7 +57,7 @@ impl RunAs {
 pub(super) struct Leftovers {
     run_as: RunAs,
     dirs: RunDirs,
-    runner: Option<crate::sys::Spawned>,
+    runner: Option<crate::jail::Jailed>,
 }
 
 /// A started runner and what belongs to it.
@@ -110,7 +110,8 @@ fn identity(
                 uid: caller.uid,
                 gid: caller.gid,
                 groups: caller.groups.clone(),
-                cgroup_procs: Some(cgroup.procs_fd()),
+                // The cgroup travels with `RunAs::Caller` to the jail host.
+                cgroup_procs: None,
             };
             let name = format!("caller-{}", cgroup.id());
             let run_as = RunAs::Caller {
@@ -261,7 +262,11 @@ fn launch(
         }
     };
     let uid = who.uid;
-    match spawn::start_runner(&runs.settings, who, &dirs) {
+    let cgroup = match &run_as {
+        RunAs::Caller { cgroup, .. } => Some(cgroup.procs()),
+        RunAs::Lease(_) => None,
+    };
+    match spawn::start_runner(&runs.jail, &runs.settings, who, cgroup, &dirs) {
         Ok(child) => {
             let pid = child.id();
             let connection = runs.gate.expect(pid, uid);
@@ -298,18 +303,18 @@ fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
         runner,
     } = leftovers;
     let uid = run_as.uid();
-    // A runner that has exited is reaped first: its zombie would otherwise
-    // count as a task of the uid left behind.
+    let runs = daemon.runs();
     let mut runner = runner;
-    if let Some(child) = runner.as_mut() {
-        if child.try_wait() {
-            daemon.runs().gate.forget(child.id());
-            runner = None;
-        }
+    // Forgotten first, while its pid still names it: once reaped, the pid
+    // could be reused by a process that must not be taken for it.
+    if let Some(child) = runner.as_ref() {
+        runs.gate.forget(child.id());
     }
     let clean = match run_as {
         RunAs::Lease(lease) => {
-            let clean = kill_run_uid(uid);
+            // The jail host reaps the runner before and after the kill, so
+            // its zombie is not counted as a task of the uid left behind.
+            let clean = kill_run_uid(&runs.jail, uid, runner.as_mut());
             if clean {
                 Some(lease)
             } else {
@@ -327,9 +332,7 @@ fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
         }
     };
     if let Some(mut child) = runner {
-        let pid = child.id();
-        let _ = child.wait();
-        daemon.runs().gate.forget(pid);
+        runs.jail.wait(&mut child);
     }
     spawn::remove_dirs(&dirs);
     if let Some(lease) = clean {
@@ -711,14 +714,20 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
 }
 
 /// Kills every process of `uid` until none is left (zombies excepted: they
-/// run nothing and vanish when reaped). False if some survive. The usual
-/// run leaves nothing (its runner reaped the command and was reaped), which
-/// the killer itself establishes; only otherwise does `/proc` confirm it.
-pub fn kill_run_uid(uid: u32) -> bool {
+/// run nothing and vanish when reaped), through the jail host, reaping
+/// `runner` (the run's, if still unreaped) on the way. False if some
+/// survive. The usual run leaves nothing (its runner reaped the command
+/// and is reaped here), which the killer itself establishes; only
+/// otherwise does `/proc` confirm it.
+pub fn kill_run_uid(
+    jail: &crate::jail::JailHost,
+    uid: u32,
+    mut runner: Option<&mut crate::jail::Jailed>,
+) -> bool {
     for attempt in 0..200 {
-        match crate::sys::kill_all_of_uid(uid) {
-            Ok(crate::sys::Killed::NoneLeft) => return true,
-            Ok(crate::sys::Killed::SomeLeft) => {}
+        match jail.kill_uid(uid, runner.as_deref_mut()) {
+            Ok(true) => return true,
+            Ok(false) => {}
             Err(e) => tracing::error!(error = %e, uid, "cannot kill the run's processes"),
         }
         if !super::uidpool::live_processes_of(uid) {

@@ -1,39 +1,48 @@
-//! Starting the runner without copying the daemon: `clone(CLONE_VM |
-//! CLONE_VFORK)`, the way `posix_spawn` does it.
+//! Starting a jailed program: `clone(CLONE_VFORK)` of the jail host, the
+//! child changing its identity and executing the program.
 //!
-//! A `fork` of the multithreaded daemon copies its page tables, write-protects
-//! every page (a TLB shootdown on every CPU the daemon ran on) and tears the
-//! copy down again at `execve`; on the run path that cost more than the
-//! runner's own start. Here the child borrows the daemon's memory, and the
-//! calling thread sleeps until the child has executed the runner or died.
+//! Only the jail host (`crate::jail::host`) calls this. The child gets a
+//! *copy* of the jail host's memory, never a share of it: between its
+//! `setresuid` and its `execve` a child is a process of the run's uid,
+//! dumpable wherever `fs.suid_dumpable = 1`, and a process of that uid
+//! (the caller's own, in caller mode) could write into a shared memory and
+//! so into a root process. Writing into the copy gains nothing: it is
+//! already that uid, without capabilities, and it holds no key and no
+//! descriptor of the host's. The jail host is small, so the copy is cheap;
+//! the daemon, whose memory is large and holds the keys, never clones.
 //!
-//! What makes sharing the memory sound:
+//! How the child is written:
 //!
-//! * everything the child needs (paths, argv, groups) is prepared before the
-//!   clone; the child allocates nothing and takes no lock;
-//! * the child makes raw system calls only. In particular glibc's
-//!   `setresuid` would ask every *daemon* thread to change its ids too (its
-//!   thread list lives in the shared memory), so the identity change is
-//!   `syscall(SYS_setresuid, …)`, which changes the calling task alone;
-//! * every signal is blocked in the calling thread across the clone, so no
-//!   daemon signal handler can run on the child's stack; the child resets
-//!   every handler to the default and only then unblocks;
-//! * a failure is reported through an atomic in the daemon's memory, which
-//!   the parent reads after the child is gone from it.
+//! * everything it needs (paths, argv, groups) is prepared before the
+//!   clone; it makes raw system calls only and runs on a stack of its own
+//!   with a guard page below it;
+//! * `no_new_privs` is set before `execve`, so the program cannot gain
+//!   privileges through a set-id file or file capabilities;
+//! * every signal is blocked in the calling thread across the clone; the
+//!   child resets every handler to the default and only then unblocks;
+//! * a failing step writes its errno to a close-on-exec pipe; the jail host
+//!   reads it until end-of-file (the program was executed, or the child
+//!   died), for a bounded time: a child stopped before its `execve` (a
+//!   caller-mode run's uid is the caller's, who may signal it) is killed,
+//!   never waited for, so no run can stall the jail host.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use super::ChildIdentity;
 
 /// Size of the child's stack (it calls a handful of system calls).
 const STACK: usize = 64 * 1024;
 
-/// The runner to start and how.
+/// How long a child may take from the clone to its `execve`.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The program to start and how.
 #[derive(Debug)]
-pub struct RunnerSpawn<'a> {
+pub struct JailSpawn<'a> {
     pub program: &'a CStr,
     pub argv: &'a [&'a CStr],
     pub cwd: &'a CStr,
@@ -43,43 +52,21 @@ pub struct RunnerSpawn<'a> {
     pub who: &'a ChildIdentity,
 }
 
-/// A started runner; [`Spawned::wait`] reaps it.
-#[derive(Debug)]
-pub struct Spawned {
-    pid: libc::pid_t,
-    reaped: bool,
-}
-
-impl Spawned {
-    pub fn id(&self) -> i32 {
-        self.pid
-    }
-
-    /// Waits for the runner to end (once).
-    pub fn wait(&mut self) -> io::Result<()> {
-        if self.reaped {
-            return Ok(());
-        }
-        wait(self.pid)?;
-        self.reaped = true;
-        Ok(())
-    }
-
-    /// Reaps the runner if it has ended; true once it is reaped.
-    pub fn try_wait(&mut self) -> bool {
-        if self.reaped {
-            return true;
-        }
-        let mut status = 0;
-        // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
-            self.reaped = true;
-        }
-        self.reaped
+/// Reaps the child `pid` if it has ended; true once it is reaped (or is
+/// no child of this process any more).
+pub fn reap_if_ended(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid on one pid with a valid out-pointer; WNOHANG never
+    // blocks.
+    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        0 => false,
+        -1 => io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD),
+        _ => true,
     }
 }
 
-fn wait(pid: libc::pid_t) -> io::Result<()> {
+/// Waits for the child `pid` to end and reaps it.
+pub fn wait(pid: libc::pid_t) -> io::Result<()> {
     loop {
         let mut status = 0;
         // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
@@ -106,8 +93,8 @@ struct ChildArgs {
     gid: libc::gid_t,
     groups: *const libc::gid_t,
     ngroups: usize,
-    /// 0, or the errno of the step that failed.
-    error: AtomicI32,
+    /// The write end of the report pipe (close-on-exec).
+    report: RawFd,
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction`; all zero is
@@ -123,16 +110,20 @@ struct KernelSigaction {
 /// Highest signal number + 1.
 const NSIG: libc::c_long = 65;
 
-/// Runs in the child, on its own stack, in the daemon's memory.
+/// Runs in the child, on its own stack, in a copy of the jail host's memory.
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the parent's `ChildArgs`, which outlives the
-    // child's use of it: the parent is suspended (CLONE_VFORK) until the
-    // child executes or exits. Only raw system calls follow; see the module
-    // documentation for why that is all the child may do.
+    // SAFETY: `arg` points to the child's copy of the parent's `ChildArgs`,
+    // valid until the child executes or exits. Only raw system calls follow.
     unsafe {
         let a = &*(arg as *const ChildArgs);
         let fail = |a: &ChildArgs| -> libc::c_int {
-            a.error.store(*libc::__errno_location(), Ordering::SeqCst);
+            let errno: libc::c_int = *libc::__errno_location();
+            libc::syscall(
+                libc::SYS_write,
+                a.report,
+                &errno as *const libc::c_int,
+                std::mem::size_of::<libc::c_int>(),
+            );
             libc::syscall(libc::SYS_exit_group, 127);
             127
         };
@@ -163,17 +154,29 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(a);
         }
-        // Nothing of the daemon's beyond 0-2 reaches the runner, even a
-        // descriptor some library received without close-on-exec. (Kernels
+        // Nothing of the jail host's beyond 0-2 reaches the program (its
+        // socket to the daemon above all), before the uid changes. (Kernels
         // before 5.9 lack close_range; the runner closes them at
         // confinement too.)
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let report = a.report as u32;
+        if report > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, report - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, report + 1, u32::MAX, 0u32);
         if libc::syscall(libc::SYS_chdir, a.cwd) == -1 {
             return fail(a);
         }
         if libc::syscall(libc::SYS_setgroups, a.ngroups, a.groups) == -1
             || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) == -1
             || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) == -1
+            || libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_NO_NEW_PRIVS,
+                1u64,
+                0u64,
+                0u64,
+                0u64,
+            ) == -1
         {
             return fail(a);
         }
@@ -190,11 +193,14 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Starts the runner as described (see the module documentation), in order:
-/// join the cgroup (as root), stdin/stdout on `/dev/null`, every other
-/// descriptor above 2 closed, the working directory, then `setgroups`, `setresgid`, `setresuid`,
-/// and `execve` with an empty environment. Any failing step fails the spawn.
-pub fn spawn_runner(spec: &RunnerSpawn<'_>) -> io::Result<Spawned> {
+/// Starts the program as described (see the module documentation), in
+/// order: join the cgroup (as root), stdin/stdout on `/dev/null`, every
+/// other descriptor above 2 closed, the working directory, then
+/// `setgroups`, `setresgid`, `setresuid`, `no_new_privs`, and `execve` with
+/// an empty environment. Any failing step fails the spawn. Returns the
+/// child's pid; the caller reaps it.
+pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -210,26 +216,71 @@ pub fn spawn_runner(spec: &RunnerSpawn<'_>) -> io::Result<Spawned> {
         gid: spec.who.gid,
         groups: spec.who.groups.as_ptr(),
         ngroups: spec.who.groups.len(),
-        error: AtomicI32::new(0),
+        report: report_w.as_raw_fd(),
     };
-    let mut stack = vec![0u8; STACK];
-    // SAFETY: `child` only reads `args` and makes raw system calls (module
-    // documentation); CLONE_VFORK keeps this thread, `args`, `argv`, `envp`
-    // and `stack` in place until the child no longer uses them.
+    let mut stack = super::GuardedStack::new(STACK)?;
+    // SAFETY: `child` reads only its copy of `args` and makes raw system
+    // calls (module documentation).
     let pid = unsafe {
-        super::clone_vm(
+        super::clone_copy(
             child,
             &mut stack,
-            libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
         )
     }?;
     drop(stack);
-    match args.error.load(Ordering::SeqCst) {
-        0 => Ok(Spawned { pid, reaped: false }),
-        errno => {
+    drop(report_w);
+    match read_report(report_r.as_fd()) {
+        Ok(None) => Ok(pid),
+        Ok(Some(errno)) => {
             wait(pid)?;
             Err(io::Error::from_raw_os_error(errno))
+        }
+        Err(e) => {
+            // SAFETY: `pid` is our unreaped child, so it names that process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait(pid)?;
+            Err(e)
+        }
+    }
+}
+
+/// Reads the child's report: `None` at end-of-file (executed, or died
+/// without a word), the errno of a failed step, or an error when nothing
+/// came within [`EXEC_TIMEOUT`].
+fn read_report(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + EXEC_TIMEOUT;
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the child did not execute its program in time",
+                ))
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::Error::other("a torn report from the child")),
+            Ok(n) => {
+                got += n;
+                if got == buf.len() {
+                    return Ok(Some(i32::from_ne_bytes(buf)));
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -1,0 +1,233 @@
+//! The daemon's side: [`JailHost`] starts the jail host and asks it to
+//! start and end jailed processes; [`Jailed`] follows one through its pidfd.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::wire::{self, Reply, Request, SpawnRequest};
+
+/// How long one request may take before the jail host counts as gone.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("cannot create the jail host's socket: {0}")]
+    Socket(io::Error),
+    #[error("cannot start the jail host {0}: {1}")]
+    Start(PathBuf, io::Error),
+    #[error("the jail host did not answer its first request: {0}")]
+    Handshake(io::Error),
+    #[error("the jail host is gone: {0}")]
+    Gone(io::Error),
+    #[error("the jail host gave an unexpected answer")]
+    Protocol,
+    #[error("the jail host refused: {0}")]
+    Refused(String),
+}
+
+/// The running jail host and the one socket to it. Requests are answered
+/// one at a time, in order, so each holds the socket for its round trip.
+/// Once a round trip fails the host counts as gone for good: a late answer
+/// could otherwise be taken for the next request's.
+#[derive(Debug)]
+pub struct JailHost {
+    sock: Mutex<OwnedFd>,
+    pid: i32,
+    broken: AtomicBool,
+    child: Mutex<std::process::Child>,
+}
+
+/// A process started by the jail host: its pid, and a pidfd that becomes
+/// readable when it ends. Only the jail host can reap it
+/// ([`JailHost::reap`]).
+#[derive(Debug)]
+pub struct Jailed {
+    pid: i32,
+    pidfd: OwnedFd,
+    reaped: bool,
+}
+
+impl Jailed {
+    pub fn id(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the process has ended (it may still await reaping).
+    pub fn has_ended(&self) -> bool {
+        self.reaped || poll_readable(self.pidfd.as_fd(), 0)
+    }
+
+    /// Waits, without bound, until the process has ended.
+    pub fn wait_ended(&self) {
+        while !self.has_ended() {
+            poll_readable(self.pidfd.as_fd(), -1);
+        }
+    }
+}
+
+fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
+    matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+}
+
+/// The jail host's executable: next to the daemon's own, else the
+/// packaged location.
+pub fn locate() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("aivault-jail")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/libexec/aivault/aivault-jail"))
+}
+
+impl JailHost {
+    /// Starts `program` (the `aivault-jail` binary) with the runner as the
+    /// program of [`super::JailKind::Runner`]. Call it before any key is
+    /// loaded and before any other thread exists: the host's end of the
+    /// socket is inheritable until the host has started.
+    pub fn start(program: &Path, runner: &Path) -> Result<Self, JailError> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| JailError::Socket(e.into()))?;
+        fcntl(theirs.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(|e| JailError::Socket(e.into()))?;
+        let child = std::process::Command::new(program)
+            .arg("--fd")
+            .arg(theirs.as_raw_fd().to_string())
+            .arg("--daemon-pid")
+            .arg(std::process::id().to_string())
+            .arg("--runner")
+            .arg(runner)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .current_dir("/")
+            .spawn()
+            .map_err(|e| JailError::Start(program.to_path_buf(), e))?;
+        drop(theirs);
+        let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| JailError::Socket(e.into()))?;
+        let host = JailHost {
+            sock: Mutex::new(ours),
+            pid: child.id() as i32,
+            broken: AtomicBool::new(false),
+            child: Mutex::new(child),
+        };
+        match host.call(&Request::Ping, None) {
+            Ok((Reply::Pong, _)) => Ok(host),
+            Ok(_) => Err(JailError::Protocol),
+            Err(JailError::Gone(e)) => Err(JailError::Handshake(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The jail host's pid: the parent of every jailed process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// One round trip.
+    fn call(
+        &self,
+        req: &Request,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(Reply, Vec<OwnedFd>), JailError> {
+        let gone = || JailError::Gone(io::Error::other("an earlier request failed"));
+        if self.broken.load(Ordering::Acquire) {
+            return Err(gone());
+        }
+        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = wire::send(sock.as_fd(), req, fd).and_then(|()| {
+            wire::recv::<Reply>(&*sock)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it closed its socket"))
+        });
+        match answer {
+            Ok((Reply::Failed { message }, _)) => Err(JailError::Refused(message)),
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                tracing::error!(error = %e, "the jail host is gone; no run can start");
+                Err(JailError::Gone(e))
+            }
+        }
+    }
+
+    /// Starts a jailed process as `spec` says, joining the cgroup whose
+    /// `cgroup.procs` is `cgroup` first if given.
+    pub fn spawn(
+        &self,
+        spec: SpawnRequest,
+        cgroup: Option<BorrowedFd<'_>>,
+    ) -> Result<Jailed, JailError> {
+        let spec = SpawnRequest {
+            join_cgroup: cgroup.is_some(),
+            ..spec
+        };
+        match self.call(&Request::Spawn(spec), cgroup)? {
+            (Reply::Spawned { pid }, fds) if fds.len() == 1 => Ok(Jailed {
+                pid,
+                pidfd: fds.into_iter().next().ok_or(JailError::Protocol)?,
+                reaped: false,
+            }),
+            _ => Err(JailError::Protocol),
+        }
+    }
+
+    /// Sends SIGKILL to every process of `uid` (reaping `jailed`, the
+    /// uid's jailed process, before and after if it has ended). True when
+    /// no task of the uid is left at all.
+    pub fn kill_uid(&self, uid: u32, jailed: Option<&mut Jailed>) -> Result<bool, JailError> {
+        let reap = jailed.as_ref().filter(|j| !j.reaped).map(|j| j.pid);
+        match self.call(&Request::Kill { uid, reap }, None)? {
+            (Reply::Killed { none_left, reaped }, _) => {
+                if let Some(j) = jailed {
+                    j.reaped |= reaped;
+                }
+                Ok(none_left)
+            }
+            _ => Err(JailError::Protocol),
+        }
+    }
+
+    /// Reaps `jailed` if it has ended; true once it is reaped.
+    pub fn reap(&self, jailed: &mut Jailed) -> bool {
+        if jailed.reaped {
+            return true;
+        }
+        if let Ok((Reply::Reaped { reaped }, _)) =
+            self.call(&Request::Reap { pid: jailed.pid }, None)
+        {
+            jailed.reaped = reaped;
+        }
+        jailed.reaped
+    }
+
+    /// Waits until `jailed` has ended and reaps it.
+    pub fn wait(&self, jailed: &mut Jailed) {
+        jailed.wait_ended();
+        self.reap(jailed);
+    }
+}
+
+impl Drop for JailHost {
+    /// Closing the socket ends the jail host; it is reaped here.
+    fn drop(&mut self) {
+        let sock = self.sock.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,195 @@
+//! The jail host's side: a single-threaded loop that answers the daemon's
+//! requests one at a time, in order.
+//!
+//! It runs in its own process (`aivault-jail`, executed by the daemon
+//! before any key is loaded, so its memory never held one), as root, with
+//! nothing of the daemon's but its socket. It is the only process that
+//! creates processes under run uids: the jailed programs themselves
+//! ([`crate::sys::spawn_jailed`]) and the teardown's killer
+//! ([`crate::sys::kill_all_of_uid`]). Both are clones with a *copy* of
+//! this process's memory, never a share of it, and even the copy holds
+//! nothing worth reading: requests name uids, directories and kinds, never
+//! a secret.
+//!
+//! It refuses to create anything as root (uid 0, gid 0 or group 0), starts
+//! only the program fixed for each [`JailKind`] at its start, reaps only
+//! its own children, and exits when the daemon closes the socket (and, by
+//! `PR_SET_PDEATHSIG`, when the daemon dies).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::wire::{self, JailKind, Reply, Request, SpawnRequest};
+use crate::sys::{self, ChildIdentity, JailSpawn, Killed};
+
+/// The executable of each kind, fixed when the jail host starts.
+#[derive(Debug, Clone, Default)]
+pub struct Programs {
+    pub by_kind: HashMap<JailKind, PathBuf>,
+}
+
+/// The jail host's state: its programs, its live children, and `/dev/null`
+/// for their stdin and stdout.
+#[derive(Debug)]
+struct Host {
+    programs: Programs,
+    children: HashSet<i32>,
+    null_in: std::fs::File,
+    null_out: std::fs::File,
+}
+
+/// Serves requests on `sock` until the daemon closes it. Returns the exit
+/// status for the process.
+pub fn serve(sock: OwnedFd, programs: Programs) -> i32 {
+    let opened = std::fs::File::open("/dev/null").and_then(|i| {
+        let o = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        Ok((i, o))
+    });
+    let Ok((null_in, null_out)) = opened else {
+        eprintln!("aivault-jail: cannot open /dev/null");
+        return 1;
+    };
+    let mut host = Host {
+        programs,
+        children: HashSet::new(),
+        null_in,
+        null_out,
+    };
+    loop {
+        let (reply, attach) = match wire::recv::<Request>(&sock) {
+            Ok(None) => return 0,
+            Ok(Some((req, fds))) => host.handle(req, fds),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                (failed("malformed request", &e), None)
+            }
+            Err(e) => {
+                eprintln!("aivault-jail: the daemon's socket failed: {e}");
+                return 1;
+            }
+        };
+        if let Err(e) = wire::send(sock.as_fd(), &reply, attach.as_ref().map(|f| f.as_fd())) {
+            eprintln!("aivault-jail: cannot answer the daemon: {e}");
+            return 1;
+        }
+    }
+}
+
+fn failed(step: &str, e: &dyn std::fmt::Display) -> Reply {
+    Reply::Failed {
+        message: format!("{step}: {e}"),
+    }
+}
+
+impl Host {
+    fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> (Reply, Option<OwnedFd>) {
+        match req {
+            Request::Ping => (Reply::Pong, None),
+            Request::Spawn(spec) => match self.spawn(&spec, fds) {
+                Ok((pid, pidfd)) => (Reply::Spawned { pid }, Some(pidfd)),
+                Err(reply) => (reply, None),
+            },
+            Request::Kill { uid, reap } => (self.kill(uid, reap), None),
+            Request::Reap { pid } => (
+                Reply::Reaped {
+                    reaped: self.reap(pid),
+                },
+                None,
+            ),
+        }
+    }
+
+    fn spawn(&mut self, spec: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), Reply> {
+        if spec.uid == 0 || spec.gid == 0 || spec.groups.contains(&0) {
+            return Err(Reply::Failed {
+                message: "refusing to start a jailed process as root or group 0".into(),
+            });
+        }
+        let cgroup = match (spec.join_cgroup, fds.len()) {
+            (true, 1) => fds.into_iter().next(),
+            (false, 0) => None,
+            _ => {
+                return Err(Reply::Failed {
+                    message: "the descriptors attached do not match the request".into(),
+                })
+            }
+        };
+        let Some(program) = self.programs.by_kind.get(&spec.kind) else {
+            return Err(Reply::Failed {
+                message: format!("no program for kind {}", spec.kind.as_str()),
+            });
+        };
+        let cstr = |b: &[u8]| CString::new(b).map_err(|e| failed("argument", &e));
+        let program = cstr(program.as_os_str().as_bytes())?;
+        let cwd = cstr(spec.cwd.as_os_str().as_bytes())?;
+        let args = spec
+            .args
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut argv: Vec<&std::ffi::CStr> = vec![&program];
+        argv.extend(args.iter().map(|a| a.as_c_str()));
+        let who = ChildIdentity {
+            uid: spec.uid,
+            gid: spec.gid,
+            groups: spec.groups.clone(),
+            cgroup_procs: cgroup.as_ref().map(|f| f.as_raw_fd()),
+        };
+        let pid = sys::spawn_jailed(&JailSpawn {
+            program: &program,
+            argv: &argv,
+            cwd: &cwd,
+            null_in: self.null_in.as_raw_fd(),
+            null_out: self.null_out.as_raw_fd(),
+            who: &who,
+        })
+        .map_err(|e| failed("starting the program", &e))?;
+        self.children.insert(pid);
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => Ok((pid, pidfd)),
+            Err(e) => {
+                // Without a pidfd the daemon could not follow it: end it.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = sys::wait(pid);
+                self.children.remove(&pid);
+                Err(failed("opening a pidfd", &e))
+            }
+        }
+    }
+
+    fn kill(&mut self, uid: u32, reap: Option<i32>) -> Reply {
+        // A jailed process that has ended is reaped first: its zombie
+        // would otherwise count as a task of the uid left behind.
+        let mut reaped = reap.is_some_and(|pid| self.reap(pid));
+        match sys::kill_all_of_uid(uid) {
+            Ok(killed) => {
+                if let Some(pid) = reap.filter(|_| !reaped) {
+                    reaped = self.reap(pid);
+                }
+                Reply::Killed {
+                    none_left: killed == Killed::NoneLeft,
+                    reaped,
+                }
+            }
+            Err(e) => failed("killing the uid's processes", &e),
+        }
+    }
+
+    /// Reaps `pid` if it is a child of this host and has ended.
+    fn reap(&mut self, pid: i32) -> bool {
+        if !self.children.contains(&pid) {
+            return false;
+        }
+        let reaped = sys::reap_if_ended(pid);
+        if reaped {
+            self.children.remove(&pid);
+        }
+        reaped
+    }
+}

@@ -22,7 +22,7 @@ out=${AIVAULT_DEB_OUT:-$target/debian}
 stage=$out/stage-$version
 deb=$out/aivault_${version}_${arch}.deb
 
-echo "==> cargo build --release (aivaultd, vaultctl, aivault-runner, aivault-gen)" >&2
+echo "==> cargo build --release (aivaultd, aivault-jail, vaultctl, aivault-runner, aivault-gen)" >&2
 cargo build --release --locked -q -p aivaultd -p aivault-client -p aivault-runner -p aivault-gen >&2
 bin=$target/release
 
@@ -38,8 +38,9 @@ echo "==> staging $stage" >&2
 put 0755 "$bin/aivaultd" usr/sbin/aivaultd
 put 0755 "$bin/vaultctl" usr/bin/vaultctl
 put 0755 "$bin/aivault-runner" usr/libexec/aivault/aivault-runner
+put 0755 "$bin/aivault-jail" usr/libexec/aivault/aivault-jail
 strip --strip-unneeded "$stage/usr/sbin/aivaultd" "$stage/usr/bin/vaultctl" \
-    "$stage/usr/libexec/aivault/aivault-runner" 2>/dev/null || true
+    "$stage/usr/libexec/aivault/aivault-runner" "$stage/usr/libexec/aivault/aivault-jail" 2>/dev/null || true
 
 put 0644 systemd/system/aivaultd.service usr/lib/systemd/system/aivaultd.service
 put 0644 systemd/system/aivaultd.socket usr/lib/systemd/system/aivaultd.socket
@@ -90,11 +91,11 @@ if command -v dpkg-shlibdeps >/dev/null 2>&1; then
     mkdir -p "$tmp/debian"
     printf 'Source: aivault\n\nPackage: aivault\nArchitecture: any\n' >"$tmp/debian/control"
     shlibs=$(cd "$tmp" && dpkg-shlibdeps -O "$stage/usr/sbin/aivaultd" "$stage/usr/bin/vaultctl" \
-        "$stage/usr/libexec/aivault/aivault-runner" 2>/dev/null | sed -n 's/^shlibs:Depends=//p') || true
+        "$stage/usr/libexec/aivault/aivault-runner" "$stage/usr/libexec/aivault/aivault-jail" 2>/dev/null | sed -n 's/^shlibs:Depends=//p') || true
     rm -rf "$tmp"
 fi
 if [ -z "$shlibs" ]; then
-    glibc=$(objdump -T "$bin/aivaultd" "$bin/vaultctl" "$bin/aivault-runner" |
+    glibc=$(objdump -T "$bin/aivaultd" "$bin/aivault-jail" "$bin/vaultctl" "$bin/aivault-runner" |
         grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
     shlibs="libc6 (>= $glibc), libgcc-s1 (>= 4.2)"
 fi

@@ -138,6 +138,7 @@ expected=(
     "/usr/bin/vaultctl f root:root 755"
     "/usr/libexec/aivault d root:root 755"
     "/usr/libexec/aivault/aivault-runner f root:root 755"
+    "/usr/libexec/aivault/aivault-jail f root:root 755"
     "/usr/lib/systemd/system/aivaultd.service f root:root 644"
     "/usr/lib/systemd/system/aivaultd.socket f root:root 644"
     "/usr/lib/sysusers.d/aivault.conf f root:root 644"

@@ -100,6 +100,27 @@ fn aivault_tty_prompt(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
     aivault_proto::tty::prompt_no_echo(prompt).context("reading passphrase from the terminal")
 }
 
+/// Gives up what only the jail host needs: changing uid or gid, and
+/// signalling or tracing other users' processes. From here on the daemon,
+/// and every thread it starts, could not become a run's uid even if it
+/// tried. (Capabilities are per thread: this runs before any other exists.)
+fn drop_jail_capabilities() -> Result<()> {
+    use caps::{CapSet, Capability};
+    for cap in [
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_SETPCAP,
+        Capability::CAP_KILL,
+        Capability::CAP_SYS_PTRACE,
+    ] {
+        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+            caps::drop(None, set, cap)
+                .with_context(|| format!("dropping {cap} from the daemon's {set:?} set"))?;
+        }
+    }
+    Ok(())
+}
+
 fn check_dirs(cfg: &Config) -> Result<()> {
     secure_fs::check_secure_dir(&cfg.state_dir)
         .with_context(|| format!("state directory {}", cfg.state_dir.display()))?;
@@ -235,6 +256,7 @@ fn serve(cfg: Config) -> Result<()> {
     let runner = aivaultd::run::RunSettings::locate_runner(cfg.runs.runner.as_deref());
     let jail = aivaultd::jail::JailHost::start(&aivaultd::jail::locate(), &runner)
         .context("starting the jail host")?;
+    drop_jail_capabilities()?;
     prepare_audit_dir(&cfg)?;
     let lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;
     if let Err(e) = aivaultd::sys::raise_nofile_limit() {

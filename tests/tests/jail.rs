@@ -164,7 +164,8 @@ timeout = "10s"
             "the daemon keeps CAP_SETUID/CAP_SETGID in {set}"
         );
     }
-    // Its one jail host, a child of its own, named so.
+    // Its jail hosts (at least two, so a start never waits behind a
+    // teardown), children of its own, named so.
     let hosts: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -175,11 +176,18 @@ timeout = "10s"
                 .is_ok_and(|c| c.trim() == "aivault-jail")
         })
         .collect();
-    assert_eq!(
-        hosts.len(),
-        1,
-        "the daemon has one jail host child: {hosts:?}"
+    assert!(
+        hosts.len() >= 2,
+        "the daemon has at least two jail host children: {hosts:?}"
     );
+    // They were started before the key was loaded and never see it.
+    for host in &hosts {
+        assert_eq!(
+            memory_contains(*host, &kek),
+            Some(false),
+            "jail host {host} holds the key, or its memory cannot be read"
+        );
+    }
     let daemon_exe = maps_key(&aivault_tests::bin("aivaultd"));
 
     // The scanner can find the key where it is: in this process's memory.

@@ -254,8 +254,12 @@ fn serve(cfg: Config) -> Result<()> {
     // before any other thread exists, starts and ends every run process.
     let _ = nix::sys::prctl::set_dumpable(false);
     let runner = aivaultd::run::RunSettings::locate_runner(cfg.runs.runner.as_deref());
-    let jail = aivaultd::jail::JailHost::start(&aivaultd::jail::locate(), &runner)
-        .context("starting the jail host")?;
+    let jail = aivaultd::jail::JailHost::start(
+        &aivaultd::jail::locate(),
+        &runner,
+        aivaultd::jail::client::host_count(),
+    )
+    .context("starting the jail host")?;
     drop_jail_capabilities()?;
     prepare_audit_dir(&cfg)?;
     let lock = aivaultd::store::lock_state_dir(&cfg.state_dir)?;

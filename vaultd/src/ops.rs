@@ -261,7 +261,7 @@ impl Daemon {
         let runtime = cfg.runtime_dir();
         let runs = Runs {
             pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
-            gate: RunnerGate::new(jail.pid()),
+            gate: RunnerGate::new(jail.pids()),
             counter: Arc::default(),
             cgroups: Default::default(),
             warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),

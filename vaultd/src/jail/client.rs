@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,12 +29,23 @@ pub enum JailError {
     Refused(String),
 }
 
-/// The running jail host and the one socket to it. Requests are answered
-/// one at a time, in order, so each holds the socket for its round trip.
-/// Once a round trip fails the host counts as gone for good: a late answer
-/// could otherwise be taken for the next request's.
+/// The running jail hosts: a few identical single-threaded processes, so
+/// that one run's teardown never waits behind another's start. Each
+/// answers its requests one at a time, in order, so a request holds that
+/// host's socket for its round trip; a request goes to a host that is free
+/// (else waits for one), and a jailed process's own requests (reap, kill
+/// with reaping) go to the host that started it, its parent.
 #[derive(Debug)]
 pub struct JailHost {
+    hosts: Vec<Host>,
+    next: AtomicUsize,
+}
+
+/// One jail host process and the one socket to it. Once a round trip fails
+/// it counts as gone for good: a late answer could otherwise be taken for
+/// the next request's.
+#[derive(Debug)]
+struct Host {
     sock: Mutex<OwnedFd>,
     pid: i32,
     broken: AtomicBool,
@@ -49,6 +60,8 @@ pub struct Jailed {
     pid: i32,
     pidfd: OwnedFd,
     reaped: bool,
+    /// Which jail host started it (and alone can reap it).
+    host: usize,
 }
 
 impl Jailed {
@@ -86,12 +99,120 @@ pub fn locate() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/libexec/aivault/aivault-jail"))
 }
 
+/// How many jail hosts the daemon starts: one per processor, at least two
+/// (a start never waits behind a teardown) and at most eight.
+pub fn host_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
 impl JailHost {
-    /// Starts `program` (the `aivault-jail` binary) with the runner as the
-    /// program of [`super::JailKind::Runner`]. Call it before any key is
-    /// loaded and before any other thread exists: the host's end of the
-    /// socket is inheritable until the host has started.
-    pub fn start(program: &Path, runner: &Path) -> Result<Self, JailError> {
+    /// Starts `count` jail hosts (the `aivault-jail` binary, `program`),
+    /// each with the runner as the program of [`super::JailKind::Runner`].
+    /// Call it before any key is loaded and before any other thread exists:
+    /// a host's end of its socket is inheritable until that host has
+    /// started.
+    pub fn start(program: &Path, runner: &Path, count: usize) -> Result<Self, JailError> {
+        let hosts = (0..count.max(1))
+            .map(|_| Host::start(program, runner))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JailHost {
+            hosts,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The jail hosts' pids: every jailed process is a child of one.
+    pub fn pids(&self) -> Vec<i32> {
+        self.hosts.iter().map(|h| h.pid).collect()
+    }
+
+    /// A host for a request that may go to any: the first free one, else
+    /// the next in turn (waiting for it).
+    fn any(&self) -> (usize, std::sync::MutexGuard<'_, OwnedFd>) {
+        let n = self.hosts.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.hosts[i].broken.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Ok(sock) = self.hosts[i].sock.try_lock() {
+                return (i, sock);
+            }
+        }
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| !self.hosts[i].broken.load(Ordering::Acquire))
+            .unwrap_or(start);
+        (i, self.hosts[i].lock())
+    }
+
+    /// Starts a jailed process as `spec` says, joining the cgroup whose
+    /// `cgroup.procs` is `cgroup` first if given.
+    pub fn spawn(
+        &self,
+        spec: SpawnRequest,
+        cgroup: Option<BorrowedFd<'_>>,
+    ) -> Result<Jailed, JailError> {
+        let spec = SpawnRequest {
+            join_cgroup: cgroup.is_some(),
+            ..spec
+        };
+        let (host, sock) = self.any();
+        match self.hosts[host].call(sock, &Request::Spawn(spec), cgroup)? {
+            (Reply::Spawned { pid }, fds) if fds.len() == 1 => Ok(Jailed {
+                pid,
+                pidfd: fds.into_iter().next().ok_or(JailError::Protocol)?,
+                reaped: false,
+                host,
+            }),
+            _ => Err(JailError::Protocol),
+        }
+    }
+
+    /// Sends SIGKILL to every process of `uid` (reaping `jailed`, the
+    /// uid's jailed process, before and after if it has ended). True when
+    /// no task of the uid is left at all.
+    pub fn kill_uid(&self, uid: u32, jailed: Option<&mut Jailed>) -> Result<bool, JailError> {
+        let reap = jailed.as_ref().filter(|j| !j.reaped).map(|j| j.pid);
+        let (host, sock) = match jailed.as_ref().filter(|j| !j.reaped) {
+            Some(j) => (j.host, self.hosts[j.host].lock()),
+            None => self.any(),
+        };
+        match self.hosts[host].call(sock, &Request::Kill { uid, reap }, None)? {
+            (Reply::Killed { none_left, reaped }, _) => {
+                if let Some(j) = jailed {
+                    j.reaped |= reaped;
+                }
+                Ok(none_left)
+            }
+            _ => Err(JailError::Protocol),
+        }
+    }
+
+    /// Reaps `jailed` if it has ended; true once it is reaped.
+    pub fn reap(&self, jailed: &mut Jailed) -> bool {
+        if jailed.reaped {
+            return true;
+        }
+        let host = &self.hosts[jailed.host];
+        if let Ok((Reply::Reaped { reaped }, _)) =
+            host.call(host.lock(), &Request::Reap { pid: jailed.pid }, None)
+        {
+            jailed.reaped = reaped;
+        }
+        jailed.reaped
+    }
+
+    /// Waits until `jailed` has ended and reaps it.
+    pub fn wait(&self, jailed: &mut Jailed) {
+        jailed.wait_ended();
+        self.reap(jailed);
+    }
+}
+
+impl Host {
+    fn start(program: &Path, runner: &Path) -> Result<Self, JailError> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(
@@ -120,13 +241,14 @@ impl JailHost {
         let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
         nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| JailError::Socket(e.into()))?;
-        let host = JailHost {
+        let host = Host {
             sock: Mutex::new(ours),
             pid: child.id() as i32,
             broken: AtomicBool::new(false),
             child: Mutex::new(child),
         };
-        match host.call(&Request::Ping, None) {
+        let answer = host.call(host.lock(), &Request::Ping, None);
+        match answer {
             Ok((Reply::Pong, _)) => Ok(host),
             Ok(_) => Err(JailError::Protocol),
             Err(JailError::Gone(e)) => Err(JailError::Handshake(e)),
@@ -134,14 +256,14 @@ impl JailHost {
         }
     }
 
-    /// The jail host's pid: the parent of every jailed process.
-    pub fn pid(&self) -> i32 {
-        self.pid
+    fn lock(&self) -> std::sync::MutexGuard<'_, OwnedFd> {
+        self.sock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One round trip.
+    /// One round trip on `sock`, this host's socket, held by the caller.
     fn call(
         &self,
+        sock: std::sync::MutexGuard<'_, OwnedFd>,
         req: &Request,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<(Reply, Vec<OwnedFd>), JailError> {
@@ -149,7 +271,6 @@ impl JailHost {
         if self.broken.load(Ordering::Acquire) {
             return Err(gone());
         }
-        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         let answer = wire::send(sock.as_fd(), req, fd).and_then(|()| {
             wire::recv::<Reply>(&*sock)?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it closed its socket"))
@@ -159,70 +280,14 @@ impl JailHost {
             Ok(ok) => Ok(ok),
             Err(e) => {
                 self.broken.store(true, Ordering::Release);
-                tracing::error!(error = %e, "the jail host is gone; no run can start");
+                tracing::error!(error = %e, pid = self.pid, "a jail host is gone");
                 Err(JailError::Gone(e))
             }
         }
     }
-
-    /// Starts a jailed process as `spec` says, joining the cgroup whose
-    /// `cgroup.procs` is `cgroup` first if given.
-    pub fn spawn(
-        &self,
-        spec: SpawnRequest,
-        cgroup: Option<BorrowedFd<'_>>,
-    ) -> Result<Jailed, JailError> {
-        let spec = SpawnRequest {
-            join_cgroup: cgroup.is_some(),
-            ..spec
-        };
-        match self.call(&Request::Spawn(spec), cgroup)? {
-            (Reply::Spawned { pid }, fds) if fds.len() == 1 => Ok(Jailed {
-                pid,
-                pidfd: fds.into_iter().next().ok_or(JailError::Protocol)?,
-                reaped: false,
-            }),
-            _ => Err(JailError::Protocol),
-        }
-    }
-
-    /// Sends SIGKILL to every process of `uid` (reaping `jailed`, the
-    /// uid's jailed process, before and after if it has ended). True when
-    /// no task of the uid is left at all.
-    pub fn kill_uid(&self, uid: u32, jailed: Option<&mut Jailed>) -> Result<bool, JailError> {
-        let reap = jailed.as_ref().filter(|j| !j.reaped).map(|j| j.pid);
-        match self.call(&Request::Kill { uid, reap }, None)? {
-            (Reply::Killed { none_left, reaped }, _) => {
-                if let Some(j) = jailed {
-                    j.reaped |= reaped;
-                }
-                Ok(none_left)
-            }
-            _ => Err(JailError::Protocol),
-        }
-    }
-
-    /// Reaps `jailed` if it has ended; true once it is reaped.
-    pub fn reap(&self, jailed: &mut Jailed) -> bool {
-        if jailed.reaped {
-            return true;
-        }
-        if let Ok((Reply::Reaped { reaped }, _)) =
-            self.call(&Request::Reap { pid: jailed.pid }, None)
-        {
-            jailed.reaped = reaped;
-        }
-        jailed.reaped
-    }
-
-    /// Waits until `jailed` has ended and reaps it.
-    pub fn wait(&self, jailed: &mut Jailed) {
-        jailed.wait_ended();
-        self.reap(jailed);
-    }
 }
 
-impl Drop for JailHost {
+impl Drop for Host {
     /// Closing the socket ends the jail host; it is reaped here.
     fn drop(&mut self) {
         let sock = self.sock.get_mut().unwrap_or_else(|p| p.into_inner());

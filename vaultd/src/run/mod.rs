@@ -67,8 +67,8 @@ struct Expected {
 #[derive(Clone)]
 pub struct RunnerGate {
     expected: Arc<Mutex<Expected>>,
-    /// The jail host's pid: the parent of every runner.
-    parent: i32,
+    /// The jail hosts' pids: every runner is a child of one.
+    parents: Vec<i32>,
 }
 
 impl std::fmt::Debug for RunnerGate {
@@ -77,8 +77,9 @@ impl std::fmt::Debug for RunnerGate {
     }
 }
 
-/// Whether `pid` is a child of `parent` (`/proc/<pid>/stat`, field 4).
-fn is_child_of(pid: i32, parent: i32) -> bool {
+/// Whether `pid` is a child of one of `parents` (`/proc/<pid>/stat`,
+/// field 4).
+fn is_child_of(pid: i32, parents: &[i32]) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -86,15 +87,15 @@ fn is_child_of(pid: i32, parent: i32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
         .and_then(|p| p.parse::<i32>().ok());
-    ppid == Some(parent)
+    ppid.is_some_and(|p| parents.contains(&p))
 }
 
 impl RunnerGate {
-    /// A gate for runners started by the jail host `parent`.
-    pub fn new(parent: i32) -> Self {
+    /// A gate for runners started by the jail hosts `parents`.
+    pub fn new(parents: Vec<i32>) -> Self {
         RunnerGate {
             expected: Arc::default(),
-            parent,
+            parents,
         }
     }
 
@@ -162,7 +163,7 @@ impl RunnerGate {
                         "runner connected under an unexpected uid; refused"
                     );
                 }
-                None if is_child_of(peer.pid, self.parent) => {
+                None if is_child_of(peer.pid, &self.parents) => {
                     let mut expected = self.lock();
                     expected
                         .early

@@ -8,7 +8,7 @@
 //! the runner's receiving half.
 
 use std::io::{IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use aivault_proto::frame::check_len;
 use aivault_proto::{FrameError, FRAME_HEADER_LEN};
@@ -46,10 +46,7 @@ pub fn recv_frame_with_fd<S: Read + AsRawFd>(
                 let mut fds: Vec<OwnedFd> = Vec::new();
                 for c in msg.cmsgs().map_err(|e| FrameError::Io(e.into()))? {
                     if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: the kernel just installed these numbers in
-                        // this process for this message; nothing else owns them.
-                        #[allow(unsafe_code)]
-                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+                        fds.extend(crate::sys::adopt_received_fds(raw));
                     }
                 }
                 if truncated {

@@ -27,6 +27,17 @@ fn cerr(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     }
 }
 
+/// Takes ownership of descriptors the kernel installed in this process
+/// for one received `SCM_RIGHTS` message.
+pub fn adopt_received_fds(raw: Vec<RawFd>) -> impl Iterator<Item = OwnedFd> {
+    raw.into_iter().map(|r| {
+        // SAFETY: the kernel just installed these numbers in this process
+        // for the message `recvmsg` returned; nothing else owns them, and
+        // each is taken exactly once.
+        unsafe { OwnedFd::from_raw_fd(r) }
+    })
+}
+
 /// Closes every descriptor in `first..=last` (inclusive, as raw numbers).
 pub(crate) fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // SAFETY: close_range takes two integers and a flag word and touches no
@@ -375,7 +386,7 @@ unsafe fn child_exec(
             libc::_exit(127)
         }
     };
-    // SAFETY (whole block): every call is async-signal-safe (setsid, dup2,
+    // SAFETY: every call in this block is async-signal-safe (setsid, dup2,
     // signal/sigaction, sigemptyset, sigprocmask, syscall(execveat)) and
     // takes integers or pointers to memory that is live in this child.
     unsafe {

@@ -15,6 +15,7 @@ mod messages;
 
 mod bytes;
 pub mod frame;
+pub mod fuzzing;
 pub mod handoff;
 pub mod run;
 pub mod sandbox;

@@ -74,6 +74,11 @@ impl Jailed {
         self.reaped || poll_readable(self.pidfd.as_fd(), 0)
     }
 
+    /// Waits at most `limit` for the process to end; true if it has.
+    pub fn wait_ended_for(&self, limit: Duration) -> bool {
+        self.has_ended() || poll_readable(self.pidfd.as_fd(), limit.as_millis() as i32)
+    }
+
     /// Waits, without bound, until the process has ended.
     pub fn wait_ended(&self) {
         while !self.has_ended() {

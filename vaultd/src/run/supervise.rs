@@ -32,6 +32,9 @@ pub use super::relay::{EXIT_OUTPUT_LIMIT, EXIT_TIMEOUT};
 const REFILL: usize = 8;
 /// How long the final status may take to reach a caller that does not read.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long teardown waits for a runner to end by itself before the kill
+/// (one that has sent its exit status ends within a millisecond or so).
+const RUNNER_EXIT_GRACE: Duration = Duration::from_millis(20);
 
 /// Whose identity a run has, and therefore how it is ended.
 #[derive(Debug)]
@@ -309,6 +312,12 @@ fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
     // could be reused by a process that must not be taken for it.
     if let Some(child) = runner.as_ref() {
         runs.gate.forget(child.id());
+    }
+    // A runner that sent its exit status ends at once; given that moment,
+    // it is reaped before the kill, which then usually finds no task of
+    // the uid left at the first try (no `/proc` scan, no retry).
+    if let Some(child) = runner.as_ref() {
+        child.wait_ended_for(RUNNER_EXIT_GRACE);
     }
     let clean = match run_as {
         RunAs::Lease(lease) => {

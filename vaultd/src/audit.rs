@@ -81,6 +81,7 @@
 
 mod anchor;
 mod format;
+pub mod gate;
 mod logfile;
 mod verify;
 

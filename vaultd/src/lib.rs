@@ -6,14 +6,18 @@
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`ops`] — what each request does, and the authorization rules for it;
+//!   [`caller`] who sent it, [`wire_error`] how a failure reads to a client,
+//!   [`audit::gate`] how each decision is recorded before it takes effect;
 //! * [`config`] — the daemon's configuration file and command-line overrides;
 //! * [`dbus`] — the same operations as `org.aivault.Vault1` on D-Bus;
+//! * [`run`] — the run path, which sees the daemon only as a [`run::RunHost`];
 //! * [`jail`] — the jail host, the only process that starts processes under run uids.
 //!
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod dbus;
@@ -28,3 +32,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod sys;
+pub mod wire_error;

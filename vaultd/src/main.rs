@@ -291,7 +291,7 @@ fn serve(cfg: Config) -> Result<()> {
         );
         let pool = daemon.runs().pool.clone();
         let _ = tokio::task::spawn_blocking(move || pool.refill(8)).await;
-        aivaultd::run::warm::WarmPool::refill(&daemon);
+        aivaultd::run::warm::WarmPool::refill(&daemon.run_host());
         service::ready(&daemon);
         tokio::spawn(service::watchdog(daemon.clone(), socket.clone()));
         let (dbus_stop, dbus_stopped) = tokio::sync::watch::channel(false);

@@ -348,7 +348,7 @@ async fn start_run(
             return send(&mut stream, &Response { id, result }).await;
         }
     };
-    match crate::run::supervise::decide(&daemon, caller, req).await {
+    match crate::run::supervise::decide(&daemon.run_host(), caller, req).await {
         Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
         Ok(decided) => {
             crate::run::supervise::run(daemon, decided, stream, id).await;

@@ -125,7 +125,7 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
 /// Tears down the warm runners, lets active runs finish within
 /// [`STOP_GRACE`], then kills what is left.
 pub async fn drain_runs(daemon: &Arc<Daemon>) {
-    crate::run::warm::WarmPool::close(daemon).await;
+    crate::run::warm::WarmPool::close(&daemon.run_host()).await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     while daemon.runs().counter.active() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -141,7 +141,7 @@ pub async fn drain_runs(daemon: &Arc<Daemon>) {
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for uid in left {
-                crate::run::supervise::kill_run_uid(&d.runs().jail, uid, None);
+                crate::run::runner::kill_run_uid(&d.runs().jail, uid, None);
                 let _ = std::fs::remove_dir_all(dir.join(uid.to_string()));
             }
             for cgroup in callers {

@@ -11,6 +11,8 @@
 //! * [`RunnerGate`] accepts runner connections on a separate socket and hands
 //!   each to the run that spawned it — only if the peer's pid *and* uid are
 //!   the ones spawned;
+//! * [`runner`] starts a runner under the run's identity through the jail
+//!   host and, whatever happens, tears the run down;
 //! * [`supervise`] hands the runner its job (the command's open executable
 //!   attached) while the decision is audited, then the go-ahead with the
 //!   secrets; moves bytes between caller and runner, enforces the
@@ -21,6 +23,7 @@
 pub mod cgroup;
 pub mod prepare;
 pub mod relay;
+pub mod runner;
 pub mod spawn;
 pub mod supervise;
 pub mod uidpool;
@@ -33,6 +36,41 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
+
+/// The run path's shared pieces: the uid pool, the runner gate, the run
+/// counter, the settings, caller-mode cgroups, the warm pool and the jail
+/// hosts. One per daemon.
+#[derive(Debug)]
+pub struct RunContext {
+    pub pool: uidpool::UidPool,
+    pub gate: RunnerGate,
+    pub counter: Arc<RunCounter>,
+    pub settings: RunSettings,
+    /// Per-run cgroups of caller-mode runs.
+    pub cgroups: cgroup::RunCgroups,
+    /// Runners started ahead of any run.
+    pub warm: warm::WarmPool,
+    /// The only processes that start and kill processes under run uids.
+    pub jail: crate::jail::JailHost,
+}
+
+/// What the run path needs from the daemon, and nothing more: its own
+/// pieces, the audit gate, the policy in force, and a granted secret's
+/// value. The daemon (`ops::Daemon`) implements it; the run path never
+/// sees the vault, the key or the configuration.
+pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
+    fn runs(&self) -> &RunContext;
+    fn audit(&self) -> &crate::audit::gate::AuditGate;
+    /// The policy in force (a snapshot).
+    fn policy(&self) -> Arc<crate::policy::Policy>;
+    fn is_sealed(&self) -> bool;
+    /// Decrypts a secret for a run the policy allowed.
+    fn secret_for_run(
+        &self,
+        scope: crate::store::Scope,
+        name: &str,
+    ) -> Result<aivault_proto::SecretBytes, aivault_proto::WireError>;
+}
 
 /// How long a runner has to connect back after it was started.
 pub const RUNNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,8 +9,9 @@ use std::time::Duration;
 use aivault_proto::{ErrorCode, RunRequest, SecretBytes, WireError};
 use serde_json::json;
 
-use crate::audit::Outcome;
-use crate::ops::{Caller, Daemon};
+use super::RunHost;
+use crate::audit::gate::Entry;
+use crate::caller::Caller;
 use crate::policy::{self, Decision, Isolation, RunQuery, SecretScope, Who};
 use crate::store::Scope;
 
@@ -40,7 +41,7 @@ pub struct PreparedRun {
     /// account database. None for a fresh-uid run.
     pub as_caller: Option<CallerIdentity>,
     /// The audit record of the decision, written by
-    /// [`Daemon::record_run_decision`].
+    /// [`record_run_decision`].
     pub record: serde_json::Value,
 }
 
@@ -118,117 +119,118 @@ fn check_shape(req: &RunRequest) -> Result<(), WireError> {
     Ok(())
 }
 
-impl Daemon {
-    /// Decides a run request: resolves the binary, applies the policy and
-    /// fetches the granted secrets. Denials are audited here; the record of
-    /// an allowed run is written by [`Daemon::record_run_decision`], which
-    /// the run path awaits before anything reaches the runner.
-    pub fn prepare_run(&self, caller: &Caller, req: RunRequest) -> Result<PreparedRun, WireError> {
-        const OP: &str = "run";
-        let deny = |e: WireError, detail: serde_json::Value| -> WireError {
-            match self.audit_event(caller, OP, None, Outcome::Denied, Some(&e.message), detail) {
-                Ok(()) => e,
-                Err(audit) => audit,
-            }
-        };
-        let shown = || json!({ "argv0": req.argv.first() });
-        // Sealed first: without an audit key no decision may be recorded.
-        if self.is_sealed() {
-            return Err(WireError::new(
-                ErrorCode::Sealed,
-                "the vault is sealed; root must run `vaultctl unlock`",
-            ));
-        }
-        check_shape(&req).map_err(|e| deny(e, shown()))?;
-        let policy = self.policy();
-        if !policy.mentions_command(&req.argv[0]) {
-            return Err(deny(
-                denied(format!("no rule allows {}", req.argv[0])),
-                shown(),
-            ));
-        }
-        let command = policy::resolve_command(&req.argv[0], policy.search_path())
-            .map_err(|e| deny(denied(e.to_string()), shown()))?;
-        let who = Who {
-            uid: caller.uid,
-            gid: caller.gid,
-            groups: if policy.uses_groups() {
-                crate::sys::account_groups(caller.uid, caller.gid)
-            } else {
-                Vec::new()
-            },
-        };
-        let query = RunQuery {
-            who,
-            command: command.path.clone(),
-            sha256: command.sha256,
-            args: req.argv[1..].to_vec(),
-            secrets: req
-                .secrets
-                .iter()
-                .map(|s| policy::SecretAsk {
-                    name: s.name.clone(),
-                    env: s.env.clone(),
-                })
-                .collect(),
-            cwd_readable: req.cwd_readable,
-        };
-        let command_text = command.path.display().to_string();
-        let decision = policy
-            .decide(&query)
-            .map_err(|d| deny(denied(d.reason), json!({ "command": command_text })))?;
-        let as_caller = match decision.isolation {
-            Isolation::DynamicUid => None,
-            Isolation::Caller => {
-                let detail = || json!({ "command": command_text, "rule": decision.rule, "isolation": "caller" });
-                // Fail closed: without a cgroup to kill, the run could not
-                // be ended completely.
-                if let Err(e) = self.runs().cgroups.base() {
-                    return Err(deny(
-                        denied(format!("isolation `caller` needs a cgroup v2 hierarchy the daemon can manage ({e}); refused")),
-                        detail(),
-                    ));
-                }
-                Some(caller_identity(caller.uid).map_err(|why| deny(denied(why), detail()))?)
-            }
-        };
-        let cwd = match (req.cwd_readable, &req.cwd) {
-            (false, _) => None,
-            (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
-            (true, _) => {
+/// Decides a run request: resolves the binary, applies the policy and
+/// fetches the granted secrets. Denials are audited here; the record of
+/// an allowed run is written by [`record_run_decision`], which
+/// the run path awaits before anything reaches the runner.
+pub fn prepare_run(
+    host: &dyn RunHost,
+    caller: &Caller,
+    req: RunRequest,
+) -> Result<PreparedRun, WireError> {
+    const OP: &str = "run";
+    let deny = |e: WireError, detail: serde_json::Value| -> WireError {
+        host.audit().deny(Entry::new(caller, OP).detail(detail), e)
+    };
+    let shown = || json!({ "argv0": req.argv.first() });
+    // Sealed first: without an audit key no decision may be recorded.
+    if host.is_sealed() {
+        return Err(WireError::new(
+            ErrorCode::Sealed,
+            "the vault is sealed; root must run `vaultctl unlock`",
+        ));
+    }
+    check_shape(&req).map_err(|e| deny(e, shown()))?;
+    let policy = host.policy();
+    if !policy.mentions_command(&req.argv[0]) {
+        return Err(deny(
+            denied(format!("no rule allows {}", req.argv[0])),
+            shown(),
+        ));
+    }
+    let command = policy::resolve_command(&req.argv[0], policy.search_path())
+        .map_err(|e| deny(denied(e.to_string()), shown()))?;
+    let who = Who {
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: if policy.uses_groups() {
+            crate::sys::account_groups(caller.uid, caller.gid)
+        } else {
+            Vec::new()
+        },
+    };
+    let query = RunQuery {
+        who,
+        command: command.path.clone(),
+        sha256: command.sha256,
+        args: req.argv[1..].to_vec(),
+        secrets: req
+            .secrets
+            .iter()
+            .map(|s| policy::SecretAsk {
+                name: s.name.clone(),
+                env: s.env.clone(),
+            })
+            .collect(),
+        cwd_readable: req.cwd_readable,
+    };
+    let command_text = command.path.display().to_string();
+    let decision = policy
+        .decide(&query)
+        .map_err(|d| deny(denied(d.reason), json!({ "command": command_text })))?;
+    let as_caller = match decision.isolation {
+        Isolation::DynamicUid => None,
+        Isolation::Caller => {
+            let detail =
+                || json!({ "command": command_text, "rule": decision.rule, "isolation": "caller" });
+            // Fail closed: without a cgroup to kill, the run could not
+            // be ended completely.
+            if let Err(e) = host.runs().cgroups.base() {
                 return Err(deny(
-                    bad("--cwd-readable needs an absolute working directory"),
-                    shown(),
-                ))
+                    denied(format!("isolation `caller` needs a cgroup v2 hierarchy the daemon can manage ({e}); refused")),
+                    detail(),
+                ));
             }
+            Some(caller_identity(caller.uid).map_err(|why| deny(denied(why), detail()))?)
+        }
+    };
+    let cwd = match (req.cwd_readable, &req.cwd) {
+        (false, _) => None,
+        (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
+        (true, _) => {
+            return Err(deny(
+                bad("--cwd-readable needs an absolute working directory"),
+                shown(),
+            ))
+        }
+    };
+
+    let mut secrets = Vec::with_capacity(decision.secrets.len());
+    for grant in &decision.secrets {
+        let scope = match grant.scope {
+            SecretScope::User => Scope::User(caller.uid),
+            SecretScope::System => Scope::System,
         };
+        let value = host.secret_for_run(scope, &grant.name).map_err(|e| {
+            deny(
+                e,
+                json!({ "command": command_text, "rule": decision.rule, "secret": grant.name }),
+            )
+        })?;
+        secrets.push((grant.name.clone(), grant.env.clone(), value));
+    }
 
-        let mut secrets = Vec::with_capacity(decision.secrets.len());
-        for grant in &decision.secrets {
-            let scope = match grant.scope {
-                SecretScope::User => Scope::User(caller.uid),
-                SecretScope::System => Scope::System,
-            };
-            let value = self.secret_for_run(scope, &grant.name).map_err(|e| {
-                deny(
-                    e,
-                    json!({ "command": command_text, "rule": decision.rule, "secret": grant.name }),
-                )
-            })?;
-            secrets.push((grant.name.clone(), grant.env.clone(), value));
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in &req.env {
+        let locale = LOCALE_VARS.contains(&k.as_str()) && plain_value(v);
+        if locale || decision.pass_env.iter().any(|p| p == k) {
+            env.push((k.clone(), v.clone()));
         }
+    }
 
-        let mut env: Vec<(String, String)> = Vec::new();
-        for (k, v) in &req.env {
-            let locale = LOCALE_VARS.contains(&k.as_str()) && plain_value(v);
-            if locale || decision.pass_env.iter().any(|p| p == k) {
-                env.push((k.clone(), v.clone()));
-            }
-        }
-
-        let patterns = redaction_patterns(&secrets);
-        let argv_redacted: Vec<String> = req
-            .argv
+    let patterns = redaction_patterns(&secrets);
+    let argv_redacted: Vec<String> =
+        req.argv
             .iter()
             .map(|a| match &patterns {
                 Some(p) => String::from_utf8_lossy(&aivault_redact::redact_all(p, a.as_bytes()))
@@ -236,64 +238,55 @@ impl Daemon {
                 None => a.clone(),
             })
             .collect();
-        let mut argv = req.argv;
-        argv[0] = command_text.clone();
-        let timeout = req
-            .timeout_ms
-            .map(Duration::from_millis)
-            .map_or(decision.sandbox.timeout, |t| {
-                t.min(decision.sandbox.timeout)
-            });
-        let record = json!({
-            "command": command_text,
-            "argv": argv_redacted,
-            "rule": decision.rule,
-            "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
-            "isolation": decision.isolation,
-            "timeout_ms": timeout.as_millis() as u64,
+    let mut argv = req.argv;
+    argv[0] = command_text.clone();
+    let timeout = req
+        .timeout_ms
+        .map(Duration::from_millis)
+        .map_or(decision.sandbox.timeout, |t| {
+            t.min(decision.sandbox.timeout)
         });
-        Ok(PreparedRun {
-            caller: *caller,
-            command,
-            argv,
-            argv_redacted,
-            decision,
-            secrets,
-            env,
-            cwd,
-            timeout,
-            as_caller,
-            record,
-        })
-    }
+    let record = json!({
+        "command": command_text,
+        "argv": argv_redacted,
+        "rule": decision.rule,
+        "secrets": secrets.iter().map(|(n, e, _)| json!({"name": n, "env": e})).collect::<Vec<_>>(),
+        "isolation": decision.isolation,
+        "timeout_ms": timeout.as_millis() as u64,
+    });
+    Ok(PreparedRun {
+        caller: *caller,
+        command,
+        argv,
+        argv_redacted,
+        decision,
+        secrets,
+        env,
+        cwd,
+        timeout,
+        as_caller,
+        record,
+    })
 }
 
-impl Daemon {
-    /// Makes the decision of an allowed run durable in the audit log. The
-    /// run path starts the (still empty-handed) runner meanwhile, and sends
-    /// it the job — secrets, command — only once this returned `Ok`.
-    pub fn record_run_decision(&self, prepared: &PreparedRun) -> Result<(), WireError> {
-        self.record_run_decision_then(prepared, || {})
-    }
+/// Makes the decision of an allowed run durable in the audit log. The
+/// run path starts the (still empty-handed) runner meanwhile, and sends
+/// it the job — secrets, command — only once this returned `Ok`.
+pub fn record_run_decision(host: &dyn RunHost, prepared: &PreparedRun) -> Result<(), WireError> {
+    record_run_decision_then(host, prepared, || {})
+}
 
-    /// [`Daemon::record_run_decision`], calling `durable` as soon as the
-    /// record is durable in the log (the anchor follows in this call).
-    pub fn record_run_decision_then(
-        &self,
-        prepared: &PreparedRun,
-        durable: impl FnOnce(),
-    ) -> Result<(), WireError> {
-        self.record_then(
-            &prepared.caller,
-            "run",
-            None,
-            Some(&prepared.decision.rule),
-            Outcome::Ok,
-            None,
-            prepared.record.clone(),
-            durable,
-        )
-    }
+/// [`record_run_decision`], calling `durable` as soon as the record is
+/// durable in the log (the anchor follows in this call).
+pub fn record_run_decision_then(
+    host: &dyn RunHost,
+    prepared: &PreparedRun,
+    durable: impl FnOnce(),
+) -> Result<(), WireError> {
+    let entry = Entry::new(&prepared.caller, "run")
+        .name(Some(&prepared.decision.rule))
+        .detail(prepared.record.clone());
+    host.audit().record_then(entry, durable)
 }
 
 /// The redaction patterns of a run's secrets (None when it has none).

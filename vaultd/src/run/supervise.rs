@@ -1,9 +1,8 @@
 //! One run from start to end: take a warm runner (see [`super::warm`]) or
-//! lease a uid and start one, hand it the job while the decision is made
-//! durable, then the go-ahead with the secrets, relay (see
-//! [`super::relay`]), and — whatever happens — kill every process of the run
-//! uid, remove its directories, free the uid and write the audit record of
-//! the outcome.
+//! start one ([`super::runner`]), hand it the job while the decision is
+//! made durable, then the go-ahead with the secrets, relay (see
+//! [`super::relay`]), and — whatever happens — tear the run down
+//! ([`super::runner::teardown`]) and write the audit record of the outcome.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -16,182 +15,26 @@ use aivault_proto::{
 use serde_json::json;
 use tokio::net::UnixStream;
 
-use super::cgroup::RunCgroup;
 use super::prepare::{PreparedRun, RUN_PATH};
 use super::relay::{self, Ends, Relayed, EXIT_RUNNER_FAILED};
-use super::spawn::{self, RunDirs};
-use super::uidpool::UidLease;
+use super::runner::{connect, discard, start, teardown, Ready, StartError};
+use super::spawn::RunDirs;
+use super::RunHost;
 use super::RUNNER_CONNECT_TIMEOUT;
+use crate::audit::gate::Entry;
 use crate::audit::Outcome;
-use crate::ops::Daemon;
-use crate::sys::ChildIdentity;
 
 pub use super::relay::{EXIT_OUTPUT_LIMIT, EXIT_TIMEOUT};
 
-/// Uids kept checked and ready for the next runs.
-const REFILL: usize = 8;
 /// How long the final status may take to reach a caller that does not read.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long teardown waits for a runner to end by itself before the kill
-/// (one that has sent its exit status ends within a millisecond or so).
-const RUNNER_EXIT_GRACE: Duration = Duration::from_millis(20);
-
-/// Whose identity a run has, and therefore how it is ended.
-#[derive(Debug)]
-pub(super) enum RunAs {
-    /// A leased fresh uid: teardown kills every process of the uid, then
-    /// returns it to the pool.
-    Lease(UidLease),
-    /// The caller's own uid: teardown kills the run's cgroup.
-    Caller { uid: u32, cgroup: RunCgroup },
-}
-
-impl RunAs {
-    fn uid(&self) -> u32 {
-        match self {
-            RunAs::Lease(lease) => lease.uid(),
-            RunAs::Caller { uid, .. } => *uid,
-        }
-    }
-}
-
-/// What a run leaves to tear down.
-#[derive(Debug)]
-pub(super) struct Leftovers {
-    run_as: RunAs,
-    dirs: RunDirs,
-    runner: Option<crate::jail::Jailed>,
-}
-
-/// A started runner and what belongs to it.
-struct Started {
-    leftovers: Leftovers,
-    connection: tokio::sync::oneshot::Receiver<UnixStream>,
-}
-
-/// A runner connected and checked by the gate, waiting for its job.
-#[derive(Debug)]
-pub struct Ready {
-    leftovers: Leftovers,
-    pub(super) stream: UnixStream,
-}
-
-impl Ready {
-    pub fn uid(&self) -> u32 {
-        self.leftovers.run_as.uid()
-    }
-}
-
-/// Why a run did not start, and what it leaves to tear down.
-type StartError = (String, Option<Box<Leftovers>>);
-
-/// Takes the run's identity: a leased uid, or the caller's uid in a fresh
-/// cgroup. Returns it with the child identity and the directory name.
-fn identity(
-    daemon: &Daemon,
-    prepared: &PreparedRun,
-) -> Result<(RunAs, ChildIdentity, String), String> {
-    let runs = daemon.runs();
-    match &prepared.as_caller {
-        None => {
-            let lease = runs.pool.acquire().map_err(|e| e.to_string())?;
-            let uid = lease.uid();
-            let who = ChildIdentity {
-                uid,
-                gid: uid,
-                groups: Vec::new(),
-                cgroup_procs: None,
-            };
-            Ok((RunAs::Lease(lease), who, uid.to_string()))
-        }
-        Some(caller) => {
-            let cgroup = runs.cgroups.create().map_err(|e| {
-                tracing::error!(error = %e, "cannot create the run's cgroup");
-                format!("isolation `caller` needs a run cgroup: {e}")
-            })?;
-            let who = ChildIdentity {
-                uid: caller.uid,
-                gid: caller.gid,
-                groups: caller.groups.clone(),
-                // The cgroup travels with `RunAs::Caller` to the jail host.
-                cgroup_procs: None,
-            };
-            let name = format!("caller-{}", cgroup.id());
-            let run_as = RunAs::Caller {
-                uid: caller.uid,
-                cgroup,
-            };
-            Ok((run_as, who, name))
-        }
-    }
-}
-
-/// Takes the run's identity, creates its directories and starts the
-/// runner (blocking work).
-fn start(daemon: &Daemon, prepared: &PreparedRun) -> Result<Started, StartError> {
-    let (run_as, who, name) = identity(daemon, prepared).map_err(|e| (e, None))?;
-    launch(daemon, run_as, &who, &name)
-}
-
-/// Starts a runner for the warm pool: a leased uid, its directories, the
-/// runner, and its checked connection.
-pub(super) async fn start_warm(daemon: &Arc<Daemon>) -> Result<Ready, String> {
-    let d = daemon.clone();
-    let started = tokio::task::spawn_blocking(move || {
-        let lease = d.runs().pool.acquire().map_err(|e| (e.to_string(), None))?;
-        let uid = lease.uid();
-        d.runs().warm.leased(uid);
-        let who = ChildIdentity {
-            uid,
-            gid: uid,
-            groups: Vec::new(),
-            cgroup_procs: None,
-        };
-        launch(&d, RunAs::Lease(lease), &who, &uid.to_string())
-    })
-    .await
-    .unwrap_or_else(|_| Err(("internal error while starting a runner".into(), None)));
-    match connect(started).await {
-        Ok(ready) => Ok(ready),
-        Err((why, leftovers)) => {
-            if let Some(leftovers) = leftovers {
-                let d = daemon.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let uid = teardown(&d, *leftovers);
-                    d.runs().warm.failed(uid);
-                })
-                .await;
-            }
-            Err(why)
-        }
-    }
-}
-
-/// Tears down a runner that never ran anything (warm, discarded).
-pub(super) fn discard(daemon: &Daemon, ready: Ready) {
-    drop(ready.stream);
-    teardown(daemon, ready.leftovers);
-}
-
-/// Waits for a started runner's connection.
-async fn connect(started: Result<Started, StartError>) -> Result<Ready, StartError> {
-    let Started {
-        leftovers,
-        connection,
-    } = started?;
-    match tokio::time::timeout(RUNNER_CONNECT_TIMEOUT, connection).await {
-        Ok(Ok(stream)) => Ok(Ready { leftovers, stream }),
-        _ => Err((
-            "the runner did not connect".into(),
-            Some(Box::new(leftovers)),
-        )),
-    }
-}
-
 /// A runner for this run, handed its job: a warm one if the run may take
 /// one, else one started now. A warm runner that cannot take the job (it
 /// died while idle) is discarded for the next, or a new one.
-async fn acquire(daemon: &Arc<Daemon>, prepared: &Arc<PreparedRun>) -> Result<Ready, StartError> {
+async fn acquire(
+    daemon: &Arc<dyn RunHost>,
+    prepared: &Arc<PreparedRun>,
+) -> Result<Ready, StartError> {
     if prepared.as_caller.is_none() {
         while let Some(ready) = daemon.runs().warm.take(daemon) {
             match hand(&ready, prepared).await {
@@ -199,13 +42,13 @@ async fn acquire(daemon: &Arc<Daemon>, prepared: &Arc<PreparedRun>) -> Result<Re
                 Err(e) => {
                     tracing::warn!(error = %e, "a warm runner cannot take its job; discarded");
                     let d = daemon.clone();
-                    tokio::task::spawn_blocking(move || discard(&d, ready));
+                    tokio::task::spawn_blocking(move || discard(&*d, ready));
                 }
             }
         }
     }
     let (d, p) = (daemon.clone(), prepared.clone());
-    let started = tokio::task::spawn_blocking(move || start(&d, &p))
+    let started = tokio::task::spawn_blocking(move || start(&*d, &p))
         .await
         .unwrap_or_else(|_| Err(("internal error while starting the run".into(), None)));
     let ready = connect(started).await?;
@@ -239,118 +82,6 @@ async fn hand(ready: &Ready, prepared: &PreparedRun) -> std::io::Result<()> {
     })
 }
 
-/// Creates the run's directories and starts the runner as `who`, with the
-/// gate told to expect it (blocking work).
-fn launch(
-    daemon: &Daemon,
-    run_as: RunAs,
-    who: &ChildIdentity,
-    name: &str,
-) -> Result<Started, StartError> {
-    let runs = daemon.runs();
-    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, name, who.uid, who.gid) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create run directory");
-            let dirs = RunDirs::named(&runs.settings.runs_dir, name);
-            let leftovers = Leftovers {
-                run_as,
-                dirs,
-                runner: None,
-            };
-            return Err((
-                "the run could not be prepared".into(),
-                Some(Box::new(leftovers)),
-            ));
-        }
-    };
-    let uid = who.uid;
-    let cgroup = match &run_as {
-        RunAs::Caller { cgroup, .. } => Some(cgroup.procs()),
-        RunAs::Lease(_) => None,
-    };
-    match spawn::start_runner(&runs.jail, &runs.settings, who, cgroup, &dirs) {
-        Ok(child) => {
-            let pid = child.id();
-            let connection = runs.gate.expect(pid, uid);
-            Ok(Started {
-                leftovers: Leftovers {
-                    run_as,
-                    dirs,
-                    runner: Some(child),
-                },
-                connection,
-            })
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runner");
-            let leftovers = Leftovers {
-                run_as,
-                dirs,
-                runner: None,
-            };
-            Err((
-                "the runner could not be started".into(),
-                Some(Box::new(leftovers)),
-            ))
-        }
-    }
-}
-
-/// Ends a run completely: no process of it survives, its directories go,
-/// and only then does a leased uid return to the pool. Returns the run's uid.
-fn teardown(daemon: &Daemon, leftovers: Leftovers) -> u32 {
-    let Leftovers {
-        run_as,
-        dirs,
-        runner,
-    } = leftovers;
-    let uid = run_as.uid();
-    let runs = daemon.runs();
-    let mut runner = runner;
-    // Forgotten first, while its pid still names it: once reaped, the pid
-    // could be reused by a process that must not be taken for it.
-    if let Some(child) = runner.as_ref() {
-        runs.gate.forget(child.id());
-    }
-    // A runner that sent its exit status ends at once; given that moment,
-    // it is reaped before the kill, which then usually finds no task of
-    // the uid left at the first try (no `/proc` scan, no retry).
-    if let Some(child) = runner.as_ref() {
-        child.wait_ended_for(RUNNER_EXIT_GRACE);
-    }
-    let clean = match run_as {
-        RunAs::Lease(lease) => {
-            // The jail host reaps the runner before and after the kill, so
-            // its zombie is not counted as a task of the uid left behind.
-            let clean = kill_run_uid(&runs.jail, uid, runner.as_mut());
-            if clean {
-                Some(lease)
-            } else {
-                // Never hand out a uid whose processes survive.
-                tracing::error!(uid, "withholding the uid of a run whose processes survive");
-                std::mem::forget(lease);
-                None
-            }
-        }
-        RunAs::Caller { cgroup, .. } => {
-            if !daemon.runs().cgroups.end(cgroup) {
-                tracing::error!(uid, "processes of a caller-mode run survive");
-            }
-            None
-        }
-    };
-    if let Some(mut child) = runner {
-        runs.jail.wait(&mut child);
-    }
-    spawn::remove_dirs(&dirs);
-    if let Some(lease) = clean {
-        drop(lease);
-        daemon.runs().pool.refill(REFILL);
-    }
-    uid
-}
-
 fn failed(message: &str) -> Relayed {
     Relayed {
         code: EXIT_RUNNER_FAILED,
@@ -377,21 +108,21 @@ impl Decided {
     }
 }
 
-/// Decides a run request on a blocking thread ([`Daemon::prepare_run`]);
+/// Decides a run request on a blocking thread ([`super::prepare::prepare_run`]);
 /// once it is allowed, that same thread goes on to record the decision
 /// (no second hand-over before the log's `fsync` starts) while the
 /// decision is returned at once, so a runner is taken and handed its job
 /// meanwhile. A denial is returned as the policy's error (already audited).
 pub async fn decide(
-    daemon: &Arc<Daemon>,
-    caller: crate::ops::Caller,
+    daemon: &Arc<dyn RunHost>,
+    caller: crate::caller::Caller,
     req: aivault_proto::RunRequest,
 ) -> Result<Decided, WireError> {
     let (decided_tx, decided_rx) = tokio::sync::oneshot::channel();
     let (durable_tx, durable) = tokio::sync::oneshot::channel::<()>();
     let d = daemon.clone();
     let recording = tokio::task::spawn_blocking(move || {
-        let prepared = match d.prepare_run(&caller, req) {
+        let prepared = match super::prepare::prepare_run(&*d, &caller, req) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 let _ = decided_tx.send(Err(e));
@@ -399,7 +130,7 @@ pub async fn decide(
             }
         };
         let _ = decided_tx.send(Ok(prepared.clone()));
-        d.record_run_decision_then(&prepared, move || {
+        super::prepare::record_run_decision_then(&*d, &prepared, move || {
             let _ = durable_tx.send(());
         })
     });
@@ -418,7 +149,7 @@ pub async fn decide(
 }
 
 /// Runs a decided request on the caller's connection, which it consumes.
-pub async fn run(daemon: Arc<Daemon>, decided: Decided, caller: UnixStream, request_id: u64) {
+pub async fn run(daemon: Arc<dyn RunHost>, decided: Decided, caller: UnixStream, request_id: u64) {
     let started_at = Instant::now();
     let Decided {
         prepared,
@@ -516,7 +247,7 @@ pub async fn run(daemon: Arc<Daemon>, decided: Decided, caller: UnixStream, requ
     // the CPU), and otherwise reported while the teardown proceeds.
     let report = report.ok().and_then(|body| to_caller.try_send(body).err());
     let d = daemon.clone();
-    let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&d, l)));
+    let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&*d, l)));
     if let Some(tokio::sync::mpsc::error::TrySendError::Full(body)) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
@@ -532,7 +263,7 @@ pub async fn run(daemon: Arc<Daemon>, decided: Decided, caller: UnixStream, requ
     let audited = tokio::task::spawn_blocking(move || {
         // A run whose decision was never recorded has no exit to record.
         if decided {
-            audit_exit(&d, &p, &outcome, &exit, run_uid);
+            audit_exit(&*d, &p, &outcome, &exit, run_uid);
         }
     });
     let mut caller_writer = caller_writer;
@@ -548,23 +279,21 @@ pub async fn run(daemon: Arc<Daemon>, decided: Decided, caller: UnixStream, requ
 }
 
 fn audit_exit(
-    daemon: &Daemon,
+    daemon: &dyn RunHost,
     prepared: &PreparedRun,
     outcome: &Relayed,
     exit: &RunExit,
     uid: Option<u32>,
 ) {
-    let audited = daemon.audit_event(
-        &prepared.caller,
-        "run.exit",
-        Some(&prepared.decision.rule),
-        if outcome.reason == EndReason::Exited && outcome.code == 0 {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        },
-        outcome.message.as_deref(),
-        json!({
+    let outcome_kind = if outcome.reason == EndReason::Exited && outcome.code == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
+    let entry = Entry::new(&prepared.caller, "run.exit")
+        .name(Some(&prepared.decision.rule))
+        .outcome(outcome_kind, outcome.message.as_deref())
+        .detail(json!({
             "command": prepared.argv[0],
             "argv": prepared.argv_redacted,
             "rule": prepared.decision.rule,
@@ -576,8 +305,8 @@ fn audit_exit(
             "duration_ms": exit.duration_ms,
             "bytes_out": exit.bytes_out,
             "redactions": exit.redactions,
-        }),
-    );
+        }));
+    let audited = daemon.audit().record(entry);
     if audited.is_err() {
         tracing::error!("the run's exit could not be audited");
     }
@@ -720,30 +449,4 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         sandbox: spec,
         max_output: profile.max_output,
     }
-}
-
-/// Kills every process of `uid` until none is left (zombies excepted: they
-/// run nothing and vanish when reaped), through the jail host, reaping
-/// `runner` (the run's, if still unreaped) on the way. False if some
-/// survive. The usual run leaves nothing (its runner reaped the command
-/// and is reaped here), which the killer itself establishes; only
-/// otherwise does `/proc` confirm it.
-pub fn kill_run_uid(
-    jail: &crate::jail::JailHost,
-    uid: u32,
-    mut runner: Option<&mut crate::jail::Jailed>,
-) -> bool {
-    for attempt in 0..200 {
-        match jail.kill_uid(uid, runner.as_deref_mut()) {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, uid, "cannot kill the run's processes"),
-        }
-        if !super::uidpool::live_processes_of(uid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(if attempt < 10 { 2 } else { 20 }));
-    }
-    tracing::error!(uid, "processes of a finished run survive repeated SIGKILL");
-    false
 }

@@ -18,8 +18,9 @@
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
-use super::supervise::{self, Ready};
-use crate::ops::Daemon;
+use super::runner::{self, Ready, RunAs};
+use super::RunHost;
+use crate::sys::ChildIdentity;
 
 /// Most warm runners a configuration may ask for.
 pub const MAX_WARM: usize = 16;
@@ -55,7 +56,7 @@ impl WarmPool {
 
     /// The longest-waiting warm runner, if one is ready. Any found dead
     /// (its connection hung up) is torn down instead.
-    pub fn take(&self, daemon: &Arc<Daemon>) -> Option<Ready> {
+    pub fn take(&self, daemon: &Arc<dyn RunHost>) -> Option<Ready> {
         let (taken, dead) = {
             let mut inner = self.lock();
             let (dead, live): (Vec<Ready>, Vec<Ready>) = std::mem::take(&mut inner.ready)
@@ -70,7 +71,7 @@ impl WarmPool {
             let d = daemon.clone();
             tokio::task::spawn_blocking(move || {
                 for ready in dead {
-                    supervise::discard(&d, ready);
+                    runner::discard(&*d, ready);
                 }
             });
         }
@@ -96,7 +97,7 @@ impl WarmPool {
     }
 
     /// Starts as many runners as the pool lacks, in the background.
-    pub fn refill(daemon: &Arc<Daemon>) {
+    pub fn refill(daemon: &Arc<dyn RunHost>) {
         let pool = &daemon.runs().warm;
         let missing = {
             let mut inner = pool.lock();
@@ -112,7 +113,7 @@ impl WarmPool {
         for _ in 0..missing {
             let d = daemon.clone();
             tokio::spawn(async move {
-                let started = supervise::start_warm(&d).await;
+                let started = start_one(&d).await;
                 // Kept if the pool is still open; handed back otherwise.
                 let unwanted = {
                     let mut inner = d.runs().warm.lock();
@@ -134,8 +135,7 @@ impl WarmPool {
                     }
                 };
                 if let Some(ready) = unwanted {
-                    let _ =
-                        tokio::task::spawn_blocking(move || supervise::discard(&d, ready)).await;
+                    let _ = tokio::task::spawn_blocking(move || runner::discard(&*d, ready)).await;
                 }
             });
         }
@@ -143,7 +143,7 @@ impl WarmPool {
 
     /// Closes the pool (nothing is added from now on) and tears down every
     /// idle runner; runners still starting are torn down as they arrive.
-    pub async fn close(daemon: &Arc<Daemon>) {
+    pub async fn close(daemon: &Arc<dyn RunHost>) {
         let idle = {
             let mut inner = daemon.runs().warm.lock();
             inner.closed = true;
@@ -155,9 +155,43 @@ impl WarmPool {
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for ready in idle {
-                supervise::discard(&d, ready);
+                runner::discard(&*d, ready);
             }
         })
         .await;
+    }
+}
+
+/// Starts a runner for the pool: a leased uid, its directories, the
+/// runner, and its checked connection.
+async fn start_one(daemon: &Arc<dyn RunHost>) -> Result<Ready, String> {
+    let d = daemon.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let lease = d.runs().pool.acquire().map_err(|e| (e.to_string(), None))?;
+        let uid = lease.uid();
+        d.runs().warm.leased(uid);
+        let who = ChildIdentity {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+            cgroup_procs: None,
+        };
+        runner::launch(&*d, RunAs::Lease(lease), &who, &uid.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err(("internal error while starting a runner".into(), None)));
+    match runner::connect(started).await {
+        Ok(ready) => Ok(ready),
+        Err((why, leftovers)) => {
+            if let Some(leftovers) = leftovers {
+                let d = daemon.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let uid = runner::teardown(&*d, *leftovers);
+                    d.runs().warm.failed(uid);
+                })
+                .await;
+            }
+            Err(why)
+        }
     }
 }

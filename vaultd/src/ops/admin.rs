@@ -1,0 +1,164 @@
+//! The daemon's own state: status, unlocking a sealed vault, reading and
+//! verifying the audit log, showing, checking and reloading the policy.
+//! Everything but `status` and `policy show` is root's.
+
+use std::sync::atomic::Ordering;
+
+use aivault_proto::{
+    AuditReport, ErrorCode, Reply, SecretBytes, StatusInfo, WireError, PROTOCOL_VERSION,
+};
+use serde_json::json;
+
+use super::{Caller, Daemon, VaultState, UNKEYED_OPS};
+use crate::audit::gate::Entry;
+use crate::audit::{AuditKey, AuditLog};
+use crate::keys::{self, Kek};
+use crate::policy::{Policy, Who};
+use crate::store::{Scope, StoreError, Vault};
+use crate::wire_error::{err, sealed, store_err};
+
+impl Daemon {
+    pub(super) fn status(&self, caller: &Caller) -> Reply {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let (sealed, own, system) = match &*guard {
+            VaultState::Sealed { .. } => (true, 0, 0),
+            VaultState::Open(v) => (
+                false,
+                v.list(Scope::User(caller.uid)).len() as u32,
+                v.count().1 as u32,
+            ),
+        };
+        Reply::Status(StatusInfo {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: PROTOCOL_VERSION,
+            sealed,
+            key_provider: self.provider_kind.to_string(),
+            caller_uid: caller.uid,
+            caller_gid: caller.gid,
+            own_secrets: own,
+            system_secrets: system,
+            connections: self.connections.load(Ordering::Relaxed),
+            warm_runner_uids: if caller.uid == 0 {
+                self.runs.warm.uids()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    pub(super) fn unlock(
+        &self,
+        caller: &Caller,
+        passphrase: SecretBytes,
+    ) -> Result<Reply, WireError> {
+        const OP: &str = "unlock";
+        self.require_root(caller, OP, "only root can unlock the vault")?;
+        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
+        let kdf = match &*guard {
+            VaultState::Open(_) => return Ok(Reply::Done { version: None }),
+            VaultState::Sealed { kdf } => kdf.clone(),
+        };
+        let kek: Kek = keys::kek_from_passphrase(passphrase.as_bytes(), &kdf)
+            .map_err(|_| err(ErrorCode::Internal, "key derivation failed"))?;
+        drop(passphrase);
+        match Vault::open(&self.cfg.state_dir, &kek) {
+            Ok(vault) => {
+                self.audit.set_key(AuditKey::derive(kek.as_bytes()));
+                self.audit.record(Entry::new(caller, OP))?;
+                *guard = VaultState::Open(Box::new(vault));
+                tracing::info!("vault unsealed");
+                Ok(Reply::Done { version: None })
+            }
+            Err(StoreError::WrongKey) => Err(self.audit.deny(
+                Entry::new(caller, OP),
+                err(ErrorCode::WrongPassphrase, "wrong passphrase"),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "unlock failed");
+                Err(store_err(&e))
+            }
+        }
+    }
+
+    pub(super) fn audit_list(
+        &self,
+        caller: &Caller,
+        op: &str,
+        limit: u32,
+    ) -> Result<Reply, WireError> {
+        if self.is_sealed() {
+            return Err(sealed());
+        }
+        let filter = (!caller.is_root()).then_some(caller.uid);
+        let limit = (limit as usize).clamp(1, 10_000);
+        self.audit
+            .record(Entry::new(caller, op).detail(json!({ "limit": limit })))?;
+        let records = AuditLog::read(&self.cfg.audit_log, filter, limit)
+            .map_err(|_| err(ErrorCode::Internal, "the audit log could not be read"))?;
+        Ok(Reply::AuditRecords(
+            records.iter().map(|r| r.to_string()).collect(),
+        ))
+    }
+
+    pub(super) fn audit_verify(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
+        self.require_root(caller, op, "only root can verify the audit log")?;
+        let key = self.audit.key().ok_or_else(sealed)?;
+        let report = AuditLog::verify(
+            &self.cfg.audit_log,
+            &self.cfg.audit_anchor(),
+            &key,
+            UNKEYED_OPS,
+        );
+        Ok(Reply::AuditVerified(AuditReport {
+            ok: report.ok,
+            records: report.records,
+            last_seq: report.last_seq,
+            problems: report.problems,
+        }))
+    }
+
+    /// The commands this caller may run, as JSON.
+    pub(super) fn policy_show(&self, caller: &Caller) -> Reply {
+        let who = Who {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: crate::sys::account_groups(caller.uid, caller.gid),
+        };
+        let list = self.policy().commands_for(&who);
+        Reply::Policy(serde_json::to_string(&list).unwrap_or_default())
+    }
+
+    /// Validates the policy on disk and explains each rule (root only).
+    pub(super) fn policy_check(&self, caller: &Caller) -> Result<Reply, WireError> {
+        if !caller.is_root() {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "only root can check the policy",
+            ));
+        }
+        let report = match Policy::load(&self.cfg.policy_dir) {
+            Ok(p) => json!({ "ok": true, "rules": p.explain() }),
+            Err(e) => json!({ "ok": false, "error": e.to_string() }),
+        };
+        Ok(Reply::Policy(report.to_string()))
+    }
+
+    /// Re-reads the policy (root only); an invalid one keeps the old one.
+    pub(super) fn policy_reload(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
+        self.require_root(caller, op, "only root can reload the policy")?;
+        match self.reload_policy() {
+            Ok(n) => {
+                self.audit
+                    .record(Entry::new(caller, op).detail(json!({ "entries": n })))?;
+                Ok(Reply::Done { version: None })
+            }
+            Err(e) => Err(self.audit.deny(
+                Entry::new(caller, op),
+                err(
+                    ErrorCode::BadRequest,
+                    format!("the new policy is invalid and was not applied: {e}"),
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! What each request does, and who may do it.
+//!
+//! Every request arrives with a [`Caller`] built from the socket's peer
+//! credentials. The rules are few and fixed:
+//! * a caller's `Own` scope is the vault scope of its uid, and nothing else;
+//! * only root reaches the system scope, unlocks, and verifies the audit log;
+//! * a decision is written to the audit log *before* it takes effect, and if
+//!   that write fails the request is refused ([`ErrorCode::AuditUnavailable`]),
+//!   through the audit gate ([`crate::audit::gate`]);
+//! * no reply carries a value: the only thing derived from a value that
+//!   leaves the daemon is [`mask`].
+//!
+//! The operations by area: [`secrets`] (set, import, list, exists, mask,
+//! remove), [`admin`] (status, unlock, the audit log, the policy). The run
+//! path lives in [`crate::run`] and sees the daemon only as a
+//! [`RunHost`].
+
+pub mod admin;
+pub mod secrets;
+
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, RwLock};
+
+use aivault_proto::{ErrorCode, Reply, RequestBody, SecretBytes, WireError, WireScope};
+
+use crate::audit::gate::{AuditGate, Entry};
+use crate::audit::{AuditKey, AuditLog};
+use crate::config::Config;
+use crate::keys::{self, KdfParams};
+use crate::policy::Policy;
+use crate::run::uidpool::UidPool;
+use crate::run::{RunContext, RunHost, RunSettings, RunnerGate};
+use crate::store::{Scope, StoreError, Vault};
+use crate::wire_error::{err, sealed, store_err};
+
+pub use crate::caller::Caller;
+pub use secrets::{mask, MAX_DESCRIPTION_LEN, MAX_IMPORT, MAX_TAGS, MAX_TAG_LEN};
+
+/// Audit operations that may be recorded before the vault is unlocked.
+pub const UNKEYED_OPS: &[&str] = &["unlock"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot load the key-encryption key: {0}")]
+    Key(#[from] keys::KeyError),
+    #[error("cannot open the vault: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("no vault in {0}; create one with `aivaultd init`")]
+    NoVault(std::path::PathBuf),
+    #[error("vault was created for key provider {found:?} but {configured:?} is configured")]
+    ProviderMismatch { found: String, configured: String },
+    #[error("invalid policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("invalid run uid range: {0}")]
+    UidRange(#[from] crate::run::uidpool::PoolError),
+}
+
+enum VaultState {
+    Sealed { kdf: KdfParams },
+    Open(Box<Vault>),
+}
+
+/// The daemon's shared state; one per process.
+pub struct Daemon {
+    cfg: Config,
+    provider_kind: &'static str,
+    vault: RwLock<VaultState>,
+    audit: AuditGate,
+    policy: RwLock<Arc<Policy>>,
+    runs: RunContext,
+    /// Open client connections (maintained by the server).
+    pub connections: AtomicU32,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.cfg.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Loads the key, opens (or, for the passphrase provider, prepares to
+    /// unseal) the vault, and opens the audit log. `jail` is the jail host,
+    /// started before this loads any key.
+    pub fn open(cfg: Config, jail: crate::jail::JailHost) -> Result<Self, DaemonError> {
+        if !Vault::exists(&cfg.state_dir) {
+            return Err(DaemonError::NoVault(cfg.state_dir.clone()));
+        }
+        let header = Vault::read_header(&cfg.state_dir)?;
+        let provider_kind = cfg.key_provider.kind();
+        if header.provider_kind != provider_kind {
+            return Err(DaemonError::ProviderMismatch {
+                found: header.provider_kind.clone(),
+                configured: provider_kind.to_string(),
+            });
+        }
+        let (state, key) = match keys::load_kek(&cfg.key_provider)? {
+            Some(kek) => {
+                let vault = Vault::open(&cfg.state_dir, &kek)?;
+                (
+                    VaultState::Open(Box::new(vault)),
+                    Some(AuditKey::derive(kek.as_bytes())),
+                )
+            }
+            None => {
+                let kdf = header.kdf.clone().ok_or(StoreError::Corrupt(
+                    "passphrase vault without key-derivation parameters".into(),
+                ))?;
+                (VaultState::Sealed { kdf }, None)
+            }
+        };
+        let log = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
+        let policy = Policy::load(&cfg.policy_dir)?;
+        let runtime = cfg.runtime_dir();
+        let runs = RunContext {
+            pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
+            gate: RunnerGate::new(jail.pids()),
+            counter: Arc::default(),
+            cgroups: Default::default(),
+            warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
+            settings: RunSettings {
+                runner_socket: runtime.join("runner.sock"),
+                runs_dir: runtime.join("runs"),
+                max_runs: cfg.runs.max_runs,
+                max_runs_per_user: cfg.runs.max_runs_per_user,
+            },
+            jail,
+        };
+        Ok(Self {
+            cfg,
+            provider_kind,
+            vault: RwLock::new(state),
+            audit: AuditGate::new(log, key),
+            policy: RwLock::new(Arc::new(policy)),
+            runs,
+            connections: AtomicU32::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The policy in force (a snapshot; reloads replace it atomically).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the policy; an invalid one is reported and the old one stays.
+    pub fn reload_policy(&self) -> Result<usize, crate::policy::PolicyError> {
+        let fresh = Policy::load(&self.cfg.policy_dir)?;
+        let rules = fresh.explain().len();
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(rules)
+    }
+
+    pub fn runs(&self) -> &RunContext {
+        &self.runs
+    }
+
+    /// The audit gate every decision goes through.
+    pub fn audit(&self) -> &AuditGate {
+        &self.audit
+    }
+
+    /// This daemon as the run path sees it.
+    pub fn run_host(self: &Arc<Self>) -> Arc<dyn RunHost> {
+        self.clone()
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(
+            *self.vault.read().unwrap_or_else(|p| p.into_inner()),
+            VaultState::Sealed { .. }
+        )
+    }
+
+    /// Refuses (and audits) a non-root caller of a root-only operation.
+    fn require_root(&self, caller: &Caller, op: &str, why: &str) -> Result<(), WireError> {
+        if caller.is_root() {
+            return Ok(());
+        }
+        Err(self.audit.deny(
+            Entry::new(caller, op),
+            err(ErrorCode::PermissionDenied, why),
+        ))
+    }
+
+    /// The vault scope a request's scope names for this caller.
+    fn resolve(&self, caller: &Caller, scope: WireScope) -> Result<Scope, WireError> {
+        match scope {
+            WireScope::Own => Ok(Scope::User(caller.uid)),
+            WireScope::System if caller.is_root() => Ok(Scope::System),
+            WireScope::System => Err(err(
+                ErrorCode::PermissionDenied,
+                "only root can manage system-scope secrets",
+            )),
+        }
+    }
+
+    /// Answers one request. Runs on a blocking thread: it may fsync.
+    pub fn handle(&self, caller: &Caller, body: RequestBody) -> Result<Reply, WireError> {
+        let op = body.op();
+        // While sealed there is no audit key: answer "sealed" before any
+        // decision that would need an audit record (only `unlock` may be
+        // recorded unkeyed, see UNKEYED_OPS).
+        if !matches!(body, RequestBody::Status | RequestBody::Unlock { .. }) && self.is_sealed() {
+            return Err(sealed());
+        }
+        match body {
+            RequestBody::Status => Ok(self.status(caller)),
+            RequestBody::Unlock { passphrase } => self.unlock(caller, passphrase),
+            RequestBody::SecretSet {
+                scope,
+                name,
+                value,
+                meta,
+                mode,
+            } => self.set(
+                caller,
+                secrets::SetRequest {
+                    op,
+                    scope,
+                    name: &name,
+                    value,
+                    meta,
+                    mode,
+                },
+            ),
+            RequestBody::SecretImport { scope, entries } => self.import(caller, op, scope, entries),
+            RequestBody::SecretList { scope } => self.list(caller, op, scope),
+            RequestBody::SecretExists { scope, name } => self.exists(caller, op, scope, &name),
+            RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),
+            RequestBody::SecretRemove { scope, name } => self.remove(caller, op, scope, &name),
+            RequestBody::AuditList { limit } => self.audit_list(caller, op, limit),
+            RequestBody::AuditVerify => self.audit_verify(caller, op),
+            RequestBody::Run(_) => Err(err(
+                ErrorCode::BadRequest,
+                "run requests are served on their own connection",
+            )),
+            RequestBody::PolicyShow => Ok(self.policy_show(caller)),
+            RequestBody::PolicyCheck => self.policy_check(caller),
+            RequestBody::PolicyReload => self.policy_reload(caller, op),
+        }
+    }
+}
+
+impl RunHost for Daemon {
+    fn runs(&self) -> &RunContext {
+        &self.runs
+    }
+
+    fn audit(&self) -> &AuditGate {
+        &self.audit
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        Daemon::policy(self)
+    }
+
+    fn is_sealed(&self) -> bool {
+        Daemon::is_sealed(self)
+    }
+
+    fn secret_for_run(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Err(sealed());
+        };
+        match vault.decrypt(scope, name) {
+            Ok(v) => Ok(SecretBytes::new(v.as_bytes().to_vec())),
+            Err(StoreError::NotFound { .. }) => Err(err(
+                ErrorCode::NotFound,
+                format!("secret {name} is granted by the policy but not set"),
+            )),
+            Err(e) => Err(store_err(&e)),
+        }
+    }
+}

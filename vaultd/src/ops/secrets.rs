@@ -1,0 +1,300 @@
+//! The secret operations: set (create, upsert, rotate), import, list,
+//! exists, mask, remove. Each checks the caller's scope and the request's
+//! shape, records its decision through the audit gate before it touches the
+//! vault, and never returns a value.
+
+use aivault_proto::{
+    ErrorCode, MetaInput, Reply, SecretBytes, SecretInfo, SetMode, WireError, WireScope,
+};
+use serde_json::json;
+
+use super::{Caller, Daemon, VaultState};
+use crate::audit::gate::Entry;
+use crate::store::{self, MetaUpdate, PutMode, Scope, SecretValue, StoreError, Vault};
+use crate::wire_error::{err, sealed, store_err};
+
+/// Most entries one `import` may carry.
+pub const MAX_IMPORT: usize = 10_000;
+/// Most tags on one secret, and the longest tag and description.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_LEN: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+
+/// The fixed-width mask shown for a value: 12 characters, the last 4 of the
+/// value only when it is at least 16 bytes long and they are printable ASCII.
+pub fn mask(value: &[u8]) -> String {
+    if value.len() >= 16 {
+        let tail = &value[value.len() - 4..];
+        if tail.iter().all(|b| b.is_ascii_graphic()) {
+            return format!("********{}", String::from_utf8_lossy(tail));
+        }
+    }
+    "************".to_string()
+}
+
+fn info(meta: store::SecretMeta) -> SecretInfo {
+    SecretInfo {
+        name: meta.name,
+        scope: match meta.scope {
+            Scope::System => WireScope::System,
+            Scope::User(_) => WireScope::Own,
+        },
+        version: meta.version,
+        created: meta.created,
+        updated: meta.updated,
+        description: meta.description,
+        tags: meta.tags,
+        expires: meta.expires,
+    }
+}
+
+fn check_meta(meta: &MetaInput) -> Result<(), WireError> {
+    let bad = |m: &str| Err(err(ErrorCode::BadRequest, m.to_string()));
+    if meta
+        .description
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+    {
+        return bad("description is longer than 1024 bytes");
+    }
+    if meta.tags.len() > MAX_TAGS {
+        return bad("at most 32 tags");
+    }
+    if meta
+        .tags
+        .iter()
+        .any(|t| t.is_empty() || t.len() > MAX_TAG_LEN || t.chars().any(char::is_control))
+    {
+        return bad("tags must be 1 to 64 printable characters");
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), WireError> {
+    if value.is_empty() {
+        return Err(err(ErrorCode::InvalidValue, "empty values are not stored"));
+    }
+    if value.len() > store::MAX_VALUE_LEN {
+        return Err(err(
+            ErrorCode::InvalidValue,
+            format!("values are limited to {} bytes", store::MAX_VALUE_LEN),
+        ));
+    }
+    Ok(())
+}
+
+/// One `set` request, as decoded.
+#[derive(Debug)]
+pub struct SetRequest<'a> {
+    pub op: &'a str,
+    pub scope: WireScope,
+    pub name: &'a str,
+    pub value: SecretBytes,
+    pub meta: MetaInput,
+    pub mode: SetMode,
+}
+
+impl Daemon {
+    pub(super) fn list(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+    ) -> Result<Reply, WireError> {
+        self.read_op(caller, op, scope, None, |v, s| {
+            Ok(Reply::Secrets(v.list(s).into_iter().map(info).collect()))
+        })
+    }
+
+    pub(super) fn exists(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+        name: &str,
+    ) -> Result<Reply, WireError> {
+        self.read_op(caller, op, scope, Some(name), |v, s| {
+            Ok(Reply::Exists(v.meta(s, name).is_some()))
+        })
+    }
+
+    pub(super) fn masked(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+        name: &str,
+    ) -> Result<Reply, WireError> {
+        self.read_op(caller, op, scope, Some(name), |v, s| {
+            let value = v.decrypt(s, name).map_err(|e| store_err(&e))?;
+            Ok(Reply::Masked(mask(value.as_bytes())))
+        })
+    }
+
+    /// Shared path of the read-only secret operations.
+    fn read_op(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+        name: Option<&str>,
+        f: impl FnOnce(&Vault, Scope) -> Result<Reply, WireError>,
+    ) -> Result<Reply, WireError> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Err(sealed());
+        };
+        let entry = || Entry::new(caller, op).scope(scope).name(name);
+        let s = self
+            .resolve(caller, scope)
+            .map_err(|e| self.audit.deny(entry(), e))?;
+        if let Some(n) = name {
+            store::validate_name(n).map_err(|e| self.audit.deny(entry(), store_err(&e)))?;
+        }
+        self.audit.record(entry())?;
+        let result = f(vault, s);
+        if let Err(e) = &result {
+            if e.code == ErrorCode::Tampered {
+                tracing::error!(op, name, "stored record failed authentication");
+                self.audit.failed(entry(), e.clone());
+            }
+        }
+        result
+    }
+
+    pub(super) fn set(&self, caller: &Caller, req: SetRequest<'_>) -> Result<Reply, WireError> {
+        let SetRequest {
+            op,
+            scope,
+            name,
+            value,
+            meta,
+            mode,
+        } = req;
+        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &mut *guard else {
+            return Err(sealed());
+        };
+        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let deny = |e: WireError| self.audit.deny(entry(), e);
+        let s = self.resolve(caller, scope).map_err(deny)?;
+        store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
+        check_value(value.as_bytes()).map_err(deny)?;
+        check_meta(&meta).map_err(deny)?;
+        let exists = vault.meta(s, name).is_some();
+        match mode {
+            SetMode::Create if exists => {
+                return Err(deny(store_err(&StoreError::AlreadyExists {
+                    name: name.into(),
+                })))
+            }
+            SetMode::Rotate if !exists => {
+                return Err(deny(err(ErrorCode::NotFound, "no such secret")))
+            }
+            _ => {}
+        }
+        let (mode_label, put_mode) = match mode {
+            SetMode::Create => ("create", PutMode::Create),
+            SetMode::Upsert => ("upsert", PutMode::Upsert),
+            SetMode::Rotate => ("rotate", PutMode::Rotate),
+        };
+        self.audit
+            .record(entry().detail(json!({ "mode": mode_label })))?;
+        let update = MetaUpdate {
+            description: meta.description,
+            tags: meta.tags,
+            expires: meta.expires,
+        };
+        let value = SecretValue::new(value.into_inner().to_vec());
+        match vault.put(s, name, &value, update, put_mode) {
+            Ok(version) => Ok(Reply::Done {
+                version: Some(version),
+            }),
+            Err(e) => Err(self.store_failed(entry(), op, &e)),
+        }
+    }
+
+    /// Records that an allowed vault update failed; returns the wire error.
+    fn store_failed(&self, entry: Entry<'_>, op: &str, e: &StoreError) -> WireError {
+        tracing::error!(error = %e, op, "vault update failed");
+        self.audit.failed(entry, store_err(e))
+    }
+
+    pub(super) fn import(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+    ) -> Result<Reply, WireError> {
+        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &mut *guard else {
+            return Err(sealed());
+        };
+        let entry = || Entry::new(caller, op).scope(scope);
+        let deny = |e: WireError| self.audit.deny(entry(), e);
+        let s = self.resolve(caller, scope).map_err(deny)?;
+        if entries.is_empty() || entries.len() > MAX_IMPORT {
+            return Err(deny(err(
+                ErrorCode::BadRequest,
+                format!("an import carries 1 to {MAX_IMPORT} entries"),
+            )));
+        }
+        for (name, value) in &entries {
+            store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
+            check_value(value.as_bytes())
+                .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
+        }
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        self.audit
+            .record(entry().detail(json!({ "names": names })))?;
+        let values = entries
+            .into_iter()
+            .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))
+            .collect();
+        match vault.put_many(s, values) {
+            Ok(count) => Ok(Reply::Imported {
+                count: count as u32,
+            }),
+            Err(e) => Err(self.store_failed(entry(), op, &e)),
+        }
+    }
+
+    pub(super) fn remove(
+        &self,
+        caller: &Caller,
+        op: &str,
+        scope: WireScope,
+        name: &str,
+    ) -> Result<Reply, WireError> {
+        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &mut *guard else {
+            return Err(sealed());
+        };
+        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let deny = |e: WireError| self.audit.deny(entry(), e);
+        let s = self.resolve(caller, scope).map_err(deny)?;
+        store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
+        if vault.meta(s, name).is_none() {
+            return Err(deny(err(ErrorCode::NotFound, "no such secret")));
+        }
+        self.audit.record(entry())?;
+        match vault.remove(s, name) {
+            Ok(()) => Ok(Reply::Done { version: None }),
+            Err(e) => Err(self.store_failed(entry(), op, &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_fixed_width_and_reveals_at_most_four() {
+        assert_eq!(mask(b"short"), "************");
+        assert_eq!(mask(b"0123456789abcdefWXYZ"), "********WXYZ");
+        assert_eq!(mask(b"0123456789abcdef").len(), 12);
+        assert_eq!(mask("0123456789abcdé".as_bytes()), "************");
+    }
+}

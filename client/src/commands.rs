@@ -4,16 +4,13 @@
 use std::io::{IsTerminal, Read, Write};
 
 use aivault_client::{dotenv, socket_path, Client, ClientError};
-use aivault_proto::{
-    ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireScope,
-};
+use aivault_proto::{MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireScope};
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use aivault_client::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
 
-/// `vaultctl run` lost its connection before the command's status arrived.
-pub const EXIT_RUN_LOST: i32 = 6;
+use crate::error::CtlError;
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
 const MAX_VALUE: usize = 64 * 1024;
@@ -21,35 +18,6 @@ const MAX_VALUE: usize = 64 * 1024;
 const MAX_IMPORT_FILE: u64 = 16 * 1024 * 1024;
 /// Values shorter than this are redacted only as raw bytes, not in encoded forms.
 const MIN_REDACTABLE: usize = aivault_redact::MIN_ENCODED_LEN;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CtlError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Client(#[from] ClientError),
-    /// This process failed on its own (no descriptor, no memory).
-    #[error("{0}")]
-    Local(String),
-}
-
-impl CtlError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CtlError::Usage(_) => 2,
-            CtlError::Client(ClientError::Daemon(e)) => match e.code {
-                ErrorCode::BadRequest | ErrorCode::InvalidName | ErrorCode::InvalidValue => 2,
-                ErrorCode::NotFound => 3,
-                ErrorCode::PermissionDenied | ErrorCode::WrongPassphrase => 4,
-                ErrorCode::Sealed | ErrorCode::Busy | ErrorCode::VersionMismatch => 5,
-                ErrorCode::AlreadyExists => 2,
-                ErrorCode::Tampered | ErrorCode::AuditUnavailable | ErrorCode::Internal => 6,
-            },
-            CtlError::Client(_) => 5,
-            CtlError::Local(_) => 6,
-        }
-    }
-}
 
 fn usage(msg: impl Into<String>) -> CtlError {
     CtlError::Usage(msg.into())

@@ -1,6 +1,7 @@
 //! `vaultctl`: the per-user command-line client of aivaultd.
 
 mod commands;
+mod error;
 mod run;
 
 use clap::Parser;

@@ -11,7 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::commands::CtlError;
+use crate::error::{CtlError, EXIT_RUN_LOST};
 use aivault_client::cli::RunArgs;
 
 /// `30s`, `5m`, `1h`, `500ms` or plain seconds, as milliseconds.
@@ -123,7 +123,7 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
                 eprintln!("vaultctl: cannot wait for the run: {e}");
-                return Ok(crate::commands::EXIT_RUN_LOST);
+                return Ok(EXIT_RUN_LOST);
             }
         }
         let revents = |i: usize| {
@@ -184,7 +184,7 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
                 Err(ClientError::Daemon(e)) => return Err(ClientError::Daemon(e).into()),
                 Err(e) => {
                     eprintln!("vaultctl: the run's connection failed: {e}");
-                    return Ok(crate::commands::EXIT_RUN_LOST);
+                    return Ok(EXIT_RUN_LOST);
                 }
             }
         }

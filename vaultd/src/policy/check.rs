@@ -1,10 +1,13 @@
 //! Small validators for names, paths, hashes and accounts used by [`super::compile`].
+//!
+//! Imports [`super::error`] and [`super::schema`], never `compile`: the
+//! direction is `load` → `compile` → `check` → `error`.
 
 use std::path::{Component, Path};
 
 use nix::unistd::{Group, User};
 
-use super::compile::EntryError;
+use super::error::EntryError;
 use super::schema::RawId;
 
 pub fn is_normal_absolute(p: &Path) -> bool {

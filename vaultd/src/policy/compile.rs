@@ -13,60 +13,12 @@ use super::check::{
     identities, is_normal_absolute, parse_sha256, valid_rule_name, valid_secret_name,
 };
 use super::env::{check_env_name, is_plainly_harmless};
+use super::error::{EntryError, PolicyError};
 use super::interp::danger;
-use super::load::PolicyError;
 use super::resolve::resolve_command;
 use super::sandbox::SandboxProfile;
 use super::schema::{RawFile, RawGrant, RawPin, RawRule};
 use super::{Isolation, SecretGrant, SecretScope, DEFAULT_SEARCH_PATH};
-
-/// What is wrong with one rule, grant or pin.
-#[derive(Debug, thiserror::Error)]
-pub enum EntryError {
-    #[error("{0}")]
-    Schema(String),
-    #[error("rule name {0:?} must be 1 to 64 characters of [A-Za-z0-9_.-], starting with a letter or digit")]
-    RuleName(String),
-    #[error("a rule with this name already exists in {}", .0.display())]
-    DuplicateRule(PathBuf),
-    #[error("command {} is not an absolute path", .0.display())]
-    RelativeCommand(PathBuf),
-    #[error("command {} contains . or .. components", .0.display())]
-    UnnormalCommand(PathBuf),
-    #[error("sha256 must be 64 hexadecimal digits")]
-    Sha256,
-    #[error("argument pattern: {0}")]
-    ArgPattern(String),
-    #[error("unknown user {0:?}")]
-    UnknownUser(String),
-    #[error("unknown group {0:?}")]
-    UnknownGroup(String),
-    #[error("cannot look up {0:?} in the account database: {1}")]
-    Lookup(String, nix::Error),
-    #[error("nobody may use it: list users or groups")]
-    Nobody,
-    #[error("secret name {0:?} must be 1 to 128 characters of [A-Za-z0-9_.-], starting with a letter or '_'")]
-    SecretName(String),
-    #[error("secret {0} is listed twice")]
-    DuplicateSecret(String),
-    #[error("{0}")]
-    EnvName(String),
-    #[error("environment variable {0} is used twice")]
-    DuplicateEnv(String),
-    #[error("{} is refused without allow_interpreter = true: {reason}", command.display())]
-    Interpreter {
-        command: PathBuf,
-        reason: &'static str,
-    },
-    #[error("{0}")]
-    Sandbox(String),
-    #[error("{scope} secret {secret} is pinned to other commands by {}", pin_file.display())]
-    PinViolated {
-        secret: String,
-        scope: SecretScope,
-        pin_file: PathBuf,
-    },
-}
 
 /// A validated rule.
 #[derive(Debug, Clone)]

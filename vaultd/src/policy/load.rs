@@ -12,44 +12,9 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::compile::{Builder, Compiled, EntryError};
-use crate::secure_fs::{check_secure_dir, check_secure_file, SecureFsError};
-
-/// Largest policy file accepted.
-const MAX_FILE: u64 = 1 << 20;
-
-/// Why a policy could not be loaded. Each names the file at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("cannot inspect policy directory {}: {source}", path.display())]
-    StatDir { path: PathBuf, source: io::Error },
-    #[error("untrusted policy directory: {source}")]
-    InsecureDir {
-        path: PathBuf,
-        source: SecureFsError,
-    },
-    #[error("cannot list {}: {source}", path.display())]
-    ListDir { path: PathBuf, source: io::Error },
-    #[error("untrusted policy file: {source}")]
-    InsecureFile {
-        path: PathBuf,
-        source: SecureFsError,
-    },
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{} is larger than {MAX_FILE} bytes", path.display())]
-    TooLarge { path: PathBuf },
-    #[error("{} is not valid TOML: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    #[error("{}: {message}", path.display())]
-    TopLevel { path: PathBuf, message: String },
-    #[error("{}: {entry}: {error}", path.display())]
-    Entry {
-        path: PathBuf,
-        entry: String,
-        error: EntryError,
-    },
-}
+use super::compile::{Builder, Compiled};
+use super::error::{PolicyError, MAX_FILE};
+use crate::secure_fs::{check_secure_dir, check_secure_file};
 
 /// Loads and validates the whole policy under `dir`.
 pub fn load_dir(dir: &Path) -> Result<Compiled, PolicyError> {

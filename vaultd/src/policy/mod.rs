@@ -17,7 +17,8 @@
 //! Pieces: [`schema`] (file format), [`compile`] (validation into rules),
 //! [`load`] (files on disk), [`decide`] (matching), [`explain`], [`args`]
 //! (argument patterns), [`env`] (variable names), [`interp`] (shells and
-//! launchers), [`sandbox`], [`units`] (durations and sizes).
+//! launchers), [`sandbox`], [`units`] (durations and sizes), [`error`]
+//! (the error types, a leaf: `load` → `compile` → `check` → `error`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ mod check;
 mod compile;
 mod decide;
 pub mod env;
+mod error;
 mod explain;
 pub mod interp;
 mod load;
@@ -39,8 +41,7 @@ mod schema;
 mod tests;
 pub mod units;
 
-pub use compile::EntryError;
-pub use load::PolicyError;
+pub use error::{EntryError, PolicyError};
 pub use resolve::{resolve_command, ResolveError, ResolvedCommand};
 pub use sandbox::SandboxProfile;
 

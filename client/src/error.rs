@@ -1,0 +1,40 @@
+//! `vaultctl`'s error type and exit codes, shared by [`crate::commands`] and
+//! [`crate::run`].
+//!
+//! A leaf: it imports neither, so `commands` → `run` → `error` is the only
+//! direction between them.
+
+use aivault_client::ClientError;
+use aivault_proto::ErrorCode;
+
+/// `vaultctl run` lost its connection before the command's status arrived.
+pub const EXIT_RUN_LOST: i32 = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// This process failed on its own (no descriptor, no memory).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CtlError::Usage(_) => 2,
+            CtlError::Client(ClientError::Daemon(e)) => match e.code {
+                ErrorCode::BadRequest | ErrorCode::InvalidName | ErrorCode::InvalidValue => 2,
+                ErrorCode::NotFound => 3,
+                ErrorCode::PermissionDenied | ErrorCode::WrongPassphrase => 4,
+                ErrorCode::Sealed | ErrorCode::Busy | ErrorCode::VersionMismatch => 5,
+                ErrorCode::AlreadyExists => 2,
+                ErrorCode::Tampered | ErrorCode::AuditUnavailable | ErrorCode::Internal => 6,
+            },
+            CtlError::Client(_) => 5,
+            CtlError::Local(_) => 6,
+        }
+    }
+}

@@ -21,7 +21,9 @@ echo "==> building every binary (integration tests run the real aivaultd and vau
 cargo build --workspace --bins --locked
 
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+AIVAULT_NOT_TESTED_LOG="$(mktemp)"
+export AIVAULT_NOT_TESTED_LOG
+trap 'rm -f "$log" "$AIVAULT_NOT_TESTED_LOG"' EXIT
 status=0
 echo "==> cargo test (unit and integration)"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${AIVAULT_TEST_THREADS:-4}" 2>&1 |
@@ -45,6 +47,11 @@ read -r passed failed binaries < <(awk '
     n++
   }
   END { printf "%d %d %d\n", p, f, n }' "$log")
+# Checks a test could not make on this kernel, said by the test itself.
+if [ -s "$AIVAULT_NOT_TESTED_LOG" ]; then
+  echo "==> not tested on this machine:"
+  sort -u "$AIVAULT_NOT_TESTED_LOG"
+fi
 if [ "$fuzz_failed" -gt 0 ]; then
   echo "==> $fuzz_failed fuzz run(s) failed"
   status=1

@@ -80,6 +80,8 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                     "own_secrets": s.own_secrets, "system_secrets": s.system_secrets,
                     "connections": s.connections,
                     "warm_runner_uids": s.warm_runner_uids,
+                    "runs_active": s.runs_active, "quiescent": s.quiescent,
+                    "open_fds": s.open_fds,
                 }));
             } else {
                 println!(
@@ -96,6 +98,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 println!("system:       {}", s.system_secrets);
                 if s.caller_uid == 0 {
                     println!("warm runners: {}", s.warm_runner_uids.len());
+                    println!("active runs:  {}", s.runs_active);
                 }
             }
             Ok(0)

@@ -232,6 +232,17 @@ pub struct StatusInfo {
     /// Uids of the warm runners now idle or being started (told to root
     /// only; empty for anyone else).
     pub warm_runner_uids: Vec<u32>,
+    /// Runs holding a slot, teardown included (root only; 0 for anyone
+    /// else).
+    pub runs_active: u32,
+    /// Nothing is in motion: no run holds a slot and the warm pool is full
+    /// and not starting a runner (root only; false for anyone else). With
+    /// `connections == 1` (this request's), `open_fds` is then the daemon's
+    /// resting descriptor count.
+    pub quiescent: bool,
+    /// Descriptors the daemon holds open while answering (root only; 0 for
+    /// anyone else).
+    pub open_fds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

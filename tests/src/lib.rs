@@ -509,6 +509,33 @@ impl Daemon {
         }
     }
 
+    /// The daemon's descriptor count at rest: waits (at most 20 s, then
+    /// fails) until its status says it is quiescent — no run holding a
+    /// slot, teardown included, the warm pool full and starting none —
+    /// with this status request the only connection, and returns the count
+    /// the daemon took while answering.
+    pub fn resting_fd_count(&self) -> u32 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = aivault_client::Client::connect(&self.socket())
+                .ok()
+                .and_then(|mut c| match c.call(aivault_proto::RequestBody::Status) {
+                    Ok(aivault_proto::Reply::Status(s)) => Some(s),
+                    _ => None,
+                });
+            if let Some(s) = &status {
+                if s.quiescent && s.connections == 1 {
+                    return s.open_fds;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not come to rest within 20 s: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Run directories, apart from those of warm runners.
     pub fn run_dirs(&self) -> Vec<PathBuf> {
         let warm: Vec<String> = self.warm_uids().iter().map(u32::to_string).collect();

@@ -294,28 +294,6 @@ fn a_run_ends_completely_whatever_the_command_does() {
     assert_nothing_left(&d);
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-/// The daemon's descriptor count once no run is being torn down: teardown
-/// finishes after the caller has its exit status, so wait for it.
-fn settled_fd_count(d: &Daemon) -> usize {
-    let pid = d.pid().unwrap();
-    let mut last = fd_count(pid);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = fd_count(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 #[test]
 fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
     let alice = User::ensure("aivt-alice");
@@ -334,7 +312,7 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
         .unwrap_or(200);
     ok(&d.vaultctl(&alice, &["run", "--", "id", "-u"], b""));
     assert_nothing_left(&d);
-    let fds_before = settled_fd_count(&d);
+    let fds_before = d.resting_fd_count();
     let socket = d.socket();
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -374,7 +352,7 @@ fn concurrent_runs_get_their_own_uids_and_leak_nothing() {
     assert!(spans.iter().all(|s| s.2 >= aivault_tests::RUN_UID_FIRST));
     assert_nothing_left(&d);
     assert_eq!(
-        settled_fd_count(&d),
+        d.resting_fd_count(),
         fds_before,
         "the daemon holds no extra descriptors"
     );

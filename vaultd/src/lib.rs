@@ -5,6 +5,7 @@
 //! * [`store`] — the encrypted vault ([`store::Vault`]), one AEAD-sealed record per secret;
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
+//! * [`admission`] — the per-uid and total limits every front end applies;
 //! * [`ops`] — what each request does, and the authorization rules for it;
 //!   [`caller`] who sent it, [`wire_error`] how a failure reads to a client,
 //!   [`audit::gate`] how each decision is recorded before it takes effect;
@@ -16,6 +17,7 @@
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod audit;
 pub mod caller;
 pub mod cli;

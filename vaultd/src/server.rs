@@ -6,12 +6,11 @@
 //! and a frame size checked before allocation. A uid that floods the socket
 //! exhausts only its own allowance.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aivault_proto::{
     decode, encode, ErrorCode, Hello, HelloReply, Request, Response, WireError, HELLO_MAGIC,
@@ -20,6 +19,7 @@ use aivault_proto::{
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
+use crate::admission::{Admission, Refusal, Ticket};
 use crate::ops::{Caller, Daemon};
 use crate::sys;
 
@@ -39,30 +39,18 @@ pub enum ServerError {
     },
 }
 
-/// Per-uid bookkeeping: open connections and an in-flight request allowance.
-#[derive(Default)]
-struct UidTable {
-    conns: HashMap<u32, (usize, Arc<Semaphore>)>,
-    total: usize,
-}
+/// Open connections, each uid's sharing one in-flight request allowance.
+type Connections = Admission<Arc<Semaphore>>;
 
-/// Releases a connection's slot when the connection ends, however it ends.
+/// A connection's place; given back when the connection ends, however it
+/// ends.
 struct ConnSlot {
-    table: Arc<Mutex<UidTable>>,
+    _ticket: Ticket<Arc<Semaphore>>,
     daemon: Arc<Daemon>,
-    uid: u32,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        t.total = t.total.saturating_sub(1);
-        if let Some(entry) = t.conns.get_mut(&self.uid) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
-                t.conns.remove(&self.uid);
-            }
-        }
         self.daemon.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -110,7 +98,9 @@ pub async fn serve(
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let table = Arc::new(Mutex::new(UidTable::default()));
+    let limits = &daemon.config().limits;
+    let table: Arc<Connections> =
+        Admission::new(limits.max_connections, limits.max_connections_per_uid);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -127,7 +117,7 @@ pub async fn serve(
     }
 }
 
-fn admit(stream: UnixStream, daemon: &Arc<Daemon>, table: &Arc<Mutex<UidTable>>) {
+fn admit(stream: UnixStream, daemon: &Arc<Daemon>, table: &Arc<Connections>) {
     let peer = match sys::peer_identity(&stream) {
         Ok(p) => p,
         Err(e) => {
@@ -154,37 +144,25 @@ fn admit(stream: UnixStream, daemon: &Arc<Daemon>, table: &Arc<Mutex<UidTable>>)
         );
         return;
     }
-    let admitted = {
-        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-        let per_uid = t.conns.get(&caller.uid).map_or(0, |e| e.0);
-        if t.total >= limits.max_connections {
-            Err("the daemon has too many connections")
-        } else if per_uid >= limits.max_connections_per_uid {
-            Err("too many connections from this user")
-        } else {
-            t.total += 1;
-            let max_inflight = limits.max_inflight_per_uid.max(1);
-            let entry = t
-                .conns
-                .entry(caller.uid)
-                .or_insert_with(|| (0, Arc::new(Semaphore::new(max_inflight))));
-            entry.0 += 1;
-            Ok(entry.1.clone())
-        }
-    };
+    let max_inflight = limits.max_inflight_per_uid.max(1);
+    let admitted = table
+        .try_admit_with(caller.uid, || Arc::new(Semaphore::new(max_inflight)))
+        .map_err(|r| match r {
+            Refusal::Total => "the daemon has too many connections",
+            Refusal::PerUid => "too many connections from this user",
+        });
     let daemon = daemon.clone();
-    let table = table.clone();
     match admitted {
         Err(why) => {
             tracing::debug!(uid = caller.uid, why, "connection refused");
             tokio::spawn(async move { refuse(stream, why).await });
         }
-        Ok(inflight) => {
+        Ok(ticket) => {
             daemon.connections.fetch_add(1, Ordering::Relaxed);
+            let inflight = ticket.shared().clone();
             let slot = ConnSlot {
-                table,
+                _ticket: ticket,
                 daemon: daemon.clone(),
-                uid: caller.uid,
             };
             tokio::spawn(async move {
                 let _slot = slot;
@@ -336,12 +314,7 @@ async fn start_run(
     id: u64,
     req: aivault_proto::RunRequest,
 ) -> Result<(), ConnError> {
-    let settings = &daemon.runs().settings;
-    let slot = match daemon.runs().counter.try_start(
-        caller.uid,
-        settings.max_runs,
-        settings.max_runs_per_user,
-    ) {
+    let slot = match daemon.runs().admit(caller.uid) {
         Ok(slot) => slot,
         Err(why) => {
             let result = Err(WireError::new(ErrorCode::Busy, why));

@@ -24,7 +24,7 @@ pub fn status_line(daemon: &Daemon) -> String {
     if daemon.is_sealed() {
         "sealed: waiting for `vaultctl unlock`".to_string()
     } else {
-        let runs = daemon.runs().counter.active();
+        let runs = daemon.runs().admission.active();
         format!(
             "ready: {runs} run{} active, {} connection{}",
             if runs == 1 { "" } else { "s" },
@@ -127,7 +127,7 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
 pub async fn drain_runs(daemon: &Arc<Daemon>) {
     crate::run::warm::WarmPool::close(&daemon.run_host()).await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while daemon.runs().counter.active() > 0 && tokio::time::Instant::now() < deadline {
+    while daemon.runs().admission.active() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = daemon.runs().pool.leased_uids();

@@ -4,8 +4,7 @@
 //! arguments never name a user. Then it calls the same [`Daemon`] code as
 //! the socket path, so authorization and audit cannot differ.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aivault_proto::{Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
 use zbus::message::Header;
@@ -15,6 +14,7 @@ use zbus::Connection;
 use super::args::{RunOptions, Strings, MAX_STDIN};
 use super::error::{bad, internal, VaultError};
 use super::runs::{self, Finished, Registry, Sink};
+use crate::admission::Admission;
 use crate::ops::{Caller, Daemon};
 
 /// D-Bus requests handled at once, all callers together (the socket path's
@@ -67,58 +67,25 @@ pub struct StatusInfo {
     active_runs: u32,
 }
 
-/// Requests being handled per caller uid (the socket path's
-/// `max_inflight_per_uid`, applied to the bus as well).
-#[derive(Debug, Default)]
-struct Inflight(Mutex<HashMap<u32, usize>>);
-
-struct InflightGuard<'a> {
-    table: &'a Inflight,
-    uid: u32,
-}
-
-impl Inflight {
-    fn enter(&self, uid: u32, max: usize) -> Result<InflightGuard<'_>, VaultError> {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = t.entry(uid).or_insert(0);
-        if *n >= max {
-            return Err(VaultError::Busy(
-                "too many requests in flight for this user".into(),
-            ));
-        }
-        *n += 1;
-        Ok(InflightGuard { table: self, uid })
-    }
-}
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                t.remove(&self.uid);
-            }
-        }
-    }
-}
-
 /// The exported object.
 #[derive(Debug)]
 pub struct Vault {
     daemon: Arc<Daemon>,
     runs: Arc<Registry>,
-    inflight: Inflight,
+    /// Requests in flight per caller uid (`max_inflight_per_uid`, as on
+    /// the socket).
+    inflight: Arc<Admission>,
     /// Requests being handled, all callers together.
     calls: tokio::sync::Semaphore,
 }
 
 impl Vault {
     pub fn new(daemon: Arc<Daemon>, runs: Arc<Registry>) -> Self {
+        let per_uid = daemon.config().limits.max_inflight_per_uid.max(1);
         Vault {
             daemon,
             runs,
-            inflight: Inflight::default(),
+            inflight: Admission::new(usize::MAX, per_uid),
             calls: tokio::sync::Semaphore::new(MAX_CALLS),
         }
     }
@@ -188,8 +155,10 @@ impl Vault {
             .calls
             .try_acquire()
             .map_err(|_| VaultError::Busy("too many D-Bus requests in flight".into()))?;
-        let limit = self.daemon.config().limits.max_inflight_per_uid.max(1);
-        let _slot = self.inflight.enter(caller.uid, limit)?;
+        let _slot = self
+            .inflight
+            .try_admit(caller.uid)
+            .map_err(|_| VaultError::Busy("too many requests in flight for this user".into()))?;
         let d = self.daemon.clone();
         tokio::task::spawn_blocking(move || d.handle(&caller, body))
             .await

@@ -5,7 +5,7 @@
 //! Callers are identified by the bus (`GetConnectionCredentials`), never by
 //! their arguments; each method then goes through the same
 //! [`Daemon::handle`](crate::ops::Daemon::handle) and
-//! [`Daemon::prepare_run`](crate::ops::Daemon::prepare_run) code as the Unix
+//! [`run::prepare::prepare_run`](crate::run::prepare::prepare_run) code as the Unix
 //! socket, so authorization and audit are the socket path's. Runs are driven
 //! by the socket path's supervisor ([`runs`]). A bus connection that goes
 //! away cancels its runs. The interface is described in

@@ -1,6 +1,6 @@
 //! Runs started over D-Bus.
 //!
-//! A D-Bus run is decided by [`Daemon::prepare_run`] and driven by
+//! A D-Bus run is decided by [`crate::run::prepare::prepare_run`] and driven by
 //! [`crate::run::supervise::run`] exactly like a socket run: the supervisor
 //! gets one end of an in-process socket pair as its "caller connection", and
 //! this module reads the other end like any client would. Cancelling a run is
@@ -253,11 +253,9 @@ pub async fn start(
     caller: Caller,
     req: RunRequest,
 ) -> Result<Started, VaultError> {
-    let settings = &daemon.runs().settings;
     let slot = daemon
         .runs()
-        .counter
-        .try_start(caller.uid, settings.max_runs, settings.max_runs_per_user)
+        .admit(caller.uid)
         .map_err(|why| VaultError::Busy(why.to_string()))?;
     // The stream first: once decided, an allowed run is recorded, and
     // nothing may fail before the supervisor takes it (which audits its end).

@@ -19,6 +19,7 @@ use crate::wire_error::{err, sealed, store_err};
 
 impl Daemon {
     pub(super) fn status(&self, caller: &Caller) -> Reply {
+        let root = caller.is_root();
         let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
         let (sealed, own, system) = match &*guard {
             VaultState::Sealed { .. } => (true, 0, 0),
@@ -38,11 +39,18 @@ impl Daemon {
             own_secrets: own,
             system_secrets: system,
             connections: self.connections.load(Ordering::Relaxed),
-            warm_runner_uids: if caller.uid == 0 {
+            warm_runner_uids: if root {
                 self.runs.warm.uids()
             } else {
                 Vec::new()
             },
+            runs_active: if root {
+                self.runs.admission.active() as u32
+            } else {
+                0
+            },
+            quiescent: root && self.runs.admission.active() == 0 && self.runs.warm.settled(),
+            open_fds: if root { open_fds() } else { 0 },
         })
     }
 
@@ -161,4 +169,9 @@ impl Daemon {
             )),
         }
     }
+}
+
+/// The daemon's open descriptors (the listing's own included).
+fn open_fds() -> u32 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u32)
 }

@@ -119,14 +119,15 @@ impl Daemon {
         let runs = RunContext {
             pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
             gate: RunnerGate::new(jail.pids()),
-            counter: Arc::default(),
+            admission: crate::admission::Admission::new(
+                cfg.runs.max_runs,
+                cfg.runs.max_runs_per_user,
+            ),
             cgroups: Default::default(),
             warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
             settings: RunSettings {
                 runner_socket: runtime.join("runner.sock"),
                 runs_dir: runtime.join("runs"),
-                max_runs: cfg.runs.max_runs,
-                max_runs_per_user: cfg.runs.max_runs_per_user,
             },
             jail,
         };

@@ -44,7 +44,8 @@ use tokio::sync::oneshot;
 pub struct RunContext {
     pub pool: uidpool::UidPool,
     pub gate: RunnerGate,
-    pub counter: Arc<RunCounter>,
+    /// Runs at once, all callers together and per caller uid.
+    pub admission: Arc<crate::admission::Admission>,
     pub settings: RunSettings,
     /// Per-run cgroups of caller-mode runs.
     pub cgroups: cgroup::RunCgroups,
@@ -70,6 +71,18 @@ pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
         scope: crate::store::Scope,
         name: &str,
     ) -> Result<aivault_proto::SecretBytes, aivault_proto::WireError>;
+}
+
+impl RunContext {
+    /// A run slot for `uid`, held until nothing of the run is left; or the
+    /// reason there is none, for the caller.
+    pub fn admit(&self, uid: u32) -> Result<crate::admission::Ticket, &'static str> {
+        use crate::admission::Refusal;
+        self.admission.try_admit(uid).map_err(|r| match r {
+            Refusal::Total => "too many runs are active; try again later",
+            Refusal::PerUid => "you have too many runs active; wait for one to finish",
+        })
+    }
 }
 
 /// How long a runner has to connect back after it was started.
@@ -238,8 +251,6 @@ impl RunnerGate {
 pub struct RunSettings {
     pub runner_socket: PathBuf,
     pub runs_dir: PathBuf,
-    pub max_runs: usize,
-    pub max_runs_per_user: usize,
 }
 
 impl RunSettings {
@@ -258,60 +269,5 @@ impl RunSettings {
             return sibling;
         }
         PathBuf::from("/usr/libexec/aivault/aivault-runner")
-    }
-}
-
-/// Counts active runs, overall and per caller uid.
-#[derive(Debug, Default)]
-pub struct RunCounter {
-    inner: Mutex<(usize, HashMap<u32, usize>)>,
-}
-
-/// Releases a run slot on drop.
-#[derive(Debug)]
-pub struct RunSlot {
-    counter: Arc<RunCounter>,
-    uid: u32,
-}
-
-impl RunCounter {
-    /// Takes a slot, or says which limit is reached.
-    pub fn try_start(
-        self: &Arc<Self>,
-        uid: u32,
-        max: usize,
-        per_uid: usize,
-    ) -> Result<RunSlot, &'static str> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 >= max {
-            return Err("too many runs are active; try again later");
-        }
-        let mine = g.1.entry(uid).or_insert(0);
-        if *mine >= per_uid {
-            return Err("you have too many runs active; wait for one to finish");
-        }
-        *mine += 1;
-        g.0 += 1;
-        Ok(RunSlot {
-            counter: self.clone(),
-            uid,
-        })
-    }
-
-    pub fn active(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
-    }
-}
-
-impl Drop for RunSlot {
-    fn drop(&mut self) {
-        let mut g = self.counter.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 = g.0.saturating_sub(1);
-        if let Some(n) = g.1.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                g.1.remove(&self.uid);
-            }
-        }
     }
 }

@@ -96,6 +96,12 @@ impl WarmPool {
         self.lock().starting_uids.retain(|&u| u != uid);
     }
 
+    /// Whether the pool is at rest: closed, or full and starting none.
+    pub fn settled(&self) -> bool {
+        let inner = self.lock();
+        inner.closed || (inner.starting == 0 && inner.ready.len() >= self.target)
+    }
+
     /// Starts as many runners as the pool lacks, in the background.
     pub fn refill(daemon: &Arc<dyn RunHost>) {
         let pool = &daemon.runs().warm;

@@ -4,7 +4,12 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in passwd util-linux python3 ca-certificates; do
+# The interpreter-guard test (tests/tests/interp.rs) tries a rule for each
+# launcher, interpreter and compiler it finds; these small packages provide
+# the common ones (none starts a service).
+guard=(jq sqlite3 gawk mawk busybox sed vim-tiny ed less make gdb tcl lua5.4
+  gcc libcap2-bin e2fsprogs sudo findutils git tar curl openssh-client)
+for pkg in passwd util-linux python3 ca-certificates "${guard[@]}"; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

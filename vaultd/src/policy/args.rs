@@ -14,6 +14,8 @@
 //!
 //! Patterns see arguments as strings; options such as `--config=x` are just
 //! arguments, so `*` and `prefix` let the caller choose options too.
+//! [`ArgPattern::shapes`] and [`ArgShape`] answer what a pattern can let
+//! through, for the option warnings of `policy/options.rs`.
 
 use serde::Deserialize;
 
@@ -103,6 +105,116 @@ impl Glob {
     }
 }
 
+/// One input to [`Glob::states_after`]: a known character, or any character
+/// that can continue a bundle of short options (neither `-` nor `/`).
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    Char(char),
+    BundleChar,
+}
+
+impl Glob {
+    /// The pattern positions reachable after reading `input` from the
+    /// positions `from` (an NFA over the tokens; `*` may also match nothing).
+    fn step(&self, from: &[bool], input: Input) -> Vec<bool> {
+        let mut next = vec![false; self.toks.len() + 1];
+        for (i, tok) in self.toks.iter().enumerate().filter(|(i, _)| from[*i]) {
+            let (advance, stay) = match (tok, input) {
+                (Tok::Lit(c), Input::Char(x)) => (*c == x, false),
+                (Tok::Lit(c), Input::BundleChar) => (*c != '-' && *c != '/', false),
+                (Tok::One, Input::Char(x)) => (x != '/', false),
+                (Tok::One, Input::BundleChar) => (true, false),
+                (Tok::Star, Input::Char(x)) => (false, x != '/'),
+                (Tok::Star, Input::BundleChar) | (Tok::DoubleStar, _) => (false, true),
+            };
+            next[i + 1] |= advance;
+            next[i] |= stay;
+        }
+        self.close(next)
+    }
+
+    /// Adds the positions reachable by letting `*`/`**` match nothing.
+    fn close(&self, mut set: Vec<bool>) -> Vec<bool> {
+        for i in 0..self.toks.len() {
+            if set[i] && matches!(self.toks[i], Tok::Star | Tok::DoubleStar) {
+                set[i + 1] = true;
+            }
+        }
+        set
+    }
+
+    fn start(&self) -> Vec<bool> {
+        let mut set = vec![false; self.toks.len() + 1];
+        set[0] = true;
+        self.close(set)
+    }
+
+    fn read(&self, mut set: Vec<bool>, text: &str) -> Vec<bool> {
+        for c in text.chars() {
+            set = self.step(&set, Input::Char(c));
+        }
+        set
+    }
+
+    /// Whether some argument this glob matches starts with `prefix`. Every
+    /// pattern position can still be completed (each token matches some
+    /// character), so reaching any position after `prefix` is enough.
+    pub fn can_start_with(&self, prefix: &str) -> bool {
+        self.read(self.start(), prefix).contains(&true)
+    }
+
+    /// Whether some argument this glob matches is `lead`, then characters
+    /// other than `-` and `/` (none included), then `c`: a bundle of short
+    /// options that contains `-c` (`lead` is `"-"`; `""` for tar's old-style
+    /// first argument).
+    pub fn can_bundle(&self, lead: &str, c: char) -> bool {
+        let mut set = self.read(self.start(), lead);
+        loop {
+            let more = self.step(&set, Input::BundleChar);
+            let grown: Vec<bool> = set.iter().zip(&more).map(|(a, b)| *a || *b).collect();
+            if grown == set {
+                break;
+            }
+            set = grown;
+        }
+        self.step(&set, Input::Char(c)).contains(&true)
+    }
+}
+
+/// What one position of a pattern accepts: a fixed string or a glob.
+#[derive(Debug, Clone, Copy)]
+pub enum ArgShape<'a> {
+    Lit(&'a str),
+    Glob(&'a Glob),
+}
+
+impl ArgShape<'_> {
+    pub fn can_be(&self, s: &str) -> bool {
+        match self {
+            ArgShape::Lit(l) => *l == s,
+            ArgShape::Glob(g) => g.matches(s),
+        }
+    }
+
+    pub fn can_start_with(&self, prefix: &str) -> bool {
+        match self {
+            ArgShape::Lit(l) => l.starts_with(prefix),
+            ArgShape::Glob(g) => g.can_start_with(prefix),
+        }
+    }
+
+    /// See [`Glob::can_bundle`].
+    pub fn can_bundle(&self, lead: &str, c: char) -> bool {
+        match self {
+            ArgShape::Lit(l) => l
+                .strip_prefix(lead)
+                .and_then(|rest| rest.split_once(c))
+                .is_some_and(|(before, _)| !before.contains(['-', '/'])),
+            ArgShape::Glob(g) => g.can_bundle(lead, c),
+        }
+    }
+}
+
 /// A compiled alternative.
 #[derive(Debug, Clone)]
 pub enum ArgPattern {
@@ -129,6 +241,16 @@ impl ArgPattern {
             ArgPattern::Glob(globs) => {
                 globs.len() == args.len() && globs.iter().zip(args).all(|(g, a)| g.matches(a))
             }
+        }
+    }
+
+    /// What each fixed position accepts, in order, and whether any further
+    /// arguments may follow (`prefix`).
+    pub fn shapes(&self) -> (Vec<ArgShape<'_>>, bool) {
+        match self {
+            ArgPattern::Exact(v) => (v.iter().map(|a| ArgShape::Lit(a)).collect(), false),
+            ArgPattern::Prefix(v) => (v.iter().map(|a| ArgShape::Lit(a)).collect(), true),
+            ArgPattern::Glob(v) => (v.iter().map(ArgShape::Glob).collect(), false),
         }
     }
 
@@ -209,6 +331,31 @@ mod tests {
         assert!(!ok(&[]));
         assert!(any_matches(None, &v(&["whatever"])));
         assert!(!any_matches(Some(&[]), &v(&[])));
+    }
+
+    #[test]
+    fn what_globs_can_produce() {
+        let g = |p: &str| Glob::new(p).expect("valid glob");
+        assert!(g("*").can_start_with("--to-command="));
+        assert!(!g("*").can_start_with("a/b"));
+        assert!(g("**").can_start_with("a/b"));
+        assert!(g("--to-*").can_start_with("--to-command"));
+        assert!(!g("--files").can_start_with("--to"));
+        assert!(g("-?").can_start_with("-c"));
+        assert!(g("-c*").can_start_with("-c"));
+        assert!(!g("x*").can_start_with("-"));
+        // Bundles of short options: -c somewhere after one dash.
+        assert!(g("*").can_bundle("-", 'I'));
+        assert!(g("-x*").can_bundle("-", 'I'));
+        assert!(g("-xv?").can_bundle("-", 'I'));
+        assert!(!g("-xvf").can_bundle("-", 'I'));
+        assert!(!g("--*").can_bundle("-", 'I'), "a long option is no bundle");
+        assert!(g("xIf").can_bundle("", 'I'));
+        assert!(!g("xvf").can_bundle("", 'I'));
+        let lit = ArgShape::Lit("-xIf");
+        assert!(lit.can_bundle("-", 'I'));
+        assert!(!lit.can_bundle("-", 'z'));
+        assert!(!ArgShape::Lit("--Ignore").can_bundle("-", 'I'));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::check::{
 use super::env::{check_env_name, is_plainly_harmless};
 use super::error::{EntryError, PolicyError};
 use super::interp::danger;
+use super::options;
 use super::resolve::resolve_command;
 use super::sandbox::SandboxProfile;
 use super::schema::{RawFile, RawGrant, RawPin, RawRule};
@@ -252,7 +253,8 @@ impl Builder {
         }
 
         let canonical = std::fs::canonicalize(&command).ok();
-        let danger = file_danger(&command).or_else(|| canonical.as_deref().and_then(file_danger));
+        let names = file_names(&command, canonical.as_deref());
+        let danger = names.iter().find_map(|n| danger(n));
         if let (Some(reason), false) = (danger, raw.allow_interpreter) {
             return Err(EntryError::Interpreter { command, reason });
         }
@@ -278,6 +280,10 @@ impl Builder {
             warnings: Vec::new(),
         };
         rule.warnings = rule_warnings(&rule);
+        rule.warnings.extend(options::warnings(
+            names.iter().map(String::as_str),
+            rule.args.as_deref(),
+        ));
         Ok(rule)
     }
 
@@ -413,6 +419,34 @@ fn rule_warnings(rule: &Rule) -> Vec<String> {
     w
 }
 
-fn file_danger(path: &Path) -> Option<&'static str> {
-    path.file_name().and_then(|n| n.to_str()).and_then(danger)
+/// Longest chain of symbolic links followed when judging a command by name
+/// (the kernel's own limit is 40).
+const MAX_LINKS: usize = 40;
+
+/// The file names a command goes by: as written, every symbolic link on the
+/// way (`cc -> /etc/alternatives/cc -> gcc -> gcc-12`), and the file it
+/// finally resolves to (a link to `busybox` is `busybox`).
+fn file_names(command: &Path, canonical: Option<&Path>) -> Vec<String> {
+    let mut paths = vec![command.to_path_buf()];
+    let mut at = command.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        let Ok(target) = std::fs::read_link(&at) else {
+            break;
+        };
+        at = match at.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+        paths.push(at.clone());
+    }
+    paths.extend(canonical.map(Path::to_path_buf));
+    let mut names: Vec<String> = Vec::new();
+    for p in &paths {
+        if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+            if !names.iter().any(|have| have == n) {
+                names.push(n.to_owned());
+            }
+        }
+    }
+    names
 }

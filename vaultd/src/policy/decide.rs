@@ -6,7 +6,8 @@
 //!    group is in `groups`;
 //! 3. the argument list matches one of its `args` alternatives;
 //! 4. the file's sha256 matches the rule's pin, if any;
-//! 5. the command is not a shell/interpreter, unless the rule allows one;
+//! 5. the command is not a shell, interpreter, compiler or launcher
+//!    (`interp.rs`), unless the rule allows one;
 //! 6. it grants every secret asked for (under the asked variable, if one was
 //!    named); a system secret also needs a `[[grant]]` covering the caller;
 //!    every `[[pin]]` of a delivered secret names the command;
@@ -78,11 +79,11 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(danger);
-    if file_danger.is_some() && !rule.allow_interpreter {
+    if let (Some(reason), false) = (file_danger, rule.allow_interpreter) {
         return Err((
             4,
             format!(
-                "{cmd} is a shell, interpreter or launcher and rule {} does not allow one",
+                "rule {} does not allow_interpreter, and {cmd} is {reason}",
                 rule.name
             ),
         ));

@@ -17,7 +17,7 @@
 //! Pieces: [`schema`] (file format), [`compile`] (validation into rules),
 //! [`load`] (files on disk), [`decide`] (matching), [`explain`], [`args`]
 //! (argument patterns), [`env`] (variable names), [`interp`] (shells and
-//! launchers), [`sandbox`], [`units`] (durations and sizes), [`error`]
+//! launchers), `options` (options that run programs), [`sandbox`], [`units`] (durations and sizes), [`error`]
 //! (the error types, a leaf: `load` → `compile` → `check` → `error`).
 
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ mod error;
 mod explain;
 pub mod interp;
 mod load;
+mod options;
 pub mod resolve;
 pub mod sandbox;
 mod schema;

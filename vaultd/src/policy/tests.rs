@@ -159,6 +159,14 @@ fn interpreters_need_the_explicit_flag() {
         "/usr/bin/python3",
         "/usr/bin/awk",
         "/usr/bin/xargs",
+        "/usr/bin/jq",
+        "/usr/bin/sqlite3",
+        "/usr/bin/setarch",
+        "/usr/bin/prlimit",
+        "/usr/sbin/logsave",
+        "/usr/sbin/capsh",
+        "/usr/bin/cc",
+        "/usr/bin/x86_64-linux-gnu-gcc-12",
     ] {
         let e = parse_err(&format!(
             "[[rule]]\nname = \"i\"\ncommand = \"{cmd}\"\nusers = [0]\n"
@@ -172,6 +180,39 @@ fn interpreters_need_the_explicit_flag() {
         r[0].warnings
             .iter()
             .any(|w| w.contains("can print its own environment")),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn every_link_on_the_way_is_judged() {
+    // tool -> step -> jq (missing: the chain alone must be enough), and a
+    // multi-call name linked to busybox.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("tool");
+    std::os::unix::fs::symlink("step", &tool).expect("symlink");
+    std::os::unix::fs::symlink(dir.path().join("jq"), dir.path().join("step")).expect("symlink");
+    let ls = dir.path().join("ls");
+    std::os::unix::fs::symlink("/usr/bin/busybox", &ls).expect("symlink");
+    for cmd in [&tool, &ls] {
+        let e = parse_err(&format!(
+            "[[rule]]\nname = \"i\"\ncommand = \"{}\"\nusers = [0]\n",
+            cmd.display()
+        ));
+        assert!(e.contains("allow_interpreter"), "{}: {e}", cmd.display());
+    }
+}
+
+#[test]
+fn options_that_run_programs_are_warned_about() {
+    let p = parse(
+        "[[rule]]\nname = \"g\"\ncommand = \"/usr/bin/git\"\nusers = [0]\nargs = [{ prefix = [\"push\"] }]\n\n[[rule]]\nname = \"s\"\ncommand = \"/usr/bin/git\"\nusers = [0]\nargs = [{ exact = [\"status\"] }]\n",
+    )
+    .expect("git is not refused");
+    let r = p.explain();
+    assert!(r[0].warnings.iter().any(|w| w.contains("git -c")), "{r:#?}");
+    assert!(
+        !r[1].warnings.iter().any(|w| w.contains("through:")),
         "{r:#?}"
     );
 }

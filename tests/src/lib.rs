@@ -115,6 +115,10 @@ pub struct Options {
     /// for benchmarks, which should measure that layout. Tests keep it on
     /// the scratch directory's file system.
     pub runtime_on_tmpfs: bool,
+    /// Starts the daemon as the shipped unit does: its capability bounding
+    /// set limited to the unit's `CapabilityBoundingSet=` and with
+    /// `no_new_privs` (through `setpriv`), instead of with all of root's.
+    pub unit_capabilities: bool,
 }
 
 impl Default for Options {
@@ -125,8 +129,25 @@ impl Default for Options {
             config: String::new(),
             policy: String::new(),
             runtime_on_tmpfs: false,
+            unit_capabilities: false,
         }
     }
+}
+
+/// The shipped unit's `CapabilityBoundingSet=` as `setpriv
+/// --bounding-set` wants it: `-all,+setuid,+setgid,…`.
+pub fn unit_bounding_set() -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/system/aivaultd.service");
+    let text = fs::read_to_string(&unit).expect("the shipped unit");
+    let caps: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet= in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(!caps.is_empty(), "an empty CapabilityBoundingSet=");
+    format!("-all,{}", caps.join(","))
 }
 
 /// A scratch installation: directories, key, config, and (while started) a daemon.
@@ -266,7 +287,17 @@ impl Daemon {
 
     /// `aivaultd` with every path pointing into the scratch directory.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("aivaultd"));
+        let mut cmd = if self.opts.unit_capabilities {
+            let mut c = Command::new("setpriv");
+            c.arg("--bounding-set")
+                .arg(unit_bounding_set())
+                .arg("--no-new-privs")
+                .arg("--")
+                .arg(bin("aivaultd"));
+            c
+        } else {
+            Command::new(bin("aivaultd"))
+        };
         let provider = match self.opts.provider {
             "file" => format!("file:{}", self.key_file().display()),
             other => other.to_string(),

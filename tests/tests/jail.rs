@@ -113,6 +113,24 @@ fn maps_key(path: &std::path::Path) -> (String, u64) {
     (format!("{major:02x}:{minor:02x}"), m.ino())
 }
 
+fn proc_status(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
+}
+
+/// The value of one `/proc/<pid>/status` line.
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in /proc/<pid>/status"))
+}
+
+/// A capability set of `/proc/<pid>/status` as bits.
+fn cap_bits(status: &str, set: &str) -> u64 {
+    u64::from_str_radix(field(status, set), 16).unwrap()
+}
+
 #[derive(Debug, Default)]
 struct Findings {
     inspected: HashSet<i32>,
@@ -128,6 +146,8 @@ fn no_run_process_shares_or_holds_the_daemons_memory_even_when_dumpable() {
     let alice = User::ensure("aivault-test-alice");
     let mut d = Daemon::init(Options {
         config: "[limits]\nmax_connections_per_uid = 64\n[runs]\nmax_runs_per_user = 32\n".into(),
+        // As installed: only the unit's capabilities, and no_new_privs.
+        unit_capabilities: true,
         ..Options::default()
     });
     d.write_policy(&format!(
@@ -149,21 +169,31 @@ timeout = "10s"
     let kek = std::fs::read(d.key_file()).unwrap();
     assert_eq!(kek.len(), 32, "the test key file holds a raw 32-byte key");
     let daemon_pid = d.pid().unwrap() as i32;
-    // The key holder cannot change uid at all: CAP_SETUID (7) and
-    // CAP_SETGID (6) are gone from its effective and permitted sets.
-    let status = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
+    // The key holder cannot change uid, signal or trace another uid's
+    // process, or regain any of that: CAP_KILL (5), CAP_SETGID (6),
+    // CAP_SETUID (7), CAP_SETPCAP (8) and CAP_SYS_PTRACE (19) are gone from
+    // its effective and permitted sets, and no_new_privs is set.
+    const JAIL_CAPS: u64 = 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 19;
+    let daemon_status = proc_status(daemon_pid);
     for set in ["CapEff:", "CapPrm:"] {
-        let bits = status
-            .lines()
-            .find_map(|l| l.strip_prefix(set))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap();
         assert_eq!(
-            bits & (1 << 7 | 1 << 6),
+            cap_bits(&daemon_status, set) & JAIL_CAPS,
             0,
-            "the daemon keeps CAP_SETUID/CAP_SETGID in {set}"
+            "the daemon keeps a capability only the jail host needs in {set}"
         );
     }
+    assert_eq!(
+        field(&daemon_status, "NoNewPrivs:"),
+        "1",
+        "the daemon can gain privileges by executing a program"
+    );
+    // Positive control on the target: the key is where the scanner must
+    // be able to find it, in the daemon's memory.
+    assert_eq!(
+        memory_contains(daemon_pid, &kek),
+        Some(true),
+        "the scanner does not find the KEK even in the daemon"
+    );
     // Its jail hosts (at least two, so a start never waits behind a
     // teardown), children of its own, named so.
     let hosts: Vec<i32> = std::fs::read_dir("/proc")
@@ -180,12 +210,25 @@ timeout = "10s"
         hosts.len() >= 2,
         "the daemon has at least two jail host children: {hosts:?}"
     );
-    // They were started before the key was loaded and never see it.
+    // They were started before the key was loaded and never see it; they
+    // hold what they need to start and end run processes (CAP_SETUID,
+    // CAP_SETGID, and CAP_KILL to end a child a run process stopped).
+    let hosts_clean = |when: &str| {
+        for host in &hosts {
+            assert_eq!(
+                memory_contains(*host, &kek),
+                Some(false),
+                "jail host {host} holds the key {when}, or its memory cannot be read"
+            );
+        }
+    };
+    hosts_clean("before any run");
     for host in &hosts {
+        let needed = 1u64 << 5 | 1 << 6 | 1 << 7;
         assert_eq!(
-            memory_contains(*host, &kek),
-            Some(false),
-            "jail host {host} holds the key, or its memory cannot be read"
+            cap_bits(&proc_status(*host), "CapEff:") & needed,
+            needed,
+            "jail host {host} lacks CAP_KILL, CAP_SETGID or CAP_SETUID"
         );
     }
     let daemon_exe = maps_key(&aivault_tests::bin("aivaultd"));
@@ -256,6 +299,9 @@ timeout = "10s"
     }
     stop.store(true, Ordering::Release);
     let found = scanner.join().unwrap();
+    // The jail hosts started and ended every process of the runs: still
+    // without the key.
+    hosts_clean("after the runs");
     d.stop();
 
     assert!(

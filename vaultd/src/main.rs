@@ -106,18 +106,32 @@ fn aivault_tty_prompt(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
 /// tried. (Capabilities are per thread: this runs before any other exists.)
 fn drop_jail_capabilities() -> Result<()> {
     use caps::{CapSet, Capability};
-    for cap in [
+    let jail_caps = [
         Capability::CAP_SETUID,
         Capability::CAP_SETGID,
-        Capability::CAP_SETPCAP,
         Capability::CAP_KILL,
         Capability::CAP_SYS_PTRACE,
-    ] {
+        Capability::CAP_SETPCAP,
+    ];
+    // From the bounding set too, while CAP_SETPCAP (last in the list) is
+    // still held: no program the daemon executes (a key provider's helper)
+    // could regain them. Without CAP_SETPCAP (the service's bounding set
+    // lacks it) `no_new_privs` below has the same effect.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in jail_caps {
+            caps::drop(None, CapSet::Bounding, cap)
+                .with_context(|| format!("dropping {cap} from the daemon's bounding set"))?;
+        }
+    }
+    for cap in jail_caps {
         for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
             caps::drop(None, set, cap)
                 .with_context(|| format!("dropping {cap} from the daemon's {set:?} set"))?;
         }
     }
+    // Nothing it executes from here on gains a privilege it lacks now
+    // (for root that includes the capabilities just dropped).
+    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
     Ok(())
 }
 
@@ -257,6 +271,7 @@ fn serve(cfg: Config) -> Result<()> {
     let jail = aivaultd::jail::JailHost::start(
         &aivaultd::jail::locate(),
         &runner,
+        cfg.runs.uid_first..cfg.runs.uid_first.saturating_add(cfg.runs.uid_count),
         aivaultd::jail::client::host_count(),
     )
     .context("starting the jail host")?;

@@ -11,7 +11,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 mod spawn;
 mod stack;
-pub use spawn::{reap_if_ended, spawn_jailed, wait, JailSpawn};
+pub use spawn::{reap_if_ended, spawn_jailed, wait, JailSpawn, END_LIMIT};
 pub use stack::GuardedStack;
 
 /// `SO_PEERPIDFD` (Linux 6.5+); not yet exported by every libc crate release.
@@ -97,8 +97,10 @@ pub struct ChildIdentity {
 /// calls only (close its descriptors, no core dumps, no groups,
 /// `setresgid`, `setresuid`, `kill`, `exit_group`), with every signal
 /// blocked from before the clone. Without `CLONE_VFORK` this thread keeps
-/// control: if a run process stops the killer (SIGSTOP cannot be blocked)
-/// it is killed and failure reported, so the caller tries again.
+/// control, and its wait is bounded ([`END_LIMIT`]): if a run process stops
+/// or traces the killer it is killed (the jail host keeps `CAP_KILL` for
+/// this: the killer is another uid by then) and failure reported, so the
+/// caller tries again.
 ///
 /// Then the killer tells whether any other task of `uid` is left at all —
 /// alive, dying or a zombie — without a scan of `/proc`: it lowers its own
@@ -112,10 +114,12 @@ pub struct ChildIdentity {
 /// does not, the answer is [`Killed::SomeLeft`]. [`Killed::NoneLeft`] lets
 /// the caller skip confirming by scan.
 pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
-    if uid == 0 {
+    // (uid_t)-1 would mean "unchanged" to setresuid: the killer would stay
+    // root and kill everything.
+    if uid == 0 || uid == u32::MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "refusing to kill uid 0",
+            "refusing to kill uid 0 or -1",
         ));
     }
     let mut stack = GuardedStack::new(16 * 1024)?;
@@ -136,32 +140,17 @@ pub fn kill_all_of_uid(uid: u32) -> io::Result<Killed> {
             &target as *const KillerArgs as *mut libc::c_void,
         )
     }?;
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our own unreaped child; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != -1 {
-            break;
-        }
-        if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
-            // Cannot tell whether it still runs on `stack`: never free it.
-            std::mem::forget(stack);
-            std::mem::forget(probe_stack);
-            return Err(io::Error::other("lost track of the killer"));
-        }
-    }
-    if libc::WIFSTOPPED(status) {
-        // SAFETY: `pid` is our stopped, unreaped child, so it names exactly
-        // that process; SIGKILL ends it even while stopped.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            while libc::waitpid(pid, &mut status, 0) == -1
-                && io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
-            {}
-        }
-        drop((stack, probe_stack));
-        return Err(io::Error::other("the killer was stopped by a run process"));
-    }
+    // Bounded: a killer stopped or traced by a run process (it is the run
+    // uid from its `setresuid` on) is killed and failure reported, and the
+    // caller tries again; the jail host never hangs on it.
+    let status = spawn::wait(pid, spawn::END_LIMIT);
     drop((stack, probe_stack));
+    let status = status?;
+    if libc::WIFSIGNALED(status) {
+        return Err(io::Error::other(
+            "the killer was stopped or traced by a run process",
+        ));
+    }
     match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
         (true, KILLER_NONE_LEFT) => Ok(Killed::NoneLeft),
         (true, KILLER_SOME_LEFT) => Ok(Killed::SomeLeft),
@@ -484,5 +473,54 @@ mod tests {
             "once reaped, nothing of the uid is left"
         );
         assert!(kill_all_of_uid(0).is_err(), "uid 0 is refused");
+        assert!(
+            kill_all_of_uid(u32::MAX).is_err(),
+            "uid -1 (\"unchanged\" to setresuid) is refused"
+        );
+    }
+
+    /// Needs root: a child that took another uid and then stopped (as a run
+    /// process can stop a jail host's child) is ended by SIGKILL, and the
+    /// wait for it returns instead of hanging.
+    #[test]
+    fn waiting_for_a_stopped_child_of_another_uid_is_bounded() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: its child changes uid"
+        );
+        let uid = 0x6e00_0000 + std::process::id() % 0x10000;
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "kill -STOP $$; exit 0"])
+            .uid(uid)
+            .gid(uid)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        // Wait (bounded) until it is stopped: state T in /proc/<pid>/stat.
+        let stopped = (0..1000).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if state == Some("T") {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        });
+        assert!(stopped, "the child never stopped itself");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(wait(pid, std::time::Duration::from_millis(200)));
+        });
+        let status = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the wait for a stopped child did not return")
+            .unwrap();
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "the stopped child was not ended by SIGKILL: status {status:#x}"
+        );
+        drop(child);
     }
 }

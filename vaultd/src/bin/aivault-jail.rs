@@ -2,7 +2,8 @@
 //! any key; the only process that creates processes under run uids. See
 //! `aivaultd::jail`.
 //!
-//! Usage (by the daemon only): `aivault-jail --fd N --daemon-pid P --runner PATH`.
+//! Usage (by the daemon only):
+//! `aivault-jail --fd N --daemon-pid P --runner PATH --run-uids FIRST:COUNT`.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -10,16 +11,25 @@ use std::path::PathBuf;
 use aivaultd::jail::{host, JailKind};
 
 const USAGE: &str = "usage: aivault-jail --fd N --daemon-pid PID --runner PATH \
-                     (started by aivaultd; not for interactive use)";
+                     --run-uids FIRST:COUNT (started by aivaultd; not for interactive use)";
 
 struct Args {
     fd: RawFd,
     daemon_pid: i32,
     runner: PathBuf,
+    run_uids: std::ops::Range<u32>,
+}
+
+/// `FIRST:COUNT`, a non-empty range of uids that excludes 0 and -1.
+fn uid_range(v: &str) -> Option<std::ops::Range<u32>> {
+    let (first, count) = v.split_once(':')?;
+    let (first, count): (u32, u32) = (first.parse().ok()?, count.parse().ok()?);
+    let end = first.checked_add(count)?;
+    (first > 0 && count > 0 && end < u32::MAX).then_some(first..end)
 }
 
 fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, String> {
-    let (mut fd, mut daemon_pid, mut runner) = (None, None, None);
+    let (mut fd, mut daemon_pid, mut runner, mut run_uids) = (None, None, None, None);
     while let Some(flag) = argv.next() {
         let value = argv
             .next()
@@ -41,18 +51,27 @@ fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, Str
                 )
             }
             Some("--runner") => runner = Some(PathBuf::from(value)),
+            Some("--run-uids") => {
+                run_uids = Some(
+                    value
+                        .to_str()
+                        .and_then(uid_range)
+                        .ok_or("--run-uids: not FIRST:COUNT of uids above 0")?,
+                )
+            }
             _ => return Err(format!("unknown argument {}", flag.to_string_lossy())),
         }
     }
-    match (fd, daemon_pid, runner) {
-        (Some(fd), Some(daemon_pid), Some(runner)) if runner.is_absolute() => Ok(Args {
-            fd,
-            daemon_pid,
-            runner,
-        }),
-        (_, _, Some(_)) | (_, _, None) => {
-            Err("--fd, --daemon-pid and an absolute --runner are required".into())
+    match (fd, daemon_pid, runner, run_uids) {
+        (Some(fd), Some(daemon_pid), Some(runner), Some(run_uids)) if runner.is_absolute() => {
+            Ok(Args {
+                fd,
+                daemon_pid,
+                runner,
+                run_uids,
+            })
         }
+        _ => Err("--fd, --daemon-pid, an absolute --runner and --run-uids are required".into()),
     }
 }
 
@@ -105,5 +124,5 @@ fn main() {
     let _ = blocked.thread_block();
     let mut programs = host::Programs::default();
     programs.by_kind.insert(JailKind::Runner, args.runner);
-    std::process::exit(host::serve(sock, programs));
+    std::process::exit(host::serve(sock, programs, args.run_uids));
 }

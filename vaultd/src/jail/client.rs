@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use super::wire::{self, Reply, Request, SpawnRequest};
 
+/// How long [`JailHost::wait`] waits for a jailed process to end.
+const END_WAIT: Duration = Duration::from_secs(10);
+
 /// How long one request may take before the jail host counts as gone.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,13 +81,6 @@ impl Jailed {
     pub fn wait_ended_for(&self, limit: Duration) -> bool {
         self.has_ended() || poll_readable(self.pidfd.as_fd(), limit.as_millis() as i32)
     }
-
-    /// Waits, without bound, until the process has ended.
-    pub fn wait_ended(&self) {
-        while !self.has_ended() {
-            poll_readable(self.pidfd.as_fd(), -1);
-        }
-    }
 }
 
 fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
@@ -116,9 +112,14 @@ impl JailHost {
     /// Call it before any key is loaded and before any other thread exists:
     /// a host's end of its socket is inheritable until that host has
     /// started.
-    pub fn start(program: &Path, runner: &Path, count: usize) -> Result<Self, JailError> {
+    pub fn start(
+        program: &Path,
+        runner: &Path,
+        run_uids: std::ops::Range<u32>,
+        count: usize,
+    ) -> Result<Self, JailError> {
         let hosts = (0..count.max(1))
-            .map(|_| Host::start(program, runner))
+            .map(|_| Host::start(program, runner, &run_uids))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JailHost {
             hosts,
@@ -129,6 +130,20 @@ impl JailHost {
     /// The jail hosts' pids: every jailed process is a child of one.
     pub fn pids(&self) -> Vec<i32> {
         self.hosts.iter().map(|h| h.pid).collect()
+    }
+
+    /// Passes an answer on. When a host has just been found gone and no
+    /// host is left, the daemon cannot start or end any run: it exits
+    /// (non-zero), for the service manager to start it afresh with new
+    /// jail hosts, rather than serve without them.
+    fn check<T>(&self, answer: Result<T, JailError>) -> Result<T, JailError> {
+        if let Err(JailError::Gone(_)) = &answer {
+            if self.hosts.iter().all(|h| h.broken.load(Ordering::Acquire)) {
+                tracing::error!("every jail host is gone; exiting so that the daemon is restarted");
+                std::process::exit(70);
+            }
+        }
+        answer
     }
 
     /// A host for a request that may go to any: the first free one, else
@@ -164,7 +179,8 @@ impl JailHost {
             ..spec
         };
         let (host, sock) = self.any();
-        match self.hosts[host].call(sock, &Request::Spawn(spec), cgroup)? {
+        let answer = self.hosts[host].call(sock, &Request::Spawn(spec), cgroup);
+        match self.check(answer)? {
             (Reply::Spawned { pid }, fds) if fds.len() == 1 => Ok(Jailed {
                 pid,
                 pidfd: fds.into_iter().next().ok_or(JailError::Protocol)?,
@@ -180,11 +196,22 @@ impl JailHost {
     /// no task of the uid is left at all.
     pub fn kill_uid(&self, uid: u32, jailed: Option<&mut Jailed>) -> Result<bool, JailError> {
         let reap = jailed.as_ref().filter(|j| !j.reaped).map(|j| j.pid);
-        let (host, sock) = match jailed.as_ref().filter(|j| !j.reaped) {
-            Some(j) => (j.host, self.hosts[j.host].lock()),
-            None => self.any(),
+        // Its own host reaps it; if that host is gone, any other kills the
+        // uid (killing needs no parentage), and the zombie stays unreaped.
+        let owner = jailed
+            .as_ref()
+            .filter(|j| !j.reaped)
+            .map(|j| j.host)
+            .filter(|&h| !self.hosts[h].broken.load(Ordering::Acquire));
+        let (host, sock, reap) = match owner {
+            Some(h) => (h, self.hosts[h].lock(), reap),
+            None => {
+                let (h, sock) = self.any();
+                (h, sock, None)
+            }
         };
-        match self.hosts[host].call(sock, &Request::Kill { uid, reap }, None)? {
+        let answer = self.hosts[host].call(sock, &Request::Kill { uid, reap }, None);
+        match self.check(answer)? {
             (Reply::Killed { none_left, reaped }, _) => {
                 if let Some(j) = jailed {
                     j.reaped |= reaped;
@@ -209,15 +236,24 @@ impl JailHost {
         jailed.reaped
     }
 
-    /// Waits until `jailed` has ended and reaps it.
+    /// Waits (at most [`END_WAIT`]) until `jailed` has ended, and reaps
+    /// it. One that outlives the wait — its uid's processes survived the
+    /// kill, which the caller has already reported — is left to its host.
     pub fn wait(&self, jailed: &mut Jailed) {
-        jailed.wait_ended();
+        if !jailed.wait_ended_for(END_WAIT) {
+            tracing::error!(pid = jailed.pid, "a jailed process outlives its teardown");
+            return;
+        }
         self.reap(jailed);
     }
 }
 
 impl Host {
-    fn start(program: &Path, runner: &Path) -> Result<Self, JailError> {
+    fn start(
+        program: &Path,
+        runner: &Path,
+        run_uids: &std::ops::Range<u32>,
+    ) -> Result<Self, JailError> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(
@@ -236,6 +272,12 @@ impl Host {
             .arg(std::process::id().to_string())
             .arg("--runner")
             .arg(runner)
+            .arg("--run-uids")
+            .arg(format!(
+                "{}:{}",
+                run_uids.start,
+                run_uids.end - run_uids.start
+            ))
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -286,6 +328,9 @@ impl Host {
             Err(e) => {
                 self.broken.store(true, Ordering::Release);
                 tracing::error!(error = %e, pid = self.pid, "a jail host is gone");
+                // It may be stuck rather than dead: end it (same uid, no
+                // capability needed), so it holds nothing and is reaped.
+                let _ = self.child.lock().unwrap_or_else(|p| p.into_inner()).kill();
                 Err(JailError::Gone(e))
             }
         }

@@ -37,14 +37,20 @@ pub struct Programs {
 #[derive(Debug)]
 struct Host {
     programs: Programs,
+    /// The daemon's reserved run uids: a fresh-uid process is started only
+    /// under one of them, and only they are ever killed wholesale.
+    run_uids: std::ops::Range<u32>,
     children: HashSet<i32>,
     null_in: std::fs::File,
     null_out: std::fs::File,
+    /// A child survived SIGKILL: stop serving after this reply.
+    wedged: bool,
 }
 
-/// Serves requests on `sock` until the daemon closes it. Returns the exit
-/// status for the process.
-pub fn serve(sock: OwnedFd, programs: Programs) -> i32 {
+/// Serves requests on `sock` until the daemon closes it (or a child cannot
+/// be ended: the host then stops serving, and the daemon counts it as
+/// gone rather than have it hang). Returns the exit status for the process.
+pub fn serve(sock: OwnedFd, programs: Programs, run_uids: std::ops::Range<u32>) -> i32 {
     let opened = std::fs::File::open("/dev/null").and_then(|i| {
         let o = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
         Ok((i, o))
@@ -55,9 +61,11 @@ pub fn serve(sock: OwnedFd, programs: Programs) -> i32 {
     };
     let mut host = Host {
         programs,
+        run_uids,
         children: HashSet::new(),
         null_in,
         null_out,
+        wedged: false,
     };
     loop {
         let (reply, attach) = match wire::recv::<Request>(&sock) {
@@ -73,6 +81,10 @@ pub fn serve(sock: OwnedFd, programs: Programs) -> i32 {
         };
         if let Err(e) = wire::send(sock.as_fd(), &reply, attach.as_ref().map(|f| f.as_fd())) {
             eprintln!("aivault-jail: cannot answer the daemon: {e}");
+            return 1;
+        }
+        if host.wedged {
+            eprintln!("aivault-jail: a child could not be ended; this host stops serving");
             return 1;
         }
     }
@@ -103,9 +115,25 @@ impl Host {
     }
 
     fn spawn(&mut self, spec: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), Reply> {
-        if spec.uid == 0 || spec.gid == 0 || spec.groups.contains(&0) {
+        // (uid_t)-1 and (gid_t)-1 mean "unchanged" to setresuid/setresgid:
+        // the process would stay root.
+        let bad = |id: u32| id == 0 || id == u32::MAX;
+        if bad(spec.uid) || bad(spec.gid) || spec.groups.iter().any(|&g| bad(g)) {
             return Err(Reply::Failed {
-                message: "refusing to start a jailed process as root or group 0".into(),
+                message: "refusing to start a jailed process as root, group 0 or id -1".into(),
+            });
+        }
+        // A run uid gets nothing but itself; any other uid (a caller-mode
+        // run's, the caller's own) only inside a cgroup of its own.
+        let fresh = self.run_uids.contains(&spec.uid);
+        let shaped = if fresh {
+            spec.gid == spec.uid && spec.groups.is_empty() && !spec.join_cgroup
+        } else {
+            spec.join_cgroup
+        };
+        if !shaped {
+            return Err(Reply::Failed {
+                message: "a run uid starts with its own gid, no groups and no cgroup; any other uid only in a cgroup".into(),
             });
         }
         let cgroup = match (spec.join_cgroup, fds.len()) {
@@ -146,7 +174,10 @@ impl Host {
             null_out: self.null_out.as_raw_fd(),
             who: &who,
         })
-        .map_err(|e| failed("starting the program", &e))?;
+        .map_err(|e| {
+            self.wedged |= e.kind() == io::ErrorKind::TimedOut;
+            failed("starting the program", &e)
+        })?;
         self.children.insert(pid);
         match sys::pidfd_open(pid) {
             Ok(pidfd) => Ok((pid, pidfd)),
@@ -156,14 +187,23 @@ impl Host {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                let _ = sys::wait(pid);
-                self.children.remove(&pid);
+                match sys::wait(pid, sys::END_LIMIT) {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => self.wedged = true,
+                    _ => {
+                        self.children.remove(&pid);
+                    }
+                }
                 Err(failed("opening a pidfd", &e))
             }
         }
     }
 
     fn kill(&mut self, uid: u32, reap: Option<i32>) -> Reply {
+        if !self.run_uids.contains(&uid) {
+            return Reply::Failed {
+                message: format!("uid {uid} is not a run uid; refusing to kill its processes"),
+            };
+        }
         // A jailed process that has ended is reaped first: its zombie
         // would otherwise count as a task of the uid left behind.
         let mut reaped = reap.is_some_and(|pid| self.reap(pid));
@@ -177,7 +217,10 @@ impl Host {
                     reaped,
                 }
             }
-            Err(e) => failed("killing the uid's processes", &e),
+            Err(e) => {
+                self.wedged |= e.kind() == io::ErrorKind::TimedOut;
+                failed("killing the uid's processes", &e)
+            }
         }
     }
 

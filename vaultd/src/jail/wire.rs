@@ -40,7 +40,7 @@ pub struct SpawnRequest {
     pub gid: u32,
     /// Supplementary groups (empty for a fresh run uid).
     pub groups: Vec<u32>,
-    /// The working directory, entered as root before the uid changes.
+    /// The working directory, entered once the uid has changed.
     pub cwd: PathBuf,
     /// Arguments after the kind's own program name.
     pub args: Vec<String>,

@@ -1,5 +1,6 @@
-//! Starting a jailed program: `clone(CLONE_VFORK)` of the jail host, the
-//! child changing its identity and executing the program.
+//! Starting a jailed program: a `clone` of the jail host (no `CLONE_VM`, no
+//! `CLONE_VFORK`), the child changing its identity and executing the
+//! program.
 //!
 //! Only the jail host (`crate::jail::host`) calls this. The child gets a
 //! *copy* of the jail host's memory, never a share of it: between its
@@ -29,7 +30,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::ChildIdentity;
@@ -65,18 +66,77 @@ pub fn reap_if_ended(pid: libc::pid_t) -> bool {
     }
 }
 
-/// Waits for the child `pid` to end and reaps it.
-pub fn wait(pid: libc::pid_t) -> io::Result<()> {
+/// How long [`wait`] gives a child to end, before and after SIGKILL.
+pub const END_LIMIT: Duration = Duration::from_secs(2);
+
+/// Reaps the child `pid` if it has ended: its wait status, `None` while it
+/// runs (or is stopped).
+fn try_reap(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    let mut status = 0;
     loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } != -1 {
-            return Ok(());
+        // SAFETY: waitpid on one pid with a valid out-pointer; WNOHANG never
+        // blocks.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => return Ok(None),
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 => return Err(io::Error::last_os_error()),
+            _ => return Ok(Some(status)),
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+    }
+}
+
+/// Waits at most `limit` for the child `pid` to end (a pidfd when the
+/// kernel has them, else polling).
+fn ended_within(
+    pid: libc::pid_t,
+    pidfd: Option<&OwnedFd>,
+    limit: Duration,
+) -> io::Result<Option<i32>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = try_reap(pid)? {
+            return Ok(Some(status));
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match pidfd {
+            Some(fd) => {
+                let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                    .unwrap_or(PollTimeout::ZERO);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, ms) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(1))),
+        }
+    }
+}
+
+/// Waits for the child `pid` to end and reaps it, returning its wait
+/// status — bounded: a child that has not ended within `limit` (stopped by
+/// a run process, traced, or stuck) is sent SIGKILL and given `limit`
+/// again. A child that even then is not reaped is an error of kind
+/// `TimedOut`: it is left (and whatever it uses with it), and the caller
+/// must not wait for it again.
+pub fn wait(pid: libc::pid_t, limit: Duration) -> io::Result<i32> {
+    let pidfd = super::pidfd_open(pid).ok();
+    if let Some(status) = ended_within(pid, pidfd.as_ref(), limit)? {
+        return Ok(status);
+    }
+    // SAFETY: `pid` is our unreaped child, so it names exactly that
+    // process; SIGKILL ends it even while stopped or traced.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    match ended_within(pid, pidfd.as_ref(), limit)? {
+        Some(status) => Ok(status),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("child {pid} did not end even after SIGKILL"),
+        )),
     }
 }
 
@@ -163,12 +223,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::syscall(libc::SYS_close_range, 3u32, report - 1, 0u32);
         }
         libc::syscall(libc::SYS_close_range, report + 1, u32::MAX, 0u32);
-        if libc::syscall(libc::SYS_chdir, a.cwd) == -1 {
-            return fail(a);
-        }
+        // The working directory is entered as the new uid, so a directory
+        // the run's uid controls (its home, which it could swap for a
+        // symlink) cannot lead root anywhere.
         if libc::syscall(libc::SYS_setgroups, a.ngroups, a.groups) == -1
             || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) == -1
             || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) == -1
+            || libc::syscall(libc::SYS_chdir, a.cwd) == -1
             || libc::syscall(
                 libc::SYS_prctl,
                 libc::PR_SET_NO_NEW_PRIVS,
@@ -195,9 +256,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Starts the program as described (see the module documentation), in
 /// order: join the cgroup (as root), stdin/stdout on `/dev/null`, every
-/// other descriptor above 2 closed, the working directory, then
-/// `setgroups`, `setresgid`, `setresuid`, `no_new_privs`, and `execve` with
-/// an empty environment. Any failing step fails the spawn. Returns the
+/// other descriptor above 2 closed, then `setgroups`, `setresgid`,
+/// `setresuid`, the working directory, `no_new_privs`, and `execve` with an
+/// empty environment. Any failing step fails the spawn. Returns the
 /// child's pid; the caller reaps it.
 pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -234,13 +295,13 @@ pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
     match read_report(report_r.as_fd()) {
         Ok(None) => Ok(pid),
         Ok(Some(errno)) => {
-            wait(pid)?;
+            wait(pid, END_LIMIT)?;
             Err(io::Error::from_raw_os_error(errno))
         }
         Err(e) => {
             // SAFETY: `pid` is our unreaped child, so it names that process.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait(pid)?;
+            wait(pid, END_LIMIT)?;
             Err(e)
         }
     }

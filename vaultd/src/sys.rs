@@ -278,7 +278,15 @@ pub fn adopt_socket(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
     }
     // SAFETY: `fd` is open (fstat succeeded) and, per the contract, owned
     // by nothing else in this process.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Inherited open across exec on purpose; no program started from here
+    // on may inherit it.
+    nix::fcntl::fcntl(
+        owned.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    Some(owned)
 }
 
 /// What [`kill_all_of_uid`] found once every process of the uid was sent

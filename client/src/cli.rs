@@ -175,11 +175,26 @@ pub enum SecretsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Show audit records (yours; root sees everyone's)
+    /// Show audit records (yours; root sees everyone's) as a table, or with --json as the daemon's JSON lines
+    #[command(
+        after_help = "Filters look at the newest 10000 records the daemon lets you read. User names come from /etc/passwd; other accounts show as uids."
+    )]
     List {
-        /// At most this many of the newest records
+        /// At most this many of the newest matching records
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
+        /// Only records since then: a duration back from now (30m, 1h, 7d, 2w) or an RFC 3339 time (2026-11-22T05:10:00Z)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only records of this account: a user name or a uid
+        #[arg(long, value_name = "NAME|UID")]
+        user: Option<String>,
+        /// Only records of this operation (e.g. secret.set, secret.remove, run, run.exit, audit.list)
+        #[arg(long, value_name = "OP")]
+        op: Option<String>,
+        /// After the records so far, keep polling (every 2 s) and print new ones as they come, until interrupted (Ctrl-C)
+        #[arg(long)]
+        follow: bool,
     },
     /// Check the audit log's MAC chain and anchor (root only)
     Verify,

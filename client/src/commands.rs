@@ -112,17 +112,23 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             eprintln!("vaultctl: vault unsealed");
             Ok(0)
         }
-        Command::Audit(AuditCmd::List { limit }) => {
-            let mut c = Client::open(&path)?;
-            let Reply::AuditRecords(lines) = c.call(RequestBody::AuditList { limit })? else {
-                return Err(ClientError::Protocol.into());
-            };
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                let _ = writeln!(out, "{l}");
-            }
-            Ok(0)
-        }
+        Command::Audit(AuditCmd::List {
+            limit,
+            since,
+            user,
+            op,
+            follow,
+        }) => crate::audit::list(
+            &path,
+            crate::audit::ListArgs {
+                limit,
+                since,
+                user,
+                op,
+                follow,
+                json,
+            },
+        ),
         Command::Audit(AuditCmd::Verify) => {
             let mut c = Client::open(&path)?;
             let Reply::AuditVerified(r) = c.call(RequestBody::AuditVerify)? else {
@@ -509,7 +515,7 @@ pub fn parse_expiry(s: &str) -> Result<u64, CtlError> {
         .ok_or_else(bad)
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
+pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
         2 => 28,
@@ -519,7 +525,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -1,8 +1,10 @@
 //! `vaultctl`: the per-user command-line client of aivaultd.
 
+mod audit;
 mod commands;
 mod error;
 mod run;
+mod text;
 
 use clap::Parser;
 

@@ -2,7 +2,10 @@
 //! meaningful exit status — never a panic. Needs root.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aivault_tests::{bin, fails_with, ok, Daemon, Options, User};
+use std::io::BufRead;
+use std::time::Duration;
+
+use aivault_tests::{bin, fails_with, ok, set_secret, Daemon, Options, User};
 
 fn no_panic(out: &std::process::Output) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -125,4 +128,201 @@ fn daemon_refuses_to_run_unprivileged_or_on_insecure_paths() {
         String::from_utf8_lossy(&out.stderr)
     );
     no_panic(&out);
+}
+
+/// Parses JSON lines.
+fn records(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+#[test]
+fn audit_list_is_a_table_by_default_json_on_request_and_filtered() {
+    let d = Daemon::start_new(Options::default());
+    let root = User::root();
+    let alice = User::ensure("aivt-alice");
+    let bob = User::ensure("aivt-bob");
+    set_secret(&d, &alice, "ALICE_ONE", "a-fine-value-123");
+    set_secret(&d, &bob, "BOB_ONE", "a-fine-value-456");
+    // A refused name is recorded as the caller sent it, escape and all.
+    fails_with(
+        &d.vaultctl(
+            &alice,
+            &["secrets", "set", "BAD\x1b[31mNAME"],
+            b"a-fine-value-789",
+        ),
+        2,
+    );
+
+    let table = ok(&d.vaultctl(&root, &["audit", "list"], b""));
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    for col in ["TIME (UTC)", "USER", "OP", "NAME", "OUTCOME", "REASON"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains("ALICE_ONE"))
+        .expect(&table);
+    assert!(row.contains("aivt-alice"), "user names, not uids: {row}");
+    assert!(!row.contains(&alice.uid.to_string()), "{row}");
+    assert_eq!(
+        row.find("secret.set"),
+        header.find("OP"),
+        "aligned:\n{table}"
+    );
+    assert_eq!(
+        row.find(" ok"),
+        header.find(" OUTCOME"),
+        "aligned:\n{table}"
+    );
+    let denied = table.lines().find(|l| l.contains("denied")).expect(&table);
+    assert!(denied.contains("BAD\\x1b[31mNAME"), "escaped: {denied}");
+    assert!(denied.contains("name"), "the reason: {denied}");
+    assert!(
+        !table.contains('\x1b'),
+        "no raw escape reaches the terminal"
+    );
+    assert!(!table.trim_start().starts_with('{'), "not JSON: {table}");
+
+    let all = records(&ok(&d.vaultctl(&root, &["--json", "audit", "list"], b"")));
+    assert!(all.iter().any(|r| r["name"] == "ALICE_ONE"), "{all:?}");
+    assert!(all.iter().all(|r| r["seq"].is_u64() && r["op"].is_string()));
+
+    // --user by name or uid, --op, --since.
+    let by_name = records(&ok(&d.vaultctl(
+        &root,
+        &["--json", "audit", "list", "--user", "aivt-bob"],
+        b"",
+    )));
+    assert!(!by_name.is_empty());
+    assert!(by_name.iter().all(|r| r["uid"] == bob.uid), "{by_name:?}");
+    let by_uid = records(&ok(&d.vaultctl(
+        &root,
+        &["--json", "audit", "list", "--user", &bob.uid.to_string()],
+        b"",
+    )));
+    assert_eq!(by_name, by_uid);
+    let sets = records(&ok(&d.vaultctl(
+        &root,
+        &["--json", "audit", "list", "--op", "secret.set"],
+        b"",
+    )));
+    assert!(sets.iter().all(|r| r["op"] == "secret.set"), "{sets:?}");
+    assert!(sets.iter().any(|r| r["name"] == "BOB_ONE"));
+    for since in ["1h", "7d", "2000-01-01T00:00:00Z"] {
+        let recent = records(&ok(&d.vaultctl(
+            &root,
+            &["--json", "audit", "list", "--since", since],
+            b"",
+        )));
+        assert!(recent.iter().any(|r| r["name"] == "ALICE_ONE"), "{since}");
+    }
+    let future = ok(&d.vaultctl(
+        &root,
+        &[
+            "--json",
+            "audit",
+            "list",
+            "--since",
+            "2999-01-01T00:00:00+01:00",
+        ],
+        b"",
+    ));
+    assert_eq!(future, "", "nothing is that new");
+    let limited = records(&ok(&d.vaultctl(
+        &root,
+        &[
+            "--json",
+            "audit",
+            "list",
+            "--op",
+            "secret.set",
+            "--limit",
+            "1",
+        ],
+        b"",
+    )));
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert_eq!(Some(&limited[0]), sets.last(), "the newest match");
+
+    // Alice still sees only her own records, however she filters.
+    let hers = records(&ok(&d.vaultctl(
+        &alice,
+        &["--json", "audit", "list", "--user", "aivt-bob"],
+        b"",
+    )));
+    assert!(hers.is_empty(), "{hers:?}");
+
+    for bad in [
+        &["audit", "list", "--since", "yesterday"][..],
+        &["audit", "list", "--since", "2026-13-01T00:00:00Z"],
+        &["audit", "list", "--user", "aivt-no-such-account"],
+    ] {
+        let out = d.vaultctl(&alice, bad, b"");
+        fails_with(&out, 2);
+        no_panic(&out);
+    }
+}
+
+#[test]
+fn audit_list_follow_prints_new_records_until_interrupted() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    set_secret(&d, &alice, "BEFORE", "a-fine-value-123");
+
+    let mut cmd = std::process::Command::new(bin("vaultctl"));
+    use std::os::unix::process::CommandExt;
+    cmd.args(["--json", "audit", "list", "--follow"])
+        .env_clear()
+        .env("AIVAULT_SOCKET", d.socket())
+        .uid(alice.uid)
+        .gid(alice.gid)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Bounded: whatever happens, the follower is ended below.
+    let mut seen = Vec::new();
+    let wait_for = |name: &str, seen: &mut Vec<serde_json::Value>| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no record of {name} ({e}); saw {seen:?}"));
+        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let found = r["name"] == name;
+        seen.push(r);
+        if found {
+            return;
+        }
+    };
+    wait_for("BEFORE", &mut seen);
+    set_secret(&d, &alice, "AFTER_ONE", "a-fine-value-456");
+    wait_for("AFTER_ONE", &mut seen);
+    set_secret(&d, &alice, "AFTER_TWO", "a-fine-value-789");
+    wait_for("AFTER_TWO", &mut seen);
+    let _ = child.kill();
+    let _ = child.wait();
+    // Its own polls are audited but not echoed back to it.
+    let own = seen
+        .iter()
+        .filter(|r| r["op"] == "audit.list" && r["pid"] == pid)
+        .count();
+    assert!(own <= 1, "only the initial listing may show: {seen:?}");
+    let seqs: Vec<u64> = seen.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "each record once, in order: {seqs:?}"
+    );
 }

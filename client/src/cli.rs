@@ -120,7 +120,7 @@ pub struct MetaOpts {
 pub enum SecretsCmd {
     /// Store a new secret; the value comes from stdin, or a no-echo prompt on a terminal
     #[command(
-        after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed."
+        after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed. The name, the scope and whether the secret exists are checked before the value is read."
     )]
     Set {
         /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)

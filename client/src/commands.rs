@@ -4,7 +4,10 @@
 use std::io::{IsTerminal, Read, Write};
 
 use aivault_client::{dotenv, socket_path, Client, ClientError};
-use aivault_proto::{MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireScope};
+use aivault_proto::{
+    ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
+    WireScope,
+};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -212,14 +215,17 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             force,
         } => {
             let meta = meta_input(meta)?;
-            let value = read_value(&format!("Value for {name}: "), true)?;
             let mode = if force {
                 SetMode::Upsert
             } else {
                 SetMode::Create
             };
+            precheck(path, s.scope, &name, mode)?;
+            let value = read_value(&format!("Value for {name}: "), true)?;
+            let short = value.len() < MIN_REDACTABLE;
             let version = put(path, s.scope, name.clone(), value, meta, mode)?;
             report_written(json, &name, version, "stored");
+            warn_short(short);
             Ok(0)
         }
         SecretsCmd::Rotate {
@@ -228,9 +234,12 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             scope: s,
         } => {
             let meta = meta_input(meta)?;
+            precheck(path, s.scope, &name, SetMode::Rotate)?;
             let value = read_value(&format!("New value for {name}: "), true)?;
+            let short = value.len() < MIN_REDACTABLE;
             let version = put(path, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
             report_written(json, &name, version, "rotated");
+            warn_short(short);
             Ok(0)
         }
         SecretsCmd::List { scope: s } => {
@@ -295,14 +304,11 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
                 return Err(usage(format!("{}: no NAME=value lines", file.display())));
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-            for e in &entries {
-                if e.value.len() < MIN_REDACTABLE {
-                    eprintln!(
-                        "vaultctl: warning: {} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output",
-                        e.name
-                    );
-                }
-            }
+            let short: Vec<String> = entries
+                .iter()
+                .filter(|e| e.value.len() < MIN_REDACTABLE)
+                .map(|e| e.name.clone())
+                .collect();
             let wire = entries
                 .into_iter()
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
@@ -320,8 +326,53 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             } else {
                 eprintln!("vaultctl: imported {count} secrets: {}", names.join(", "));
             }
+            for name in short {
+                eprintln!(
+                    "vaultctl: warning: {name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
+                );
+            }
             Ok(0)
         }
+    }
+}
+
+/// Before a value is asked for: whether the daemon would take this name in
+/// this scope, and whether the secret exists as the mode needs (absent for
+/// a plain `set`, present for `rotate`). One `exists` request, on its own
+/// connection, closed again while the value is typed. The daemon checks
+/// all of it again when the value arrives.
+fn precheck(
+    path: &std::path::Path,
+    s: ScopeArg,
+    name: &str,
+    mode: SetMode,
+) -> Result<(), CtlError> {
+    let mut c = Client::open(path)?;
+    let Reply::Exists(exists) = c.call(RequestBody::SecretExists {
+        scope: scope(s),
+        name: name.to_string(),
+    })?
+    else {
+        return Err(ClientError::Protocol.into());
+    };
+    let refuse =
+        |code, message: String| Err(ClientError::Daemon(WireError::new(code, message)).into());
+    match mode {
+        SetMode::Create if exists => refuse(
+            ErrorCode::AlreadyExists,
+            format!("{name} exists already; nothing was stored (replace its value with --force or `secrets rotate`)"),
+        ),
+        SetMode::Rotate if !exists => refuse(ErrorCode::NotFound, format!("no such secret: {name}")),
+        _ => Ok(()),
+    }
+}
+
+/// Said after a value is stored, so only about requests that succeeded.
+fn warn_short(short: bool) {
+    if short {
+        eprintln!(
+            "vaultctl: warning: values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
+        );
     }
 }
 
@@ -396,8 +447,9 @@ fn print_list(json: bool, list: &[SecretInfo]) {
     }
 }
 
-/// Reads a value: from a terminal, a no-echo prompt (twice when `confirm`);
-/// otherwise all of stdin, minus one trailing newline.
+/// Reads a value: from a terminal, a no-echo prompt (twice when `confirm`,
+/// i.e. for a secret's value); otherwise all of stdin, minus one trailing
+/// newline.
 fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>, CtlError> {
     let value = if std::io::stdin().is_terminal() {
         let first = aivault_proto::tty::prompt_no_echo(prompt)
@@ -425,15 +477,15 @@ fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>, CtlErro
         buf
     };
     if value.is_empty() {
-        return Err(usage("empty value; nothing was stored"));
+        // The daemon's words for the same refusal.
+        return Err(usage(if confirm {
+            "empty values are not stored"
+        } else {
+            "the passphrase is empty"
+        }));
     }
     if value.len() > MAX_VALUE {
         return Err(usage(format!("values are limited to {MAX_VALUE} bytes")));
-    }
-    if confirm && value.len() < MIN_REDACTABLE {
-        eprintln!(
-            "vaultctl: warning: values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
-        );
     }
     Ok(value)
 }

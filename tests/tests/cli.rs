@@ -163,7 +163,7 @@ fn audit_list_is_a_table_by_default_json_on_request_and_filtered() {
     }
     let row = table
         .lines()
-        .find(|l| l.contains("ALICE_ONE"))
+        .find(|l| l.contains("ALICE_ONE") && l.contains("secret.set"))
         .expect(&table);
     assert!(row.contains("aivt-alice"), "user names, not uids: {row}");
     assert!(!row.contains(&alice.uid.to_string()), "{row}");
@@ -325,4 +325,51 @@ fn audit_list_follow_prints_new_records_until_interrupted() {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "each record once, in order: {seqs:?}"
     );
+}
+
+#[test]
+fn set_checks_name_scope_and_existence_before_reading_the_value() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    set_secret(&d, &alice, "TAKEN", "a-fine-value-123");
+    let refused = |args: &[&str], stdin: &[u8], code: i32| {
+        let out = d.vaultctl(&alice, args, stdin);
+        let err = fails_with(&out, code);
+        no_panic(&out);
+        assert!(!err.contains("empty"), "the value is not read first: {err}");
+        assert!(
+            !err.contains("warning"),
+            "no warning for a refused request: {err}"
+        );
+        err
+    };
+    // Empty stdin, and yet the error is about what is really wrong.
+    let err = refused(&["secrets", "set", "TAKEN"], b"", 2);
+    assert!(
+        err.contains("exists already") && err.contains("--force"),
+        "{err}"
+    );
+    let err = refused(&["secrets", "set", "1BAD"], b"", 2);
+    assert!(err.contains("name"), "{err}");
+    let err = refused(&["secrets", "set", "SYS", "--scope", "system"], b"", 4);
+    assert!(err.contains("root"), "{err}");
+    let err = refused(&["secrets", "rotate", "MISSING"], b"", 3);
+    assert!(err.contains("MISSING"), "{err}");
+    // A short value for a refused request: the refusal, no warning.
+    refused(&["secrets", "set", "TAKEN"], b"abc", 2);
+    refused(&["secrets", "set", "1BAD"], b"abc", 2);
+
+    // A valid request with empty stdin: the daemon's words for it.
+    let err = fails_with(&d.vaultctl(&alice, &["secrets", "set", "NEW"], b""), 2);
+    assert!(err.contains("empty values are not stored"), "{err}");
+    let err = fails_with(
+        &d.vaultctl(&alice, &["secrets", "set", "TAKEN", "--force"], b"\n"),
+        2,
+    );
+    assert!(err.contains("empty values are not stored"), "{err}");
+    // Valid requests are stored, and a short value still warns.
+    let out = d.vaultctl(&alice, &["secrets", "set", "TAKEN", "--force"], b"abc");
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    ok(&d.vaultctl(&alice, &["secrets", "rotate", "TAKEN"], b"a-fine-value-456"));
 }

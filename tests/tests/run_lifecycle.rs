@@ -165,7 +165,11 @@ fn the_default_profile_confines_the_command() {
     );
     let _ = bob;
     // The enforcement level is in the audit record.
-    let trail = ok(&d.vaultctl(&User::root(), &["--json", "audit", "list", "--limit", "100"], b""));
+    let trail = ok(&d.vaultctl(
+        &User::root(),
+        &["--json", "audit", "list", "--limit", "100"],
+        b"",
+    ));
     assert!(
         trail
             .lines()

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use aivault_client::{Client, ClientError};
+use aivault_client::ClientError;
 use aivault_proto::{Reply, RequestBody};
 use serde_json::Value;
 
+use crate::commands::Endpoint;
 use crate::error::CtlError;
 use crate::text::{escape, width};
 
@@ -71,7 +71,7 @@ impl Filter {
     }
 }
 
-pub fn list(path: &Path, args: ListArgs) -> Result<i32, CtlError> {
+pub fn list(ep: &Endpoint, args: ListArgs) -> Result<i32, CtlError> {
     let accounts = Accounts::load();
     let filter = Filter {
         since_ms: args.since.as_deref().map(parse_since).transpose()?,
@@ -87,7 +87,7 @@ pub fn list(path: &Path, args: ListArgs) -> Result<i32, CtlError> {
     } else {
         MAX_FETCH
     };
-    let records = fetch_records(path, fetch)?;
+    let records = fetch_records(ep, fetch)?;
     let mut last_seq = records.iter().filter_map(|(_, r)| seq(r)).max();
     let mut shown: Vec<&(String, Value)> =
         records.iter().filter(|(_, r)| filter.keeps(r)).collect();
@@ -107,7 +107,7 @@ pub fn list(path: &Path, args: ListArgs) -> Result<i32, CtlError> {
     let own_poll = |r: &Value| r["op"] == "audit.list" && r["pid"].as_i64() == Some(me);
     loop {
         std::thread::sleep(FOLLOW_INTERVAL);
-        let records = fetch_records(path, MAX_FETCH)?;
+        let records = fetch_records(ep, MAX_FETCH)?;
         for (line, r) in &records {
             let new = seq(r).is_some_and(|s| last_seq.is_none_or(|l| s > l));
             // A closed stdout (`| head`) ends the follow.
@@ -129,8 +129,8 @@ fn seq(r: &Value) -> Option<u64> {
 
 /// The newest `limit` records the daemon lets this caller read, oldest
 /// first, each as its line and parsed.
-fn fetch_records(path: &Path, limit: u32) -> Result<Vec<(String, Value)>, CtlError> {
-    let mut c = Client::open(path)?;
+fn fetch_records(ep: &Endpoint, limit: u32) -> Result<Vec<(String, Value)>, CtlError> {
+    let mut c = ep.open()?;
     let Reply::AuditRecords(lines) = c.call(RequestBody::AuditList { limit })? else {
         return Err(ClientError::Protocol.into());
     };

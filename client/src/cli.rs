@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Environment variable for `--daemon-timeout`.
+pub const DAEMON_TIMEOUT_ENV: &str = "AIVAULT_DAEMON_TIMEOUT";
+
 pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  a negative answer (`secrets exists`: absent; `audit verify`: problems found)
   2  usage error: unknown flag, bad name, unreadable or invalid input
   3  no such secret
-  4  permission denied
-  5  daemon unavailable: not running, sealed, busy or a different version
+  4  permission denied (by the daemon, or by the socket's file permissions)
+  5  daemon unavailable: not running, not answering, sealed, busy or a different version
   6  vault or audit failure: tampered record, audit log unwritable, internal error";
 
 /// Use secrets without seeing them: talk to the aivault daemon.
@@ -25,6 +28,9 @@ pub struct Cli {
     /// Print data as JSON (for scripts)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up on a daemon that does not answer within this long (e.g. 10s, 500ms; 0: wait for ever); a run's command itself is not bounded by it [env: AIVAULT_DAEMON_TIMEOUT] [default: 30s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub daemon_timeout: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,7 +73,7 @@ pub struct RunArgs {
     /// Let the command read the current directory (if the rule allows it)
     #[arg(long)]
     pub cwd_readable: bool,
-    /// The command and its arguments (resolved by the daemon in its trusted search path)
+    /// The command and its arguments: a bare name (looked up by the daemon in the policy's search path) or an absolute path; relative paths are refused
     #[arg(
         required = true,
         trailing_var_arg = true,

@@ -11,7 +11,9 @@ use aivault_proto::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use aivault_client::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
+use aivault_client::cli::{
+    AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd, DAEMON_TIMEOUT_ENV,
+};
 
 use crate::error::CtlError;
 
@@ -33,13 +35,49 @@ fn scope(s: ScopeArg) -> WireScope {
     }
 }
 
+/// Where the daemon is and how long to wait for it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub path: std::path::PathBuf,
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Endpoint {
+    /// From `--socket`/`$AIVAULT_SOCKET` and `--daemon-timeout`/`$AIVAULT_DAEMON_TIMEOUT`.
+    pub fn new(cli: &Cli) -> Result<Self, CtlError> {
+        let from_env = std::env::var(DAEMON_TIMEOUT_ENV).ok();
+        let timeout = match cli.daemon_timeout.as_deref().or(from_env.as_deref()) {
+            None => Some(DEFAULT_DAEMON_TIMEOUT),
+            Some("0") => None,
+            Some(s) => Some(std::time::Duration::from_millis(
+                crate::run::parse_duration_ms(s)?,
+            )),
+        };
+        Ok(Endpoint {
+            path: socket_path(cli.socket.as_deref()),
+            timeout,
+        })
+    }
+
+    /// A connection, its handshake sent (see [`Client::open`]).
+    pub fn open(&self) -> Result<Client, ClientError> {
+        Client::open_with_timeout(&self.path, self.timeout)
+    }
+}
+
+/// How long a daemon may take to answer unless told otherwise: far beyond
+/// any request's normal time (a passphrase unlock, verifying a long audit
+/// log), short enough that a hung daemon does not hang scripts.
+const DEFAULT_DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn run(cli: Cli) -> Result<i32, CtlError> {
-    let path = socket_path(cli.socket.as_deref());
+    let ep = Endpoint::new(&cli)?;
+    let path = ep.path.clone();
     let json = cli.json;
     // Read local input before connecting, so a slow typist holds no daemon slot.
     match cli.command {
-        Command::Secrets(cmd) => secrets(&path, json, cmd),
-        Command::Run(args) => crate::run::run(cli.socket.as_deref(), args),
+        Command::Secrets(cmd) => secrets(&ep, json, cmd),
+        Command::Run(args) => crate::run::run(&ep, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
         Command::Policy(cmd) => {
             let body = match cmd {
@@ -48,7 +86,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 PolicyCmd::Reload => RequestBody::PolicyReload,
             };
             let reload = matches!(body, RequestBody::PolicyReload);
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             match c.call(body)? {
                 Reply::Policy(text) => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -71,7 +109,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             }
         }
         Command::Status => {
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             let Reply::Status(s) = c.call(RequestBody::Status)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -108,7 +146,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
         }
         Command::Unlock => {
             let pass = read_value("Vault passphrase: ", false)?;
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             c.call(RequestBody::Unlock {
                 passphrase: SecretBytes::new(pass.to_vec()),
             })?;
@@ -122,7 +160,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             op,
             follow,
         }) => crate::audit::list(
-            &path,
+            &ep,
             crate::audit::ListArgs {
                 limit,
                 since,
@@ -133,7 +171,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             },
         ),
         Command::Audit(AuditCmd::Verify) => {
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             let Reply::AuditVerified(r) = c.call(RequestBody::AuditVerify)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -206,7 +244,7 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> {
+fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> {
     match cmd {
         SecretsCmd::Set {
             name,
@@ -220,10 +258,10 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             } else {
                 SetMode::Create
             };
-            precheck(path, s.scope, &name, mode)?;
+            precheck(ep, s.scope, &name, mode)?;
             let value = read_value(&format!("Value for {name}: "), true)?;
             let short = value.len() < MIN_REDACTABLE;
-            let version = put(path, s.scope, name.clone(), value, meta, mode)?;
+            let version = put(ep, s.scope, name.clone(), value, meta, mode)?;
             report_written(json, &name, version, "stored");
             warn_short(short);
             Ok(0)
@@ -234,16 +272,16 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             scope: s,
         } => {
             let meta = meta_input(meta)?;
-            precheck(path, s.scope, &name, SetMode::Rotate)?;
+            precheck(ep, s.scope, &name, SetMode::Rotate)?;
             let value = read_value(&format!("New value for {name}: "), true)?;
             let short = value.len() < MIN_REDACTABLE;
-            let version = put(path, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
+            let version = put(ep, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
             report_written(json, &name, version, "rotated");
             warn_short(short);
             Ok(0)
         }
         SecretsCmd::List { scope: s } => {
-            let mut c = Client::open(path)?;
+            let mut c = ep.open()?;
             let Reply::Secrets(list) = c.call(RequestBody::SecretList {
                 scope: scope(s.scope),
             })?
@@ -254,7 +292,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(0)
         }
         SecretsCmd::Exists { name, scope: s } => {
-            let mut c = Client::open(path)?;
+            let mut c = ep.open()?;
             let Reply::Exists(yes) = c.call(RequestBody::SecretExists {
                 scope: scope(s.scope),
                 name,
@@ -268,7 +306,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(if yes { 0 } else { 1 })
         }
         SecretsCmd::Masked { name, scope: s } => {
-            let mut c = Client::open(path)?;
+            let mut c = ep.open()?;
             let Reply::Masked(m) = c.call(RequestBody::SecretMasked {
                 scope: scope(s.scope),
                 name: name.clone(),
@@ -284,7 +322,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
             Ok(0)
         }
         SecretsCmd::Rm { name, scope: s } => {
-            let mut c = Client::open(path)?;
+            let mut c = ep.open()?;
             c.call(RequestBody::SecretRemove {
                 scope: scope(s.scope),
                 name: name.clone(),
@@ -313,7 +351,7 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
                 .into_iter()
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
                 .collect();
-            let mut c = Client::open(path)?;
+            let mut c = ep.open()?;
             let Reply::Imported { count } = c.call(RequestBody::SecretImport {
                 scope: scope(s.scope),
                 entries: wire,
@@ -341,13 +379,8 @@ fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, C
 /// a plain `set`, present for `rotate`). One `exists` request, on its own
 /// connection, closed again while the value is typed. The daemon checks
 /// all of it again when the value arrives.
-fn precheck(
-    path: &std::path::Path,
-    s: ScopeArg,
-    name: &str,
-    mode: SetMode,
-) -> Result<(), CtlError> {
-    let mut c = Client::open(path)?;
+fn precheck(ep: &Endpoint, s: ScopeArg, name: &str, mode: SetMode) -> Result<(), CtlError> {
+    let mut c = ep.open()?;
     let Reply::Exists(exists) = c.call(RequestBody::SecretExists {
         scope: scope(s),
         name: name.to_string(),
@@ -377,14 +410,14 @@ fn warn_short(short: bool) {
 }
 
 fn put(
-    path: &std::path::Path,
+    ep: &Endpoint,
     s: ScopeArg,
     name: String,
     value: Zeroizing<Vec<u8>>,
     meta: MetaInput,
     mode: SetMode,
 ) -> Result<Option<u64>, CtlError> {
-    let mut c = Client::open(path)?;
+    let mut c = ep.open()?;
     let Reply::Done { version } = c.call(RequestBody::SecretSet {
         scope: scope(s),
         name,

@@ -33,6 +33,7 @@ impl CtlError {
                 ErrorCode::AlreadyExists => 2,
                 ErrorCode::Tampered | ErrorCode::AuditUnavailable | ErrorCode::Internal => 6,
             },
+            CtlError::Client(ClientError::ConnectDenied { .. }) => 4,
             CtlError::Client(_) => 5,
             CtlError::Local(_) => 6,
         }

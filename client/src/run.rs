@@ -4,13 +4,14 @@
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aivault_client::{socket_path, Client, ClientError, RunSession};
+use aivault_client::{ClientError, RunSession};
 use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::commands::Endpoint;
 use crate::error::{CtlError, EXIT_RUN_LOST};
 use aivault_client::cli::RunArgs;
 
@@ -56,7 +57,25 @@ fn secret_asks(specs: &[String]) -> Result<Vec<SecretAsk>, CtlError> {
         .collect()
 }
 
-pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlError> {
+/// The daemon runs a bare name found in the policy's search path, or an
+/// absolute path; a path relative to the caller's directory it would
+/// refuse, so it is refused here as the usage error it is.
+fn check_command(argv: &[String]) -> Result<(), CtlError> {
+    let Some(cmd) = argv.first() else {
+        return Err(CtlError::Usage("no command given".into()));
+    };
+    let relative = (cmd.contains('/') && !cmd.starts_with('/')) || cmd == "." || cmd == "..";
+    if relative || cmd.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{}: not run: give the command's bare name (looked up in the policy's search path) or its absolute path",
+            crate::text::escape(cmd)
+        )));
+    }
+    Ok(())
+}
+
+pub fn run(ep: &Endpoint, args: RunArgs) -> Result<i32, CtlError> {
+    check_command(&args.command)?;
     let timeout_ms = args.timeout.as_deref().map(parse_duration_ms).transpose()?;
     let cwd = if args.cwd_readable {
         let dir = std::env::current_dir()
@@ -76,8 +95,7 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
             .collect(),
     };
 
-    let path = socket_path(socket);
-    let session = Client::open(&path)?.start_run(req)?;
+    let session = ep.open()?.start_run(req)?;
 
     // Once the command runs, the forwarded signals are blocked and read
     // from a signalfd, so they arrive in the same poll as input and output.

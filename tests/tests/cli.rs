@@ -373,3 +373,118 @@ fn set_checks_name_scope_and_existence_before_reading_the_value() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
     ok(&d.vaultctl(&alice, &["secrets", "rotate", "TAKEN"], b"a-fine-value-456"));
 }
+
+/// A socket that accepts connections and never answers, as a hung daemon.
+fn silent_socket(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    path
+}
+
+/// Runs `cmd` to its end, or fails the test if it is still running after
+/// 30 s (a vaultctl that waits for ever is what these tests look for).
+fn output_within_30s(cmd: &mut std::process::Command) -> std::process::Output {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("vaultctl was still waiting after 30 s");
+        }
+    }
+}
+
+#[test]
+fn a_daemon_that_never_answers_times_out() {
+    let root = User::root();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = silent_socket(dir.path());
+    // Root: the socket is root's, as a daemon's would be.
+    for args in [
+        &["--daemon-timeout", "1s", "status"][..],
+        &["--daemon-timeout", "500ms", "secrets", "list"],
+        &["--daemon-timeout", "1s", "run", "--", "true"],
+        &["--daemon-timeout", "1s", "audit", "list", "--follow"],
+    ] {
+        let out = output_within_30s(
+            std::process::Command::new(bin("vaultctl"))
+                .args(args)
+                .env_clear()
+                .env("AIVAULT_SOCKET", &sock),
+        );
+        let err = fails_with(&out, 5);
+        assert!(
+            err.contains("did not answer the handshake within"),
+            "{args:?}: {err}"
+        );
+    }
+    // The same from the environment.
+    let out = output_within_30s(
+        std::process::Command::new(bin("vaultctl"))
+            .arg("status")
+            .env_clear()
+            .env("AIVAULT_SOCKET", &sock)
+            .env("AIVAULT_DAEMON_TIMEOUT", "1s"),
+    );
+    let err = fails_with(&out, 5);
+    assert!(err.contains("within 1s"), "{err}");
+    let out =
+        aivault_tests::vaultctl_at(&sock, &root, &["--daemon-timeout", "soon", "status"], b"");
+    fails_with(&out, 2);
+}
+
+#[test]
+fn a_socket_that_refuses_the_user_is_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let alice = User::ensure("aivt-alice");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = silent_socket(dir.path());
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = aivault_tests::vaultctl_at(&sock, &alice, &["status"], b"");
+    let err = fails_with(&out, 4);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    // A missing socket is still "unavailable".
+    let out = aivault_tests::vaultctl_at(&dir.path().join("none"), &alice, &["status"], b"");
+    fails_with(&out, 5);
+}
+
+#[test]
+fn run_refuses_relative_command_paths_as_usage_errors() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: format!(
+            "[[rule]]\nname = \"t\"\ncommand = \"/usr/bin/true\"\nusers = [\"{}\"]\n",
+            alice.name
+        ),
+        ..Options::default()
+    });
+    for cmd in ["./true", "bin/true", "../usr/bin/true", ".", ".."] {
+        let out = d.vaultctl(&alice, &["run", "--", cmd], b"");
+        let err = fails_with(&out, 2);
+        assert!(err.contains("bare name"), "{cmd}: {err}");
+    }
+    // Bare names still go to the daemon's search path, absolute paths as they are.
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+    ok(&d.vaultctl(&alice, &["run", "--", "/usr/bin/true"], b""));
+}

@@ -16,6 +16,7 @@ use aivault_client::cli::{
 };
 
 use crate::error::CtlError;
+use crate::text::{escape, width};
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
 const MAX_VALUE: usize = 64 * 1024;
@@ -455,28 +456,34 @@ fn print_list(json: bool, list: &[SecretInfo]) {
         print_json(&serde_json::Value::Array(v));
         return;
     }
+    // Names are plain ASCII (the daemon refuses others) but escaped all the
+    // same; descriptions and tags are anyone's text: escaped, so a newline
+    // or a terminal escape in them can neither break the table nor reach
+    // the terminal.
+    let names: Vec<String> = list.iter().map(|s| escape(&s.name)).collect();
+    let w = width(32, names.iter().map(String::as_str));
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{:<32} {:>7}  {:<10}  {:<10}  DESCRIPTION",
+        "{:<w$} {:>7}  {:<10}  {:<10}  DESCRIPTION",
         "NAME", "VERSION", "UPDATED", "EXPIRES"
     );
-    for s in list {
+    for (s, name) in list.iter().zip(&names) {
         let tags = if s.tags.is_empty() {
             String::new()
         } else {
-            format!(" [{}]", s.tags.join(","))
+            let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
+            format!(" [{}]", tags.join(","))
         };
-        let _ = writeln!(
-            out,
-            "{:<32} {:>7}  {:<10}  {:<10}  {}{}",
-            s.name,
+        let line = format!(
+            "{name:<w$} {:>7}  {:<10}  {:<10}  {}{}",
             s.version,
             date(s.updated),
             s.expires.map(date).unwrap_or_else(|| "-".into()),
-            s.description.as_deref().unwrap_or(""),
+            escape(s.description.as_deref().unwrap_or("")),
             tags
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
 }
 

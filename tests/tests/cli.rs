@@ -488,3 +488,61 @@ fn run_refuses_relative_command_paths_as_usage_errors() {
     ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
     ok(&d.vaultctl(&alice, &["run", "--", "/usr/bin/true"], b""));
 }
+
+#[test]
+fn secrets_list_escapes_descriptions_and_tags_and_stays_aligned() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    ok(&d.vaultctl(
+        &alice,
+        &[
+            "secrets",
+            "set",
+            "SHORT",
+            "--description",
+            "line1\nline2 \x1b[31mred\x1b[0m \u{202e}gnp.exe",
+            "--tag",
+            "t\u{202e}ag",
+        ],
+        b"a-fine-value-123",
+    ));
+    let long = "A_RATHER_LONG_SECRET_NAME_FOR_THE_COLUMN_0123456789";
+    ok(&d.vaultctl(
+        &alice,
+        &["secrets", "set", long, "--description", "plain words"],
+        b"a-fine-value-456",
+    ));
+    let list = ok(&d.vaultctl(&alice, &["secrets", "list"], b""));
+    assert!(
+        !list.contains('\x1b') && !list.contains('\u{202e}'),
+        "{list:?}"
+    );
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one line per secret: {list}");
+    let short = lines.iter().find(|l| l.starts_with("SHORT ")).expect(&list);
+    assert!(
+        short.contains("line1\\nline2 \\x1b[31mred\\x1b[0m \\u{202e}gnp.exe"),
+        "{short}"
+    );
+    assert!(short.contains("[t\\u{202e}ag]"), "{short}");
+    let long_row = lines.iter().find(|l| l.starts_with(long)).expect(&list);
+    let header = lines[0];
+    for (row, start) in [(short, "line1"), (long_row, "plain words")] {
+        assert_eq!(row.find(start), header.find("DESCRIPTION"), "\n{list}");
+        assert_eq!(
+            row.find(" 1  ").map(|i| i + 2),
+            header.find("VERSION").map(|i| i + "VERSION".len()),
+            "\n{list}"
+        );
+    }
+    // JSON keeps the text as it is (JSON escapes it itself).
+    let json: serde_json::Value = serde_json::from_str(&ok(&d.vaultctl(
+        &alice,
+        &["--json", "secrets", "list"],
+        b"",
+    )))
+    .unwrap();
+    assert!(json.as_array().unwrap().iter().any(|s| s["description"]
+        .as_str()
+        .is_some_and(|t| t.contains("\x1b[31m"))));
+}

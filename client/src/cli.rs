@@ -25,9 +25,12 @@ pub struct Cli {
     /// Daemon socket [env: AIVAULT_SOCKET] [default: /run/aivault/aivaultd.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Print data as JSON (for scripts)
+    /// Print data as JSON on stdout, and errors and warnings as JSON lines on stderr (for scripts)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print no informational lines ("stored", "removed", "imported", ...); warnings and errors still print
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// Give up on a daemon that does not answer within this long (e.g. 10s, 500ms; 0: wait for ever); a run's command itself is not bounded by it [env: AIVAULT_DAEMON_TIMEOUT] [default: 30s]
     #[arg(long, global = true, value_name = "DURATION")]
     pub daemon_timeout: Option<String>,

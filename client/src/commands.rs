@@ -16,6 +16,7 @@ use aivault_client::cli::{
 };
 
 use crate::error::CtlError;
+use crate::report::Ui;
 use crate::text::{escape, width};
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
@@ -71,14 +72,14 @@ impl Endpoint {
 /// log), short enough that a hung daemon does not hang scripts.
 const DEFAULT_DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub fn run(cli: Cli) -> Result<i32, CtlError> {
+pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
     let ep = Endpoint::new(&cli)?;
     let path = ep.path.clone();
     let json = cli.json;
     // Read local input before connecting, so a slow typist holds no daemon slot.
     match cli.command {
-        Command::Secrets(cmd) => secrets(&ep, json, cmd),
-        Command::Run(args) => crate::run::run(&ep, args),
+        Command::Secrets(cmd) => secrets(&ep, ui, cmd),
+        Command::Run(args) => crate::run::run(&ep, ui, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
         Command::Policy(cmd) => {
             let body = match cmd {
@@ -103,7 +104,10 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                     })
                 }
                 Reply::Done { .. } if reload => {
-                    eprintln!("vaultctl: policy reloaded");
+                    if json {
+                        print_json(&json!({ "reloaded": true }));
+                    }
+                    ui.info("policy reloaded");
                     Ok(0)
                 }
                 _ => Err(ClientError::Protocol.into()),
@@ -151,7 +155,10 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             c.call(RequestBody::Unlock {
                 passphrase: SecretBytes::new(pass.to_vec()),
             })?;
-            eprintln!("vaultctl: vault unsealed");
+            if json {
+                print_json(&json!({ "unsealed": true }));
+            }
+            ui.info("vault unsealed");
             Ok(0)
         }
         Command::Audit(AuditCmd::List {
@@ -245,7 +252,8 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> {
+fn secrets(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
+    let json = ui.json;
     match cmd {
         SecretsCmd::Set {
             name,
@@ -263,8 +271,8 @@ fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> 
             let value = read_value(&format!("Value for {name}: "), true)?;
             let short = value.len() < MIN_REDACTABLE;
             let version = put(ep, s.scope, name.clone(), value, meta, mode)?;
-            report_written(json, &name, version, "stored");
-            warn_short(short);
+            report_written(ui, &name, version, "stored");
+            warn_short(ui, short);
             Ok(0)
         }
         SecretsCmd::Rotate {
@@ -277,8 +285,8 @@ fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> 
             let value = read_value(&format!("New value for {name}: "), true)?;
             let short = value.len() < MIN_REDACTABLE;
             let version = put(ep, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
-            report_written(json, &name, version, "rotated");
-            warn_short(short);
+            report_written(ui, &name, version, "rotated");
+            warn_short(ui, short);
             Ok(0)
         }
         SecretsCmd::List { scope: s } => {
@@ -330,9 +338,8 @@ fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> 
             })?;
             if json {
                 print_json(&json!({ "name": name, "removed": true }));
-            } else {
-                eprintln!("vaultctl: removed {name}");
             }
+            ui.info(&format!("removed {name}"));
             Ok(0)
         }
         SecretsCmd::Import { file, scope: s } => {
@@ -362,13 +369,12 @@ fn secrets(ep: &Endpoint, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> 
             };
             if json {
                 print_json(&json!({ "imported": count, "names": names }));
-            } else {
-                eprintln!("vaultctl: imported {count} secrets: {}", names.join(", "));
             }
+            ui.info(&format!("imported {count} secrets: {}", names.join(", ")));
             for name in short {
-                eprintln!(
-                    "vaultctl: warning: {name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
-                );
+                ui.warn(&format!(
+                    "{name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
+                ));
             }
             Ok(0)
         }
@@ -402,11 +408,11 @@ fn precheck(ep: &Endpoint, s: ScopeArg, name: &str, mode: SetMode) -> Result<(),
 }
 
 /// Said after a value is stored, so only about requests that succeeded.
-fn warn_short(short: bool) {
+fn warn_short(ui: Ui, short: bool) {
     if short {
-        eprintln!(
-            "vaultctl: warning: values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
-        );
+        ui.warn(&format!(
+            "values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
+        ));
     }
 }
 
@@ -432,12 +438,11 @@ fn put(
     Ok(version)
 }
 
-fn report_written(json: bool, name: &str, version: Option<u64>, verb: &str) {
-    if json {
+fn report_written(ui: Ui, name: &str, version: Option<u64>, verb: &str) {
+    if ui.json {
         print_json(&json!({ "name": name, "version": version }));
-    } else {
-        eprintln!("vaultctl: {verb} {name} (version {})", version.unwrap_or(0));
     }
+    ui.info(&format!("{verb} {name} (version {})", version.unwrap_or(0)));
 }
 
 fn print_list(json: bool, list: &[SecretInfo]) {

@@ -13,6 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::commands::Endpoint;
 use crate::error::{CtlError, EXIT_RUN_LOST};
+use crate::report::Ui;
 use aivault_client::cli::RunArgs;
 
 /// `30s`, `5m`, `1h`, `500ms` or plain seconds, as milliseconds.
@@ -74,7 +75,7 @@ fn check_command(argv: &[String]) -> Result<(), CtlError> {
     Ok(())
 }
 
-pub fn run(ep: &Endpoint, args: RunArgs) -> Result<i32, CtlError> {
+pub fn run(ep: &Endpoint, ui: Ui, args: RunArgs) -> Result<i32, CtlError> {
     check_command(&args.command)?;
     let timeout_ms = args.timeout.as_deref().map(parse_duration_ms).transpose()?;
     let cwd = if args.cwd_readable {
@@ -108,7 +109,7 @@ pub fn run(ep: &Endpoint, args: RunArgs) -> Result<i32, CtlError> {
     let _ = forwarded.thread_block();
     let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| CtlError::Local(format!("cannot watch for signals: {e}")))?;
-    pump(session, &signals)
+    pump(session, &signals, ui)
 }
 
 /// Input queued beyond this stops reading stdin until the daemon takes it.
@@ -116,7 +117,7 @@ const MAX_QUEUED: usize = 256 * 1024;
 
 /// One thread, one poll: the run's events to stdout/stderr, stdin and the
 /// forwarded signals to the run, until the exit status arrives.
-fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
+fn pump(mut session: RunSession, signals: &SignalFd, ui: Ui) -> Result<i32, CtlError> {
     let stdin = std::io::stdin();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 64 * 1024];
@@ -140,7 +141,7 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
-                eprintln!("vaultctl: cannot wait for the run: {e}");
+                ui.failure("local", &format!("cannot wait for the run: {e}"));
                 return Ok(EXIT_RUN_LOST);
             }
         }
@@ -195,13 +196,16 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
                 }
                 Ok(RunEvent::Exit(exit)) => {
                     if let Some(m) = exit.message {
-                        eprintln!("vaultctl: {m}");
+                        ui.failure(exit.reason.as_str(), &m);
                     }
                     return Ok(exit.code);
                 }
                 Err(ClientError::Daemon(e)) => return Err(ClientError::Daemon(e).into()),
                 Err(e) => {
-                    eprintln!("vaultctl: the run's connection failed: {e}");
+                    ui.failure(
+                        "connection-lost",
+                        &format!("the run's connection failed: {e}"),
+                    );
                     return Ok(EXIT_RUN_LOST);
                 }
             }

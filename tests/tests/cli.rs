@@ -546,3 +546,133 @@ fn secrets_list_escapes_descriptions_and_tags_and_stays_aligned() {
         .as_str()
         .is_some_and(|t| t.contains("\x1b[31m"))));
 }
+
+/// The one JSON error line on stderr, its code and message.
+#[track_caller]
+fn json_error(out: &std::process::Output, code: i32) -> (String, String) {
+    let err = fails_with(out, code);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
+    let obj = v["error"].as_object().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(obj.len(), 2, "code and message only: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        obj["code"].as_str().unwrap().to_string(),
+        obj["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn json_errors_have_one_shape_everywhere() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    set_secret(&d, &alice, "TAKEN", "a-fine-value-123");
+    let cases: &[(&[&str], &[u8], i32, &str)] = &[
+        (
+            &["--json", "secrets", "masked", "MISSING"],
+            b"",
+            3,
+            "not-found",
+        ),
+        (
+            &["--json", "secrets", "set", "1BAD"],
+            b"x",
+            2,
+            "invalid-name",
+        ),
+        (
+            &["--json", "secrets", "set", "TAKEN"],
+            b"x",
+            2,
+            "already-exists",
+        ),
+        (&["--json", "secrets", "set", "NEW"], b"", 2, "usage"),
+        (&["--json", "audit", "verify"], b"", 4, "permission-denied"),
+        (&["--json", "run", "--", "./x"], b"", 2, "usage"),
+        (
+            &["--json", "run", "--", "true"],
+            b"",
+            4,
+            "permission-denied",
+        ),
+        (
+            &["--json", "audit", "list", "--since", "soon"],
+            b"",
+            2,
+            "usage",
+        ),
+        // Errors of the command line itself, wherever --json stands.
+        (&["--json", "secrets", "frobnicate"], b"", 2, "usage"),
+        (&["secrets", "list", "--json", "--bogus"], b"", 2, "usage"),
+    ];
+    for (args, stdin, exit, code) in cases {
+        let out = d.vaultctl(&alice, args, stdin);
+        let (got, message) = json_error(&out, *exit);
+        assert_eq!(&got, code, "{args:?}: {message}");
+        assert!(
+            !message.is_empty() && !message.starts_with("vaultctl"),
+            "{message}"
+        );
+    }
+    let gone = std::path::Path::new("/nonexistent/sock");
+    let (code, _) = json_error(
+        &aivault_tests::vaultctl_at(gone, &alice, &["--json", "status"], b""),
+        5,
+    );
+    assert_eq!(code, "unavailable");
+    // Without --json the same error is one line of text.
+    let err = fails_with(
+        &d.vaultctl(&alice, &["secrets", "masked", "MISSING"], b""),
+        3,
+    );
+    assert!(err.starts_with("vaultctl: ") && !err.contains('{'), "{err}");
+    // A warning under --json is JSON too; the result is on stdout.
+    let out = d.vaultctl(&alice, &["--json", "secrets", "set", "SHORT"], b"abc");
+    let result: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(result["name"], "SHORT");
+    let warning: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).trim()).unwrap();
+    assert!(warning["warning"]["message"].is_string(), "{warning}");
+}
+
+#[test]
+fn quiet_drops_informational_lines_only() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // Without --quiet each of these says what it did.
+    let out = d.vaultctl(&alice, &["secrets", "set", "LOUD"], b"a-fine-value-123");
+    ok(&out);
+    assert!(stderr(&out).contains("stored LOUD"), "{}", stderr(&out));
+    for (args, stdin) in [
+        (
+            &["--quiet", "secrets", "set", "A"][..],
+            &b"a-fine-value-123"[..],
+        ),
+        (&["-q", "secrets", "rotate", "A"], b"a-fine-value-456"),
+        (&["secrets", "rm", "A", "--quiet"], b""),
+        (&["-q", "secrets", "import", "-"], b"B=a-fine-value-789\n"),
+    ] {
+        let out = d.vaultctl(&alice, args, stdin);
+        ok(&out);
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+    // Warnings and errors are not informational.
+    let out = d.vaultctl(&alice, &["-q", "secrets", "set", "SHORT"], b"abc");
+    ok(&out);
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let err = fails_with(
+        &d.vaultctl(&alice, &["-q", "secrets", "rm", "MISSING"], b""),
+        3,
+    );
+    assert!(err.contains("MISSING") || err.contains("no such"), "{err}");
+    // Data on stdout is not informational either.
+    let list = ok(&d.vaultctl(&alice, &["-q", "secrets", "list"], b""));
+    assert!(list.contains("SHORT"), "{list}");
+}

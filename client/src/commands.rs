@@ -52,7 +52,8 @@ impl Endpoint {
             None => Some(DEFAULT_DAEMON_TIMEOUT),
             Some("0") => None,
             Some(s) => Some(std::time::Duration::from_millis(
-                crate::run::parse_duration_ms(s)?,
+                crate::run::parse_duration_ms(s)
+                    .map_err(|e| usage(format!("--daemon-timeout: {e}")))?,
             )),
         };
         Ok(Endpoint {

@@ -449,7 +449,8 @@ fn a_daemon_that_never_answers_times_out() {
     assert!(err.contains("within 1s"), "{err}");
     let out =
         aivault_tests::vaultctl_at(&sock, &root, &["--daemon-timeout", "soon", "status"], b"");
-    fails_with(&out, 2);
+    let err = fails_with(&out, 2);
+    assert!(err.contains("--daemon-timeout"), "{err}");
 }
 
 #[test]

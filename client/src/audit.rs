@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::commands::Endpoint;
 use crate::error::CtlError;
 use crate::text::{escape, width};
+use crate::time::{now_ms, parse_rfc3339_ms};
 
 /// How many records the daemon is asked for when filtering here or
 /// following: its largest answer.
@@ -319,91 +320,9 @@ fn parse_since(s: &str) -> Result<i64, CtlError> {
     Ok(now_ms().saturating_sub(back))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` as milliseconds since the epoch.
-fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || !s.is_ascii() {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
-    let sep = |i: usize, c: &[u8]| c.contains(&b[i]);
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d == 0 || d > crate::commands::days_in_month(y.into(), mo) {
-        return None;
-    }
-    if h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0u32;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let frac = s.get(start..i).filter(|f| !f.is_empty())?;
-        ms = format!("{frac:0<3}").get(..3)?.parse().ok()?;
-    }
-    let offset_secs: i64 = match s.get(i..)? {
-        "Z" | "z" => 0,
-        off if off.len() == 6 && (off.starts_with('+') || off.starts_with('-')) => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            if b[i + 3] != b':' || oh > 23 || om > 59 {
-                return None;
-            }
-            let v = i64::from(oh * 3_600 + om * 60);
-            if off.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return None,
-    };
-    let days = crate::commands::days_from_civil(y.into(), mo, d);
-    let secs = days * 86_400 + i64::from(h * 3_600 + mi * 60 + sec) - offset_secs;
-    Some(secs * 1_000 + i64::from(ms))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5Z"), Some(1_500));
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-22T05:10:00.123Z"),
-            Some(1_795_324_200_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-22T06:10:00+01:00"),
-            Some(1_795_324_200_000)
-        );
-        for bad in [
-            "2026-11-22",
-            "2026-13-01T00:00:00Z",
-            "2026-02-30T00:00:00Z",
-            "2026-11-22T05:10:00",
-            "2026-11-22T05:10:00+0100",
-            "2026-11-22T25:10:00Z",
-        ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn since_takes_durations_and_times() {

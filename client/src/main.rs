@@ -5,7 +5,9 @@ mod commands;
 mod error;
 mod report;
 mod run;
+mod secrets;
 mod text;
+mod time;
 
 use clap::Parser;
 

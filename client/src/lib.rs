@@ -323,3 +323,31 @@ impl RunSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_given() {
+        assert_eq!(human(Duration::from_secs(30)), "30s");
+        assert_eq!(human(Duration::from_millis(500)), "500ms");
+        assert_eq!(human(Duration::from_millis(1_500)), "1.5s");
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_naming_the_handshake() {
+        let path = std::env::temp_dir().join(format!("aivault-client-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let mut c =
+            Client::open_with_timeout(&path, Some(Duration::from_millis(50))).expect("open");
+        let _held = listener.accept().expect("accept");
+        let got = c.call(RequestBody::Status);
+        let _ = std::fs::remove_file(&path);
+        match got {
+            Err(ClientError::Timeout { stage, .. }) => assert_eq!(stage, "the handshake"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -465,6 +465,9 @@ fn a_socket_that_refuses_the_user_is_permission_denied() {
     let err = fails_with(&out, 4);
     assert!(err.contains("permission denied"), "{err}");
     assert!(err.contains(&sock.display().to_string()), "{err}");
+    let out = aivault_tests::vaultctl_at(&sock, &alice, &["--json", "status"], b"");
+    let (code, _) = json_error(&out, 4);
+    assert_eq!(code, "permission-denied");
     // A missing socket is still "unavailable".
     let out = aivault_tests::vaultctl_at(&dir.path().join("none"), &alice, &["status"], b"");
     fails_with(&out, 5);

@@ -1,5 +1,7 @@
 //! `vaultctl` and `aivaultd` answer bad input with a clear error and a
-//! meaningful exit status — never a panic. Needs root.
+//! meaningful exit status — never a panic — and `vaultctl` serves operators
+//! and scripts: the audit table and its filters, checks before a value is
+//! read, escaped text, timeouts, `--quiet` and JSON errors. Needs root.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::BufRead;

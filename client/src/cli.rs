@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Environment variable for `--daemon-timeout`.
+pub const DAEMON_TIMEOUT_ENV: &str = "AIVAULT_DAEMON_TIMEOUT";
+
 pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  a negative answer (`secrets exists`: absent; `audit verify`: problems found)
   2  usage error: unknown flag, bad name, unreadable or invalid input
   3  no such secret
-  4  permission denied
-  5  daemon unavailable: not running, sealed, busy or a different version
+  4  permission denied (by the daemon, or by the socket's file permissions)
+  5  daemon unavailable: not running, not answering, sealed, busy or a different version
   6  vault or audit failure: tampered record, audit log unwritable, internal error";
 
 /// Use secrets without seeing them: talk to the aivault daemon.
@@ -22,9 +25,15 @@ pub struct Cli {
     /// Daemon socket [env: AIVAULT_SOCKET] [default: /run/aivault/aivaultd.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Print data as JSON (for scripts)
+    /// Print data as JSON on stdout, and errors and warnings as JSON lines on stderr (for scripts)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print no informational lines ("stored", "removed", "imported", ...); warnings and errors still print
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Give up on a daemon that does not answer within this long (e.g. 10s, 500ms; 0: wait for ever); a run's command itself is not bounded by it [env: AIVAULT_DAEMON_TIMEOUT] [default: 30s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub daemon_timeout: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,7 +76,7 @@ pub struct RunArgs {
     /// Let the command read the current directory (if the rule allows it)
     #[arg(long)]
     pub cwd_readable: bool,
-    /// The command and its arguments (resolved by the daemon in its trusted search path)
+    /// The command and its arguments: a bare name (looked up by the daemon in the policy's search path) or an absolute path; relative paths are refused
     #[arg(
         required = true,
         trailing_var_arg = true,
@@ -120,7 +129,7 @@ pub struct MetaOpts {
 pub enum SecretsCmd {
     /// Store a new secret; the value comes from stdin, or a no-echo prompt on a terminal
     #[command(
-        after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed."
+        after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed. The name, the scope and whether the secret exists are checked before the value is read."
     )]
     Set {
         /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
@@ -175,11 +184,26 @@ pub enum SecretsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Show audit records (yours; root sees everyone's)
+    /// Show audit records (yours; root sees everyone's) as a table, or with --json as the daemon's JSON lines
+    #[command(
+        after_help = "Filters look at the newest 10000 records the daemon lets you read. User names come from /etc/passwd; other accounts show as uids."
+    )]
     List {
-        /// At most this many of the newest records
+        /// At most this many of the newest matching records
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
+        /// Only records since then: a duration back from now (30m, 1h, 7d, 2w) or an RFC 3339 time (2026-11-22T05:10:00Z)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only records of this account: a user name or a uid
+        #[arg(long, value_name = "NAME|UID")]
+        user: Option<String>,
+        /// Only records of this operation (e.g. secret.set, secret.remove, run, run.exit, audit.list)
+        #[arg(long, value_name = "OP")]
+        op: Option<String>,
+        /// After the records so far, keep polling (every 2 s) and print new ones as they come, until interrupted (Ctrl-C)
+        #[arg(long)]
+        follow: bool,
     },
     /// Check the audit log's MAC chain and anchor (root only)
     Verify,

@@ -1,42 +1,71 @@
-//! What each `vaultctl` subcommand does. Output goes to stdout, diagnostics to
-//! stderr; no code path prints a value.
+//! What each `vaultctl` subcommand does (`secrets` in [`crate::secrets`],
+//! `audit list` in [`crate::audit`], `run` in [`crate::run`]). Output goes
+//! to stdout, diagnostics to stderr; no code path prints a value.
 
-use std::io::{IsTerminal, Read, Write};
-
-use aivault_client::{dotenv, socket_path, Client, ClientError};
-use aivault_proto::{MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireScope};
+use aivault_client::{socket_path, Client, ClientError};
+use aivault_proto::{Reply, RequestBody, SecretBytes, WireScope};
 use serde_json::json;
-use zeroize::Zeroizing;
 
-use aivault_client::cli::{AuditCmd, Cli, Command, MetaOpts, PolicyCmd, ScopeArg, SecretsCmd};
+use aivault_client::cli::{AuditCmd, Cli, Command, PolicyCmd, ScopeArg, DAEMON_TIMEOUT_ENV};
 
 use crate::error::CtlError;
+use crate::report::Ui;
 
-/// Largest value accepted from stdin (the daemon enforces the same limit).
-const MAX_VALUE: usize = 64 * 1024;
-/// Largest `.env` file `import` reads.
-const MAX_IMPORT_FILE: u64 = 16 * 1024 * 1024;
-/// Values shorter than this are redacted only as raw bytes, not in encoded forms.
-const MIN_REDACTABLE: usize = aivault_redact::MIN_ENCODED_LEN;
-
-fn usage(msg: impl Into<String>) -> CtlError {
+pub(crate) fn usage(msg: impl Into<String>) -> CtlError {
     CtlError::Usage(msg.into())
 }
 
-fn scope(s: ScopeArg) -> WireScope {
+pub(crate) fn scope(s: ScopeArg) -> WireScope {
     match s {
         ScopeArg::Own => WireScope::Own,
         ScopeArg::System => WireScope::System,
     }
 }
 
-pub fn run(cli: Cli) -> Result<i32, CtlError> {
-    let path = socket_path(cli.socket.as_deref());
+/// Where the daemon is and how long to wait for it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub path: std::path::PathBuf,
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Endpoint {
+    /// From `--socket`/`$AIVAULT_SOCKET` and `--daemon-timeout`/`$AIVAULT_DAEMON_TIMEOUT`.
+    pub fn new(cli: &Cli) -> Result<Self, CtlError> {
+        let from_env = std::env::var(DAEMON_TIMEOUT_ENV).ok();
+        let timeout = match cli.daemon_timeout.as_deref().or(from_env.as_deref()) {
+            None => Some(DEFAULT_DAEMON_TIMEOUT),
+            Some("0") => None,
+            Some(s) => Some(std::time::Duration::from_millis(
+                crate::run::parse_duration_ms(s)
+                    .map_err(|e| usage(format!("--daemon-timeout: {e}")))?,
+            )),
+        };
+        Ok(Endpoint {
+            path: socket_path(cli.socket.as_deref()),
+            timeout,
+        })
+    }
+
+    /// A connection, its handshake sent (see [`Client::open`]).
+    pub fn open(&self) -> Result<Client, ClientError> {
+        Client::open_with_timeout(&self.path, self.timeout)
+    }
+}
+
+/// How long a daemon may take to answer unless told otherwise: far beyond
+/// any request's normal time (a passphrase unlock, verifying a long audit
+/// log), short enough that a hung daemon does not hang scripts.
+const DEFAULT_DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
+    let ep = Endpoint::new(&cli)?;
+    let path = ep.path.clone();
     let json = cli.json;
     // Read local input before connecting, so a slow typist holds no daemon slot.
     match cli.command {
-        Command::Secrets(cmd) => secrets(&path, json, cmd),
-        Command::Run(args) => crate::run::run(cli.socket.as_deref(), args),
+        Command::Secrets(cmd) => crate::secrets::run(&ep, ui, cmd),
+        Command::Run(args) => crate::run::run(&ep, ui, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
         Command::Policy(cmd) => {
             let body = match cmd {
@@ -45,7 +74,7 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                 PolicyCmd::Reload => RequestBody::PolicyReload,
             };
             let reload = matches!(body, RequestBody::PolicyReload);
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             match c.call(body)? {
                 Reply::Policy(text) => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -61,14 +90,17 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
                     })
                 }
                 Reply::Done { .. } if reload => {
-                    eprintln!("vaultctl: policy reloaded");
+                    if json {
+                        print_json(&json!({ "reloaded": true }));
+                    }
+                    ui.info("policy reloaded");
                     Ok(0)
                 }
                 _ => Err(ClientError::Protocol.into()),
             }
         }
         Command::Status => {
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             let Reply::Status(s) = c.call(RequestBody::Status)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -104,27 +136,36 @@ pub fn run(cli: Cli) -> Result<i32, CtlError> {
             Ok(0)
         }
         Command::Unlock => {
-            let pass = read_value("Vault passphrase: ", false)?;
-            let mut c = Client::open(&path)?;
+            let pass = crate::secrets::read_value("Vault passphrase: ", false)?;
+            let mut c = ep.open()?;
             c.call(RequestBody::Unlock {
                 passphrase: SecretBytes::new(pass.to_vec()),
             })?;
-            eprintln!("vaultctl: vault unsealed");
-            Ok(0)
-        }
-        Command::Audit(AuditCmd::List { limit }) => {
-            let mut c = Client::open(&path)?;
-            let Reply::AuditRecords(lines) = c.call(RequestBody::AuditList { limit })? else {
-                return Err(ClientError::Protocol.into());
-            };
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                let _ = writeln!(out, "{l}");
+            if json {
+                print_json(&json!({ "unsealed": true }));
             }
+            ui.info("vault unsealed");
             Ok(0)
         }
+        Command::Audit(AuditCmd::List {
+            limit,
+            since,
+            user,
+            op,
+            follow,
+        }) => crate::audit::list(
+            &ep,
+            crate::audit::ListArgs {
+                limit,
+                since,
+                user,
+                op,
+                follow,
+                json,
+            },
+        ),
         Command::Audit(AuditCmd::Verify) => {
-            let mut c = Client::open(&path)?;
+            let mut c = ep.open()?;
             let Reply::AuditVerified(r) = c.call(RequestBody::AuditVerify)? else {
                 return Err(ClientError::Protocol.into());
             };
@@ -193,369 +234,6 @@ fn print_policy(v: &serde_json::Value) {
     println!("policy ok");
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &serde_json::Value) {
     println!("{v}");
-}
-
-fn secrets(path: &std::path::Path, json: bool, cmd: SecretsCmd) -> Result<i32, CtlError> {
-    match cmd {
-        SecretsCmd::Set {
-            name,
-            meta,
-            scope: s,
-            force,
-        } => {
-            let meta = meta_input(meta)?;
-            let value = read_value(&format!("Value for {name}: "), true)?;
-            let mode = if force {
-                SetMode::Upsert
-            } else {
-                SetMode::Create
-            };
-            let version = put(path, s.scope, name.clone(), value, meta, mode)?;
-            report_written(json, &name, version, "stored");
-            Ok(0)
-        }
-        SecretsCmd::Rotate {
-            name,
-            meta,
-            scope: s,
-        } => {
-            let meta = meta_input(meta)?;
-            let value = read_value(&format!("New value for {name}: "), true)?;
-            let version = put(path, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
-            report_written(json, &name, version, "rotated");
-            Ok(0)
-        }
-        SecretsCmd::List { scope: s } => {
-            let mut c = Client::open(path)?;
-            let Reply::Secrets(list) = c.call(RequestBody::SecretList {
-                scope: scope(s.scope),
-            })?
-            else {
-                return Err(ClientError::Protocol.into());
-            };
-            print_list(json, &list);
-            Ok(0)
-        }
-        SecretsCmd::Exists { name, scope: s } => {
-            let mut c = Client::open(path)?;
-            let Reply::Exists(yes) = c.call(RequestBody::SecretExists {
-                scope: scope(s.scope),
-                name,
-            })?
-            else {
-                return Err(ClientError::Protocol.into());
-            };
-            if json {
-                print_json(&json!({ "exists": yes }));
-            }
-            Ok(if yes { 0 } else { 1 })
-        }
-        SecretsCmd::Masked { name, scope: s } => {
-            let mut c = Client::open(path)?;
-            let Reply::Masked(m) = c.call(RequestBody::SecretMasked {
-                scope: scope(s.scope),
-                name: name.clone(),
-            })?
-            else {
-                return Err(ClientError::Protocol.into());
-            };
-            if json {
-                print_json(&json!({ "name": name, "masked": m }));
-            } else {
-                println!("{m}");
-            }
-            Ok(0)
-        }
-        SecretsCmd::Rm { name, scope: s } => {
-            let mut c = Client::open(path)?;
-            c.call(RequestBody::SecretRemove {
-                scope: scope(s.scope),
-                name: name.clone(),
-            })?;
-            if json {
-                print_json(&json!({ "name": name, "removed": true }));
-            } else {
-                eprintln!("vaultctl: removed {name}");
-            }
-            Ok(0)
-        }
-        SecretsCmd::Import { file, scope: s } => {
-            let text = read_import(&file)?;
-            let entries =
-                dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
-            if entries.is_empty() {
-                return Err(usage(format!("{}: no NAME=value lines", file.display())));
-            }
-            let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-            for e in &entries {
-                if e.value.len() < MIN_REDACTABLE {
-                    eprintln!(
-                        "vaultctl: warning: {} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output",
-                        e.name
-                    );
-                }
-            }
-            let wire = entries
-                .into_iter()
-                .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
-                .collect();
-            let mut c = Client::open(path)?;
-            let Reply::Imported { count } = c.call(RequestBody::SecretImport {
-                scope: scope(s.scope),
-                entries: wire,
-            })?
-            else {
-                return Err(ClientError::Protocol.into());
-            };
-            if json {
-                print_json(&json!({ "imported": count, "names": names }));
-            } else {
-                eprintln!("vaultctl: imported {count} secrets: {}", names.join(", "));
-            }
-            Ok(0)
-        }
-    }
-}
-
-fn put(
-    path: &std::path::Path,
-    s: ScopeArg,
-    name: String,
-    value: Zeroizing<Vec<u8>>,
-    meta: MetaInput,
-    mode: SetMode,
-) -> Result<Option<u64>, CtlError> {
-    let mut c = Client::open(path)?;
-    let Reply::Done { version } = c.call(RequestBody::SecretSet {
-        scope: scope(s),
-        name,
-        value: SecretBytes::new(value.to_vec()),
-        meta,
-        mode,
-    })?
-    else {
-        return Err(ClientError::Protocol.into());
-    };
-    Ok(version)
-}
-
-fn report_written(json: bool, name: &str, version: Option<u64>, verb: &str) {
-    if json {
-        print_json(&json!({ "name": name, "version": version }));
-    } else {
-        eprintln!("vaultctl: {verb} {name} (version {})", version.unwrap_or(0));
-    }
-}
-
-fn print_list(json: bool, list: &[SecretInfo]) {
-    if json {
-        let v: Vec<_> = list
-            .iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
-                    "version": s.version, "created": s.created, "updated": s.updated,
-                    "description": s.description, "tags": s.tags, "expires": s.expires,
-                })
-            })
-            .collect();
-        print_json(&serde_json::Value::Array(v));
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{:<32} {:>7}  {:<10}  {:<10}  DESCRIPTION",
-        "NAME", "VERSION", "UPDATED", "EXPIRES"
-    );
-    for s in list {
-        let tags = if s.tags.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", s.tags.join(","))
-        };
-        let _ = writeln!(
-            out,
-            "{:<32} {:>7}  {:<10}  {:<10}  {}{}",
-            s.name,
-            s.version,
-            date(s.updated),
-            s.expires.map(date).unwrap_or_else(|| "-".into()),
-            s.description.as_deref().unwrap_or(""),
-            tags
-        );
-    }
-}
-
-/// Reads a value: from a terminal, a no-echo prompt (twice when `confirm`);
-/// otherwise all of stdin, minus one trailing newline.
-fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>, CtlError> {
-    let value = if std::io::stdin().is_terminal() {
-        let first = aivault_proto::tty::prompt_no_echo(prompt)
-            .map_err(|e| usage(format!("cannot read from the terminal: {e}")))?;
-        if confirm {
-            let again = aivault_proto::tty::prompt_no_echo("Again: ")
-                .map_err(|e| usage(format!("cannot read from the terminal: {e}")))?;
-            if again != first {
-                return Err(usage("the two entries differ; nothing was stored"));
-            }
-        }
-        first
-    } else {
-        let mut buf = Zeroizing::new(Vec::new());
-        std::io::stdin()
-            .take(MAX_VALUE as u64 + 2)
-            .read_to_end(&mut buf)
-            .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        buf
-    };
-    if value.is_empty() {
-        return Err(usage("empty value; nothing was stored"));
-    }
-    if value.len() > MAX_VALUE {
-        return Err(usage(format!("values are limited to {MAX_VALUE} bytes")));
-    }
-    if confirm && value.len() < MIN_REDACTABLE {
-        eprintln!(
-            "vaultctl: warning: values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
-        );
-    }
-    Ok(value)
-}
-
-fn read_import(file: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CtlError> {
-    let mut buf = Zeroizing::new(Vec::new());
-    let cannot = |e: std::io::Error| usage(format!("cannot read {}: {e}", file.display()));
-    if file.as_os_str() == "-" {
-        std::io::stdin()
-            .take(MAX_IMPORT_FILE + 1)
-            .read_to_end(&mut buf)
-            .map_err(cannot)?;
-    } else {
-        std::fs::File::open(file)
-            .map_err(cannot)?
-            .take(MAX_IMPORT_FILE + 1)
-            .read_to_end(&mut buf)
-            .map_err(cannot)?;
-    }
-    if buf.len() as u64 > MAX_IMPORT_FILE {
-        return Err(usage(format!("{} is larger than 16 MiB", file.display())));
-    }
-    Ok(buf)
-}
-
-fn meta_input(m: MetaOpts) -> Result<MetaInput, CtlError> {
-    let expires = m.expires.as_deref().map(parse_expiry).transpose()?;
-    Ok(MetaInput {
-        description: m.description,
-        tags: m.tags,
-        expires,
-    })
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// `30d`, `12h`, `2w`, `90m` from now, or `YYYY-MM-DD` (midnight UTC).
-pub fn parse_expiry(s: &str) -> Result<u64, CtlError> {
-    let bad = || {
-        usage(format!(
-            "invalid --expires {s:?}: use e.g. 30d, 12h, 2w or 2027-01-31"
-        ))
-    };
-    if let Some((y, rest)) = s.split_once('-') {
-        let (m, d) = rest.split_once('-').ok_or_else(bad)?;
-        let (y, m, d): (i64, u32, u32) = (
-            y.parse().map_err(|_| bad())?,
-            m.parse().map_err(|_| bad())?,
-            d.parse().map_err(|_| bad())?,
-        );
-        if !(1970..=9999).contains(&y)
-            || !(1..=12).contains(&m)
-            || d == 0
-            || d > days_in_month(y, m)
-        {
-            return Err(bad());
-        }
-        return Ok((days_from_civil(y, m, d) * 86_400) as u64);
-    }
-    let split = s.len().checked_sub(1).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    if n == 0 {
-        return Err(bad());
-    }
-    n.checked_mul(secs)
-        .and_then(|d| d.checked_add(now()))
-        .ok_or_else(bad)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `YYYY-MM-DD` of a unix time (UTC).
-fn date(secs: u64) -> String {
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        assert_eq!(date(0), "1970-01-01");
-        let t = parse_expiry("2027-02-28").unwrap();
-        assert_eq!(date(t), "2027-02-28");
-        assert!(parse_expiry("2027-02-29").is_err());
-        assert!(parse_expiry("30x").is_err());
-        assert!(parse_expiry("").is_err());
-        assert!(parse_expiry("0d").is_err());
-        assert!(parse_expiry("30d").unwrap() > now());
-    }
 }

@@ -22,6 +22,21 @@ pub enum CtlError {
 }
 
 impl CtlError {
+    /// The stable code `--json` reports: the daemon's error code when it
+    /// answered, else what went wrong on this side.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CtlError::Usage(_) => "usage",
+            CtlError::Client(ClientError::Daemon(e) | ClientError::Refused(e)) => e.code.as_str(),
+            CtlError::Client(ClientError::ConnectDenied { .. }) => "permission-denied",
+            CtlError::Client(ClientError::Connect { .. }) => "unavailable",
+            CtlError::Client(ClientError::Timeout { .. }) => "timeout",
+            CtlError::Client(ClientError::Frame(_)) => "connection-lost",
+            CtlError::Client(ClientError::Protocol) => "protocol",
+            CtlError::Local(_) => "local",
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CtlError::Usage(_) => 2,
@@ -33,6 +48,7 @@ impl CtlError {
                 ErrorCode::AlreadyExists => 2,
                 ErrorCode::Tampered | ErrorCode::AuditUnavailable | ErrorCode::Internal => 6,
             },
+            CtlError::Client(ClientError::ConnectDenied { .. }) => 4,
             CtlError::Client(_) => 5,
             CtlError::Local(_) => 6,
         }

@@ -32,6 +32,16 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The socket (or a directory above it) does not let this user in.
+    #[error("permission denied: cannot connect to aivaultd at {path} (the socket or a directory above it does not admit your user)")]
+    ConnectDenied { path: PathBuf },
+    /// The daemon accepted the connection but did not answer in time.
+    #[error("aivaultd did not answer {stage} within {}", human(*after))]
+    Timeout {
+        /// What was waited for: "the handshake", "the request", "the reply".
+        stage: &'static str,
+        after: Duration,
+    },
     #[error("lost connection to aivaultd: {0}")]
     Frame(#[from] FrameError),
     #[error("the daemon refused the connection: {0}")]
@@ -52,6 +62,22 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     })
 }
 
+/// `1.5s`, `30s`, `500ms` for messages.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A read or write that ran into the socket's timeout.
+fn timed_out(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
 /// One connection to the daemon.
 #[derive(Debug)]
 pub struct Client {
@@ -59,6 +85,8 @@ pub struct Client {
     next_id: u64,
     /// The daemon's self-description, once its handshake answer is read.
     server: Option<String>,
+    /// How long each write and each awaited answer may take.
+    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -74,14 +102,38 @@ impl Client {
     /// then reads both answers, saving a round trip. A refused handshake is
     /// reported by that call, as by [`Client::connect`].
     pub fn open(path: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.into(),
-            source,
+        Self::open_with_timeout(path, None)
+    }
+
+    /// [`Client::open`], with every write and every awaited answer (the
+    /// handshake's, each reply) bounded by `timeout`: a daemon that accepts
+    /// the connection and then never answers is reported as
+    /// [`ClientError::Timeout`] instead of waited on for ever. `None` waits.
+    pub fn open_with_timeout(path: &Path, timeout: Option<Duration>) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::ConnectDenied { path: path.into() }
+            } else {
+                ClientError::Connect {
+                    path: path.into(),
+                    source,
+                }
+            }
         })?;
+        let bounded = stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout));
+        if let Err(source) = bounded {
+            return Err(ClientError::Connect {
+                path: path.into(),
+                source,
+            });
+        }
         let mut client = Self {
             stream,
             next_id: 1,
             server: None,
+            timeout,
         };
         let hello = Hello {
             magic: HELLO_MAGIC,
@@ -89,8 +141,17 @@ impl Client {
             client: format!("aivault-client {}", env!("CARGO_PKG_VERSION")),
         };
         let sent = write_frame(&mut client.stream, &encode(&hello)?);
-        client.after_write(sent)?;
+        client.after_write(sent, "the handshake")?;
         Ok(client)
+    }
+
+    /// A frame error as the caller should see it: a timeout names what
+    /// was waited for.
+    fn frame_error(&self, e: FrameError, stage: &'static str) -> ClientError {
+        match self.timeout {
+            Some(after) if timed_out(&e) => ClientError::Timeout { stage, after },
+            _ => e.into(),
+        }
     }
 
     /// Reads the handshake's answer if it is still pending.
@@ -98,7 +159,9 @@ impl Client {
         if self.server.is_some() {
             return Ok(());
         }
-        let reply: HelloReply = decode(&read_frame(&mut self.stream)?)?;
+        let frame =
+            read_frame(&mut self.stream).map_err(|e| self.frame_error(e, "the handshake"))?;
+        let reply: HelloReply = decode(&frame)?;
         reply.result.map_err(ClientError::Refused)?;
         self.server = Some(reply.server);
         Ok(())
@@ -107,9 +170,14 @@ impl Client {
     /// A write that failed before the handshake was answered may be the
     /// daemon refusing the connection (busy, wrong version) and closing it:
     /// its answer, still readable, says why better than a broken pipe.
-    fn after_write(&mut self, sent: Result<(), FrameError>) -> Result<(), ClientError> {
+    fn after_write(
+        &mut self,
+        sent: Result<(), FrameError>,
+        stage: &'static str,
+    ) -> Result<(), ClientError> {
         match sent {
             Ok(()) => Ok(()),
+            Err(e) if timed_out(&e) => Err(self.frame_error(e, stage)),
             Err(e) if self.server.is_none() => {
                 self.finish_handshake()?;
                 Err(e.into())
@@ -136,9 +204,10 @@ impl Client {
         // The encoded request may hold a value: wiped on drop.
         let request = zeroize::Zeroizing::new(encode(&Request { id, body })?);
         let sent = write_frame(&mut self.stream, &request);
-        self.after_write(sent)?;
+        self.after_write(sent, "the request")?;
         self.finish_handshake()?;
-        let resp: Response = decode(&read_frame(&mut self.stream)?)?;
+        let frame = read_frame(&mut self.stream).map_err(|e| self.frame_error(e, "the reply"))?;
+        let resp: Response = decode(&frame)?;
         if resp.id != id {
             return match resp.result {
                 Err(e) => Err(ClientError::Daemon(e)),
@@ -169,11 +238,18 @@ impl Client {
     /// the run's stream.
     pub fn start_run(mut self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
         match self.call(RequestBody::Run(req))? {
-            Reply::RunStarted { command } => Ok(RunSession {
-                stream: self.stream,
-                command,
-                outgoing: Vec::new(),
-            }),
+            Reply::RunStarted { command } => {
+                // A run lasts as long as its command: only its start is bounded.
+                self.stream
+                    .set_read_timeout(None)
+                    .and_then(|()| self.stream.set_write_timeout(None))
+                    .map_err(FrameError::Io)?;
+                Ok(RunSession {
+                    stream: self.stream,
+                    command,
+                    outgoing: Vec::new(),
+                })
+            }
             _ => Err(ClientError::Protocol),
         }
     }
@@ -244,6 +320,34 @@ impl RunSession {
         match decode::<Response>(&body) {
             Ok(Response { result: Err(e), .. }) => Err(ClientError::Daemon(e)),
             _ => Err(ClientError::Protocol),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_given() {
+        assert_eq!(human(Duration::from_secs(30)), "30s");
+        assert_eq!(human(Duration::from_millis(500)), "500ms");
+        assert_eq!(human(Duration::from_millis(1_500)), "1.5s");
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_naming_the_handshake() {
+        let path = std::env::temp_dir().join(format!("aivault-client-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let mut c =
+            Client::open_with_timeout(&path, Some(Duration::from_millis(50))).expect("open");
+        let _held = listener.accept().expect("accept");
+        let got = c.call(RequestBody::Status);
+        let _ = std::fs::remove_file(&path);
+        match got {
+            Err(ClientError::Timeout { stage, .. }) => assert_eq!(stage, "the handshake"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -4,14 +4,16 @@
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aivault_client::{socket_path, Client, ClientError, RunSession};
+use aivault_client::{ClientError, RunSession};
 use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::commands::Endpoint;
 use crate::error::{CtlError, EXIT_RUN_LOST};
+use crate::report::Ui;
 use aivault_client::cli::RunArgs;
 
 /// `30s`, `5m`, `1h`, `500ms` or plain seconds, as milliseconds.
@@ -56,7 +58,25 @@ fn secret_asks(specs: &[String]) -> Result<Vec<SecretAsk>, CtlError> {
         .collect()
 }
 
-pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlError> {
+/// The daemon runs a bare name found in the policy's search path, or an
+/// absolute path; a path relative to the caller's directory it would
+/// refuse, so it is refused here as the usage error it is.
+fn check_command(argv: &[String]) -> Result<(), CtlError> {
+    let Some(cmd) = argv.first() else {
+        return Err(CtlError::Usage("no command given".into()));
+    };
+    let relative = (cmd.contains('/') && !cmd.starts_with('/')) || cmd == "." || cmd == "..";
+    if relative || cmd.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{}: not run: give the command's bare name (looked up in the policy's search path) or its absolute path",
+            crate::text::escape(cmd)
+        )));
+    }
+    Ok(())
+}
+
+pub fn run(ep: &Endpoint, ui: Ui, args: RunArgs) -> Result<i32, CtlError> {
+    check_command(&args.command)?;
     let timeout_ms = args.timeout.as_deref().map(parse_duration_ms).transpose()?;
     let cwd = if args.cwd_readable {
         let dir = std::env::current_dir()
@@ -76,8 +96,7 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
             .collect(),
     };
 
-    let path = socket_path(socket);
-    let session = Client::open(&path)?.start_run(req)?;
+    let session = ep.open()?.start_run(req)?;
 
     // Once the command runs, the forwarded signals are blocked and read
     // from a signalfd, so they arrive in the same poll as input and output.
@@ -90,7 +109,7 @@ pub fn run(socket: Option<&std::path::Path>, args: RunArgs) -> Result<i32, CtlEr
     let _ = forwarded.thread_block();
     let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| CtlError::Local(format!("cannot watch for signals: {e}")))?;
-    pump(session, &signals)
+    pump(session, &signals, ui)
 }
 
 /// Input queued beyond this stops reading stdin until the daemon takes it.
@@ -98,7 +117,7 @@ const MAX_QUEUED: usize = 256 * 1024;
 
 /// One thread, one poll: the run's events to stdout/stderr, stdin and the
 /// forwarded signals to the run, until the exit status arrives.
-fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
+fn pump(mut session: RunSession, signals: &SignalFd, ui: Ui) -> Result<i32, CtlError> {
     let stdin = std::io::stdin();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 64 * 1024];
@@ -122,7 +141,7 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
-                eprintln!("vaultctl: cannot wait for the run: {e}");
+                ui.failure("local", &format!("cannot wait for the run: {e}"));
                 return Ok(EXIT_RUN_LOST);
             }
         }
@@ -177,13 +196,16 @@ fn pump(mut session: RunSession, signals: &SignalFd) -> Result<i32, CtlError> {
                 }
                 Ok(RunEvent::Exit(exit)) => {
                     if let Some(m) = exit.message {
-                        eprintln!("vaultctl: {m}");
+                        ui.failure(exit.reason.as_str(), &m);
                     }
                     return Ok(exit.code);
                 }
                 Err(ClientError::Daemon(e)) => return Err(ClientError::Daemon(e).into()),
                 Err(e) => {
-                    eprintln!("vaultctl: the run's connection failed: {e}");
+                    ui.failure(
+                        "connection-lost",
+                        &format!("the run's connection failed: {e}"),
+                    );
                     return Ok(EXIT_RUN_LOST);
                 }
             }

@@ -61,7 +61,7 @@ fn sealed_until_the_right_passphrase() {
     ok(&d.vaultctl(&alice, &["secrets", "exists", "X"], b""));
 
     // Both refusals and the unlock are in the audit log, and the chain holds.
-    let trail = ok(&d.vaultctl(&root, &["audit", "list", "--limit", "100"], b""));
+    let trail = ok(&d.vaultctl(&root, &["--json", "audit", "list", "--limit", "100"], b""));
     let unlocks: Vec<serde_json::Value> = trail
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -330,7 +330,11 @@ fn refusals_are_clear_and_audited() {
             "{args:?}: {err}"
         );
     }
-    let trail = ok(&d.vaultctl(&User::root(), &["audit", "list", "--limit", "1000"], b""));
+    let trail = ok(&d.vaultctl(
+        &User::root(),
+        &["--json", "audit", "list", "--limit", "1000"],
+        b"",
+    ));
     let denied = trail
         .lines()
         .filter(|l| l.contains("\"op\":\"run\"") && l.contains("\"denied\""))

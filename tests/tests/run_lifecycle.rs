@@ -165,7 +165,11 @@ fn the_default_profile_confines_the_command() {
     );
     let _ = bob;
     // The enforcement level is in the audit record.
-    let trail = ok(&d.vaultctl(&User::root(), &["audit", "list", "--limit", "100"], b""));
+    let trail = ok(&d.vaultctl(
+        &User::root(),
+        &["--json", "audit", "list", "--limit", "100"],
+        b"",
+    ));
     assert!(
         trail
             .lines()
@@ -255,7 +259,7 @@ fn a_run_ends_completely_whatever_the_command_does() {
         // the caller reads nothing, and its teardown does not wait for it.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let trail = ok(&d.vaultctl(&alice, &["audit", "list", "--limit", "20"], b""));
+            let trail = ok(&d.vaultctl(&alice, &["--json", "audit", "list", "--limit", "20"], b""));
             let ended = trail.lines().any(|l| {
                 l.contains("run.exit")
                     && l.contains("\"yes\"")

@@ -49,7 +49,7 @@ fn swapped_ciphertexts_are_reported_as_tampering() {
     let list = ok(&d.vaultctl(&alice, &["secrets", "list"], b""));
     assert!(list.contains("AAA") && list.contains("CCC"));
     // The failure is in the audit trail.
-    let trail = ok(&d.vaultctl(&alice, &["audit", "list", "--limit", "100"], b""));
+    let trail = ok(&d.vaultctl(&alice, &["--json", "audit", "list", "--limit", "100"], b""));
     assert!(
         trail
             .lines()

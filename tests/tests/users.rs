@@ -178,7 +178,7 @@ fn two_users_manage_only_their_own_secrets() {
     assert_eq!(st["own_secrets"], 2);
 
     // Each user's audit trail holds only their own records.
-    let trail = ok(&d.vaultctl(&alice, &["audit", "list", "--limit", "1000"], b""));
+    let trail = ok(&d.vaultctl(&alice, &["--json", "audit", "list", "--limit", "1000"], b""));
     assert!(!trail.is_empty());
     for line in trail.lines() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -1,0 +1,340 @@
+//! `vaultctl secrets …`: store, rotate, import, list, test, mask and remove
+//! secrets. Values come from stdin or a no-echo prompt, never from the
+//! command line, and are never printed.
+
+use std::io::{IsTerminal, Read, Write};
+
+use aivault_client::cli::{MetaOpts, ScopeArg, SecretsCmd};
+use aivault_client::{dotenv, ClientError};
+use aivault_proto::{
+    ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
+    WireScope,
+};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::commands::{print_json, scope, usage, Endpoint};
+use crate::error::CtlError;
+use crate::report::Ui;
+use crate::text::{escape, width};
+use crate::time::{date, parse_expiry};
+
+/// Largest value accepted from stdin (the daemon enforces the same limit).
+const MAX_VALUE: usize = 64 * 1024;
+/// Largest `.env` file `import` reads.
+const MAX_IMPORT_FILE: u64 = 16 * 1024 * 1024;
+/// Values shorter than this are redacted only as raw bytes, not in encoded forms.
+const MIN_REDACTABLE: usize = aivault_redact::MIN_ENCODED_LEN;
+
+pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
+    let json = ui.json;
+    match cmd {
+        SecretsCmd::Set {
+            name,
+            meta,
+            scope: s,
+            force,
+        } => {
+            let meta = meta_input(meta)?;
+            let mode = if force {
+                SetMode::Upsert
+            } else {
+                SetMode::Create
+            };
+            precheck(ep, s.scope, &name, mode)?;
+            let value = read_value(&format!("Value for {name}: "), true)?;
+            let short = value.len() < MIN_REDACTABLE;
+            let version = put(ep, s.scope, name.clone(), value, meta, mode)?;
+            report_written(ui, &name, version, "stored");
+            warn_short(ui, short);
+            Ok(0)
+        }
+        SecretsCmd::Rotate {
+            name,
+            meta,
+            scope: s,
+        } => {
+            let meta = meta_input(meta)?;
+            precheck(ep, s.scope, &name, SetMode::Rotate)?;
+            let value = read_value(&format!("New value for {name}: "), true)?;
+            let short = value.len() < MIN_REDACTABLE;
+            let version = put(ep, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
+            report_written(ui, &name, version, "rotated");
+            warn_short(ui, short);
+            Ok(0)
+        }
+        SecretsCmd::List { scope: s } => {
+            let mut c = ep.open()?;
+            let Reply::Secrets(list) = c.call(RequestBody::SecretList {
+                scope: scope(s.scope),
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            print_list(json, &list);
+            Ok(0)
+        }
+        SecretsCmd::Exists { name, scope: s } => {
+            let mut c = ep.open()?;
+            let Reply::Exists(yes) = c.call(RequestBody::SecretExists {
+                scope: scope(s.scope),
+                name,
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "exists": yes }));
+            }
+            Ok(if yes { 0 } else { 1 })
+        }
+        SecretsCmd::Masked { name, scope: s } => {
+            let mut c = ep.open()?;
+            let Reply::Masked(m) = c.call(RequestBody::SecretMasked {
+                scope: scope(s.scope),
+                name: name.clone(),
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "name": name, "masked": m }));
+            } else {
+                println!("{m}");
+            }
+            Ok(0)
+        }
+        SecretsCmd::Rm { name, scope: s } => {
+            let mut c = ep.open()?;
+            c.call(RequestBody::SecretRemove {
+                scope: scope(s.scope),
+                name: name.clone(),
+            })?;
+            if json {
+                print_json(&json!({ "name": name, "removed": true }));
+            }
+            ui.info(&format!("removed {name}"));
+            Ok(0)
+        }
+        SecretsCmd::Import { file, scope: s } => {
+            let text = read_import(&file)?;
+            let entries =
+                dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+            if entries.is_empty() {
+                return Err(usage(format!("{}: no NAME=value lines", file.display())));
+            }
+            let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+            let short: Vec<String> = entries
+                .iter()
+                .filter(|e| e.value.len() < MIN_REDACTABLE)
+                .map(|e| e.name.clone())
+                .collect();
+            let wire = entries
+                .into_iter()
+                .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
+                .collect();
+            let mut c = ep.open()?;
+            let Reply::Imported { count } = c.call(RequestBody::SecretImport {
+                scope: scope(s.scope),
+                entries: wire,
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "imported": count, "names": names }));
+            }
+            ui.info(&format!("imported {count} secrets: {}", names.join(", ")));
+            for name in short {
+                ui.warn(&format!(
+                    "{name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
+                ));
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Before a value is asked for: whether the daemon would take this name in
+/// this scope, and whether the secret exists as the mode needs (absent for
+/// a plain `set`, present for `rotate`). One `exists` request, on its own
+/// connection, closed again while the value is typed. The daemon checks
+/// all of it again when the value arrives.
+fn precheck(ep: &Endpoint, s: ScopeArg, name: &str, mode: SetMode) -> Result<(), CtlError> {
+    let mut c = ep.open()?;
+    let Reply::Exists(exists) = c.call(RequestBody::SecretExists {
+        scope: scope(s),
+        name: name.to_string(),
+    })?
+    else {
+        return Err(ClientError::Protocol.into());
+    };
+    let refuse =
+        |code, message: String| Err(ClientError::Daemon(WireError::new(code, message)).into());
+    match mode {
+        SetMode::Create if exists => refuse(
+            ErrorCode::AlreadyExists,
+            format!("{name} exists already; nothing was stored (replace its value with --force or `secrets rotate`)"),
+        ),
+        SetMode::Rotate if !exists => refuse(ErrorCode::NotFound, format!("no such secret: {name}")),
+        _ => Ok(()),
+    }
+}
+
+/// Said after a value is stored, so only about requests that succeeded.
+fn warn_short(ui: Ui, short: bool) {
+    if short {
+        ui.warn(&format!(
+            "values shorter than {MIN_REDACTABLE} bytes are redacted from output only in their raw form, not when encoded"
+        ));
+    }
+}
+
+fn put(
+    ep: &Endpoint,
+    s: ScopeArg,
+    name: String,
+    value: Zeroizing<Vec<u8>>,
+    meta: MetaInput,
+    mode: SetMode,
+) -> Result<Option<u64>, CtlError> {
+    let mut c = ep.open()?;
+    let Reply::Done { version } = c.call(RequestBody::SecretSet {
+        scope: scope(s),
+        name,
+        value: SecretBytes::new(value.to_vec()),
+        meta,
+        mode,
+    })?
+    else {
+        return Err(ClientError::Protocol.into());
+    };
+    Ok(version)
+}
+
+fn report_written(ui: Ui, name: &str, version: Option<u64>, verb: &str) {
+    if ui.json {
+        print_json(&json!({ "name": name, "version": version }));
+    }
+    ui.info(&format!("{verb} {name} (version {})", version.unwrap_or(0)));
+}
+
+fn print_list(json: bool, list: &[SecretInfo]) {
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
+                    "version": s.version, "created": s.created, "updated": s.updated,
+                    "description": s.description, "tags": s.tags, "expires": s.expires,
+                })
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
+        return;
+    }
+    // Names are plain ASCII (the daemon refuses others) but escaped all the
+    // same; descriptions and tags are anyone's text: escaped, so a newline
+    // or a terminal escape in them can neither break the table nor reach
+    // the terminal.
+    let names: Vec<String> = list.iter().map(|s| escape(&s.name)).collect();
+    let w = width(32, names.iter().map(String::as_str));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<w$} {:>7}  {:<10}  {:<10}  DESCRIPTION",
+        "NAME", "VERSION", "UPDATED", "EXPIRES"
+    );
+    for (s, name) in list.iter().zip(&names) {
+        let tags = if s.tags.is_empty() {
+            String::new()
+        } else {
+            let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
+            format!(" [{}]", tags.join(","))
+        };
+        let line = format!(
+            "{name:<w$} {:>7}  {:<10}  {:<10}  {}{}",
+            s.version,
+            date(s.updated),
+            s.expires.map(date).unwrap_or_else(|| "-".into()),
+            escape(s.description.as_deref().unwrap_or("")),
+            tags
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// Reads a value: from a terminal, a no-echo prompt (twice when `confirm`,
+/// i.e. for a secret's value); otherwise all of stdin, minus one trailing
+/// newline.
+pub(crate) fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>, CtlError> {
+    let value = if std::io::stdin().is_terminal() {
+        let first = aivault_proto::tty::prompt_no_echo(prompt)
+            .map_err(|e| usage(format!("cannot read from the terminal: {e}")))?;
+        if confirm {
+            let again = aivault_proto::tty::prompt_no_echo("Again: ")
+                .map_err(|e| usage(format!("cannot read from the terminal: {e}")))?;
+            if again != first {
+                return Err(usage("the two entries differ; nothing was stored"));
+            }
+        }
+        first
+    } else {
+        let mut buf = Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .take(MAX_VALUE as u64 + 2)
+            .read_to_end(&mut buf)
+            .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        buf
+    };
+    if value.is_empty() {
+        // The daemon's words for the same refusal.
+        return Err(usage(if confirm {
+            "empty values are not stored"
+        } else {
+            "the passphrase is empty"
+        }));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(usage(format!("values are limited to {MAX_VALUE} bytes")));
+    }
+    Ok(value)
+}
+
+fn read_import(file: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CtlError> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let cannot = |e: std::io::Error| usage(format!("cannot read {}: {e}", file.display()));
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_IMPORT_FILE + 1)
+            .read_to_end(&mut buf)
+            .map_err(cannot)?;
+    } else {
+        std::fs::File::open(file)
+            .map_err(cannot)?
+            .take(MAX_IMPORT_FILE + 1)
+            .read_to_end(&mut buf)
+            .map_err(cannot)?;
+    }
+    if buf.len() as u64 > MAX_IMPORT_FILE {
+        return Err(usage(format!("{} is larger than 16 MiB", file.display())));
+    }
+    Ok(buf)
+}
+
+fn meta_input(m: MetaOpts) -> Result<MetaInput, CtlError> {
+    let expires = m.expires.as_deref().map(parse_expiry).transpose()?;
+    Ok(MetaInput {
+        description: m.description,
+        tags: m.tags,
+        expires,
+    })
+}

@@ -382,3 +382,55 @@ fn a_slow_run_does_not_block_a_list_and_cancelling_kills_it() {
     let status = s.close(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
+
+/// Messages until the responses to every id in `ids` are in.
+fn until_answered(s: &RawSession, ids: &[u64], within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let answered = |seen: &[Value]| {
+        ids.iter()
+            .all(|id| seen.iter().any(|m: &Value| m["id"] == *id))
+    };
+    while !answered(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = s
+            .recv(left)
+            .unwrap_or_else(|| panic!("no answer to {ids:?}; saw {seen:?}"));
+        seen.push(m);
+    }
+    seen
+}
+
+#[test]
+fn a_long_run_reports_progress_only_when_asked() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    // Longer than the 5 s tick; the one without a token runs alongside.
+    s.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "secret_run", "arguments": {"argv": ["sleep", "6"]},
+        "_meta": {"progressToken": "run-1"}}}),
+    );
+    s.send(call(2, "secret_run", json!({"argv": ["sleep", "6"]})));
+    let seen = until_answered(&s, &[1, 2], Duration::from_secs(30));
+    let result_at = seen.iter().position(|m| m["id"] == 1).unwrap();
+    assert_eq!(
+        seen[result_at]["result"]["structuredContent"]["exit_code"], 0,
+        "{seen:?}"
+    );
+    let progress: Vec<(usize, &Value)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["method"] == "notifications/progress")
+        .collect();
+    assert!(!progress.is_empty(), "no progress: {seen:?}");
+    for (at, n) in &progress {
+        assert_eq!(n["params"]["progressToken"], "run-1", "{n}");
+        assert!(*at < result_at, "progress after the result: {seen:?}");
+        let message = n["params"]["message"].as_str().unwrap();
+        assert!(message.contains("bytes of output so far"), "{message}");
+        assert!(n["params"]["progress"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    // Nothing else: request 2 had no token.
+    assert_eq!(seen.len(), progress.len() + 2, "{seen:?}");
+}

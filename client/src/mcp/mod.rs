@@ -19,9 +19,12 @@
 //! Concurrency: every `tools/call` runs on its own thread with its own daemon
 //! connection, so a slow `secret_run` never delays a `secret_list`;
 //! `notifications/cancelled` cuts the run's connection, and the daemon then
-//! kills the run's whole process tree ([`run::Cancel`]).
+//! kills the run's whole process tree ([`run::Cancel`]). A `secret_run`
+//! whose request carries `_meta.progressToken` reports
+//! `notifications/progress` while it lasts ([`progress`]).
 
 mod jsonrpc;
+mod progress;
 mod run;
 mod tools;
 
@@ -33,6 +36,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_json::{json, Value};
 
 use jsonrpc::{Line, Output, RpcError};
+use progress::Progress;
 use run::Cancel;
 
 /// Versions reachable through `initialize`, oldest first.
@@ -293,11 +297,16 @@ impl Server {
                 in_flight.idle.notify_all();
             }
         };
+        let progress = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .map(|t| Progress::new(t.clone(), out.clone()));
         let thread_id = id.clone();
         let spawned = std::thread::Builder::new()
             .name("mcp-call".into())
             .spawn(move || {
-                let result = tools::call(&socket, &params, &env, &cancel);
+                let result = tools::call(&socket, &params, &env, &cancel, progress.as_ref());
                 // A cancelled request gets no response (the client stopped
                 // waiting for it).
                 if !cancel.is_cancelled() {

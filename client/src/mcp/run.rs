@@ -23,6 +23,8 @@ use aivault_proto::{
     RequestBody, Response, RunEvent, RunInput, RunRequest, Stream, HELLO_MAGIC, PROTOCOL_VERSION,
 };
 
+use super::progress::Progress;
+
 /// Bytes of each output stream returned to the agent.
 pub const MAX_CAPTURE: usize = 1024 * 1024;
 /// Stdin bytes per frame (well under the frame limit).
@@ -139,6 +141,7 @@ pub fn run(
     req: RunRequest,
     stdin: Vec<u8>,
     cancel: &Cancel,
+    progress: Option<&Progress>,
 ) -> Result<Outcome, RunError> {
     let mut stream = UnixStream::connect(socket).map_err(RunError::Connect)?;
     cancel.attach(stream.try_clone().map_err(RunError::Connect)?);
@@ -214,10 +217,15 @@ pub fn run(
             Err(e) => break Err(lost(cancel, e)),
         };
         match decode::<RunEvent>(&body) {
-            Ok(RunEvent::Output { stream: s, data }) => match s {
-                Stream::Stdout => stdout.push(&data),
-                Stream::Stderr => stderr.push(&data),
-            },
+            Ok(RunEvent::Output { stream: s, data }) => {
+                if let Some(p) = progress {
+                    p.output(data.len());
+                }
+                match s {
+                    Stream::Stdout => stdout.push(&data),
+                    Stream::Stderr => stderr.push(&data),
+                }
+            }
             Ok(RunEvent::Exit(exit)) => {
                 break Ok(Outcome {
                     command,

@@ -9,11 +9,13 @@
 //! it holds none it could leak or redact against.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aivault_proto::{EndReason, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
 use serde_json::{json, Map, Value};
 
 use super::jsonrpc::RpcError;
+use super::progress::Progress;
 use super::run::{self, Cancel};
 use crate::{Client, ClientError};
 
@@ -185,6 +187,7 @@ pub fn call(
     params: &Value,
     env: &[(String, String)],
     cancel: &Cancel,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<Value, RpcError> {
     let name = params
         .get("name")
@@ -202,7 +205,7 @@ pub fn call(
         "secret_exists" => secret_exists(socket, &args),
         "secret_get_masked" => secret_masked(socket, &args),
         "policy_commands" => policy_commands(socket, &args),
-        "secret_run" => secret_run(socket, &args, env, cancel),
+        "secret_run" => secret_run(socket, &args, env, cancel, progress),
         other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}"))),
     };
     Ok(result.unwrap_or_else(|msg| tool_error(format!("invalid arguments: {msg}"))))
@@ -359,9 +362,14 @@ fn secret_run(
     args: &Args,
     env: &[(String, String)],
     cancel: &Cancel,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<Value, String> {
     let (req, stdin) = run_request(args, env)?;
-    Ok(match run::run(socket, req, stdin, cancel) {
+    // Stopped (by drop) before the result is returned and sent.
+    let ticker = progress.map(Progress::start);
+    let outcome = run::run(socket, req, stdin, cancel, progress.map(|p| &**p));
+    drop(ticker);
+    Ok(match outcome {
         Ok(o) => {
             let structured = json!({
                 "command": o.command,

@@ -116,10 +116,10 @@ const TOOLS: [&str; 5] = [
 fn assert_run_and_denial(v: &Value) {
     let run = &v["run"];
     assert_ne!(run["isError"], true, "{run}");
-    assert_eq!(
-        run["structuredContent"]["stdout"], "[REDACTED:TOKEN]\n",
-        "{run}"
-    );
+    // The output once, in the text content after the status line.
+    assert_eq!(run["content"][1]["text"], "[REDACTED:TOKEN]\n", "{run}");
+    assert!(run["structuredContent"].get("stdout").is_none(), "{run}");
+    assert_eq!(run["structuredContent"]["stdout_bytes"], 17, "{run}");
     assert_eq!(run["structuredContent"]["exit_code"], 0, "{run}");
     assert_eq!(run["structuredContent"]["stdout_truncated"], false, "{run}");
     let denied = &v["denied"];
@@ -353,10 +353,7 @@ fn a_slow_run_does_not_block_a_list_and_cancelling_kills_it() {
     ));
     let cat = s.recv(Duration::from_secs(20)).unwrap();
     assert_eq!(cat["id"], 7, "{cat}");
-    assert_eq!(
-        cat["result"]["structuredContent"]["stdout"], "hello\n",
-        "{cat}"
-    );
+    assert_eq!(cat["result"]["content"][1]["text"], "hello\n", "{cat}");
 
     s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}));
     let pong = s.recv(Duration::from_secs(10)).unwrap();
@@ -433,4 +430,49 @@ fn a_long_run_reports_progress_only_when_asked() {
     }
     // Nothing else: request 2 had no token.
     assert_eq!(seen.len(), progress.len() + 2, "{seen:?}");
+}
+
+#[test]
+fn a_long_output_is_cut_to_the_asked_part_and_sent_once() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    let input = format!("{}{}", "a".repeat(3000), "b".repeat(3000));
+    let run = |s: &mut RawSession, id: u64, extra: Value| {
+        let mut args = json!({"argv": ["cat"], "stdin": input});
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s.send(call(id, "secret_run", args));
+        let r = s.recv(Duration::from_secs(20)).unwrap();
+        assert_eq!(r["id"], id, "{r}");
+        r["result"].clone()
+    };
+    for (id, keep, kept) in [(1, "head", "a"), (2, "tail", "b")] {
+        let r = run(&mut s, id, json!({"max_output_bytes": 1000, "keep": keep}));
+        assert_eq!(r["content"][1]["text"], kept.repeat(1000), "{keep}: {r}");
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["stdout_truncated"], true, "{r}");
+        assert_eq!(sc["stdout_bytes"], 6000, "{r}");
+        assert_eq!(sc["keep"], keep, "{r}");
+        assert!(sc.get("stdout").is_none(), "{r}");
+        // Once: no other copy anywhere in the result.
+        let all = r.to_string();
+        assert_eq!(all.matches(&kept.repeat(1000)).count(), 1, "{keep}: {r}");
+        assert!(!all.contains(&kept.repeat(1001)), "{keep}: {r}");
+        let status = r["content"][0]["text"].as_str().unwrap();
+        assert!(status.contains("truncated"), "{status}");
+    }
+    // The default keeps the last 16 KiB.
+    let long = format!("{}{}", "a".repeat(10_000), "b".repeat(16_384));
+    s.send(call(
+        3,
+        "secret_run",
+        json!({"argv": ["cat"], "stdin": long}),
+    ));
+    let r = s.recv(Duration::from_secs(20)).unwrap();
+    assert_eq!(r["result"]["content"][1]["text"], "b".repeat(16_384), "{r}");
+    assert_eq!(r["result"]["structuredContent"]["max_output_bytes"], 16_384);
+    // Beyond the maximum: refused as invalid arguments.
+    let r = run(&mut s, 4, json!({"max_output_bytes": 2 * 1024 * 1024}));
+    assert_eq!(r["isError"], true, "{r}");
 }

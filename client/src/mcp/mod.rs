@@ -23,6 +23,7 @@
 //! whose request carries `_meta.progressToken` reports
 //! `notifications/progress` while it lasts ([`progress`]).
 
+mod capture;
 mod jsonrpc;
 mod progress;
 mod run;

@@ -25,6 +25,7 @@ fn policy(alice: &User) -> String {
 name = "printenv"
 command = "/usr/bin/printenv"
 users = ["{a}"]
+args = [{{ exact = ["TOKEN"] }}]
 allow_interpreter = true
 secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
 
@@ -39,6 +40,10 @@ name = "sleep"
 command = "/usr/bin/sleep"
 users = ["{a}"]
 secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+[rule.sandbox]
+tcp_connect = [443]
+timeout = "90s"
+max_output = "2M"
 "#,
         a = alice.name
     )
@@ -128,6 +133,37 @@ fn assert_run_and_denial(v: &Value) {
     assert!(text.starts_with("permission-denied: "), "{text}");
 }
 
+/// `policy_commands` gives each rule's arguments and sandbox as data.
+fn assert_policy_commands(commands: &Value) {
+    let by_rule = |name: &str| {
+        commands
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["rule"] == name)
+            .unwrap_or_else(|| panic!("no rule {name}: {commands}"))
+            .clone()
+    };
+    let printenv = by_rule("printenv");
+    assert_eq!(printenv["command"], "/usr/bin/printenv", "{printenv}");
+    assert_eq!(
+        printenv["arg_patterns"],
+        json!([{"kind": "exact", "args": ["TOKEN"]}]),
+        "{printenv}"
+    );
+    assert!(printenv.get("args").is_none(), "pseudo-syntax: {printenv}");
+    assert_eq!(printenv["sandbox"]["tcp_connect"], json!([]), "{printenv}");
+    assert_eq!(printenv["sandbox"]["timeout_ms"], 60_000, "{printenv}");
+    let sleep = by_rule("sleep");
+    assert_eq!(sleep["arg_patterns"], Value::Null, "any arguments: {sleep}");
+    let sb = &sleep["sandbox"];
+    assert_eq!(sb["working_directory"], "private_home", "{sleep}");
+    assert_eq!(sb["tcp_connect"], json!([443]), "{sleep}");
+    assert_eq!(sb["timeout_ms"], 90_000, "{sleep}");
+    assert_eq!(sb["max_output_bytes"], 2 * 1024 * 1024, "{sleep}");
+    assert_eq!(sleep["secrets"][0]["env"], "TOKEN", "{sleep}");
+}
+
 #[test]
 fn the_python_sdk_lists_runs_and_is_refused() {
     let (d, alice) = setup();
@@ -144,8 +180,7 @@ fn the_python_sdk_lists_runs_and_is_refused() {
         assert_eq!(secrets[0]["name"], "TOKEN", "{v}");
         let masked = v["masked"]["structuredContent"]["masked"].as_str().unwrap();
         assert!(masked.ends_with(&SECRET[SECRET.len() - 4..]), "{masked}");
-        let commands = v["policy"]["structuredContent"]["commands"].to_string();
-        assert!(commands.contains("/usr/bin/printenv"), "{commands}");
+        assert_policy_commands(&v["policy"]["structuredContent"]["commands"]);
     }
 }
 

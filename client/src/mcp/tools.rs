@@ -39,6 +39,39 @@ fn name_schema() -> Value {
            "description": "The secret's name, as shown by secret_list (e.g. GITHUB_TOKEN)."})
 }
 
+/// One entry of `policy_commands` (the daemon's `PolicyShow`, less the
+/// `args` text that `arg_patterns` gives as data).
+fn command_schema() -> Value {
+    let ints = json!({"type": "array", "items": {"type": "integer"}});
+    let paths = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "type": "object",
+        "properties": {
+            "rule": {"type": "string"},
+            "command": {"type": "string", "description": "Absolute path; argv[0] may also be its file name."},
+            "arg_patterns": {"type": ["array", "null"], "description": "null: any arguments; else the arguments must match one alternative.",
+                "items": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["exact", "prefix", "glob"],
+                             "description": "exact: these arguments only; prefix: these, then anything; glob: one shell pattern per argument."},
+                    "args": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["kind", "args"]}},
+            "secrets": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "env": {"type": "string"}, "scope": {"type": "string"}}}},
+            "pass_env": {"type": "array", "items": {"type": "string"}, "description": "Variables of your environment passed through."},
+            "sandbox": {"type": "object", "properties": {
+                "working_directory": {"type": "string", "enum": ["private_home"],
+                                      "description": "The run's own empty home directory (also $HOME); your working directory is not visible."},
+                "tcp_connect": ints.clone(), "tcp_bind": ints,
+                "read": paths.clone(), "write": paths,
+                "timeout_ms": {"type": "integer"},
+                "max_output_bytes": {"type": "integer", "description": "stdout + stderr bytes after which the run is killed (exit code 125)."},
+                "memory_bytes": {"type": "integer"}, "processes": {"type": "integer"},
+                "file_size_bytes": {"type": "integer"}, "cpu_seconds": {"type": "integer"}}}
+        },
+        "required": ["rule", "command", "secrets"]
+    })
+}
+
 /// The `tools/list` result.
 pub fn list() -> Value {
     let secret_info = json!({
@@ -83,7 +116,7 @@ pub fn list() -> Value {
         {
             "name": "secret_run",
             "title": "Run a command with secrets",
-            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user. Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. The output is in the text content (a status line, then stdout, then stderr if any), not repeated in structuredContent; each of stdout and stderr keeps at most max_output_bytes (default 16384), its last bytes unless keep is \"head\" (flagged by stdout_truncated/stderr_truncated, with the full sizes in stdout_bytes/stderr_bytes). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
+            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user: its working directory is its own empty private home (your files are not visible), and its network access, timeout and output limit are the rule's (policy_commands lists them under sandbox). Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. The output is in the text content (a status line, then stdout, then stderr if any), not repeated in structuredContent; each of stdout and stderr keeps at most max_output_bytes (default 16384), its last bytes unless keep is \"head\" (flagged by stdout_truncated/stderr_truncated, with the full sizes in stdout_bytes/stderr_bytes). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -128,9 +161,9 @@ pub fn list() -> Value {
         {
             "name": "policy_commands",
             "title": "What you may run",
-            "description": "List the commands the policy lets you run through secret_run: each command's absolute path, its rule, the argument patterns it accepts, and the secrets it receives (secret name and environment variable). Anything not listed is refused.",
+            "description": "List the commands the policy lets you run through secret_run, as data: each command's absolute path, its rule, the arguments it accepts (arg_patterns: null for any, else alternatives of kind exact, prefix or glob), the secrets it receives (name and environment variable), and what it sees when it runs (sandbox: its working directory, always its own empty private home; the TCP ports it may connect to or bind, none meaning no network; extra readable and writable paths; its timeout, output limit and other limits, units in the field names). Anything not listed is refused.",
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
-            "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": {"type": "object"}}}, "required": ["commands"]},
+            "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": command_schema()}}, "required": ["commands"]},
             "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
         }
     ]})
@@ -283,7 +316,16 @@ fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
     args.only(&[])?;
     Ok(match daemon(socket, RequestBody::PolicyShow) {
         Ok(Reply::Policy(text)) => match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(list)) => ok(json!({"commands": list})),
+            Ok(Value::Array(mut list)) => {
+                for c in &mut list {
+                    if let Some(c) = c.as_object_mut() {
+                        if c.contains_key("arg_patterns") {
+                            c.remove("args");
+                        }
+                    }
+                }
+                ok(json!({"commands": list}))
+            }
             _ => client_error(ClientError::Protocol),
         },
         Ok(_) => client_error(ClientError::Protocol),

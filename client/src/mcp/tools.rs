@@ -20,8 +20,8 @@ use super::progress::Progress;
 use super::run::{self, Cancel};
 use crate::{Client, ClientError};
 
-/// Largest `stdin` accepted for `secret_run`.
-const MAX_STDIN: usize = 1024 * 1024;
+/// Largest `stdin` accepted for `secret_run`, in bytes of UTF-8.
+pub(super) const MAX_STDIN: usize = 1024 * 1024;
 /// Longest `timeout_seconds` accepted (the rule's own timeout still applies).
 const MAX_TIMEOUT_SECONDS: f64 = 24.0 * 3600.0;
 
@@ -129,7 +129,7 @@ pub fn list() -> Value {
                                     "required": ["name"], "additionalProperties": false}},
                     "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
                                         "description": "Stop the command after this many seconds (at most the rule's timeout)."},
-                    "stdin": {"type": "string", "maxLength": MAX_STDIN, "description": "Text for the command's standard input (default: empty)."},
+                    "stdin": {"type": "string", "description": format!("Text for the command's standard input (default: empty); at most {MAX_STDIN} bytes of UTF-8 (JSON Schema's maxLength would count characters, so none is given).")},
                     "max_output_bytes": {"type": "integer", "minimum": 1, "maximum": capture::MAX_BYTES, "default": capture::DEFAULT_BYTES,
                                          "description": "Bytes kept of each of stdout and stderr; the rest is dropped (the command still runs to its end)."},
                     "keep": {"type": "string", "enum": ["tail", "head"], "default": "tail",
@@ -402,7 +402,11 @@ fn run_request(
     let stdin = match args.0.get("stdin") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if s.len() <= MAX_STDIN => s.as_bytes().to_vec(),
-        Some(Value::String(_)) => return Err(format!("\"stdin\" is limited to {MAX_STDIN} bytes")),
+        Some(Value::String(_)) => {
+            return Err(format!(
+                "\"stdin\" is limited to {MAX_STDIN} bytes of UTF-8"
+            ))
+        }
         Some(_) => return Err("\"stdin\" must be a string".into()),
     };
     let bytes = match args.0.get("max_output_bytes") {

@@ -511,3 +511,37 @@ fn a_long_output_is_cut_to_the_asked_part_and_sent_once() {
     let r = run(&mut s, 4, json!({"max_output_bytes": 2 * 1024 * 1024}));
     assert_eq!(r["isError"], true, "{r}");
 }
+
+#[test]
+fn no_request_may_reuse_the_id_of_a_call_in_flight() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    s.send(call(9, "secret_run", json!({"argv": ["sleep", "3"]})));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.run_processes().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for method in ["ping", "tools/list", "initialize"] {
+        s.send(
+            json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}}),
+        );
+        let r = s.recv(Duration::from_secs(10)).unwrap();
+        assert_eq!(r["id"], 9, "{method}: {r}");
+        assert_eq!(r["error"]["code"], -32600, "{method}: {r}");
+    }
+    // The string id "9" is another id.
+    s.send(json!({"jsonrpc": "2.0", "id": "9", "method": "ping"}));
+    let r = s.recv(Duration::from_secs(10)).unwrap();
+    assert_eq!(r, json!({"jsonrpc": "2.0", "id": "9", "result": {}}));
+    // The call itself is answered once, with its result.
+    let r = s.recv(Duration::from_secs(20)).unwrap();
+    assert_eq!(r["id"], 9, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["exit_code"], 0, "{r}");
+    // Free again once answered.
+    s.send(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}));
+    let r = s.recv(Duration::from_secs(10)).unwrap();
+    assert_eq!(r, json!({"jsonrpc": "2.0", "id": 9, "result": {}}));
+}

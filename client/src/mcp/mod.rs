@@ -189,6 +189,12 @@ impl Server {
         if !(id.is_string() || id.is_i64() || id.is_u64()) {
             return self.invalid_request(Some(id), "\"id\" must be a string or an integer");
         }
+        // Every request is answered, so no id may repeat one in flight
+        // (only tool calls stay in flight, but any request could collide
+        // with one, and its answer would be taken for the call's).
+        if self.in_flight_has(&id) {
+            return self.invalid_request(Some(id), "a request with this id is in flight");
+        }
         if !(params.is_object() || params.is_null()) {
             return self.out.error(
                 &id,
@@ -232,6 +238,14 @@ impl Server {
         }
     }
 
+    fn in_flight_has(&self, id: &Value) -> bool {
+        self.in_flight
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id.to_string())
+    }
+
     fn invalid_request(&self, id: Option<Value>, why: &str) {
         let id = id.unwrap_or(Value::Null);
         self.out
@@ -267,10 +281,6 @@ impl Server {
                 .calls
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if calls.contains_key(&key) {
-                drop(calls);
-                return self.invalid_request(Some(id), "a request with this id is in flight");
-            }
             if calls.len() >= MAX_IN_FLIGHT {
                 drop(calls);
                 return self.out.error(

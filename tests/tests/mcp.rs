@@ -25,6 +25,7 @@ fn policy(alice: &User) -> String {
 name = "printenv"
 command = "/usr/bin/printenv"
 users = ["{a}"]
+args = [{{ exact = ["TOKEN"] }}]
 allow_interpreter = true
 secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
 
@@ -39,6 +40,10 @@ name = "sleep"
 command = "/usr/bin/sleep"
 users = ["{a}"]
 secrets = [{{ name = "TOKEN", scope = "user", env = "TOKEN" }}]
+[rule.sandbox]
+tcp_connect = [443]
+timeout = "90s"
+max_output = "2M"
 "#,
         a = alice.name
     )
@@ -116,16 +121,47 @@ const TOOLS: [&str; 5] = [
 fn assert_run_and_denial(v: &Value) {
     let run = &v["run"];
     assert_ne!(run["isError"], true, "{run}");
-    assert_eq!(
-        run["structuredContent"]["stdout"], "[REDACTED:TOKEN]\n",
-        "{run}"
-    );
+    // The output once, in the text content after the status line.
+    assert_eq!(run["content"][1]["text"], "[REDACTED:TOKEN]\n", "{run}");
+    assert!(run["structuredContent"].get("stdout").is_none(), "{run}");
+    assert_eq!(run["structuredContent"]["stdout_bytes"], 17, "{run}");
     assert_eq!(run["structuredContent"]["exit_code"], 0, "{run}");
     assert_eq!(run["structuredContent"]["stdout_truncated"], false, "{run}");
     let denied = &v["denied"];
     assert_eq!(denied["isError"], true, "{denied}");
     let text = denied["content"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("permission-denied: "), "{text}");
+}
+
+/// `policy_commands` gives each rule's arguments and sandbox as data.
+fn assert_policy_commands(commands: &Value) {
+    let by_rule = |name: &str| {
+        commands
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["rule"] == name)
+            .unwrap_or_else(|| panic!("no rule {name}: {commands}"))
+            .clone()
+    };
+    let printenv = by_rule("printenv");
+    assert_eq!(printenv["command"], "/usr/bin/printenv", "{printenv}");
+    assert_eq!(
+        printenv["arg_patterns"],
+        json!([{"kind": "exact", "args": ["TOKEN"]}]),
+        "{printenv}"
+    );
+    assert!(printenv.get("args").is_none(), "pseudo-syntax: {printenv}");
+    assert_eq!(printenv["sandbox"]["tcp_connect"], json!([]), "{printenv}");
+    assert_eq!(printenv["sandbox"]["timeout_ms"], 60_000, "{printenv}");
+    let sleep = by_rule("sleep");
+    assert_eq!(sleep["arg_patterns"], Value::Null, "any arguments: {sleep}");
+    let sb = &sleep["sandbox"];
+    assert_eq!(sb["working_directory"], "private_home", "{sleep}");
+    assert_eq!(sb["tcp_connect"], json!([443]), "{sleep}");
+    assert_eq!(sb["timeout_ms"], 90_000, "{sleep}");
+    assert_eq!(sb["max_output_bytes"], 2 * 1024 * 1024, "{sleep}");
+    assert_eq!(sleep["secrets"][0]["env"], "TOKEN", "{sleep}");
 }
 
 #[test]
@@ -144,8 +180,7 @@ fn the_python_sdk_lists_runs_and_is_refused() {
         assert_eq!(secrets[0]["name"], "TOKEN", "{v}");
         let masked = v["masked"]["structuredContent"]["masked"].as_str().unwrap();
         assert!(masked.ends_with(&SECRET[SECRET.len() - 4..]), "{masked}");
-        let commands = v["policy"]["structuredContent"]["commands"].to_string();
-        assert!(commands.contains("/usr/bin/printenv"), "{commands}");
+        assert_policy_commands(&v["policy"]["structuredContent"]["commands"]);
     }
 }
 
@@ -353,10 +388,7 @@ fn a_slow_run_does_not_block_a_list_and_cancelling_kills_it() {
     ));
     let cat = s.recv(Duration::from_secs(20)).unwrap();
     assert_eq!(cat["id"], 7, "{cat}");
-    assert_eq!(
-        cat["result"]["structuredContent"]["stdout"], "hello\n",
-        "{cat}"
-    );
+    assert_eq!(cat["result"]["content"][1]["text"], "hello\n", "{cat}");
 
     s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}));
     let pong = s.recv(Duration::from_secs(10)).unwrap();
@@ -381,4 +413,135 @@ fn a_slow_run_does_not_block_a_list_and_cancelling_kills_it() {
     // End of input: the server exits cleanly.
     let status = s.close(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
+}
+
+/// Messages until the responses to every id in `ids` are in.
+fn until_answered(s: &RawSession, ids: &[u64], within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let answered = |seen: &[Value]| {
+        ids.iter()
+            .all(|id| seen.iter().any(|m: &Value| m["id"] == *id))
+    };
+    while !answered(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = s
+            .recv(left)
+            .unwrap_or_else(|| panic!("no answer to {ids:?}; saw {seen:?}"));
+        seen.push(m);
+    }
+    seen
+}
+
+#[test]
+fn a_long_run_reports_progress_only_when_asked() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    // Longer than the 5 s tick; the one without a token runs alongside.
+    s.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "secret_run", "arguments": {"argv": ["sleep", "6"]},
+        "_meta": {"progressToken": "run-1"}}}),
+    );
+    s.send(call(2, "secret_run", json!({"argv": ["sleep", "6"]})));
+    let seen = until_answered(&s, &[1, 2], Duration::from_secs(30));
+    let result_at = seen.iter().position(|m| m["id"] == 1).unwrap();
+    assert_eq!(
+        seen[result_at]["result"]["structuredContent"]["exit_code"], 0,
+        "{seen:?}"
+    );
+    let progress: Vec<(usize, &Value)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["method"] == "notifications/progress")
+        .collect();
+    assert!(!progress.is_empty(), "no progress: {seen:?}");
+    for (at, n) in &progress {
+        assert_eq!(n["params"]["progressToken"], "run-1", "{n}");
+        assert!(*at < result_at, "progress after the result: {seen:?}");
+        let message = n["params"]["message"].as_str().unwrap();
+        assert!(message.contains("bytes of output so far"), "{message}");
+        assert!(n["params"]["progress"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    // Nothing else: request 2 had no token.
+    assert_eq!(seen.len(), progress.len() + 2, "{seen:?}");
+}
+
+#[test]
+fn a_long_output_is_cut_to_the_asked_part_and_sent_once() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    let input = format!("{}{}", "a".repeat(3000), "b".repeat(3000));
+    let run = |s: &mut RawSession, id: u64, extra: Value| {
+        let mut args = json!({"argv": ["cat"], "stdin": input});
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s.send(call(id, "secret_run", args));
+        let r = s.recv(Duration::from_secs(20)).unwrap();
+        assert_eq!(r["id"], id, "{r}");
+        r["result"].clone()
+    };
+    for (id, keep, kept) in [(1, "head", "a"), (2, "tail", "b")] {
+        let r = run(&mut s, id, json!({"max_output_bytes": 1000, "keep": keep}));
+        assert_eq!(r["content"][1]["text"], kept.repeat(1000), "{keep}: {r}");
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["stdout_truncated"], true, "{r}");
+        assert_eq!(sc["stdout_bytes"], 6000, "{r}");
+        assert_eq!(sc["keep"], keep, "{r}");
+        assert!(sc.get("stdout").is_none(), "{r}");
+        // Once: no other copy anywhere in the result.
+        let all = r.to_string();
+        assert_eq!(all.matches(&kept.repeat(1000)).count(), 1, "{keep}: {r}");
+        assert!(!all.contains(&kept.repeat(1001)), "{keep}: {r}");
+        let status = r["content"][0]["text"].as_str().unwrap();
+        assert!(status.contains("truncated"), "{status}");
+    }
+    // The default keeps the last 16 KiB.
+    let long = format!("{}{}", "a".repeat(10_000), "b".repeat(16_384));
+    s.send(call(
+        3,
+        "secret_run",
+        json!({"argv": ["cat"], "stdin": long}),
+    ));
+    let r = s.recv(Duration::from_secs(20)).unwrap();
+    assert_eq!(r["result"]["content"][1]["text"], "b".repeat(16_384), "{r}");
+    assert_eq!(r["result"]["structuredContent"]["max_output_bytes"], 16_384);
+    // Beyond the maximum: refused as invalid arguments.
+    let r = run(&mut s, 4, json!({"max_output_bytes": 2 * 1024 * 1024}));
+    assert_eq!(r["isError"], true, "{r}");
+}
+
+#[test]
+fn no_request_may_reuse_the_id_of_a_call_in_flight() {
+    let (d, alice) = setup();
+    let mut s = RawSession::start(&d, &alice);
+    s.send(call(9, "secret_run", json!({"argv": ["sleep", "3"]})));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.run_processes().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for method in ["ping", "tools/list", "initialize"] {
+        s.send(
+            json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}}),
+        );
+        let r = s.recv(Duration::from_secs(10)).unwrap();
+        assert_eq!(r["id"], 9, "{method}: {r}");
+        assert_eq!(r["error"]["code"], -32600, "{method}: {r}");
+    }
+    // The string id "9" is another id.
+    s.send(json!({"jsonrpc": "2.0", "id": "9", "method": "ping"}));
+    let r = s.recv(Duration::from_secs(10)).unwrap();
+    assert_eq!(r, json!({"jsonrpc": "2.0", "id": "9", "result": {}}));
+    // The call itself is answered once, with its result.
+    let r = s.recv(Duration::from_secs(20)).unwrap();
+    assert_eq!(r["id"], 9, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["exit_code"], 0, "{r}");
+    // Free again once answered.
+    s.send(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}));
+    let r = s.recv(Duration::from_secs(10)).unwrap();
+    assert_eq!(r, json!({"jsonrpc": "2.0", "id": 9, "result": {}}));
 }

@@ -19,9 +19,13 @@
 //! Concurrency: every `tools/call` runs on its own thread with its own daemon
 //! connection, so a slow `secret_run` never delays a `secret_list`;
 //! `notifications/cancelled` cuts the run's connection, and the daemon then
-//! kills the run's whole process tree ([`run::Cancel`]).
+//! kills the run's whole process tree ([`run::Cancel`]). A `secret_run`
+//! whose request carries `_meta.progressToken` reports
+//! `notifications/progress` while it lasts ([`progress`]).
 
+mod capture;
 mod jsonrpc;
+mod progress;
 mod run;
 mod tools;
 
@@ -33,6 +37,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_json::{json, Value};
 
 use jsonrpc::{Line, Output, RpcError};
+use progress::Progress;
 use run::Cancel;
 
 /// Versions reachable through `initialize`, oldest first.
@@ -184,6 +189,12 @@ impl Server {
         if !(id.is_string() || id.is_i64() || id.is_u64()) {
             return self.invalid_request(Some(id), "\"id\" must be a string or an integer");
         }
+        // Every request is answered, so no id may repeat one in flight
+        // (only tool calls stay in flight, but any request could collide
+        // with one, and its answer would be taken for the call's).
+        if self.in_flight_has(&id) {
+            return self.invalid_request(Some(id), "a request with this id is in flight");
+        }
         if !(params.is_object() || params.is_null()) {
             return self.out.error(
                 &id,
@@ -227,6 +238,14 @@ impl Server {
         }
     }
 
+    fn in_flight_has(&self, id: &Value) -> bool {
+        self.in_flight
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id.to_string())
+    }
+
     fn invalid_request(&self, id: Option<Value>, why: &str) {
         let id = id.unwrap_or(Value::Null);
         self.out
@@ -262,10 +281,6 @@ impl Server {
                 .calls
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if calls.contains_key(&key) {
-                drop(calls);
-                return self.invalid_request(Some(id), "a request with this id is in flight");
-            }
             if calls.len() >= MAX_IN_FLIGHT {
                 drop(calls);
                 return self.out.error(
@@ -293,11 +308,16 @@ impl Server {
                 in_flight.idle.notify_all();
             }
         };
+        let progress = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .map(|t| Progress::new(t.clone(), out.clone()));
         let thread_id = id.clone();
         let spawned = std::thread::Builder::new()
             .name("mcp-call".into())
             .spawn(move || {
-                let result = tools::call(&socket, &params, &env, &cancel);
+                let result = tools::call(&socket, &params, &env, &cancel, progress.as_ref());
                 // A cancelled request gets no response (the client stopped
                 // waiting for it).
                 if !cancel.is_cancelled() {

@@ -6,10 +6,11 @@
 //! request, [`RunEvent`]s) rather than through [`crate::RunSession`], because
 //! cancelling needs a handle on the socket that the session does not expose.
 //!
-//! Output is bounded: each of stdout and stderr keeps at most [`MAX_CAPTURE`]
-//! bytes; the rest is read and discarded so the command runs to its natural
-//! end and its real exit status is reported (the daemon's own per-rule output
-//! limit, 16 MiB by default, bounds how long that can go on).
+//! Output is bounded: each of stdout and stderr keeps at most the call's
+//! [`Limit`] ([`capture`](super::capture)); the rest is read and discarded so
+//! the command runs to its natural end and its real exit status is reported
+//! (the daemon's own per-rule output limit, 16 MiB by default, bounds how
+//! long that can go on).
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -23,8 +24,9 @@ use aivault_proto::{
     RequestBody, Response, RunEvent, RunInput, RunRequest, Stream, HELLO_MAGIC, PROTOCOL_VERSION,
 };
 
-/// Bytes of each output stream returned to the agent.
-pub const MAX_CAPTURE: usize = 1024 * 1024;
+use super::capture::{Captured, Limit};
+use super::progress::Progress;
+
 /// Stdin bytes per frame (well under the frame limit).
 const STDIN_CHUNK: usize = 64 * 1024;
 
@@ -56,39 +58,6 @@ impl Cancel {
             let _ = s.shutdown(Shutdown::Both);
         }
         *conn = Some(s);
-    }
-}
-
-/// One captured output stream.
-#[derive(Debug, Default)]
-pub struct Captured {
-    pub bytes: Vec<u8>,
-    /// Bytes read past [`MAX_CAPTURE`] and dropped.
-    pub discarded: u64,
-}
-
-impl Captured {
-    fn push(&mut self, data: &[u8]) {
-        let room = MAX_CAPTURE.saturating_sub(self.bytes.len());
-        let keep = room.min(data.len());
-        self.bytes.extend_from_slice(&data[..keep]);
-        self.discarded += (data.len() - keep) as u64;
-    }
-
-    pub fn truncated(&self) -> bool {
-        self.discarded > 0
-    }
-
-    /// The text for the agent: lossy UTF-8, plus a marker if truncated.
-    pub fn text(&self, stream: &str) -> String {
-        let mut s = String::from_utf8_lossy(&self.bytes).into_owned();
-        if self.truncated() {
-            s.push_str(&format!(
-                "\n[vaultctl mcp: {stream} truncated after {MAX_CAPTURE} bytes; {} more bytes discarded]\n",
-                self.discarded
-            ));
-        }
-        s
     }
 }
 
@@ -138,7 +107,9 @@ pub fn run(
     socket: &Path,
     req: RunRequest,
     stdin: Vec<u8>,
+    limit: Limit,
     cancel: &Cancel,
+    progress: Option<&Progress>,
 ) -> Result<Outcome, RunError> {
     let mut stream = UnixStream::connect(socket).map_err(RunError::Connect)?;
     cancel.attach(stream.try_clone().map_err(RunError::Connect)?);
@@ -206,18 +177,23 @@ pub fn run(
         }
     });
 
-    let mut stdout = Captured::default();
-    let mut stderr = Captured::default();
+    let mut stdout = Captured::new(limit);
+    let mut stderr = Captured::new(limit);
     let result = loop {
         let body = match read_frame(&mut stream) {
             Ok(b) => b,
             Err(e) => break Err(lost(cancel, e)),
         };
         match decode::<RunEvent>(&body) {
-            Ok(RunEvent::Output { stream: s, data }) => match s {
-                Stream::Stdout => stdout.push(&data),
-                Stream::Stderr => stderr.push(&data),
-            },
+            Ok(RunEvent::Output { stream: s, data }) => {
+                if let Some(p) = progress {
+                    p.output(data.len());
+                }
+                match s {
+                    Stream::Stdout => stdout.push(&data),
+                    Stream::Stderr => stderr.push(&data),
+                }
+            }
             Ok(RunEvent::Exit(exit)) => {
                 break Ok(Outcome {
                     command,
@@ -250,17 +226,6 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capture_is_bounded_and_marked() {
-        let mut c = Captured::default();
-        c.push(&vec![b'a'; MAX_CAPTURE - 1]);
-        assert!(!c.truncated());
-        c.push(b"bcd");
-        assert_eq!(c.bytes.len(), MAX_CAPTURE);
-        assert_eq!(c.discarded, 2);
-        assert!(c.text("stdout").ends_with("2 more bytes discarded]\n"));
-    }
 
     #[test]
     fn cancel_before_attach_cuts_at_once() {

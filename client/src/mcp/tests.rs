@@ -169,3 +169,37 @@ fn stateless_revision_is_served_best_effort() {
     assert_eq!(r["error"]["code"], -32022);
     assert_eq!(r["error"]["data"]["requested"], "2099-01-01");
 }
+
+#[test]
+fn the_stdin_limit_is_bytes_in_the_schema_and_the_check() {
+    let r = one(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    let run = r["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "secret_run")
+        .unwrap()
+        .clone();
+    let stdin = &run["inputSchema"]["properties"]["stdin"];
+    // maxLength counts characters, which the check does not.
+    assert!(stdin.get("maxLength").is_none(), "{stdin}");
+    let limit = super::tools::MAX_STDIN;
+    let said = stdin["description"].as_str().unwrap();
+    assert!(said.contains(&format!("{limit} bytes of UTF-8")), "{said}");
+
+    let call = |text: String| {
+        one(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "secret_run", "arguments": {"argv": ["cat"], "stdin": text}}}))
+    };
+    // Exactly the limit in bytes passes the check (and fails to connect).
+    let r = call("a".repeat(limit));
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("cannot connect to aivaultd"), "{text}");
+    // Fewer characters than the limit, but more bytes: refused, in bytes.
+    let r = call("é".repeat(limit / 2 + 1));
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        text,
+        format!("invalid arguments: \"stdin\" is limited to {limit} bytes of UTF-8")
+    );
+}

@@ -9,16 +9,19 @@
 //! it holds none it could leak or redact against.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aivault_proto::{EndReason, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
 use serde_json::{json, Map, Value};
 
+use super::capture::{self, Keep, Limit};
 use super::jsonrpc::RpcError;
+use super::progress::Progress;
 use super::run::{self, Cancel};
 use crate::{Client, ClientError};
 
-/// Largest `stdin` accepted for `secret_run`.
-const MAX_STDIN: usize = 1024 * 1024;
+/// Largest `stdin` accepted for `secret_run`, in bytes of UTF-8.
+pub(super) const MAX_STDIN: usize = 1024 * 1024;
 /// Longest `timeout_seconds` accepted (the rule's own timeout still applies).
 const MAX_TIMEOUT_SECONDS: f64 = 24.0 * 3600.0;
 
@@ -34,6 +37,39 @@ fn scope_schema() -> Value {
 fn name_schema() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": 128,
            "description": "The secret's name, as shown by secret_list (e.g. GITHUB_TOKEN)."})
+}
+
+/// One entry of `policy_commands` (the daemon's `PolicyShow`, less the
+/// `args` text that `arg_patterns` gives as data).
+fn command_schema() -> Value {
+    let ints = json!({"type": "array", "items": {"type": "integer"}});
+    let paths = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "type": "object",
+        "properties": {
+            "rule": {"type": "string"},
+            "command": {"type": "string", "description": "Absolute path; argv[0] may also be its file name."},
+            "arg_patterns": {"type": ["array", "null"], "description": "null: any arguments; else the arguments must match one alternative.",
+                "items": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["exact", "prefix", "glob"],
+                             "description": "exact: these arguments only; prefix: these, then anything; glob: one shell pattern per argument."},
+                    "args": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["kind", "args"]}},
+            "secrets": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "env": {"type": "string"}, "scope": {"type": "string"}}}},
+            "pass_env": {"type": "array", "items": {"type": "string"}, "description": "Variables of your environment passed through."},
+            "sandbox": {"type": "object", "properties": {
+                "working_directory": {"type": "string", "enum": ["private_home"],
+                                      "description": "The run's own empty home directory (also $HOME); your working directory is not visible."},
+                "tcp_connect": ints.clone(), "tcp_bind": ints,
+                "read": paths.clone(), "write": paths,
+                "timeout_ms": {"type": "integer"},
+                "max_output_bytes": {"type": "integer", "description": "stdout + stderr bytes after which the run is killed (exit code 125)."},
+                "memory_bytes": {"type": "integer"}, "processes": {"type": "integer"},
+                "file_size_bytes": {"type": "integer"}, "cpu_seconds": {"type": "integer"}}}
+        },
+        "required": ["rule", "command", "secrets"]
+    })
 }
 
 /// The `tools/list` result.
@@ -80,7 +116,7 @@ pub fn list() -> Value {
         {
             "name": "secret_run",
             "title": "Run a command with secrets",
-            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user. Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. Each of stdout and stderr is capped at 1 MiB (flagged by stdout_truncated/stderr_truncated). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
+            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user: its working directory is its own empty private home (your files are not visible), and its network access, timeout and output limit are the rule's (policy_commands lists them under sandbox). Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. The output is in the text content (a status line, then stdout, then stderr if any), not repeated in structuredContent; each of stdout and stderr keeps at most max_output_bytes (default 16384), its last bytes unless keep is \"head\" (flagged by stdout_truncated/stderr_truncated, with the full sizes in stdout_bytes/stderr_bytes). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -93,7 +129,11 @@ pub fn list() -> Value {
                                     "required": ["name"], "additionalProperties": false}},
                     "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
                                         "description": "Stop the command after this many seconds (at most the rule's timeout)."},
-                    "stdin": {"type": "string", "maxLength": MAX_STDIN, "description": "Text for the command's standard input (default: empty)."}
+                    "stdin": {"type": "string", "description": format!("Text for the command's standard input (default: empty); at most {MAX_STDIN} bytes of UTF-8 (JSON Schema's maxLength would count characters, so none is given).")},
+                    "max_output_bytes": {"type": "integer", "minimum": 1, "maximum": capture::MAX_BYTES, "default": capture::DEFAULT_BYTES,
+                                         "description": "Bytes kept of each of stdout and stderr; the rest is dropped (the command still runs to its end)."},
+                    "keep": {"type": "string", "enum": ["tail", "head"], "default": "tail",
+                             "description": "Which part of a longer output is kept: the last bytes (\"tail\", the default) or the first (\"head\")."}
                 },
                 "required": ["argv"],
                 "additionalProperties": false
@@ -104,24 +144,26 @@ pub fn list() -> Value {
                     "command": {"type": "string", "description": "The absolute path the daemon ran."},
                     "exit_code": {"type": "integer"},
                     "end_reason": {"type": "string", "enum": EndReason::ALL.map(|r| r.as_str())},
-                    "stdout": {"type": "string"},
-                    "stderr": {"type": "string"},
+                    "stdout_bytes": {"type": "integer", "description": "Bytes the command wrote to stdout; the kept part is in the text content."},
+                    "stderr_bytes": {"type": "integer", "description": "Bytes the command wrote to stderr."},
                     "stdout_truncated": {"type": "boolean"},
                     "stderr_truncated": {"type": "boolean"},
+                    "keep": {"type": "string", "enum": ["tail", "head"]},
+                    "max_output_bytes": {"type": "integer"},
                     "duration_ms": {"type": "integer"},
                     "redactions": {"type": "integer", "description": "How many secret occurrences were replaced."},
                     "message": {"type": ["string", "null"]}
                 },
-                "required": ["command", "exit_code", "end_reason", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_ms"]
+                "required": ["command", "exit_code", "end_reason", "stdout_bytes", "stderr_bytes", "stdout_truncated", "stderr_truncated", "keep", "max_output_bytes", "duration_ms"]
             },
             "annotations": {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": true}
         },
         {
             "name": "policy_commands",
             "title": "What you may run",
-            "description": "List the commands the policy lets you run through secret_run: each command's absolute path, its rule, the argument patterns it accepts, and the secrets it receives (secret name and environment variable). Anything not listed is refused.",
+            "description": "List the commands the policy lets you run through secret_run, as data: each command's absolute path, its rule, the arguments it accepts (arg_patterns: null for any, else alternatives of kind exact, prefix or glob), the secrets it receives (name and environment variable), and what it sees when it runs (sandbox: its working directory, always its own empty private home; the TCP ports it may connect to or bind, none meaning no network; extra readable and writable paths; its timeout, output limit and other limits, units in the field names). Anything not listed is refused.",
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
-            "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": {"type": "object"}}}, "required": ["commands"]},
+            "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": command_schema()}}, "required": ["commands"]},
             "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
         }
     ]})
@@ -185,6 +227,7 @@ pub fn call(
     params: &Value,
     env: &[(String, String)],
     cancel: &Cancel,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<Value, RpcError> {
     let name = params
         .get("name")
@@ -202,7 +245,7 @@ pub fn call(
         "secret_exists" => secret_exists(socket, &args),
         "secret_get_masked" => secret_masked(socket, &args),
         "policy_commands" => policy_commands(socket, &args),
-        "secret_run" => secret_run(socket, &args, env, cancel),
+        "secret_run" => secret_run(socket, &args, env, cancel, progress),
         other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}"))),
     };
     Ok(result.unwrap_or_else(|msg| tool_error(format!("invalid arguments: {msg}"))))
@@ -273,7 +316,16 @@ fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
     args.only(&[])?;
     Ok(match daemon(socket, RequestBody::PolicyShow) {
         Ok(Reply::Policy(text)) => match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(list)) => ok(json!({"commands": list})),
+            Ok(Value::Array(mut list)) => {
+                for c in &mut list {
+                    if let Some(c) = c.as_object_mut() {
+                        if c.contains_key("arg_patterns") {
+                            c.remove("args");
+                        }
+                    }
+                }
+                ok(json!({"commands": list}))
+            }
             _ => client_error(ClientError::Protocol),
         },
         Ok(_) => client_error(ClientError::Protocol),
@@ -281,8 +333,18 @@ fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
     })
 }
 
-fn run_request(args: &Args, env: &[(String, String)]) -> Result<(RunRequest, Vec<u8>), String> {
-    args.only(&["argv", "secrets", "timeout_seconds", "stdin"])?;
+fn run_request(
+    args: &Args,
+    env: &[(String, String)],
+) -> Result<(RunRequest, Vec<u8>, Limit), String> {
+    args.only(&[
+        "argv",
+        "secrets",
+        "timeout_seconds",
+        "stdin",
+        "max_output_bytes",
+        "keep",
+    ])?;
     let argv: Vec<String> = match args.0.get("argv") {
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
@@ -340,8 +402,30 @@ fn run_request(args: &Args, env: &[(String, String)]) -> Result<(RunRequest, Vec
     let stdin = match args.0.get("stdin") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if s.len() <= MAX_STDIN => s.as_bytes().to_vec(),
-        Some(Value::String(_)) => return Err(format!("\"stdin\" is limited to {MAX_STDIN} bytes")),
+        Some(Value::String(_)) => {
+            return Err(format!(
+                "\"stdin\" is limited to {MAX_STDIN} bytes of UTF-8"
+            ))
+        }
         Some(_) => return Err("\"stdin\" must be a string".into()),
+    };
+    let bytes = match args.0.get("max_output_bytes") {
+        None | Some(Value::Null) => capture::DEFAULT_BYTES,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n <= capture::MAX_BYTES as u64 => n as usize,
+            _ => {
+                return Err(format!(
+                    "\"max_output_bytes\" must be an integer in [1, {}]",
+                    capture::MAX_BYTES
+                ))
+            }
+        },
+    };
+    let keep = match args.0.get("keep") {
+        None | Some(Value::Null) => Keep::Tail,
+        Some(Value::String(k)) if k == "tail" => Keep::Tail,
+        Some(Value::String(k)) if k == "head" => Keep::Head,
+        Some(_) => return Err("\"keep\" must be \"tail\" or \"head\"".into()),
     };
     let req = RunRequest {
         argv,
@@ -351,7 +435,7 @@ fn run_request(args: &Args, env: &[(String, String)]) -> Result<(RunRequest, Vec
         cwd_readable: false,
         env: env.to_vec(),
     };
-    Ok((req, stdin))
+    Ok((req, stdin, Limit { bytes, keep }))
 }
 
 fn secret_run(
@@ -359,31 +443,80 @@ fn secret_run(
     args: &Args,
     env: &[(String, String)],
     cancel: &Cancel,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<Value, String> {
-    let (req, stdin) = run_request(args, env)?;
-    Ok(match run::run(socket, req, stdin, cancel) {
-        Ok(o) => {
-            let structured = json!({
-                "command": o.command,
-                "exit_code": o.code,
-                "end_reason": o.reason.as_str(),
-                "stdout": o.stdout.text("stdout"),
-                "stderr": o.stderr.text("stderr"),
-                "stdout_truncated": o.stdout.truncated(),
-                "stderr_truncated": o.stderr.truncated(),
-                "duration_ms": o.duration_ms,
-                "redactions": o.redactions,
-                "message": o.message,
-            });
-            if o.reason == EndReason::RunnerFailed {
-                tool_error(format!(
-                    "the command could not be started: {}",
-                    o.message.as_deref().unwrap_or("runner failed")
-                ))
-            } else {
-                ok(structured)
-            }
-        }
+    let (req, stdin, limit) = run_request(args, env)?;
+    // Stopped (by drop) before the result is returned and sent.
+    let ticker = progress.map(Progress::start);
+    let outcome = run::run(socket, req, stdin, limit, cancel, progress.map(|p| &**p));
+    drop(ticker);
+    Ok(match outcome {
+        Ok(o) if o.reason == EndReason::RunnerFailed => tool_error(format!(
+            "the command could not be started: {}",
+            o.message.as_deref().unwrap_or("runner failed")
+        )),
+        Ok(o) => run_result(&o, limit),
         Err(e) => tool_error(e.to_string()),
     })
+}
+
+/// A run's result. The output goes once, in the text content the model
+/// reads (every client shows it); `structuredContent` has the status and
+/// sizes only, so a large output does not travel twice.
+fn run_result(o: &run::Outcome, limit: Limit) -> Value {
+    let structured = json!({
+        "command": o.command,
+        "exit_code": o.code,
+        "end_reason": o.reason.as_str(),
+        "stdout_bytes": o.stdout.total,
+        "stderr_bytes": o.stderr.total,
+        "stdout_truncated": o.stdout.truncated(),
+        "stderr_truncated": o.stderr.truncated(),
+        "keep": limit.keep.as_str(),
+        "max_output_bytes": limit.bytes,
+        "duration_ms": o.duration_ms,
+        "redactions": o.redactions,
+        "message": o.message,
+    });
+    let size = |c: &super::capture::Captured| {
+        if c.truncated() {
+            format!(
+                "{} bytes, truncated to the {} {}",
+                c.total,
+                if limit.keep == Keep::Tail {
+                    "last"
+                } else {
+                    "first"
+                },
+                limit.bytes
+            )
+        } else {
+            format!("{} bytes", c.total)
+        }
+    };
+    let mut status = format!(
+        "{} exited with code {} ({}) after {} ms; stdout: {}; stderr: {}",
+        o.command,
+        o.code,
+        o.reason.as_str(),
+        o.duration_ms,
+        size(&o.stdout),
+        size(&o.stderr),
+    );
+    if let Some(m) = &o.message {
+        status.push_str(&format!("; {m}"));
+    }
+    status.push_str(if o.stderr.total > 0 {
+        ". Next: stdout, then stderr."
+    } else {
+        ". Next: stdout."
+    });
+    let mut content = vec![
+        json!({"type": "text", "text": status}),
+        json!({"type": "text", "text": o.stdout.text()}),
+    ];
+    if o.stderr.total > 0 {
+        content.push(json!({"type": "text", "text": o.stderr.text()}));
+    }
+    json!({"content": content, "structuredContent": structured, "isError": false})
 }

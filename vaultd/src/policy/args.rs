@@ -255,6 +255,16 @@ impl ArgPattern {
     }
 
     /// `exact ["s3", "ls"]`, `prefix ["api"] + anything`, `glob ["repos/*"]`.
+    /// The pattern as data, for `policy show` and `vaultctl mcp`.
+    pub fn summary(&self) -> super::ArgPatternSummary {
+        let (kind, args) = match self {
+            ArgPattern::Exact(v) => ("exact", v.clone()),
+            ArgPattern::Prefix(v) => ("prefix", v.clone()),
+            ArgPattern::Glob(v) => ("glob", v.iter().map(|g| g.text.clone()).collect()),
+        };
+        super::ArgPatternSummary { kind, args }
+    }
+
     pub fn describe(&self) -> String {
         let list = |v: Vec<&str>| format!("{v:?}");
         match self {

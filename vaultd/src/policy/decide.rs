@@ -23,7 +23,9 @@ use nix::unistd::{Uid, User};
 use super::args::any_matches;
 use super::compile::{Compiled, Rule};
 use super::interp::danger;
-use super::{CommandSummary, Decision, Denial, RunQuery, SecretGrant, SecretScope, Who};
+use super::{
+    CommandSummary, Decision, Denial, RunQuery, SandboxSummary, SecretGrant, SecretScope, Who,
+};
 
 /// How far a rule got before it failed, and why.
 type Miss = (u8, String);
@@ -205,6 +207,11 @@ pub fn commands_for(p: &Compiled, who: &Who) -> Vec<CommandSummary> {
             isolation: r.isolation,
             allow_interpreter: r.allow_interpreter,
             cwd_readable: r.sandbox.cwd_readable,
+            arg_patterns: r
+                .args
+                .as_ref()
+                .map(|alts| alts.iter().map(|a| a.summary()).collect()),
+            sandbox: SandboxSummary::of(&r.sandbox),
         })
         .collect()
 }

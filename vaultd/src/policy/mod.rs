@@ -177,6 +177,59 @@ pub struct CommandSummary {
     pub isolation: Isolation,
     pub allow_interpreter: bool,
     pub cwd_readable: bool,
+    /// `args` as data: `None` for any arguments, else one pattern per
+    /// alternative.
+    pub arg_patterns: Option<Vec<ArgPatternSummary>>,
+    /// What the command sees when it runs.
+    pub sandbox: SandboxSummary,
+}
+
+/// One alternative of a rule's `args`.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ArgPatternSummary {
+    /// `exact` (these arguments only), `prefix` (these, then anything) or
+    /// `glob` (one shell-style pattern per argument).
+    pub kind: &'static str,
+    pub args: Vec<String>,
+}
+
+/// A rule's sandbox as a caller may see it (units in the field names).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSummary {
+    /// Always `private_home`: the run's own empty home directory, also
+    /// `$HOME`; `$TMPDIR` is a private temporary directory.
+    pub working_directory: &'static str,
+    /// Extra paths readable (`read`) and writable (`write`).
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    /// TCP ports it may connect to and bind; empty: no network.
+    pub tcp_connect: Vec<u16>,
+    pub tcp_bind: Vec<u16>,
+    pub timeout_ms: u64,
+    /// Bytes of stdout + stderr after which the run is killed.
+    pub max_output_bytes: u64,
+    pub memory_bytes: u64,
+    pub processes: u64,
+    pub file_size_bytes: u64,
+    pub cpu_seconds: u64,
+}
+
+impl SandboxSummary {
+    fn of(p: &SandboxProfile) -> Self {
+        SandboxSummary {
+            working_directory: "private_home",
+            read: p.read.clone(),
+            write: p.write.clone(),
+            tcp_connect: p.tcp_connect.clone(),
+            tcp_bind: p.tcp_bind.clone(),
+            timeout_ms: u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_output_bytes: p.max_output,
+            memory_bytes: p.memory,
+            processes: p.processes,
+            file_size_bytes: p.file_size,
+            cpu_seconds: p.cpu_seconds,
+        }
+    }
 }
 
 impl Policy {

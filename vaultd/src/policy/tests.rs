@@ -467,6 +467,32 @@ fn commands_for_lists_only_what_the_caller_may_run() {
     assert!(serde_json::to_string(&mine).is_ok());
 }
 
+#[test]
+fn commands_for_gives_arguments_and_sandbox_as_data() {
+    let p = parse(RULES).expect("valid");
+    let mine = p.commands_for(&who(1000, 1000, &[]));
+    let v = serde_json::to_value(&mine).expect("json");
+    assert_eq!(
+        v[0]["arg_patterns"],
+        serde_json::json!([
+            {"kind": "exact", "args": ["s3", "ls"]},
+            {"kind": "prefix", "args": ["api"]},
+            {"kind": "glob", "args": ["repos/*/issues"]},
+        ])
+    );
+    assert_eq!(
+        v[1]["arg_patterns"],
+        serde_json::Value::Null,
+        "any arguments"
+    );
+    let sb = &v[0]["sandbox"];
+    assert_eq!(sb["working_directory"], "private_home");
+    assert_eq!(sb["tcp_connect"], serde_json::json!([443]));
+    assert_eq!(sb["tcp_bind"], serde_json::json!([]));
+    assert_eq!(sb["timeout_ms"], 60_000);
+    assert_eq!(sb["max_output_bytes"], 16 * 1024 * 1024);
+}
+
 // ----- loading from disk (tests run as root, so created files are root-owned)
 
 fn policy_dir() -> tempfile::TempDir {

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds aivault, starts aivaultd on an embedded default configuration in a
 # scratch directory with a generated key file, and shows it working end to
-# end as an unprivileged user. Run as root on Debian 12. Leaves nothing running.
+# end as an unprivileged user. Run as root on Debian 12. Leaves nothing
+# running and nothing behind: the scratch directory goes, and so does the
+# demo user if this run created it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/demo.sh: run as root (aivaultd is a root daemon)" >&2; exit 1; }
 scripts/deps.sh
-cargo build --workspace --bins --locked -q
+echo "==> building aivault (cargo build --workspace --bins; the first build takes a few minutes)"
+cargo build --workspace --bins --locked
 bin=$PWD/target/debug
 
 scratch=$(mktemp -d /tmp/aivault-demo.XXXXXX)
@@ -15,9 +18,20 @@ sock=$scratch/run/aivaultd.sock
 args=(--state-dir "$scratch/state" --socket "$sock" --policy-dir "$scratch/policy"
       --audit-log "$scratch/log/audit.jsonl" --key-provider "file:$scratch/kek")
 demo_user=aivault-demo
-id "$demo_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$demo_user"
+created_user=
+if ! id "$demo_user" >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$demo_user"
+  created_user=1
+fi
 
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$scratch"; }
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$scratch"
+  if [ -n "$created_user" ]; then
+    userdel "$demo_user" 2>/dev/null || echo "scripts/demo.sh: could not remove user $demo_user" >&2
+  fi
+}
 trap cleanup EXIT
 
 mkdir -p "$scratch/policy"

@@ -25,7 +25,9 @@ trap 'rm -rf "$corpus"' EXIT
 (cd .. && cargo run -q --locked -p aivault-proto --example fuzz-seeds "$corpus")
 
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-proto-fuzz}"
+# Inside the checkout (ignored by git), never a fixed path under /tmp that
+# another user could have prepared.
+export CARGO_TARGET_DIR="${AIVAULT_FUZZ_TARGET_DIR:-$here/target}"
 cargo fuzz build -s none --release decode
 cargo fuzz run -s none --release decode "$corpus" -- \
     -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1

@@ -18,7 +18,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-redact-fuzz}"
+# Inside the checkout (ignored by git), never a fixed path under /tmp that
+# another user could have prepared.
+export CARGO_TARGET_DIR="${AIVAULT_FUZZ_TARGET_DIR:-$here/target}"
 
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT

@@ -432,6 +432,60 @@ fn the_shipped_introspection_data_is_the_served_interface() {
     );
 }
 
+/// Parses `xml` with a strict XML parser (Python's expat, in the venv of
+/// `scripts/dbus-deps.sh`); panics with the parser's complaint.
+#[track_caller]
+fn assert_well_formed_xml(xml: &str, what: &str) {
+    let mut child = Command::new(deps().join("venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parseString(sys.stdin.buffer.read())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), xml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} is not well-formed XML: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_served_introspection_data_is_well_formed_xml() {
+    let s = setup();
+    // The object's own Introspect reply, as busctl receives it.
+    let out = s.busctl(&s.alice, &["introspect", "--xml-interface", NAME, PATH]);
+    let live = ok(&out);
+    assert!(
+        live.contains("<interface name=\"org.aivault.Vault1\">"),
+        "{live}"
+    );
+    assert_well_formed_xml(&live, "the served introspection data");
+}
+
+#[test]
+fn the_shipped_bus_files_are_well_formed_xml() {
+    let dir = repo().join("packaging/dbus");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("xml" | "conf")
+        ) {
+            let xml = std::fs::read_to_string(&path).unwrap();
+            assert_well_formed_xml(&xml, &path.display().to_string());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no bus files found in {}", dir.display());
+}
+
 #[test]
 fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     let s = setup();

@@ -276,6 +276,9 @@ fn pipe() -> Result<(zvariant::OwnedFd, tokio::net::unix::pipe::Sender), VaultEr
     Ok((zvariant::OwnedFd::from(r), w))
 }
 
+// The doc comments of the methods, the signal and the property become XML
+// comments in the introspection data, where two hyphens in a row are not
+// allowed: they must not name command-line options.
 #[zbus::interface(name = "org.aivault.Vault1")]
 impl Vault {
     /// Metadata of the caller's secrets (scope "user" or "") or, for root,
@@ -352,8 +355,8 @@ impl Vault {
         }
     }
 
-    /// The commands the caller may run and with which secret names (JSON,
-    /// as `vaultctl policy show --json` prints it).
+    /// The commands the caller may run and with which secret names: JSON,
+    /// the document the JSON form of `vaultctl policy show` prints.
     #[zbus(out_args("commands"))]
     async fn show_policy(
         &self,

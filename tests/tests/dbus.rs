@@ -486,6 +486,78 @@ fn the_shipped_bus_files_are_well_formed_xml() {
     assert!(seen >= 2, "no bus files found in {}", dir.display());
 }
 
+/// The last audit record, which must be a refusal of `op` for alice
+/// that says `why`, and must not repeat more than `max` bytes of text
+/// anywhere.
+#[track_caller]
+fn assert_refusal_recorded(s: &Setup, op: &str, why: &str, max: usize) -> Value {
+    let rec = s.audit().pop().unwrap();
+    let line = rec.to_string();
+    assert!(
+        line.len() < max,
+        "the record repeats the request: {} bytes",
+        line.len()
+    );
+    assert_eq!(rec["op"], op, "{line}");
+    assert_eq!(rec["outcome"], "denied", "{line}");
+    assert_eq!(rec["uid"], s.alice.uid, "{line}");
+    assert!(rec["reason"].as_str().unwrap().contains(why), "{line}");
+    rec
+}
+
+#[test]
+fn oversized_names_and_argv_get_their_own_error_and_an_audited_refusal() {
+    let s = setup();
+    let name = "N".repeat(100 * 1024);
+    let (a, b) = ("a".repeat(100 * 1024), "b".repeat(100 * 1024));
+    let too_long = "a secret name is at most 128 bytes long";
+    let too_big = "arguments and environment exceed 128 KiB";
+
+    // Over the socket.
+    let out = s.d.vaultctl(&s.alice, &["secrets", "exists", &name], b"");
+    let err = aivault_tests::fails_with(&out, 2);
+    assert!(err.contains(too_long), "{err}");
+    let rec = assert_refusal_recorded(&s, "secret.exists", too_long, 4096);
+    assert!(rec["name"].is_null(), "{rec}");
+    let out = s.d.vaultctl(&s.alice, &["run", "--", &a, &b], b"");
+    let err = aivault_tests::fails_with(&out, 2);
+    assert!(err.contains(too_big), "{err}");
+    let rec = assert_refusal_recorded(&s, "run", too_big, 4096);
+    assert!(
+        rec["detail"]["argv0"].as_str().unwrap().starts_with("aaa"),
+        "{rec}"
+    );
+
+    // Over D-Bus (gdbus prints the error's name).
+    let out = s.gdbus_call(&s.alice, "SecretExists", &["user", &format!("'{name}'")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("org.aivault.Vault1.Error.InvalidName: {too_long}")),
+        "{}",
+        text(&out)
+    );
+    assert_refusal_recorded(&s, "secret.exists", too_long, 4096);
+    // (busctl: one gdbus argument could not hold both.)
+    let out = s.busctl_call(&s.alice, &["Run", "asa{sv}", "2", &a, &b, "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(too_big),
+        "{}",
+        text(&out)
+    );
+    assert_refusal_recorded(&s, "run", too_big, 4096);
+    // A secret name asked for a run is bounded alike.
+    let out = s.busctl_call(
+        &s.alice,
+        &[
+            "Run", "asa{sv}", "1", "printenv", "1", "secrets", "as", "1", &name,
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_refusal_recorded(&s, "run", "at most 128 bytes long", 4096);
+}
+
 #[test]
 fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     let s = setup();

@@ -32,6 +32,13 @@ pub fn mask(value: &[u8]) -> String {
     "************".to_string()
 }
 
+/// The name as an audit record shows it: one longer than any valid name is
+/// left out (the record's reason says it was too long), so that the
+/// refusal of a huge name is still within what one record may hold.
+fn recorded(name: &str) -> Option<&str> {
+    (name.len() <= store::MAX_NAME_LEN).then_some(name)
+}
+
 fn info(meta: store::SecretMeta) -> SecretInfo {
     SecretInfo {
         name: meta.name,
@@ -144,7 +151,11 @@ impl Daemon {
         let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(name);
+        let entry = || {
+            Entry::new(caller, op)
+                .scope(scope)
+                .name(name.and_then(recorded))
+        };
         let s = self
             .resolve(caller, scope)
             .map_err(|e| self.audit.deny(entry(), e))?;
@@ -175,7 +186,7 @@ impl Daemon {
         let VaultState::Open(vault) = &mut *guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
         let deny = |e: WireError| self.audit.deny(entry(), e);
         let s = self.resolve(caller, scope).map_err(deny)?;
         store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
@@ -271,7 +282,7 @@ impl Daemon {
         let VaultState::Open(vault) = &mut *guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
         let deny = |e: WireError| self.audit.deny(entry(), e);
         let s = self.resolve(caller, scope).map_err(deny)?;
         store::validate_name(name).map_err(|e| deny(store_err(&e)))?;

@@ -13,7 +13,8 @@ use super::RunHost;
 use crate::audit::gate::Entry;
 use crate::caller::Caller;
 use crate::policy::{self, Decision, Isolation, RunQuery, SecretScope, Who};
-use crate::store::Scope;
+use crate::store::{Scope, MAX_NAME_LEN};
+use crate::wire_error::{bounded, excerpt};
 
 /// Most arguments, and most bytes over all arguments and environment entries.
 pub const MAX_ARGS: usize = 4096;
@@ -112,6 +113,17 @@ fn check_shape(req: &RunRequest) -> Result<(), WireError> {
     if req.argv.len() > MAX_ARGS || bytes > MAX_ARG_BYTES {
         return Err(bad("arguments and environment exceed 128 KiB"));
     }
+    let long = |n: &str| n.len() > MAX_NAME_LEN;
+    if req
+        .secrets
+        .iter()
+        .any(|s| long(&s.name) || s.env.as_deref().is_some_and(long))
+    {
+        return Err(WireError::new(
+            ErrorCode::InvalidName,
+            "secret names and the variables they go to are at most 128 bytes long",
+        ));
+    }
     let nul = |s: &String| s.as_bytes().contains(&0);
     if req.argv.iter().any(nul) || req.env.iter().any(|(k, v)| nul(k) || nul(v)) {
         return Err(bad("arguments and environment may not contain NUL bytes"));
@@ -130,9 +142,10 @@ pub fn prepare_run(
 ) -> Result<PreparedRun, WireError> {
     const OP: &str = "run";
     let deny = |e: WireError, detail: serde_json::Value| -> WireError {
-        host.audit().deny(Entry::new(caller, OP).detail(detail), e)
+        host.audit()
+            .deny(Entry::new(caller, OP).detail(detail), bounded(e))
     };
-    let shown = || json!({ "argv0": req.argv.first() });
+    let shown = || json!({ "argv0": req.argv.first().map(|a| excerpt(a)) });
     // Sealed first: without an audit key no decision may be recorded.
     if host.is_sealed() {
         return Err(WireError::new(
@@ -144,7 +157,7 @@ pub fn prepare_run(
     let policy = host.policy();
     if !policy.mentions_command(&req.argv[0]) {
         return Err(deny(
-            denied(format!("no rule allows {}", req.argv[0])),
+            denied(format!("no rule allows {}", excerpt(&req.argv[0]))),
             shown(),
         ));
     }

@@ -558,6 +558,80 @@ fn oversized_names_and_argv_get_their_own_error_and_an_audited_refusal() {
     assert_refusal_recorded(&s, "run", "at most 128 bytes long", 4096);
 }
 
+/// Calls a Vault1 method over `conn` that must fail; returns the error's
+/// name and message.
+macro_rules! error_of {
+    ($conn:expr, $method:expr, $body:expr) => {
+        match $conn
+            .call_method(Some(NAME), PATH, Some(NAME), $method, $body)
+            .await
+        {
+            Err(zbus::Error::MethodError(name, message, _)) => {
+                (name.to_string(), message.unwrap_or_default())
+            }
+            other => panic!("{} did not fail with a method error: {other:?}", $method),
+        }
+    };
+}
+
+#[test]
+fn errors_repeat_only_a_bounded_part_of_what_the_caller_sent() {
+    use std::collections::HashMap;
+    use zbus::zvariant::Value;
+    let s = setup();
+    let huge = "x".repeat(5 << 20);
+    let long = "y".repeat(100 * 1024);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let errors = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(s.bus.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let none: HashMap<&str, Value<'_>> = HashMap::new();
+        let mut unknown: HashMap<&str, Value<'_>> = HashMap::new();
+        unknown.insert(&huge, Value::from(1u64));
+        let mut bad_secret: HashMap<&str, Value<'_>> = HashMap::new();
+        bad_secret.insert("secrets", Value::from(vec![format!("{long}=")]));
+        vec![
+            error_of!(conn, "SecretExists", &(huge.as_str(), "TOKEN")),
+            error_of!(conn, "MaskedValue", &("user", huge.as_str())),
+            error_of!(conn, "Run", &(vec![long.as_str()], &none)),
+            error_of!(conn, "Run", &(vec!["printenv"], &unknown)),
+            error_of!(conn, "Run", &(vec!["printenv"], &bad_secret)),
+        ]
+    });
+    for (name, message) in &errors {
+        assert!(
+            message.len() <= 2048,
+            "{name}: a {} byte message: {}…",
+            message.len(),
+            &message[..200]
+        );
+    }
+    assert!(errors[0].1.starts_with("scope \"xxx"), "{errors:?}");
+    assert!(errors[0].1.contains("…"), "{:?}", errors[0]);
+    assert_eq!(errors[1].0, "org.aivault.Vault1.Error.InvalidName");
+    assert!(
+        errors[2].1.starts_with("no rule allows yyy"),
+        "{:?}",
+        errors[2]
+    );
+    assert!(
+        errors[3].1.starts_with("unknown field `xxx"),
+        "{:?}",
+        errors[3]
+    );
+    assert!(
+        errors[4].1.starts_with("invalid secret \"yyy"),
+        "{:?}",
+        errors[4]
+    );
+}
+
 #[test]
 fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     let s = setup();

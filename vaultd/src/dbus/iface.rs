@@ -16,6 +16,7 @@ use super::error::{bad, internal, VaultError};
 use super::runs::{self, Finished, Registry, Sink};
 use crate::admission::Admission;
 use crate::ops::{Caller, Daemon};
+use crate::wire_error::excerpt;
 
 /// D-Bus requests handled at once, all callers together (the socket path's
 /// counterpart is its connection limit).
@@ -186,7 +187,8 @@ fn scope(s: &str) -> Result<WireScope, VaultError> {
         "" | "user" => Ok(WireScope::Own),
         "system" => Ok(WireScope::System),
         other => Err(bad(format!(
-            "scope {other:?} is not \"user\" (or \"\") or \"system\""
+            "scope {:?} is not \"user\" (or \"\") or \"system\"",
+            excerpt(other)
         ))),
     }
 }
@@ -215,7 +217,10 @@ impl RunPlan {
                 None => (s.clone(), None),
             };
             if name.is_empty() || env.as_deref() == Some("") {
-                return Err(bad(format!("invalid secret {s:?}: use NAME or NAME=ENV")));
+                return Err(bad(format!(
+                    "invalid secret {:?}: use NAME or NAME=ENV",
+                    excerpt(&s)
+                )));
             }
             secrets.push(SecretAsk { name, env });
         }

@@ -148,16 +148,7 @@ impl Setup {
     /// Starts, as alice over dbus-next, a streaming run of two processes
     /// that would sleep for five minutes; returns the client once both run.
     fn hold_a_run(&self) -> Child {
-        let mut child = self
-            .python(&self.alice)
-            .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("started"), "{line}");
+        let (child, _) = self.start_holding("sleep 300 & sleep 300");
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.d.run_processes().len() < 2 {
             assert!(
@@ -167,6 +158,25 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(20));
         }
         child
+    }
+
+    /// Starts, as alice over dbus-next, a streaming run of `sh -c script`;
+    /// returns the client, which holds the run until killed, and the run id.
+    fn start_holding(&self, script: &str) -> (Child, u64) {
+        let mut child = self
+            .python(&self.alice)
+            .args(["hold", "sh", "-c", script])
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let id = v["started"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no run started: {line}"));
+        (child, id)
     }
 
     /// Waits (30 s at most) until no process of a run is left.
@@ -630,6 +640,38 @@ fn errors_repeat_only_a_bounded_part_of_what_the_caller_sent() {
         "{:?}",
         errors[4]
     );
+}
+
+#[test]
+fn run_ids_are_unpredictable_and_only_their_owners_reach_them() {
+    let s = setup();
+    let (mut first, a) = s.start_holding("sleep 300");
+    let (mut second, b) = s.start_holding("sleep 300");
+    // Counters would give 1 and 2 on a fresh daemon; random ids are
+    // far apart and far from small numbers.
+    assert!(a.abs_diff(b) > 1 << 20, "run ids {a} and {b} look counted");
+    assert!(a.min(b) > 1 << 20, "run ids {a} and {b} look counted");
+    // Another user can neither wait for nor cancel alice's run.
+    for method in ["WaitRun", "CancelRun"] {
+        let out = s.busctl_call(&s.bob, &[method, "t", &a.to_string()]);
+        assert!(!out.status.success(), "{method}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("no run {a} of this caller")),
+            "{method}: {}",
+            text(&out)
+        );
+    }
+    let status = s.busctl(&s.alice, &["get-property", NAME, PATH, NAME, "Status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("\"active_runs\" u 2"),
+        "bob's call ended a run of alice: {}",
+        text(&status)
+    );
+    for child in [&mut first, &mut second] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    s.wait_until_no_run_process("the held runs outlived their caller");
 }
 
 #[test]

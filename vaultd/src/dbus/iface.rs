@@ -389,7 +389,7 @@ impl Vault {
         options: RunOptions,
     ) -> Result<(i32, String, String, String, bool), VaultError> {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, true).await?;
-        let mut ticket = self.runs.register(caller.uid, &sender);
+        let mut ticket = self.runs.register(caller.uid, &sender)?;
         if !still_connected(conn, &sender).await {
             self.runs.connection_gone(&sender);
         }
@@ -440,7 +440,7 @@ impl Vault {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, false).await?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let ticket = self.runs.register(caller.uid, &sender);
+        let ticket = self.runs.register(caller.uid, &sender)?;
         let id = ticket.id;
         let (runs, conn2, owner) = (self.runs.clone(), conn.clone(), sender.clone());
         tokio::spawn(async move {

@@ -675,6 +675,42 @@ fn run_ids_are_unpredictable_and_only_their_owners_reach_them() {
 }
 
 #[test]
+fn masked_value_is_what_its_description_says() {
+    let s = setup();
+    set_secret(&s.d, &s.alice, "SHORT", "abc");
+    let masked = |name: &str| {
+        let out = s.busctl_call(&s.alice, &["MaskedValue", "ss", "user", name]);
+        ok(&out).trim().to_string()
+    };
+    // The value's length shows nowhere: both masks have 12 characters.
+    assert_eq!(
+        masked("TOKEN"),
+        format!("s \"********{}\"", &SECRET[SECRET.len() - 4..])
+    );
+    assert_eq!(masked("SHORT"), "s \"************\"");
+    // The served description (and so the shipped one) and docs/dbus.md
+    // say so, and do not claim the length is shown.
+    let live = ok(&s.busctl(&s.alice, &["introspect", "--xml-interface", NAME, PATH]));
+    let end = live.find("<method name=\"MaskedValue\">").unwrap();
+    let start = live[..end].rfind("<!--").unwrap();
+    let docs = std::fs::read_to_string(repo().join("docs/dbus.md")).unwrap();
+    let row = docs
+        .lines()
+        .find(|l| l.starts_with("| `MaskedValue`"))
+        .unwrap();
+    for (what, text) in [
+        ("the method's description", &live[start..end]),
+        ("docs/dbus.md", row),
+    ] {
+        assert!(
+            text.contains("fixed-width") && text.contains("12"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("the length"), "{what}: {text}");
+    }
+}
+
+#[test]
 fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     let s = setup();
     // The command writes without end; the client reads nothing, so the pipe

@@ -339,8 +339,10 @@ impl Vault {
         }
     }
 
-    /// A masked form of the value (a few characters and the length), never
-    /// the value itself.
+    /// A fixed-width mask of the value, never the value itself: 12
+    /// characters whatever the value's length, the last 4 of them the
+    /// value's own only if it is at least 16 bytes long and they are
+    /// printable ASCII (otherwise all 12 are asterisks).
     #[zbus(out_args("masked"))]
     async fn masked_value(
         &self,

@@ -711,6 +711,49 @@ fn masked_value_is_what_its_description_says() {
 }
 
 #[test]
+fn a_run_the_daemon_stop_ends_says_the_daemon_stopped_it() {
+    let mut s = setup();
+    // A Run call (busctl waits for its reply) of a command that outlives
+    // the daemon's grace for active runs.
+    let caller = s
+        .as_user("busctl", &s.alice)
+        .args(["--system", "--timeout=120", "--", "call", NAME, PATH, NAME])
+        .args(["Run", "asa{sv}", "3", "sh", "-c", "sleep 300", "0"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.d.run_processes().len() < 2 {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM, and time for the grace and the teardown (Daemon::stop
+    // would kill the daemon before its grace is over).
+    let pid = nix::unistd::Pid::from_raw(s.d.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.d.alive() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = caller.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"isssb 137 "cancelled" "" "" false"#,
+        "{}",
+        text(&out)
+    );
+    let exit = s
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|r| r["op"] == "run.exit")
+        .unwrap();
+    assert_eq!(exit["detail"]["reason"], "cancelled", "{exit}");
+    assert_eq!(exit["reason"], "the daemon is stopping", "{exit}");
+}
+
+#[test]
 fn a_streaming_caller_that_stops_reading_can_still_cancel() {
     let s = setup();
     // The command writes without end; the client reads nothing, so the pipe

@@ -538,6 +538,28 @@ fn oversized_names_and_argv_get_their_own_error_and_an_audited_refusal() {
         "{rec}"
     );
 
+    // An allowed run with a long argument runs, and its records show a
+    // bounded part of its argv.
+    let out =
+        s.d.vaultctl(&s.alice, &["run", "--", "sh", "-c", "echo ran", &a], b"");
+    assert_eq!(ok(&out).trim(), "ran");
+    for op in ["run", "run.exit"] {
+        // The exit is recorded while the caller reads its status.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rec = loop {
+            if let Some(r) = s.audit().into_iter().rev().find(|r| r["op"] == op) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no {op} record");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let line = rec.to_string();
+        assert!(line.len() < 16 * 1024, "{op}: a {} byte record", line.len());
+        let argv = rec["detail"]["argv"].as_array().unwrap();
+        assert_eq!(argv[..3], ["sh", "-c", "echo ran"], "{op}");
+        assert!(argv[3].as_str().unwrap().ends_with('…'), "{op}");
+    }
+
     // Over D-Bus (gdbus prints the error's name).
     let out = s.gdbus_call(&s.alice, "SecretExists", &["user", &format!("'{name}'")]);
     let err = String::from_utf8_lossy(&out.stderr);

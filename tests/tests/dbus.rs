@@ -538,6 +538,18 @@ fn oversized_names_and_argv_get_their_own_error_and_an_audited_refusal() {
         "{rec}"
     );
 
+    // A large import is recorded (its names as far as a record holds them).
+    let dotenv: String = (0..2000)
+        .map(|i| format!("{}{i:04}=v\n", "I".repeat(96)))
+        .collect();
+    let out =
+        s.d.vaultctl(&s.alice, &["secrets", "import", "-"], dotenv.as_bytes());
+    ok(&out);
+    let rec = s.audit().pop().unwrap();
+    assert_eq!(rec["op"], "secret.import", "{}", &rec.to_string()[..300]);
+    assert_eq!(rec["detail"]["count"], 2000, "{}", &rec.to_string()[..300]);
+    assert!(rec["detail"]["names_left_out"].as_u64().unwrap() > 0);
+
     // An allowed run with a long argument runs, and its records show a
     // bounded part of its argv.
     let out =

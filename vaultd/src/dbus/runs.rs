@@ -7,9 +7,9 @@
 //! closing that end, which the supervisor treats as a caller gone: every
 //! process of the run is killed and the outcome audited.
 //!
-//! The [`Registry`] maps run ids (random) to their owner (uid and bus connection), a
-//! cancel switch and the final status, so `CancelRun`, `WaitRun` and a
-//! vanished bus connection can reach a run.
+//! The [`Registry`] maps run ids (random) to their owner (uid and bus
+//! connection), a cancel switch and the final status, so `CancelRun`,
+//! `WaitRun` and a vanished bus connection can reach a run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -32,7 +32,8 @@ pub struct PreparedRun {
     pub caller: Caller,
     pub command: policy::resolve::ResolvedCommand,
     pub argv: Vec<String>,
-    /// argv with any secret value replaced, for audit and logs.
+    /// argv with any secret value replaced, for audit and logs; bounded
+    /// (see `recorded_argv`).
     pub argv_redacted: Vec<String>,
     pub decision: Decision,
     /// (secret name, environment variable, value)
@@ -283,7 +284,7 @@ pub fn prepare_run(
 }
 
 /// The arguments as the audit records show them: whole up to
-/// [`RECORDED_ARGV_CHARS`] characters in all; past that the argument that
+/// `RECORDED_ARGV_CHARS` characters in all; past that the argument that
 /// crosses the bound ends in "…" and a last entry counts the ones left out.
 fn recorded_argv(argv: impl ExactSizeIterator<Item = String>) -> Vec<String> {
     let total = argv.len();

@@ -760,9 +760,25 @@ fn a_run_the_daemon_stop_ends_says_the_daemon_stopped_it() {
         .args(["Run", "asa{sv}", "3", "sh", "-c", "sleep 300", "0"])
         .spawn()
         .unwrap();
+    // And the same over the socket.
+    let (socket, alice) = (s.d.socket(), s.alice.clone());
+    let vaultctl = std::thread::spawn(move || {
+        aivault_tests::vaultctl_at(
+            &socket,
+            &alice,
+            &["run", "--", "sh", "-c", "sleep 300"],
+            b"",
+        )
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while s.d.run_processes().len() < 2 {
-        assert!(Instant::now() < deadline, "the run never started");
+    loop {
+        let mut uids: Vec<u32> = s.d.run_processes().iter().map(|p| p.1).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        if uids.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runs never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGTERM, and time for the grace and the teardown (Daemon::stop
@@ -782,14 +798,19 @@ fn a_run_the_daemon_stop_ends_says_the_daemon_stopped_it() {
         "{}",
         text(&out)
     );
-    let exit = s
+    let out = vaultctl.join().unwrap();
+    let err = aivault_tests::fails_with(&out, 137);
+    assert!(err.contains("the daemon is stopping"), "{err}");
+    let exits: Vec<Value> = s
         .audit()
         .into_iter()
-        .rev()
-        .find(|r| r["op"] == "run.exit")
-        .unwrap();
-    assert_eq!(exit["detail"]["reason"], "cancelled", "{exit}");
-    assert_eq!(exit["reason"], "the daemon is stopping", "{exit}");
+        .filter(|r| r["op"] == "run.exit")
+        .collect();
+    assert_eq!(exits.len(), 2, "{exits:?}");
+    for exit in exits {
+        assert_eq!(exit["detail"]["reason"], "cancelled", "{exit}");
+        assert_eq!(exit["reason"], "the daemon is stopping", "{exit}");
+    }
 }
 
 #[test]

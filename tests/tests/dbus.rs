@@ -148,16 +148,7 @@ impl Setup {
     /// Starts, as alice over dbus-next, a streaming run of two processes
     /// that would sleep for five minutes; returns the client once both run.
     fn hold_a_run(&self) -> Child {
-        let mut child = self
-            .python(&self.alice)
-            .args(["hold", "sh", "-c", "sleep 300 & sleep 300"])
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("started"), "{line}");
+        let (child, _) = self.start_holding("sleep 300 & sleep 300");
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.d.run_processes().len() < 2 {
             assert!(
@@ -167,6 +158,25 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(20));
         }
         child
+    }
+
+    /// Starts, as alice over dbus-next, a streaming run of `sh -c script`;
+    /// returns the client, which holds the run until killed, and the run id.
+    fn start_holding(&self, script: &str) -> (Child, u64) {
+        let mut child = self
+            .python(&self.alice)
+            .args(["hold", "sh", "-c", script])
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let id = v["started"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no run started: {line}"));
+        (child, id)
     }
 
     /// Waits (30 s at most) until no process of a run is left.
@@ -405,7 +415,12 @@ fn a_caller_that_disconnects_mid_run_leaves_no_process_behind() {
         assert!(Instant::now() < deadline, "no run.exit record");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(s.d.run_dirs().is_empty(), "the run's directories remain");
+    // The teardown removes the directories while the exit is recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.d.run_dirs().is_empty() {
+        assert!(Instant::now() < deadline, "the run's directories remain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -430,6 +445,372 @@ fn the_shipped_introspection_data_is_the_served_interface() {
         iface(&live),
         "packaging/dbus/org.aivault.Vault1.xml is out of date; the live interface is:\n{live}"
     );
+}
+
+/// Parses `xml` with a strict XML parser (Python's expat, in the venv of
+/// `scripts/dbus-deps.sh`); panics with the parser's complaint.
+#[track_caller]
+fn assert_well_formed_xml(xml: &str, what: &str) {
+    let mut child = Command::new(deps().join("venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parseString(sys.stdin.buffer.read())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), xml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} is not well-formed XML: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_served_introspection_data_is_well_formed_xml() {
+    let s = setup();
+    // The object's own Introspect reply, as busctl receives it.
+    let out = s.busctl(&s.alice, &["introspect", "--xml-interface", NAME, PATH]);
+    let live = ok(&out);
+    assert!(
+        live.contains("<interface name=\"org.aivault.Vault1\">"),
+        "{live}"
+    );
+    assert_well_formed_xml(&live, "the served introspection data");
+}
+
+#[test]
+fn the_shipped_bus_files_are_well_formed_xml() {
+    let dir = repo().join("packaging/dbus");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("xml" | "conf")
+        ) {
+            let xml = std::fs::read_to_string(&path).unwrap();
+            assert_well_formed_xml(&xml, &path.display().to_string());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no bus files found in {}", dir.display());
+}
+
+/// The last audit record, which must be a refusal of `op` for alice
+/// that says `why`, and must not repeat more than `max` bytes of text
+/// anywhere.
+#[track_caller]
+fn assert_refusal_recorded(s: &Setup, op: &str, why: &str, max: usize) -> Value {
+    let rec = s.audit().pop().unwrap();
+    let line = rec.to_string();
+    assert!(
+        line.len() < max,
+        "the record repeats the request: {} bytes",
+        line.len()
+    );
+    assert_eq!(rec["op"], op, "{line}");
+    assert_eq!(rec["outcome"], "denied", "{line}");
+    assert_eq!(rec["uid"], s.alice.uid, "{line}");
+    assert!(rec["reason"].as_str().unwrap().contains(why), "{line}");
+    rec
+}
+
+#[test]
+fn oversized_names_and_argv_get_their_own_error_and_an_audited_refusal() {
+    let s = setup();
+    let name = "N".repeat(100 * 1024);
+    let (a, b) = ("a".repeat(100 * 1024), "b".repeat(100 * 1024));
+    let too_long = "a secret name is at most 128 bytes long";
+    let too_big = "arguments and environment exceed 128 KiB";
+
+    // Over the socket.
+    let out = s.d.vaultctl(&s.alice, &["secrets", "exists", &name], b"");
+    let err = aivault_tests::fails_with(&out, 2);
+    assert!(err.contains(too_long), "{err}");
+    let rec = assert_refusal_recorded(&s, "secret.exists", too_long, 4096);
+    assert!(rec["name"].is_null(), "{rec}");
+    let out = s.d.vaultctl(&s.alice, &["run", "--", &a, &b], b"");
+    let err = aivault_tests::fails_with(&out, 2);
+    assert!(err.contains(too_big), "{err}");
+    let rec = assert_refusal_recorded(&s, "run", too_big, 4096);
+    assert!(
+        rec["detail"]["argv0"].as_str().unwrap().starts_with("aaa"),
+        "{rec}"
+    );
+
+    // A large import is recorded (its names as far as a record holds them).
+    let dotenv: String = (0..2000)
+        .map(|i| format!("{}{i:04}=v\n", "I".repeat(96)))
+        .collect();
+    let out =
+        s.d.vaultctl(&s.alice, &["secrets", "import", "-"], dotenv.as_bytes());
+    ok(&out);
+    let rec = s.audit().pop().unwrap();
+    assert_eq!(rec["op"], "secret.import", "{}", &rec.to_string()[..300]);
+    assert_eq!(rec["detail"]["count"], 2000, "{}", &rec.to_string()[..300]);
+    assert!(rec["detail"]["names_left_out"].as_u64().unwrap() > 0);
+
+    // An allowed run with a long argument runs, and its records show a
+    // bounded part of its argv.
+    let out =
+        s.d.vaultctl(&s.alice, &["run", "--", "sh", "-c", "echo ran", &a], b"");
+    assert_eq!(ok(&out).trim(), "ran");
+    for op in ["run", "run.exit"] {
+        // The exit is recorded while the caller reads its status.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rec = loop {
+            if let Some(r) = s.audit().into_iter().rev().find(|r| r["op"] == op) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no {op} record");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let line = rec.to_string();
+        assert!(line.len() < 16 * 1024, "{op}: a {} byte record", line.len());
+        let argv = rec["detail"]["argv"].as_array().unwrap();
+        assert_eq!(argv[..3], ["sh", "-c", "echo ran"], "{op}");
+        assert!(argv[3].as_str().unwrap().ends_with('…'), "{op}");
+    }
+
+    // Over D-Bus (gdbus prints the error's name).
+    let out = s.gdbus_call(&s.alice, "SecretExists", &["user", &format!("'{name}'")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("org.aivault.Vault1.Error.InvalidName: {too_long}")),
+        "{}",
+        text(&out)
+    );
+    assert_refusal_recorded(&s, "secret.exists", too_long, 4096);
+    // (busctl: one gdbus argument could not hold both.)
+    let out = s.busctl_call(&s.alice, &["Run", "asa{sv}", "2", &a, &b, "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(too_big),
+        "{}",
+        text(&out)
+    );
+    assert_refusal_recorded(&s, "run", too_big, 4096);
+    // A secret name asked for a run is bounded alike.
+    let out = s.busctl_call(
+        &s.alice,
+        &[
+            "Run", "asa{sv}", "1", "printenv", "1", "secrets", "as", "1", &name,
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_refusal_recorded(&s, "run", "at most 128 bytes long", 4096);
+}
+
+/// Calls a Vault1 method over `conn` that must fail; returns the error's
+/// name and message.
+macro_rules! error_of {
+    ($conn:expr, $method:expr, $body:expr) => {
+        match $conn
+            .call_method(Some(NAME), PATH, Some(NAME), $method, $body)
+            .await
+        {
+            Err(zbus::Error::MethodError(name, message, _)) => {
+                (name.to_string(), message.unwrap_or_default())
+            }
+            other => panic!("{} did not fail with a method error: {other:?}", $method),
+        }
+    };
+}
+
+#[test]
+fn errors_repeat_only_a_bounded_part_of_what_the_caller_sent() {
+    use std::collections::HashMap;
+    use zbus::zvariant::Value;
+    let s = setup();
+    let huge = "x".repeat(5 << 20);
+    let long = "y".repeat(100 * 1024);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let errors = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(s.bus.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let none: HashMap<&str, Value<'_>> = HashMap::new();
+        let mut unknown: HashMap<&str, Value<'_>> = HashMap::new();
+        unknown.insert(&huge, Value::from(1u64));
+        let mut bad_secret: HashMap<&str, Value<'_>> = HashMap::new();
+        bad_secret.insert("secrets", Value::from(vec![format!("{long}=")]));
+        vec![
+            error_of!(conn, "SecretExists", &(huge.as_str(), "TOKEN")),
+            error_of!(conn, "MaskedValue", &("user", huge.as_str())),
+            error_of!(conn, "Run", &(vec![long.as_str()], &none)),
+            error_of!(conn, "Run", &(vec!["printenv"], &unknown)),
+            error_of!(conn, "Run", &(vec!["printenv"], &bad_secret)),
+        ]
+    });
+    for (name, message) in &errors {
+        assert!(
+            message.len() <= 2048,
+            "{name}: a {} byte message: {}…",
+            message.len(),
+            &message[..200]
+        );
+    }
+    assert!(errors[0].1.starts_with("scope \"xxx"), "{errors:?}");
+    assert!(errors[0].1.contains("…"), "{:?}", errors[0]);
+    assert_eq!(errors[1].0, "org.aivault.Vault1.Error.InvalidName");
+    assert!(
+        errors[2].1.starts_with("no rule allows yyy"),
+        "{:?}",
+        errors[2]
+    );
+    assert!(
+        errors[3].1.starts_with("unknown field `xxx"),
+        "{:?}",
+        errors[3]
+    );
+    assert!(
+        errors[4].1.starts_with("invalid secret \"yyy"),
+        "{:?}",
+        errors[4]
+    );
+}
+
+#[test]
+fn run_ids_are_unpredictable_and_only_their_owners_reach_them() {
+    let s = setup();
+    let (mut first, a) = s.start_holding("sleep 300");
+    let (mut second, b) = s.start_holding("sleep 300");
+    // Counters would give 1 and 2 on a fresh daemon; random ids are
+    // far apart and far from small numbers.
+    assert!(a.abs_diff(b) > 1 << 20, "run ids {a} and {b} look counted");
+    assert!(a.min(b) > 1 << 20, "run ids {a} and {b} look counted");
+    // Another user can neither wait for nor cancel alice's run.
+    for method in ["WaitRun", "CancelRun"] {
+        let out = s.busctl_call(&s.bob, &[method, "t", &a.to_string()]);
+        assert!(!out.status.success(), "{method}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("no run {a} of this caller")),
+            "{method}: {}",
+            text(&out)
+        );
+    }
+    let status = s.busctl(&s.alice, &["get-property", NAME, PATH, NAME, "Status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("\"active_runs\" u 2"),
+        "bob's call ended a run of alice: {}",
+        text(&status)
+    );
+    for child in [&mut first, &mut second] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    s.wait_until_no_run_process("the held runs outlived their caller");
+}
+
+#[test]
+fn masked_value_is_what_its_description_says() {
+    let s = setup();
+    set_secret(&s.d, &s.alice, "SHORT", "abc");
+    let masked = |name: &str| {
+        let out = s.busctl_call(&s.alice, &["MaskedValue", "ss", "user", name]);
+        ok(&out).trim().to_string()
+    };
+    // The value's length shows nowhere: both masks have 12 characters.
+    assert_eq!(
+        masked("TOKEN"),
+        format!("s \"********{}\"", &SECRET[SECRET.len() - 4..])
+    );
+    assert_eq!(masked("SHORT"), "s \"************\"");
+    // The served description (and so the shipped one) and docs/dbus.md
+    // say so, and do not claim the length is shown.
+    let live = ok(&s.busctl(&s.alice, &["introspect", "--xml-interface", NAME, PATH]));
+    let end = live.find("<method name=\"MaskedValue\">").unwrap();
+    let start = live[..end].rfind("<!--").unwrap();
+    let docs = std::fs::read_to_string(repo().join("docs/dbus.md")).unwrap();
+    let row = docs
+        .lines()
+        .find(|l| l.starts_with("| `MaskedValue`"))
+        .unwrap();
+    for (what, text) in [
+        ("the method's description", &live[start..end]),
+        ("docs/dbus.md", row),
+    ] {
+        assert!(
+            text.contains("fixed-width") && text.contains("12"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("the length"), "{what}: {text}");
+    }
+}
+
+#[test]
+fn a_run_the_daemon_stop_ends_says_the_daemon_stopped_it() {
+    let mut s = setup();
+    // A Run call (busctl waits for its reply) of a command that outlives
+    // the daemon's grace for active runs.
+    let caller = s
+        .as_user("busctl", &s.alice)
+        .args(["--system", "--timeout=120", "--", "call", NAME, PATH, NAME])
+        .args(["Run", "asa{sv}", "3", "sh", "-c", "sleep 300", "0"])
+        .spawn()
+        .unwrap();
+    // And the same over the socket.
+    let (socket, alice) = (s.d.socket(), s.alice.clone());
+    let vaultctl = std::thread::spawn(move || {
+        aivault_tests::vaultctl_at(
+            &socket,
+            &alice,
+            &["run", "--", "sh", "-c", "sleep 300"],
+            b"",
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut uids: Vec<u32> = s.d.run_processes().iter().map(|p| p.1).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        if uids.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runs never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM, and time for the grace and the teardown (Daemon::stop
+    // would kill the daemon before its grace is over).
+    let pid = nix::unistd::Pid::from_raw(s.d.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.d.alive() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = caller.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"isssb 137 "cancelled" "" "" false"#,
+        "{}",
+        text(&out)
+    );
+    let out = vaultctl.join().unwrap();
+    let err = aivault_tests::fails_with(&out, 137);
+    assert!(err.contains("the daemon is stopping"), "{err}");
+    let exits: Vec<Value> = s
+        .audit()
+        .into_iter()
+        .filter(|r| r["op"] == "run.exit")
+        .collect();
+    assert_eq!(exits.len(), 2, "{exits:?}");
+    for exit in exits {
+        assert_eq!(exit["detail"]["reason"], "cancelled", "{exit}");
+        assert_eq!(exit["reason"], "the daemon is stopping", "{exit}");
+    }
 }
 
 #[test]

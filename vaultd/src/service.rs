@@ -12,6 +12,8 @@ use crate::ops::Daemon;
 
 /// How long active runs may finish after a stop request before they are killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long runs killed at shutdown may take to report their end.
+const REPORT_GRACE: Duration = Duration::from_secs(3);
 
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
@@ -137,6 +139,7 @@ pub async fn drain_runs(daemon: &Arc<Daemon>) {
             runs = left.len() + callers.len(),
             "killing runs still active at shutdown"
         );
+        daemon.runs().end_all();
         let dir = daemon.runs().settings.runs_dir.clone();
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -155,5 +158,10 @@ pub async fn drain_runs(daemon: &Arc<Daemon>) {
             }
         })
         .await;
+        // Their callers learn why before the daemon is gone.
+        let deadline = tokio::time::Instant::now() + REPORT_GRACE;
+        while daemon.runs().admission.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -10,9 +10,11 @@
 
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use zbus::zvariant::{as_value, Signature, Type};
+
+use crate::wire_error::excerpt;
 
 /// Most bytes of strings one list or map argument may carry (the socket
 /// path's whole request is smaller: `MAX_FRAME`).
@@ -94,30 +96,75 @@ impl<'de> Deserialize<'de> for StringMap {
 }
 
 /// The `a{sv}` options of `Run` and `RunStreaming`. Each key has one type.
-#[derive(Debug, Default, Deserialize, Type)]
+#[derive(Debug, Default, Type)]
 #[zvariant(signature = "a{sv}")]
-#[serde(default, deny_unknown_fields)]
 pub struct RunOptions {
     /// `NAME` or `NAME=ENV`.
-    #[serde(with = "as_value::optional")]
     pub secrets: Option<Strings>,
-    #[serde(with = "as_value::optional")]
     pub timeout_ms: Option<u64>,
     /// Bytes for the command's stdin.
-    #[serde(with = "as_value::optional")]
     pub stdin: Option<Vec<u8>>,
     /// The same, as text.
-    #[serde(with = "as_value::optional")]
     pub stdin_text: Option<String>,
-    #[serde(with = "as_value::optional")]
     pub cwd: Option<String>,
-    #[serde(with = "as_value::optional")]
     pub cwd_readable: Option<bool>,
-    #[serde(with = "as_value::optional")]
     pub env: Option<StringMap>,
     /// `Run` only: bytes of output returned per stream.
-    #[serde(with = "as_value::optional")]
     pub max_output: Option<u64>,
+}
+
+const OPTION_KEYS: &str = "`secrets`, `timeout_ms`, `stdin`, `stdin_text`, `cwd`, \
+                           `cwd_readable`, `env`, `max_output`";
+
+/// Decodes one option's variant as its own type, once.
+fn option<'de, A: MapAccess<'de>, T: Type + Deserialize<'de> + 'de>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    key: &str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(A::Error::custom(format!("duplicate field `{key}`")));
+    }
+    *slot = Some(map.next_value::<as_value::Deserialize<'de, T>>()?.0);
+    Ok(())
+}
+
+// By hand rather than derived: the derived decoder's error for an unknown
+// key repeats the key whole, however long the caller made it.
+impl<'de> Deserialize<'de> for RunOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RunOptions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a dictionary of run options")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RunOptions, A::Error> {
+                let mut o = RunOptions::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let m = &mut map;
+                    match key.as_str() {
+                        "secrets" => option(m, &mut o.secrets, &key)?,
+                        "timeout_ms" => option(m, &mut o.timeout_ms, &key)?,
+                        "stdin" => option(m, &mut o.stdin, &key)?,
+                        "stdin_text" => option(m, &mut o.stdin_text, &key)?,
+                        "cwd" => option(m, &mut o.cwd, &key)?,
+                        "cwd_readable" => option(m, &mut o.cwd_readable, &key)?,
+                        "env" => option(m, &mut o.env, &key)?,
+                        "max_output" => option(m, &mut o.max_output, &key)?,
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "unknown field `{}`, expected one of {OPTION_KEYS}",
+                                excerpt(other)
+                            )))
+                        }
+                    }
+                }
+                Ok(o)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +194,15 @@ mod tests {
         let mut bad: HashMap<&str, Value<'_>> = HashMap::new();
         bad.insert("stdni", Value::from("x"));
         assert!(decode::<RunOptions>(&bad).is_err());
+        let long = "k".repeat(1 << 20);
+        let mut huge: HashMap<&str, Value<'_>> = HashMap::new();
+        huge.insert(&long, Value::from("x"));
+        let e = decode::<RunOptions>(&huge).unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown field `kkk") && e.len() < 1024,
+            "{}",
+            e.len()
+        );
         let mut wrong: HashMap<&str, Value<'_>> = HashMap::new();
         wrong.insert("timeout_ms", Value::from("soon"));
         assert!(decode::<RunOptions>(&wrong).is_err());

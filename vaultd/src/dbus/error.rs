@@ -31,6 +31,8 @@ pub enum VaultError {
 
 impl From<WireError> for VaultError {
     fn from(e: WireError) -> Self {
+        // Whatever the message repeats of the request, it stays short.
+        let e = crate::wire_error::bounded(e);
         let m = e.message;
         match e.code {
             ErrorCode::BadRequest | ErrorCode::VersionMismatch | ErrorCode::WrongPassphrase => {

@@ -16,6 +16,7 @@ use super::error::{bad, internal, VaultError};
 use super::runs::{self, Finished, Registry, Sink};
 use crate::admission::Admission;
 use crate::ops::{Caller, Daemon};
+use crate::wire_error::excerpt;
 
 /// D-Bus requests handled at once, all callers together (the socket path's
 /// counterpart is its connection limit).
@@ -186,7 +187,8 @@ fn scope(s: &str) -> Result<WireScope, VaultError> {
         "" | "user" => Ok(WireScope::Own),
         "system" => Ok(WireScope::System),
         other => Err(bad(format!(
-            "scope {other:?} is not \"user\" (or \"\") or \"system\""
+            "scope {:?} is not \"user\" (or \"\") or \"system\"",
+            excerpt(other)
         ))),
     }
 }
@@ -215,7 +217,10 @@ impl RunPlan {
                 None => (s.clone(), None),
             };
             if name.is_empty() || env.as_deref() == Some("") {
-                return Err(bad(format!("invalid secret {s:?}: use NAME or NAME=ENV")));
+                return Err(bad(format!(
+                    "invalid secret {:?}: use NAME or NAME=ENV",
+                    excerpt(&s)
+                )));
             }
             secrets.push(SecretAsk { name, env });
         }
@@ -276,6 +281,9 @@ fn pipe() -> Result<(zvariant::OwnedFd, tokio::net::unix::pipe::Sender), VaultEr
     Ok((zvariant::OwnedFd::from(r), w))
 }
 
+// The doc comments of the methods, the signal and the property become XML
+// comments in the introspection data, where two hyphens in a row are not
+// allowed: they must not name command-line options.
 #[zbus::interface(name = "org.aivault.Vault1")]
 impl Vault {
     /// Metadata of the caller's secrets (scope "user" or "") or, for root,
@@ -331,8 +339,10 @@ impl Vault {
         }
     }
 
-    /// A masked form of the value (a few characters and the length), never
-    /// the value itself.
+    /// A fixed-width mask of the value, never the value itself: 12
+    /// characters whatever the value's length, the last 4 of them the
+    /// value's own only if it is at least 16 bytes long and they are
+    /// printable ASCII (otherwise all 12 are asterisks).
     #[zbus(out_args("masked"))]
     async fn masked_value(
         &self,
@@ -352,8 +362,8 @@ impl Vault {
         }
     }
 
-    /// The commands the caller may run and with which secret names (JSON,
-    /// as `vaultctl policy show --json` prints it).
+    /// The commands the caller may run and with which secret names: JSON,
+    /// the document the JSON form of `vaultctl policy show` prints.
     #[zbus(out_args("commands"))]
     async fn show_policy(
         &self,
@@ -381,7 +391,7 @@ impl Vault {
         options: RunOptions,
     ) -> Result<(i32, String, String, String, bool), VaultError> {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, true).await?;
-        let mut ticket = self.runs.register(caller.uid, &sender);
+        let mut ticket = self.runs.register(caller.uid, &sender)?;
         if !still_connected(conn, &sender).await {
             self.runs.connection_gone(&sender);
         }
@@ -432,7 +442,7 @@ impl Vault {
         let (caller, sender, opts, started) = self.start(conn, &hdr, argv, options, false).await?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let ticket = self.runs.register(caller.uid, &sender);
+        let ticket = self.runs.register(caller.uid, &sender)?;
         let id = ticket.id;
         let (runs, conn2, owner) = (self.runs.clone(), conn.clone(), sender.clone());
         tokio::spawn(async move {

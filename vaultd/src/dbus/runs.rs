@@ -7,12 +7,11 @@
 //! closing that end, which the supervisor treats as a caller gone: every
 //! process of the run is killed and the outcome audited.
 //!
-//! The [`Registry`] maps run ids to their owner (uid and bus connection), a
-//! cancel switch and the final status, so `CancelRun`, `WaitRun` and a
-//! vanished bus connection can reach a run.
+//! The [`Registry`] maps run ids (random) to their owner (uid and bus
+//! connection), a cancel switch and the final status, so `CancelRun`,
+//! `WaitRun` and a vanished bus connection can reach a run.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +91,6 @@ const MAX_KNOWN_CALLERS: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Registry {
     runs: Mutex<HashMap<u64, Entry>>,
-    next: AtomicU64,
     callers: Mutex<HashMap<String, Caller>>,
 }
 
@@ -109,13 +107,20 @@ impl Registry {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a new run of `uid` on bus connection `sender`.
-    pub fn register(&self, uid: u32, sender: &str) -> Ticket {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Records a new run of `uid` on bus connection `sender`, under a
+    /// fresh random id: ids say nothing of other runs and cannot be
+    /// guessed (a run is still only its owner's to wait for or cancel).
+    pub fn register(&self, uid: u32, sender: &str) -> Result<Ticket, VaultError> {
         let (cancel_tx, cancel) = oneshot::channel();
         let (done, done_rx) = watch::channel(None);
         let mut runs = self.lock();
         runs.retain(|_, e| e.finished_at.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+        let id = loop {
+            let id = random_id()?;
+            if id != 0 && !runs.contains_key(&id) {
+                break id;
+            }
+        };
         runs.insert(
             id,
             Entry {
@@ -126,7 +131,7 @@ impl Registry {
                 finished_at: None,
             },
         );
-        Ticket { id, cancel, done }
+        Ok(Ticket { id, cancel, done })
     }
 
     /// Marks a run finished and publishes its status.
@@ -225,6 +230,13 @@ impl Registry {
             }
         }
     }
+}
+
+/// 64 bits from the kernel's random source (the id's D-Bus type is `t`).
+fn random_id() -> Result<u64, VaultError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).map_err(|_| internal("no random run id"))?;
+    Ok(u64::from_ne_bytes(bytes))
 }
 
 fn not_found(id: u64) -> VaultError {

@@ -130,6 +130,7 @@ impl Daemon {
                 runs_dir: runtime.join("runs"),
             },
             jail,
+            ending_all: Default::default(),
         };
         Ok(Self {
             cfg,

@@ -32,6 +32,37 @@ pub fn mask(value: &[u8]) -> String {
     "************".to_string()
 }
 
+/// The name as an audit record shows it: one longer than any valid name is
+/// left out (the record's reason says it was too long), so that the
+/// refusal of a huge name is still within what one record may hold.
+fn recorded(name: &str) -> Option<&str> {
+    (name.len() <= store::MAX_NAME_LEN).then_some(name)
+}
+
+/// Most bytes of names an import's record lists (valid names need no JSON
+/// escaping): a large import must not make its record too large to write.
+const RECORDED_IMPORT_NAMES: usize = 32 * 1024;
+
+/// An import's record: how many entries, and their names as far as they fit
+/// in [`RECORDED_IMPORT_NAMES`] (`names_left_out` counts the others).
+fn import_detail(entries: &[(String, SecretBytes)]) -> serde_json::Value {
+    let mut left = RECORDED_IMPORT_NAMES;
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .take_while(|n| {
+            let fits = n.len() <= left;
+            left = left.saturating_sub(n.len());
+            fits
+        })
+        .collect();
+    let mut detail = json!({ "names": names, "count": entries.len() });
+    if names.len() < entries.len() {
+        detail["names_left_out"] = json!(entries.len() - names.len());
+    }
+    detail
+}
+
 fn info(meta: store::SecretMeta) -> SecretInfo {
     SecretInfo {
         name: meta.name,
@@ -144,7 +175,11 @@ impl Daemon {
         let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(name);
+        let entry = || {
+            Entry::new(caller, op)
+                .scope(scope)
+                .name(name.and_then(recorded))
+        };
         let s = self
             .resolve(caller, scope)
             .map_err(|e| self.audit.deny(entry(), e))?;
@@ -175,7 +210,7 @@ impl Daemon {
         let VaultState::Open(vault) = &mut *guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
         let deny = |e: WireError| self.audit.deny(entry(), e);
         let s = self.resolve(caller, scope).map_err(deny)?;
         store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
@@ -245,9 +280,7 @@ impl Daemon {
             check_value(value.as_bytes())
                 .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
         }
-        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        self.audit
-            .record(entry().detail(json!({ "names": names })))?;
+        self.audit.record(entry().detail(import_detail(&entries)))?;
         let values = entries
             .into_iter()
             .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))
@@ -271,7 +304,7 @@ impl Daemon {
         let VaultState::Open(vault) = &mut *guard else {
             return Err(sealed());
         };
-        let entry = || Entry::new(caller, op).scope(scope).name(Some(name));
+        let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
         let deny = |e: WireError| self.audit.deny(entry(), e);
         let s = self.resolve(caller, scope).map_err(deny)?;
         store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
@@ -289,6 +322,26 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_import_record_lists_names_within_its_bound() {
+        let value = || SecretBytes::new(b"v".to_vec());
+        let few: Vec<_> = ["A", "B"]
+            .iter()
+            .map(|n| (n.to_string(), value()))
+            .collect();
+        assert_eq!(
+            import_detail(&few),
+            json!({ "names": ["A", "B"], "count": 2 })
+        );
+        let name = "N".repeat(100);
+        let many: Vec<_> = (0..2000).map(|_| (name.clone(), value())).collect();
+        let d = import_detail(&many);
+        let shown = RECORDED_IMPORT_NAMES / 100;
+        assert_eq!(d["names"].as_array().map(Vec::len), Some(shown));
+        assert_eq!(d["count"], 2000);
+        assert_eq!(d["names_left_out"], 2000 - shown);
+    }
 
     #[test]
     fn mask_is_fixed_width_and_reveals_at_most_four() {

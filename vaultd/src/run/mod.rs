@@ -53,6 +53,8 @@ pub struct RunContext {
     pub warm: warm::WarmPool,
     /// The only processes that start and kill processes under run uids.
     pub jail: crate::jail::JailHost,
+    /// Set once the daemon, stopping, ends the runs still active.
+    pub ending_all: std::sync::atomic::AtomicBool,
 }
 
 /// What the run path needs from the daemon, and nothing more: its own
@@ -82,6 +84,18 @@ impl RunContext {
             Refusal::Total => "too many runs are active; try again later",
             Refusal::PerUid => "you have too many runs active; wait for one to finish",
         })
+    }
+
+    /// The daemon is stopping and ends the runs still active: their end
+    /// is reported as a cancellation by the stop, not a runner failure.
+    pub fn end_all(&self) {
+        self.ending_all
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`RunContext::end_all`] was called.
+    pub fn ending_all(&self) -> bool {
+        self.ending_all.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

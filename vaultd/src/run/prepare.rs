@@ -13,11 +13,15 @@ use super::RunHost;
 use crate::audit::gate::Entry;
 use crate::caller::Caller;
 use crate::policy::{self, Decision, Isolation, RunQuery, SecretScope, Who};
-use crate::store::Scope;
+use crate::store::{Scope, MAX_NAME_LEN};
+use crate::wire_error::{bounded, excerpt};
 
 /// Most arguments, and most bytes over all arguments and environment entries.
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_ARG_BYTES: usize = 128 * 1024;
+/// Most characters of argv the audit records show, all arguments together:
+/// even escaped six-fold as JSON they stay well within a record's limit.
+const RECORDED_ARGV_CHARS: usize = 4096;
 /// Variables passed from the caller's environment when their value is plain.
 const LOCALE_VARS: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TERM", "TZ"];
 /// The command's `PATH`: trusted system directories only.
@@ -28,7 +32,8 @@ pub struct PreparedRun {
     pub caller: Caller,
     pub command: policy::resolve::ResolvedCommand,
     pub argv: Vec<String>,
-    /// argv with any secret value replaced, for audit and logs.
+    /// argv with any secret value replaced, for audit and logs; bounded
+    /// (see `recorded_argv`).
     pub argv_redacted: Vec<String>,
     pub decision: Decision,
     /// (secret name, environment variable, value)
@@ -112,6 +117,17 @@ fn check_shape(req: &RunRequest) -> Result<(), WireError> {
     if req.argv.len() > MAX_ARGS || bytes > MAX_ARG_BYTES {
         return Err(bad("arguments and environment exceed 128 KiB"));
     }
+    let long = |n: &str| n.len() > MAX_NAME_LEN;
+    if req
+        .secrets
+        .iter()
+        .any(|s| long(&s.name) || s.env.as_deref().is_some_and(long))
+    {
+        return Err(WireError::new(
+            ErrorCode::InvalidName,
+            "secret names and the variables they go to are at most 128 bytes long",
+        ));
+    }
     let nul = |s: &String| s.as_bytes().contains(&0);
     if req.argv.iter().any(nul) || req.env.iter().any(|(k, v)| nul(k) || nul(v)) {
         return Err(bad("arguments and environment may not contain NUL bytes"));
@@ -130,9 +146,10 @@ pub fn prepare_run(
 ) -> Result<PreparedRun, WireError> {
     const OP: &str = "run";
     let deny = |e: WireError, detail: serde_json::Value| -> WireError {
-        host.audit().deny(Entry::new(caller, OP).detail(detail), e)
+        host.audit()
+            .deny(Entry::new(caller, OP).detail(detail), bounded(e))
     };
-    let shown = || json!({ "argv0": req.argv.first() });
+    let shown = || json!({ "argv0": req.argv.first().map(|a| excerpt(a)) });
     // Sealed first: without an audit key no decision may be recorded.
     if host.is_sealed() {
         return Err(WireError::new(
@@ -144,7 +161,7 @@ pub fn prepare_run(
     let policy = host.policy();
     if !policy.mentions_command(&req.argv[0]) {
         return Err(deny(
-            denied(format!("no rule allows {}", req.argv[0])),
+            denied(format!("no rule allows {}", excerpt(&req.argv[0]))),
             shown(),
         ));
     }
@@ -229,15 +246,12 @@ pub fn prepare_run(
     }
 
     let patterns = redaction_patterns(&secrets);
-    let argv_redacted: Vec<String> =
-        req.argv
-            .iter()
-            .map(|a| match &patterns {
-                Some(p) => String::from_utf8_lossy(&aivault_redact::redact_all(p, a.as_bytes()))
-                    .into_owned(),
-                None => a.clone(),
-            })
-            .collect();
+    let argv_redacted = recorded_argv(req.argv.iter().map(|a| match &patterns {
+        Some(p) => {
+            String::from_utf8_lossy(&aivault_redact::redact_all(p, a.as_bytes())).into_owned()
+        }
+        None => a.clone(),
+    }));
     let mut argv = req.argv;
     argv[0] = command_text.clone();
     let timeout = req
@@ -267,6 +281,34 @@ pub fn prepare_run(
         as_caller,
         record,
     })
+}
+
+/// The arguments as the audit records show them: whole up to
+/// `RECORDED_ARGV_CHARS` characters in all; past that the argument that
+/// crosses the bound ends in "…" and a last entry counts the ones left out.
+fn recorded_argv(argv: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let total = argv.len();
+    let mut left = RECORDED_ARGV_CHARS;
+    let mut shown = Vec::new();
+    for a in argv {
+        if left == 0 {
+            break;
+        }
+        match a.char_indices().nth(left) {
+            None => {
+                left -= a.chars().count();
+                shown.push(a);
+            }
+            Some((end, _)) => {
+                shown.push(format!("{}…", &a[..end]));
+                left = 0;
+            }
+        }
+    }
+    if shown.len() < total {
+        shown.push(format!("… {} more arguments", total - shown.len()));
+    }
+    shown
 }
 
 /// Makes the decision of an allowed run durable in the audit log. The
@@ -301,4 +343,25 @@ pub fn redaction_patterns(
         .map(|(n, _, v)| aivault_redact::Secret::new(n.clone(), v.as_bytes().to_vec()))
         .collect();
     aivault_redact::Patterns::new(&list).ok().map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_argv_is_whole_when_short_and_bounded_otherwise() {
+        let short = vec!["ls".to_string(), "-l".to_string()];
+        assert_eq!(recorded_argv(short.clone().into_iter()), short);
+        let long = vec!["a".repeat(RECORDED_ARGV_CHARS), "b".into(), "c".into()];
+        let shown = recorded_argv(long.into_iter());
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert_eq!(shown[0].len(), RECORDED_ARGV_CHARS);
+        assert_eq!(shown[1], "… 2 more arguments");
+        let many = vec!["é".repeat(1000); 10];
+        let shown = recorded_argv(many.into_iter());
+        assert_eq!(shown.len(), 6, "{shown:?}");
+        assert!(shown[4].ends_with('…') && shown[4].chars().count() == 97);
+        assert_eq!(shown[5], "… 5 more arguments");
+    }
 }

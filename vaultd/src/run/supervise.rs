@@ -210,6 +210,12 @@ pub async fn run(daemon: Arc<dyn RunHost>, decided: Decided, caller: UnixStream,
 
     let run_uid = leftovers.as_ref().map(|l| l.run_as.uid());
     let mut outcome = outcome;
+    if outcome.reason == EndReason::RunnerFailed && daemon.runs().ending_all() {
+        // Killed by the daemon's stop: say so, not "the runner failed".
+        outcome.reason = EndReason::Cancelled;
+        outcome.code = 128 + libc::SIGKILL;
+        outcome.message = Some("the daemon is stopping".into());
+    }
     if outcome.reason == EndReason::Timeout {
         outcome.message = Some(format!(
             "timed out after {} ms",

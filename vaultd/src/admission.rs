@@ -9,6 +9,7 @@
 //! is reached. A uid's first ticket may create a value shared by all of
 //! that uid's tickets while any is held (the socket server keeps the
 //! uid's request semaphore there); it is dropped with the last ticket.
+//! [`Admission::admit`] waits for a place instead of refusing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,8 @@ pub struct Admission<S = ()> {
     max_total: usize,
     max_per_uid: usize,
     counts: Mutex<Counts<S>>,
+    /// Woken whenever a place is given back, for [`Admission::admit`].
+    freed: tokio::sync::Notify,
 }
 
 /// One admitted place; given back on drop.
@@ -55,6 +58,7 @@ impl<S: Clone> Admission<S> {
                 total: 0,
                 per_uid: HashMap::new(),
             }),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -103,6 +107,21 @@ impl<S: Clone + Default> Admission<S> {
     pub fn try_admit(self: &Arc<Self>, uid: u32) -> Result<Ticket<S>, Refusal> {
         self.try_admit_with(uid, S::default)
     }
+
+    /// A place for `uid`, waiting until one is given back if need be (for
+    /// ever, with a limit of 0).
+    pub async fn admit(self: &Arc<Self>, uid: u32) -> Ticket<S> {
+        loop {
+            // Registered before trying, so a place given back in between wakes it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Ok(t) = self.try_admit(uid) {
+                return t;
+            }
+            freed.await;
+        }
+    }
 }
 
 impl<S: Clone> Ticket<S> {
@@ -126,6 +145,8 @@ impl<S: Clone> Drop for Ticket<S> {
                 c.per_uid.remove(&self.uid);
             }
         }
+        drop(c);
+        self.admission.freed.notify_waiters();
     }
 }
 
@@ -165,6 +186,19 @@ mod tests {
         let t3 = a.try_admit_with(7, || Arc::new(43)).unwrap();
         assert_eq!(**t3.shared(), 43);
         assert_eq!(made, 1);
+    }
+
+    #[tokio::test]
+    async fn admit_waits_for_a_place_to_be_given_back() {
+        let a: Arc<Admission> = Admission::new(5, 1);
+        let held = a.try_admit(1).unwrap();
+        let b = a.clone();
+        let waiting = tokio::spawn(async move { b.admit(1).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        let t = waiting.await.unwrap();
+        assert_eq!((t.uid(), a.held_by(1)), (1, 1));
     }
 
     #[test]

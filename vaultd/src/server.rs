@@ -324,8 +324,7 @@ async fn start_run(
     match crate::run::supervise::decide(&daemon.run_host(), caller, req).await {
         Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
         Ok(decided) => {
-            crate::run::supervise::run(daemon, decided, stream, id).await;
-            drop(slot);
+            crate::run::supervise::run(daemon, decided, stream, id, slot).await;
             Ok(())
         }
     }

@@ -127,7 +127,7 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
 pub async fn drain_runs(daemon: &Arc<Daemon>) {
     crate::run::warm::WarmPool::close(&daemon.run_host()).await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while daemon.runs().admission.active() > 0 && tokio::time::Instant::now() < deadline {
+    while !daemon.runs().idle() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = daemon.runs().pool.leased_uids();

@@ -45,11 +45,11 @@ impl Daemon {
                 Vec::new()
             },
             runs_active: if root {
-                self.runs.admission.active() as u32
+                (self.runs.admission.active() + self.runs.teardowns.active()) as u32
             } else {
                 0
             },
-            quiescent: root && self.runs.admission.active() == 0 && self.runs.warm.settled(),
+            quiescent: root && self.runs.idle() && self.runs.warm.settled(),
             open_fds: if root { open_fds() } else { 0 },
         })
     }

@@ -123,6 +123,10 @@ impl Daemon {
                 cfg.runs.max_runs,
                 cfg.runs.max_runs_per_user,
             ),
+            teardowns: crate::admission::Admission::new(
+                cfg.runs.max_runs,
+                cfg.runs.max_runs_per_user,
+            ),
             cgroups: Default::default(),
             warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
             settings: RunSettings {

@@ -56,3 +56,85 @@ fn serial_runs_of_one_user_are_not_refused_while_earlier_ones_are_torn_down() {
     d.resting_fd_count();
     assert!(d.run_dirs().is_empty(), "{:?}", d.run_dirs());
 }
+
+/// A process running as `uid` (which needs no account) holding `n`
+/// connections to `socket` open, as the hostile tests' flooder does: the
+/// kernel records its credentials on each socket. Killed on drop.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(socket: &std::path::Path, uid: u32, n: usize) -> Holder {
+        use std::io::Read;
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
+            .args(["--clear-groups", "--", "/usr/bin/python3", "-c"])
+            .arg(
+                "import socket,sys,time\n\
+                 socks=[]\n\
+                 for i in range(int(sys.argv[2])):\n\
+                 \ts=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);socks.append(s)\n\
+                 print(len(socks),flush=True)\n\
+                 time.sleep(120)\n",
+            )
+            .arg(socket)
+            .arg(n.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("holder");
+        let mut line = [0u8; 8];
+        let got = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&line[..got]).unwrap().trim(),
+            n.to_string(),
+            "holder connected"
+        );
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Other uids filling every connection they may take leave root the places
+/// reserved for it.
+#[test]
+fn users_filling_the_socket_leave_root_its_reserved_connections() {
+    const MAX: usize = 12;
+    const RESERVED: usize = 2;
+    const PER_UID: usize = 3;
+    let d = Daemon::start_new(Options {
+        // Idle connections that never say hello hold their places meanwhile.
+        config: format!(
+            "[limits]\nmax_connections = {MAX}\nmax_connections_per_uid = {PER_UID}\n\
+             root_reserved_connections = {RESERVED}\nhandshake_timeout_secs = 300\n"
+        ),
+        ..Options::default()
+    });
+    // More than the limit allows, from uids that need no account.
+    let held: Vec<Holder> = (0..MAX as u32)
+        .map(|u| Holder::start(&d.socket(), 3_900_000 + u, PER_UID))
+        .collect();
+    // Accepted in order: by the time root's connection is, every one above
+    // was admitted or refused.
+    let mut root = d.client();
+    let status = match root.call(aivault_proto::RequestBody::Status) {
+        Ok(aivault_proto::Reply::Status(s)) => s,
+        other => panic!("root's status: {other:?}"),
+    };
+    assert_eq!(
+        status.connections as usize,
+        MAX - RESERVED + 1,
+        "the other uids hold all but the reserve, root the one more"
+    );
+    let out = d.vaultctl(&User::root(), &["status"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(held);
+}

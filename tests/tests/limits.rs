@@ -3,7 +3,7 @@
 //! predecessor was killed. Needs root.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aivault_tests::{Daemon, Options, User};
+use aivault_tests::{ok, Daemon, Options, User};
 
 fn true_policy(user: &User) -> String {
     format!(
@@ -137,4 +137,52 @@ fn users_filling_the_socket_leave_root_its_reserved_connections() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(held);
+}
+
+/// A reload that would take every rule away (the file emptied by mistake,
+/// say) keeps the rules in force and says why, by SIGHUP and by request.
+#[test]
+fn a_reload_that_would_remove_every_rule_keeps_the_old_policy_and_says_why() {
+    use std::time::{Duration, Instant};
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: true_policy(&alice),
+        ..Options::default()
+    });
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+    d.write_policy("");
+
+    let out = d.vaultctl(&User::root(), &["policy", "reload"], b"");
+    assert!(!out.status.success(), "an emptying reload was applied");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no rules but 1 are in force") && err.contains("restart aivaultd"),
+        "{err}"
+    );
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+
+    // Counted before the signal: the request's refusal is in the log too.
+    let said = || {
+        std::fs::read_to_string(d.output_log())
+            .unwrap()
+            .matches("no rules but 1 are in force")
+            .count()
+    };
+    let before = said();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while said() == before {
+        assert!(Instant::now() < deadline, "SIGHUP's refusal was not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+
+    // A policy with rules is applied as before.
+    d.write_policy(&true_policy(&alice).replace("name = \"true\"", "name = \"again\""));
+    ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
 }

@@ -86,9 +86,10 @@ pub fn reload(daemon: &Daemon) {
     ]);
     match daemon.reload_policy() {
         Ok(n) => tracing::info!(entries = n, "policy reloaded"),
-        Err(e) => {
+        Err(crate::ops::admin::ReloadRefused::Invalid(e)) => {
             tracing::error!(error = %e, "new policy is invalid; the previous one stays in force")
         }
+        Err(e) => tracing::warn!("{e}"),
     }
     ready(daemon);
 }

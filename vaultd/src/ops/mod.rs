@@ -158,14 +158,6 @@ impl Daemon {
             .clone()
     }
 
-    /// Re-reads the policy; an invalid one is reported and the old one stays.
-    pub fn reload_policy(&self) -> Result<usize, crate::policy::PolicyError> {
-        let fresh = Policy::load(&self.cfg.policy_dir)?;
-        let rules = fresh.explain().len();
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(rules)
-    }
-
     pub fn runs(&self) -> &RunContext {
         &self.runs
     }

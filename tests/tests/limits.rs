@@ -186,3 +186,78 @@ fn a_reload_that_would_remove_every_rule_keeps_the_old_policy_and_says_why() {
     ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
     ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
 }
+
+/// A daemon killed in the middle of a run leaves the run's directory; the
+/// next one removes it at start-up, and nothing else: not a directory of a
+/// uid outside the run range, not what a symbolic link points to.
+#[test]
+fn run_directories_of_a_killed_daemon_are_swept_at_start_up() {
+    use std::os::unix::fs::{lchown, symlink};
+    use std::time::{Duration, Instant};
+    let alice = User::ensure("aivt-alice");
+    let mut d = Daemon::start_new(Options {
+        // No warm runner: every run directory is a run's.
+        config: "[runs]\nwarm_runners = 0\n".into(),
+        policy: format!(
+            "[[rule]]\nname = \"sleep\"\ncommand = \"/usr/bin/sleep\"\nusers = [\"{}\"]\n",
+            alice.name
+        ),
+        ..Options::default()
+    });
+    let socket = d.socket();
+    let sleeper = {
+        let alice = alice.clone();
+        std::thread::spawn(move || {
+            aivault_tests::vaultctl_at(&socket, &alice, &["run", "--", "sleep", "60"], b"")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let old = loop {
+        let dirs = d.run_dirs();
+        if !dirs.is_empty() && !d.run_processes().is_empty() {
+            break dirs;
+        }
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    d.kill9();
+    sleeper.join().unwrap();
+    for (pid, _) in aivault_tests::run_range_processes()
+        .into_iter()
+        .filter(|(_, uid)| d.run_uids.contains(uid))
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    // Beside the stale directory: a file it links to from inside, a
+    // directory of a uid outside the range, and a link named like a run uid.
+    let outside = d.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"x").unwrap();
+    symlink(&outside, old[0].join("tmp/link")).unwrap();
+    let foreign = d.runs_dir().join("4242");
+    std::fs::create_dir(&foreign).unwrap();
+    lchown(&foreign, Some(4242), Some(4242)).unwrap();
+    let in_range = d.run_uids.start + d.run_uids.len() as u32 - 1;
+    let link = d.runs_dir().join(in_range.to_string());
+    symlink(&outside, &link).unwrap();
+    lchown(&link, Some(in_range), Some(in_range)).unwrap();
+
+    d.start();
+    for dir in &old {
+        assert!(
+            std::fs::symlink_metadata(dir).is_err(),
+            "{} survived the restart",
+            dir.display()
+        );
+    }
+    assert!(foreign.is_dir(), "a directory of another uid was removed");
+    assert!(
+        std::fs::symlink_metadata(&link).is_ok(),
+        "the link was removed"
+    );
+    assert!(outside.join("keep").exists(), "a link was followed");
+}

@@ -261,3 +261,25 @@ fn run_directories_of_a_killed_daemon_are_swept_at_start_up() {
     );
     assert!(outside.join("keep").exists(), "a link was followed");
 }
+
+/// A runner that ends without connecting (here a runner binary that exits
+/// at once) fails the run with that reason, as soon as it has ended rather
+/// than when the connection timeout runs out.
+#[test]
+fn a_runner_that_exits_before_connecting_fails_the_run_with_that_reason() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        config: "[runs]\nrunner = \"/usr/bin/false\"\nwarm_runners = 0\n".into(),
+        policy: true_policy(&alice),
+        ..Options::default()
+    });
+    let out = d.vaultctl(&alice, &["run", "--", "true"], b"");
+    assert!(!out.status.success(), "the run succeeded without a runner");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the runner exited before connecting"), "{err}");
+    let log = std::fs::read_to_string(d.output_log()).unwrap();
+    assert!(log.contains("the runner exited before connecting"), "{log}");
+    // Its uid and directories were given back all the same.
+    d.resting_fd_count();
+    assert!(d.run_dirs().is_empty(), "{:?}", d.run_dirs());
+}

@@ -109,3 +109,77 @@ fn an_unwritable_audit_log_refuses_changes_and_leaves_the_vault_alone() {
     // The refused attempts did not fork or break the chain.
     assert_eq!(verify(&d).0, 0);
 }
+
+/// Unmounts a file system mounted for one test, even if the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_file_system_leaves_no_partial_record_and_the_log_verifies_after() {
+    use std::io::Write;
+    let mut d = Daemon::init(Options::default());
+    // The audit directory on a file system of 16 pages, which the test fills.
+    let dir = d.audit_log().parent().unwrap().to_path_buf();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k,mode=0700",
+            "aivault-audit-full",
+        ])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "cannot mount a tmpfs on the audit directory"
+    );
+    let _mount = Mounted(dir.clone());
+    d.start();
+    let alice = User::ensure("aivt-alice");
+    ok(&d.vaultctl(&alice, &["secrets", "set", "BEFORE"], b"audit-test-value-1"));
+
+    // Take every free page, so the log can only grow into the rest of its last one.
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    while f.write_all(&[0u8; 1]).is_ok() {}
+    drop(f);
+
+    let mut refused = None;
+    for i in 0..200 {
+        let out = d.vaultctl(&alice, &["secrets", "set", &format!("K{i}")], b"value-1");
+        if !out.status.success() {
+            refused = Some((i, fails_with(&out, 6)));
+            break;
+        }
+    }
+    let (at, err) = refused.expect("a full file system refuses requests");
+    assert!(err.contains("audit log"), "{err}");
+    // The refused append left nothing behind: the log ends in a whole record.
+    let text = std::fs::read(d.audit_log()).unwrap();
+    assert_eq!(
+        text.last(),
+        Some(&b'\n'),
+        "the log ends in a partial record"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    fails_with(
+        &d.vaultctl(&alice, &["secrets", "exists", &format!("K{at}")], b""),
+        1,
+    );
+    assert_eq!(verify(&d).0, 0, "the log verifies once there is space");
+    ok(&d.vaultctl(&alice, &["secrets", "set", "AFTER"], b"audit-test-value-1"));
+    let (code, v) = verify(&d);
+    assert_eq!(code, 0, "{v}");
+}

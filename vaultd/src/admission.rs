@@ -9,6 +9,9 @@
 //! is reached. A uid's first ticket may create a value shared by all of
 //! that uid's tickets while any is held (the socket server keeps the
 //! uid's request semaphore there); it is dropped with the last ticket.
+//! [`Admission::admit`] waits for a place instead of refusing.
+//! [`Admission::with_root_reserve`] keeps some places of the total for
+//! uid 0 alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,11 @@ struct Counts<S> {
 pub struct Admission<S = ()> {
     max_total: usize,
     max_per_uid: usize,
+    /// Places of `max_total` that only uid 0 may take.
+    reserved_for_root: usize,
     counts: Mutex<Counts<S>>,
+    /// Woken whenever a place is given back, for [`Admission::admit`].
+    freed: tokio::sync::Notify,
 }
 
 /// One admitted place; given back on drop.
@@ -48,13 +55,21 @@ impl<S: Clone> Admission<S> {
     /// At most `max_total` places, at most `max_per_uid` of them for one uid
     /// (a limit of 0 admits nothing).
     pub fn new(max_total: usize, max_per_uid: usize) -> Arc<Self> {
+        Self::with_root_reserve(max_total, max_per_uid, 0)
+    }
+
+    /// As [`Admission::new`], but uids other than 0 together hold at most
+    /// `max_total - reserved` places (none if `reserved >= max_total`).
+    pub fn with_root_reserve(max_total: usize, max_per_uid: usize, reserved: usize) -> Arc<Self> {
         Arc::new(Admission {
             max_total,
             max_per_uid,
+            reserved_for_root: reserved,
             counts: Mutex::new(Counts {
                 total: 0,
                 per_uid: HashMap::new(),
             }),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -70,7 +85,12 @@ impl<S: Clone> Admission<S> {
         first: impl FnOnce() -> S,
     ) -> Result<Ticket<S>, Refusal> {
         let mut c = self.lock();
-        if c.total >= self.max_total {
+        let max_total = if uid == 0 {
+            self.max_total
+        } else {
+            self.max_total.saturating_sub(self.reserved_for_root)
+        };
+        if c.total >= max_total {
             return Err(Refusal::Total);
         }
         let held = c.per_uid.get(&uid).map_or(0, |e| e.0);
@@ -103,6 +123,21 @@ impl<S: Clone + Default> Admission<S> {
     pub fn try_admit(self: &Arc<Self>, uid: u32) -> Result<Ticket<S>, Refusal> {
         self.try_admit_with(uid, S::default)
     }
+
+    /// A place for `uid`, waiting until one is given back if need be (for
+    /// ever, with a limit of 0).
+    pub async fn admit(self: &Arc<Self>, uid: u32) -> Ticket<S> {
+        loop {
+            // Registered before trying, so a place given back in between wakes it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Ok(t) = self.try_admit(uid) {
+                return t;
+            }
+            freed.await;
+        }
+    }
 }
 
 impl<S: Clone> Ticket<S> {
@@ -126,6 +161,8 @@ impl<S: Clone> Drop for Ticket<S> {
                 c.per_uid.remove(&self.uid);
             }
         }
+        drop(c);
+        self.admission.freed.notify_waiters();
     }
 }
 
@@ -165,6 +202,34 @@ mod tests {
         let t3 = a.try_admit_with(7, || Arc::new(43)).unwrap();
         assert_eq!(**t3.shared(), 43);
         assert_eq!(made, 1);
+    }
+
+    #[test]
+    fn places_reserved_for_root_are_taken_by_root_only() {
+        let a: Arc<Admission> = Admission::with_root_reserve(4, 4, 2);
+        let users: Vec<_> = (1..=2).map(|u| a.try_admit(u).unwrap()).collect();
+        assert_eq!(a.try_admit(3).unwrap_err(), Refusal::Total);
+        let root: Vec<_> = (0..2).map(|_| a.try_admit(0).unwrap()).collect();
+        assert_eq!(a.try_admit(0).unwrap_err(), Refusal::Total);
+        drop(root);
+        // Others stop at the total less the reserve, whoever holds the rest.
+        let r = a.try_admit(0).unwrap();
+        assert_eq!(a.try_admit(3).unwrap_err(), Refusal::Total);
+        drop((users, r));
+        assert!(a.try_admit(3).is_ok());
+    }
+
+    #[tokio::test]
+    async fn admit_waits_for_a_place_to_be_given_back() {
+        let a: Arc<Admission> = Admission::new(5, 1);
+        let held = a.try_admit(1).unwrap();
+        let b = a.clone();
+        let waiting = tokio::spawn(async move { b.admit(1).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        let t = waiting.await.unwrap();
+        assert_eq!((t.uid(), a.held_by(1)), (1, 1));
     }
 
     #[test]

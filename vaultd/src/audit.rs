@@ -57,10 +57,14 @@
 //! * `append` fails closed: any error reaching the log or the anchor is returned
 //!   and the caller must refuse the operation. The in-memory chain advances
 //!   once the record is durable in the log, so a retry does not fork the
-//!   chain. If a failed append did leave its record in the log (its `fsync`
-//!   failed after the write, say), the next append adopts it rather than
-//!   reusing its number; such a record describes a decision that was then
-//!   refused for want of an audit trail. If only the anchor update failed,
+//!   chain. A failed write or `fsync` (a full file system, say) is cut back
+//!   out of the log (`ftruncate` to the length before it, then `fsync`)
+//!   before the error is returned, so the log ends in its last complete
+//!   record and verifies once there is space again. Only if that cut fails
+//!   too can the failed append's bytes stay in the log: then the next append
+//!   adopts the record if it is whole rather than reusing its number (such a
+//!   record describes a decision that was then refused for want of an audit
+//!   trail), and `verify` reports a partial one as a torn line. If only the anchor update failed,
 //!   the record is in the chain and the anchor lags until the next update.
 //! * The anchor is updated outside the chain's lock, under its own: the next
 //!   record is written and flushed while the anchor of the previous one is
@@ -351,7 +355,11 @@ impl AuditLog {
         }
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
-        write_line(&self.log_path, line.as_bytes(), chain.seq)?;
+        if let Err(failed) = write_line(&self.log_path, line.as_bytes(), chain.seq) {
+            // Cut back out of the log: the chain still accounts for every byte.
+            chain.dirty = !failed.restored;
+            return Err(failed.error);
+        }
         chain.seq = seq;
         chain.mac = *mac.value();
         chain.dirty = false;

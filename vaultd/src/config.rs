@@ -37,6 +37,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections open at once from one uid.
     pub max_connections_per_uid: usize,
+    /// Of `max_connections`, how many only root (uid 0) may take: other
+    /// uids together hold at most `max_connections` minus this, so however
+    /// many users fill the socket, root can still ask for `status`, unlock
+    /// the vault or reload the policy.
+    pub root_reserved_connections: usize,
     /// Requests being processed at once for one uid (over all its connections).
     pub max_inflight_per_uid: usize,
     /// Seconds a client has to complete the handshake.
@@ -50,6 +55,7 @@ impl Default for Limits {
         Self {
             max_connections: 4096,
             max_connections_per_uid: 64,
+            root_reserved_connections: 16,
             max_inflight_per_uid: 8,
             handshake_timeout_secs: 5,
             idle_timeout_secs: 300,

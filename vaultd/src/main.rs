@@ -282,6 +282,10 @@ fn serve(cfg: Config) -> Result<()> {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let daemon = Arc::new(Daemon::open(cfg, jail)?);
+    // Before any run of ours exists: what a killed predecessor left.
+    aivaultd::run::spawn::sweep_stale_dirs(&daemon.runs().settings.runs_dir, |uid| {
+        daemon.runs().pool.in_range(uid)
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

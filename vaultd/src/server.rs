@@ -4,7 +4,8 @@
 //! pidfd where the kernel offers one). Limits: connections overall and per
 //! uid, requests in flight per uid, a handshake deadline and an idle timeout,
 //! and a frame size checked before allocation. A uid that floods the socket
-//! exhausts only its own allowance.
+//! exhausts only its own allowance, and all other uids together cannot take
+//! the connections reserved for root (`root_reserved_connections`).
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -99,8 +100,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let limits = &daemon.config().limits;
-    let table: Arc<Connections> =
-        Admission::new(limits.max_connections, limits.max_connections_per_uid);
+    let table: Arc<Connections> = Admission::with_root_reserve(
+        limits.max_connections,
+        limits.max_connections_per_uid,
+        limits.root_reserved_connections,
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -324,8 +328,7 @@ async fn start_run(
     match crate::run::supervise::decide(&daemon.run_host(), caller, req).await {
         Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
         Ok(decided) => {
-            crate::run::supervise::run(daemon, decided, stream, id).await;
-            drop(slot);
+            crate::run::supervise::run(daemon, decided, stream, id, slot).await;
             Ok(())
         }
     }

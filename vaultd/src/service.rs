@@ -88,9 +88,10 @@ pub fn reload(daemon: &Daemon) {
     ]);
     match daemon.reload_policy() {
         Ok(n) => tracing::info!(entries = n, "policy reloaded"),
-        Err(e) => {
+        Err(crate::ops::admin::ReloadRefused::Invalid(e)) => {
             tracing::error!(error = %e, "new policy is invalid; the previous one stays in force")
         }
+        Err(e) => tracing::warn!("{e}"),
     }
     ready(daemon);
 }
@@ -129,7 +130,7 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
 pub async fn drain_runs(daemon: &Arc<Daemon>) {
     crate::run::warm::WarmPool::close(&daemon.run_host()).await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while daemon.runs().admission.active() > 0 && tokio::time::Instant::now() < deadline {
+    while !daemon.runs().idle() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = daemon.runs().pool.leased_uids();

@@ -26,15 +26,39 @@ pub(super) fn open_log(path: &Path) -> Result<File, AuditError> {
     Ok(file)
 }
 
-/// Opens, writes `line` in one `write`, fsyncs, closes.
-pub(super) fn write_line(path: &Path, line: &[u8], last_seq: u64) -> Result<(), AuditError> {
-    let file = open_log(path)?;
-    let len = file.metadata().map_err(AuditError::ReadLog)?.len();
+/// A failed [`write_line`]: why, and whether the log was put back exactly as
+/// it was before the call (so no part of the line is left in it).
+#[derive(Debug)]
+pub(super) struct WriteFailed {
+    pub error: AuditError,
+    pub restored: bool,
+}
+
+impl WriteFailed {
+    /// Failed before anything was written.
+    fn untouched(error: AuditError) -> WriteFailed {
+        WriteFailed {
+            error,
+            restored: true,
+        }
+    }
+}
+
+/// Opens, writes `line` in one `write`, fsyncs, closes. If the write is short
+/// or fails, or the fsync fails, the file is cut back to its previous length
+/// (and that made durable) before the error is returned, so a full file
+/// system leaves no partial record behind.
+pub(super) fn write_line(path: &Path, line: &[u8], last_seq: u64) -> Result<(), WriteFailed> {
+    let file = open_log(path).map_err(WriteFailed::untouched)?;
+    let len = file
+        .metadata()
+        .map_err(|e| WriteFailed::untouched(AuditError::ReadLog(e)))?
+        .len();
     let mut buf = Vec::with_capacity(line.len() + 1);
     if len > 0 {
         let mut last = [0u8; 1];
         file.read_exact_at(&mut last, len - 1)
-            .map_err(AuditError::ReadLog)?;
+            .map_err(|e| WriteFailed::untouched(AuditError::ReadLog(e)))?;
         if last[0] != b'\n' {
             tracing::warn!(target: "aivault::audit", "audit log ends in a torn line; starting a new one");
             buf.push(b'\n');
@@ -43,8 +67,30 @@ pub(super) fn write_line(path: &Path, line: &[u8], last_seq: u64) -> Result<(), 
         tracing::error!(target: "aivault::audit", last_seq, "audit log is empty or was replaced; earlier records are gone from it");
     }
     buf.extend_from_slice(line);
+    if let Err(error) = append_durably(&file, &buf) {
+        let restored = match restore_length(&file, len) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(target: "aivault::audit", error = %e, "cannot cut a failed append back out of the audit log");
+                false
+            }
+        };
+        return Err(WriteFailed { error, restored });
+    }
+    if len == 0 {
+        // The file may have just been created: make its directory entry durable.
+        sync_parent(path).map_err(|error| WriteFailed {
+            error,
+            restored: false,
+        })?;
+    }
+    Ok(())
+}
+
+/// One `write` of all of `buf` at the end of the file, then `fsync`.
+fn append_durably(file: &File, buf: &[u8]) -> Result<(), AuditError> {
     let written = loop {
-        match (&file).write(&buf) {
+        match (&*file).write(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => break r.map_err(AuditError::WriteLog)?,
         }
@@ -55,12 +101,13 @@ pub(super) fn write_line(path: &Path, line: &[u8], last_seq: u64) -> Result<(), 
             len: buf.len(),
         });
     }
-    file.sync_all().map_err(AuditError::SyncLog)?;
-    if len == 0 {
-        // The file may have just been created: make its directory entry durable.
-        sync_parent(path)?;
-    }
-    Ok(())
+    file.sync_all().map_err(AuditError::SyncLog)
+}
+
+/// Cuts the file back to `len` bytes and makes that durable.
+fn restore_length(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
+    file.sync_all()
 }
 
 pub(super) fn sync_parent(path: &Path) -> Result<(), AuditError> {

@@ -277,8 +277,7 @@ pub async fn start(
     let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
     let d = daemon.clone();
     tokio::spawn(async move {
-        crate::run::supervise::run(d, decided, theirs, 0).await;
-        drop(slot);
+        crate::run::supervise::run(d, decided, theirs, 0, slot).await;
     });
     let (mut reader, writer) = ours.into_split();
     let first = crate::frames::read(&mut reader)

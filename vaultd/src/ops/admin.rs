@@ -17,7 +17,35 @@ use crate::policy::{Policy, Who};
 use crate::store::{Scope, StoreError, Vault};
 use crate::wire_error::{err, sealed, store_err};
 
+/// Why a reload left the policy in force as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error("{0}")]
+    Invalid(#[from] crate::policy::PolicyError),
+    /// A reload that would take every rule away is more likely a file
+    /// emptied or lost by mistake than an intent; every run would be refused.
+    #[error(
+        "the new policy has no rules but {previous} are in force, so it was not applied; \
+         to run with no rules on purpose, restart aivaultd"
+    )]
+    WouldRemoveEveryRule { previous: usize },
+}
+
 impl Daemon {
+    /// Re-reads the policy; an invalid one, or one without rules replacing
+    /// one with rules, is reported and the old one stays.
+    pub fn reload_policy(&self) -> Result<usize, ReloadRefused> {
+        let fresh = Policy::load(&self.cfg.policy_dir)?;
+        let rules = fresh.explain().len();
+        let mut current = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        let previous = current.explain().len();
+        if rules == 0 && previous > 0 {
+            return Err(ReloadRefused::WouldRemoveEveryRule { previous });
+        }
+        *current = std::sync::Arc::new(fresh);
+        Ok(rules)
+    }
+
     pub(super) fn status(&self, caller: &Caller) -> Reply {
         let root = caller.is_root();
         let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
@@ -45,11 +73,11 @@ impl Daemon {
                 Vec::new()
             },
             runs_active: if root {
-                self.runs.admission.active() as u32
+                (self.runs.admission.active() + self.runs.teardowns.active()) as u32
             } else {
                 0
             },
-            quiescent: root && self.runs.admission.active() == 0 && self.runs.warm.settled(),
+            quiescent: root && self.runs.idle() && self.runs.warm.settled(),
             open_fds: if root { open_fds() } else { 0 },
         })
     }
@@ -151,7 +179,8 @@ impl Daemon {
         Ok(Reply::Policy(report.to_string()))
     }
 
-    /// Re-reads the policy (root only); an invalid one keeps the old one.
+    /// Re-reads the policy (root only); an invalid one, or one that would
+    /// remove every rule, keeps the old one.
     pub(super) fn policy_reload(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
         self.require_root(caller, op, "only root can reload the policy")?;
         match self.reload_policy() {
@@ -160,12 +189,16 @@ impl Daemon {
                     .record(Entry::new(caller, op).detail(json!({ "entries": n })))?;
                 Ok(Reply::Done { version: None })
             }
-            Err(e) => Err(self.audit.deny(
+            Err(ReloadRefused::Invalid(e)) => Err(self.audit.deny(
                 Entry::new(caller, op),
                 err(
                     ErrorCode::BadRequest,
                     format!("the new policy is invalid and was not applied: {e}"),
                 ),
+            )),
+            Err(e @ ReloadRefused::WouldRemoveEveryRule { .. }) => Err(self.audit.deny(
+                Entry::new(caller, op),
+                err(ErrorCode::BadRequest, e.to_string()),
             )),
         }
     }

@@ -123,6 +123,10 @@ impl Daemon {
                 cfg.runs.max_runs,
                 cfg.runs.max_runs_per_user,
             ),
+            teardowns: crate::admission::Admission::new(
+                cfg.runs.max_runs,
+                cfg.runs.max_runs_per_user,
+            ),
             cgroups: Default::default(),
             warm: crate::run::warm::WarmPool::new(cfg.runs.warm_runners),
             settings: RunSettings {
@@ -153,14 +157,6 @@ impl Daemon {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Re-reads the policy; an invalid one is reported and the old one stays.
-    pub fn reload_policy(&self) -> Result<usize, crate::policy::PolicyError> {
-        let fresh = Policy::load(&self.cfg.policy_dir)?;
-        let rules = fresh.explain().len();
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(rules)
     }
 
     pub fn runs(&self) -> &RunContext {

@@ -44,8 +44,15 @@ use tokio::sync::oneshot;
 pub struct RunContext {
     pub pool: uidpool::UidPool,
     pub gate: RunnerGate,
-    /// Runs at once, all callers together and per caller uid.
+    /// Runs at once, all callers together and per caller uid. A run's
+    /// place is given back once its exit status is on its way to the caller.
     pub admission: Arc<crate::admission::Admission>,
+    /// Runs whose caller has its status but whose teardown is not finished,
+    /// under the same limits as `admission`: a run that finds no place here
+    /// keeps its run place, and the caller waits for its status, until an
+    /// earlier teardown ends. So at most twice the run limits' worth of runs
+    /// exist at once, and at most half of them are being torn down.
+    pub teardowns: Arc<crate::admission::Admission>,
     pub settings: RunSettings,
     /// Per-run cgroups of caller-mode runs.
     pub cgroups: cgroup::RunCgroups,
@@ -76,6 +83,11 @@ pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
 }
 
 impl RunContext {
+    /// Whether no run is active or being torn down.
+    pub fn idle(&self) -> bool {
+        self.admission.active() == 0 && self.teardowns.active() == 0
+    }
+
     /// A run slot for `uid`, held until nothing of the run is left; or the
     /// reason there is none, for the caller.
     pub fn admit(&self, uid: u32) -> Result<crate::admission::Ticket, &'static str> {

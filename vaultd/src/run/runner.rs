@@ -19,6 +19,9 @@ use crate::sys::ChildIdentity;
 
 /// Uids kept checked and ready for the next runs.
 const REFILL: usize = 8;
+/// How often a runner that has not connected yet is checked for having
+/// ended (a non-blocking `poll` of its pidfd).
+const ENDED_POLL: Duration = Duration::from_millis(5);
 /// How long teardown waits for a runner to end by itself before the kill
 /// (one that has sent its exit status ends within a millisecond or so).
 const RUNNER_EXIT_GRACE: Duration = Duration::from_millis(20);
@@ -126,18 +129,46 @@ pub(super) fn discard(daemon: &dyn RunHost, ready: Ready) {
     teardown(daemon, ready.leftovers);
 }
 
-/// Waits for a started runner's connection.
+/// Waits for a started runner's connection: at most
+/// [`RUNNER_CONNECT_TIMEOUT`], and no longer than the runner lives (its
+/// pidfd is looked at every [`ENDED_POLL`] meanwhile), so a runner that
+/// cannot start — a broken binary, a sandbox it cannot set up — fails the
+/// run at once.
 pub(super) async fn connect(started: Result<Started, StartError>) -> Result<Ready, StartError> {
     let Started {
         leftovers,
-        connection,
+        mut connection,
     } = started?;
-    match tokio::time::timeout(RUNNER_CONNECT_TIMEOUT, connection).await {
-        Ok(Ok(stream)) => Ok(Ready { leftovers, stream }),
-        _ => Err((
-            "the runner did not connect".into(),
-            Some(Box::new(leftovers)),
-        )),
+    let waited = tokio::select! {
+        c = &mut connection => c.map_err(|_| "the runner did not connect"),
+        () = runner_ended(leftovers.runner.as_ref()) => {
+            // It may have connected just before it ended: then handing it
+            // its job fails instead, as for any runner that goes away.
+            connection.try_recv().map_err(|_| "the runner exited before connecting")
+        },
+        () = tokio::time::sleep(RUNNER_CONNECT_TIMEOUT) => Err("the runner did not connect in time"),
+    };
+    match waited {
+        Ok(stream) => Ok(Ready { leftovers, stream }),
+        Err(why) => {
+            tracing::error!(reason = why, "the runner did not start");
+            Err((why.into(), Some(Box::new(leftovers))))
+        }
+    }
+}
+
+/// Resolves once `runner` has ended; never without one.
+async fn runner_ended(runner: Option<&crate::jail::Jailed>) {
+    let Some(runner) = runner else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(ENDED_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if runner.has_ended() {
+            return;
+        }
     }
 }
 

@@ -87,6 +87,58 @@ pub fn remove_dirs(dirs: &RunDirs) {
     }
 }
 
+/// At start-up, removes what runs of an earlier daemon left in `runs_dir`
+/// (one killed before it could tear them down): each entry named by a uid
+/// for which `in_range` holds, that is a directory (not a symbolic link)
+/// owned by that very uid. Nothing else is touched, and `runs_dir` is
+/// swept only if it is a root-owned directory itself. The removal does not
+/// follow symbolic links below either (`remove_dir_all` unlinks them).
+/// Returns how many directories were removed.
+pub fn sweep_stale_dirs(runs_dir: &Path, in_range: impl Fn(u32) -> bool) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(runs_dir) {
+        Ok(m) if m.is_dir() && m.uid() == 0 => {}
+        Ok(_) => {
+            tracing::warn!(dir = %runs_dir.display(), "the runs directory is not a root-owned directory; not sweeping it");
+            return 0;
+        }
+        Err(_) => return 0,
+    }
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(uid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `DirEntry::metadata` does not follow a symbolic link.
+        let stale = entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && in_range(uid));
+        if !stale {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::error!(error = %e, uid, "cannot remove a stale run directory");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(
+            removed,
+            "removed run directories an earlier daemon left behind"
+        );
+    }
+    removed
+}
+
 /// Asks the jail host to start the runner as `who` (joining the run's
 /// cgroup first if `cgroup` is its `cgroup.procs`), in its home, with an
 /// empty environment, stdin and stdout on `/dev/null`.

@@ -149,7 +149,16 @@ pub async fn decide(
 }
 
 /// Runs a decided request on the caller's connection, which it consumes.
-pub async fn run(daemon: Arc<dyn RunHost>, decided: Decided, caller: UnixStream, request_id: u64) {
+/// `slot` is the run's place ([`super::RunContext::admit`]), given back
+/// before the caller is told the exit status when a teardown place is free
+/// (see [`super::RunContext::teardowns`]), else once the teardown ends.
+pub async fn run(
+    daemon: Arc<dyn RunHost>,
+    decided: Decided,
+    caller: UnixStream,
+    request_id: u64,
+    slot: crate::admission::Ticket,
+) {
     let started_at = Instant::now();
     let Decided {
         prepared,
@@ -251,6 +260,16 @@ pub async fn run(daemon: Arc<dyn RunHost>, decided: Decided, caller: UnixStream,
     // to the pool. The caller's status is queued first when there is room
     // (the usual case: it is on its way before the teardown competes for
     // the CPU), and otherwise reported while the teardown proceeds.
+    //
+    // The run's place is given back first, so a caller that starts its next
+    // run as soon as it has this one's status finds it free; what is left of
+    // this run counts against the teardown places instead. If none is free
+    // (earlier runs of this caller, or of all, are still being torn down)
+    // the status waits for one: teardowns never pile up beyond the run
+    // limits, and a caller outruns them only by as many runs as it may hold
+    // at once. The leased uid returns to the pool only after the teardown.
+    let place = daemon.runs().teardowns.admit(slot.uid()).await;
+    drop(slot);
     let report = report.ok().and_then(|body| to_caller.try_send(body).err());
     let d = daemon.clone();
     let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&*d, l)));
@@ -280,8 +299,10 @@ pub async fn run(daemon: Arc<dyn RunHost>, decided: Decided, caller: UnixStream,
         caller_writer.abort();
     }
     let _ = audited.await;
-    // The run's slot is held until nothing of the run is left.
+    // The teardown place (or the run's own) is held until nothing of the
+    // run is left.
     let _ = teardown.await;
+    drop(place);
 }
 
 fn audit_exit(

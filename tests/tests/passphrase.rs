@@ -37,7 +37,7 @@ fn sealed_until_the_right_passphrase() {
     for args in [
         &["audit", "verify"][..],
         &["policy", "reload"],
-        &["run", "--", ""],
+        &["run", "--", "true"],
     ] {
         let err = fails_with(&d.vaultctl(&alice, args, b""), 5);
         assert!(err.contains("sealed"), "{args:?}: {err}");

@@ -11,6 +11,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/aivault/aivaultd.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config file {path} not found")]
+    NotFound { path: PathBuf },
     #[error("cannot read config {path}: {source}")]
     Read {
         path: PathBuf,
@@ -239,6 +241,10 @@ impl Config {
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err(ConfigError::NotFound { path: path.into() });
+        }
         crate::secure_fs::check_secure_file(path).map_err(|source| ConfigError::Insecure {
             path: path.into(),
             source,
@@ -249,7 +255,13 @@ impl Config {
         })?;
         let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.message().to_string(),
+            message: match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(&text, span.start);
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_string(),
+            },
         })?;
         if let Some(v) = file.state_dir {
             self.state_dir = v;
@@ -306,6 +318,14 @@ impl Config {
     }
 }
 
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +372,12 @@ mod tests {
             "{err}"
         );
         assert!(load("[runs]\nwarm_runners = -1\n").is_err());
+    }
+
+    #[test]
+    fn line_and_column_count_from_one() {
+        assert_eq!(line_column("abc", 0), (1, 1));
+        assert_eq!(line_column("a = 1\nb = é!\n", 12), (2, 6));
     }
 
     #[test]

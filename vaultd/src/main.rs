@@ -16,9 +16,37 @@ fn main() {
     let cli = Cli::parse();
     init_logging();
     if let Err(e) = run(cli) {
-        eprintln!("aivaultd: {e:#}");
+        eprintln!("aivaultd: {}", render_error(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: a cause whose text an outer
+/// message already includes (a `thiserror` message quoting its `source`, a
+/// context repeating its error) is not repeated, and a missing file reads
+/// "not found" rather than the raw OS error.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut not_found = Vec::new();
+    for cause in e.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::NotFound {
+                not_found.push(io.to_string());
+            }
+        }
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    for raw in not_found {
+        out = out.replace(&raw, "not found");
+    }
+    out
 }
 
 fn init_logging() {
@@ -32,6 +60,7 @@ fn init_logging() {
     let stderr = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
     });
     tracing_subscriber::registry()
@@ -197,6 +226,9 @@ fn init(cfg: &Config) -> Result<()> {
 
 fn check_config(cfg: &Config) -> Result<()> {
     check_dirs(cfg)?;
+    // What serving checks of the configuration before it serves.
+    aivaultd::run::uidpool::UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)
+        .context("[runs] uid_first/uid_count")?;
     let policy = aivaultd::policy::Policy::load(&cfg.policy_dir)
         .with_context(|| format!("policy in {}", cfg.policy_dir.display()))?;
     println!(
@@ -261,8 +293,25 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
     Ok(())
 }
 
+/// Refuses to serve on a socket another daemon answers on: binding would
+/// unlink it and take its callers. A socket nobody answers on is a stale
+/// one a killed daemon left; `server::bind` replaces it.
+fn check_socket_free(socket: &std::path::Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        bail!(
+            "another aivaultd answers on {}; refusing to take its socket",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
 fn serve(cfg: Config) -> Result<()> {
     check_dirs(&cfg)?;
+    // Under socket activation the socket is systemd's, and it answers.
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        check_socket_free(&cfg.socket)?;
+    }
     // The daemon never changes uid and never shares memory with a process
     // that does: the jail host, started now, before any key is loaded and
     // before any other thread exists, starts and ends every run process.

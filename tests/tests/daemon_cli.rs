@@ -1,0 +1,166 @@
+//! `aivaultd` at start-up, as an operator meets it: each error said once
+//! and plainly, config syntax errors located, plain-text logs when stderr
+//! is not a terminal, and a live daemon's socket never taken. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aivault_tests::{ok, vaultctl_at, Daemon, Options, User};
+
+/// `d.command()` with the value of each named flag replaced.
+fn command_with(d: &Daemon, replace: &[(&str, &OsStr)]) -> Command {
+    let base = d.command();
+    let mut cmd = Command::new(base.get_program());
+    let mut args = base.get_args().map(OsStr::to_os_string);
+    while let Some(arg) = args.next() {
+        let value: Option<OsString> = replace
+            .iter()
+            .find(|(flag, _)| OsStr::new(flag) == arg)
+            .map(|(_, v)| v.to_os_string());
+        cmd.arg(&arg);
+        if let Some(v) = value {
+            args.next();
+            cmd.arg(v);
+        }
+    }
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// Runs `cmd` to its end (killing it if it is still serving after a
+/// minute, so a daemon that wrongly starts fails the test instead of
+/// hanging it).
+fn run_to_end(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+fn failed_stderr(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+fn write_config(d: &Daemon, text: &str) {
+    let p = d.path("aivaultd.toml");
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn a_missing_key_file_is_said_once_as_not_found() {
+    let d = Daemon::init(Options::default());
+    std::fs::remove_file(d.key_file()).unwrap();
+    let err = failed_stderr(&run_to_end(d.command()));
+    assert_eq!(err.matches("cannot inspect").count(), 1, "{err}");
+    assert_eq!(err.matches("not found").count(), 1, "{err}");
+    assert!(!err.contains("os error"), "{err}");
+    assert!(err.contains(&d.key_file().display().to_string()), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_is_not_found() {
+    let d = Daemon::init(Options::default());
+    let missing = d.path("no-such-aivaultd.toml");
+    let mut cmd = command_with(&d, &[("--config", missing.as_os_str())]);
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(
+        err.contains(&format!("config file {} not found", missing.display())),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+#[test]
+fn a_config_syntax_error_names_its_line_and_column() {
+    let d = Daemon::init(Options::default());
+    write_config(
+        &d,
+        "[limits]\nmax_connections = 10\nidle_timeout_secs = = 3\n",
+    );
+    let mut cmd = d.command();
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(err.contains("line 3, column 21"), "{err}");
+    assert_eq!(err.matches("line 3").count(), 1, "{err}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
+    let mut d = Daemon::start_new(Options::default());
+    d.stop();
+    let log = std::fs::read_to_string(d.output_log()).unwrap();
+    assert!(log.contains("aivaultd ready"), "{log}");
+    assert!(!log.contains("\x1b["), "{log:?}");
+}
+
+#[test]
+fn a_second_daemon_refuses_a_socket_a_live_one_answers_on() {
+    let mut first = Daemon::start_new(Options::default());
+    let second = Daemon::init(Options::default());
+    let socket = first.socket();
+    let err = failed_stderr(&run_to_end(command_with(
+        &second,
+        &[("--socket", socket.as_os_str())],
+    )));
+    assert!(
+        err.contains(&format!("another aivaultd answers on {}", socket.display())),
+        "{err}"
+    );
+    ok(&first.vaultctl(&User::root(), &["status"], b""));
+
+    // A socket nobody answers on is stale: the next daemon replaces it.
+    first.kill9();
+    assert!(socket.exists());
+    let mut child = command_with(&second, &[("--socket", socket.as_os_str())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        let out = vaultctl_at(&socket, &User::root(), &["status"], b"");
+        if out.status.success() {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "the second daemon did not take the stale socket");
+}
+
+#[test]
+fn check_config_refuses_the_run_uid_range_serving_refuses() {
+    let d = Daemon::init(Options::default());
+    write_config(
+        &d,
+        "[runs]\nuid_first = 0\nuid_count = 10\n[dbus]\nbus = \"none\"\n",
+    );
+    let mut cmd = d.command();
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(err.contains("the run uid range 0+10 is invalid"), "{err}");
+}

@@ -164,3 +164,58 @@ fn check_config_refuses_the_run_uid_range_serving_refuses() {
     let err = failed_stderr(&run_to_end(cmd));
     assert!(err.contains("the run uid range 0+10 is invalid"), "{err}");
 }
+
+#[test]
+fn init_creates_no_missing_parents_of_given_paths() {
+    let d = Daemon::init(Options::default());
+    let state = d.path("no-such-dir/state");
+    let err = failed_stderr(&run_to_end({
+        let mut c = command_with(&d, &[("--state-dir", state.as_os_str())]);
+        c.arg("init");
+        c
+    }));
+    assert!(err.contains(&state.display().to_string()), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(!d.path("no-such-dir").exists());
+
+    let log = d.path("no-such-logs/aivault/audit.jsonl");
+    let fresh_state = d.path("state2");
+    let err = failed_stderr(&run_to_end({
+        let mut c = command_with(
+            &d,
+            &[
+                ("--state-dir", fresh_state.as_os_str()),
+                ("--audit-log", log.as_os_str()),
+            ],
+        );
+        c.arg("init");
+        c
+    }));
+    assert!(err.contains(&log.display().to_string()), "{err}");
+    assert!(!d.path("no-such-logs").exists());
+    assert!(
+        !fresh_state.exists(),
+        "nothing is created when a path is refused"
+    );
+
+    // The last directory of a path is still created, as the packaged
+    // defaults need outside systemd.
+    let log = d.path("logs2/audit.jsonl");
+    let out = run_to_end({
+        let mut c = command_with(
+            &d,
+            &[
+                ("--state-dir", fresh_state.as_os_str()),
+                ("--audit-log", log.as_os_str()),
+            ],
+        );
+        c.arg("init");
+        c
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fresh_state.is_dir() && d.path("logs2").is_dir());
+}

@@ -1,6 +1,7 @@
 //! `aivaultd`: thin binary over the `aivaultd` library.
 
 use std::io::{IsTerminal, Read};
+use std::path::Path;
 use std::sync::Arc;
 
 use aivaultd::cli::{Cli, Command};
@@ -174,17 +175,47 @@ fn check_dirs(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-fn prepare_audit_dir(cfg: &Config) -> Result<()> {
-    if let Some(dir) = cfg.audit_log.parent() {
-        if !dir.exists() {
-            secure_fs::create_private_dir(dir)
-                .with_context(|| format!("creating audit directory {}", dir.display()))?;
+/// Refuses to create `dir` when its own parent is missing: aivaultd creates
+/// the last directory of a path it is given (the packaged defaults', under
+/// `/var/lib` and `/var/log`, outside systemd too), never a whole tree that a
+/// mistyped path would conjure.
+fn require_parent(dir: &Path, given: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "{}: directory {} not found; create it first (aivaultd creates only {})",
+                given.display(),
+                parent.display(),
+                dir.display()
+            );
         }
     }
     Ok(())
 }
 
+/// The audit log's directory, if it has to be created.
+fn audit_dir_to_create(cfg: &Config) -> Option<&Path> {
+    cfg.audit_log
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+}
+
+fn prepare_audit_dir(cfg: &Config) -> Result<()> {
+    if let Some(dir) = audit_dir_to_create(cfg) {
+        require_parent(dir, &cfg.audit_log)?;
+        secure_fs::create_private_dir(dir)
+            .with_context(|| format!("creating audit directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn init(cfg: &Config) -> Result<()> {
+    if !cfg.state_dir.exists() {
+        require_parent(&cfg.state_dir, &cfg.state_dir)?;
+    }
+    if let Some(dir) = audit_dir_to_create(cfg) {
+        require_parent(dir, &cfg.audit_log)?;
+    }
     secure_fs::create_private_dir(&cfg.state_dir)
         .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
     check_dirs(cfg)?;
@@ -296,7 +327,7 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
 /// Refuses to serve on a socket another daemon answers on: binding would
 /// unlink it and take its callers. A socket nobody answers on is a stale
 /// one a killed daemon left; `server::bind` replaces it.
-fn check_socket_free(socket: &std::path::Path) -> Result<()> {
+fn check_socket_free(socket: &Path) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         bail!(
             "another aivaultd answers on {}; refusing to take its socket",

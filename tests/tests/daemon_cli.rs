@@ -219,3 +219,18 @@ fn init_creates_no_missing_parents_of_given_paths() {
     );
     assert!(fresh_state.is_dir() && d.path("logs2").is_dir());
 }
+
+#[test]
+fn check_config_refuses_a_key_provider_the_vault_was_not_created_for() {
+    let d = Daemon::init(Options::default());
+    let mut cmd = command_with(&d, &[("--key-provider", OsStr::new("passphrase"))]);
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(err.contains("vault was created for key provider"), "{err}");
+    // Serving refuses it the same way.
+    let err = failed_stderr(&run_to_end(command_with(
+        &d,
+        &[("--key-provider", OsStr::new("passphrase"))],
+    )));
+    assert!(err.contains("vault was created for key provider"), "{err}");
+}

@@ -260,6 +260,14 @@ fn check_config(cfg: &Config) -> Result<()> {
     // What serving checks of the configuration before it serves.
     aivaultd::run::uidpool::UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)
         .context("[runs] uid_first/uid_count")?;
+    // The key provider the vault was created for (its header; no key is read).
+    if Vault::exists(&cfg.state_dir) {
+        let found = Vault::read_header(&cfg.state_dir)?.provider_kind;
+        let configured = cfg.key_provider.kind();
+        if found != configured {
+            bail!("vault was created for key provider {found:?} but {configured:?} is configured");
+        }
+    }
     let policy = aivaultd::policy::Policy::load(&cfg.policy_dir)
         .with_context(|| format!("policy in {}", cfg.policy_dir.display()))?;
     println!(

@@ -142,10 +142,13 @@ pub enum SecretsCmd {
         #[arg(long)]
         force: bool,
     },
-    /// List secret names and metadata
+    /// List secret names and metadata; expired secrets are marked EXPIRED
     List {
         #[command(flatten)]
         scope: ScopeOpt,
+        /// Only secrets that expire within this long from now (e.g. 7d, 12h, 2w), expired ones included
+        #[arg(long, value_name = "DURATION")]
+        expiring: Option<String>,
     },
     /// Exit 0 if the secret exists, 1 if it does not
     Exists {

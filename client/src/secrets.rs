@@ -17,7 +17,7 @@ use crate::commands::{print_json, scope, usage, Endpoint};
 use crate::error::CtlError;
 use crate::report::Ui;
 use crate::text::{escape, width};
-use crate::time::{date, parse_expiry};
+use crate::time::{date, now, parse_expiry, parse_window};
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
 const MAX_VALUE: usize = 64 * 1024;
@@ -63,15 +63,19 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             warn_short(ui, short);
             Ok(0)
         }
-        SecretsCmd::List { scope: s } => {
+        SecretsCmd::List { scope: s, expiring } => {
+            let until = expiring.as_deref().map(parse_window).transpose()?;
             let mut c = ep.open()?;
-            let Reply::Secrets(list) = c.call(RequestBody::SecretList {
+            let Reply::Secrets(mut list) = c.call(RequestBody::SecretList {
                 scope: scope(s.scope),
             })?
             else {
                 return Err(ClientError::Protocol.into());
             };
-            print_list(json, &list);
+            if let Some(until) = until {
+                list.retain(|s| s.expires.is_some_and(|e| e <= until));
+            }
+            print_list(json, &list, now());
             Ok(0)
         }
         SecretsCmd::Exists { name, scope: s } => {
@@ -219,7 +223,13 @@ fn report_written(ui: Ui, name: &str, version: Option<u64>, verb: &str) {
     ui.info(&format!("{verb} {name} (version {})", version.unwrap_or(0)));
 }
 
-fn print_list(json: bool, list: &[SecretInfo]) {
+/// Whether a secret with this expiry has expired at `now` (the daemon
+/// refuses it to runs from its expiry second on).
+fn expired(expires: Option<u64>, now: u64) -> bool {
+    expires.is_some_and(|e| e <= now)
+}
+
+fn print_list(json: bool, list: &[SecretInfo], now: u64) {
     if json {
         let v: Vec<_> = list
             .iter()
@@ -229,6 +239,7 @@ fn print_list(json: bool, list: &[SecretInfo]) {
                     "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
                     "version": s.version, "created": s.created, "updated": s.updated,
                     "description": s.description, "tags": s.tags, "expires": s.expires,
+                    "expired": expired(s.expires, now),
                 })
             })
             .collect();
@@ -258,7 +269,11 @@ fn print_list(json: bool, list: &[SecretInfo]) {
             "{name:<w$} {:>7}  {:<10}  {:<10}  {}{}",
             s.version,
             date(s.updated),
-            s.expires.map(date).unwrap_or_else(|| "-".into()),
+            match s.expires {
+                _ if expired(s.expires, now) => "EXPIRED".to_string(),
+                Some(e) => date(e),
+                None => "-".into(),
+            },
             escape(s.description.as_deref().unwrap_or("")),
             tags
         );

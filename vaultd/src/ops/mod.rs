@@ -281,4 +281,12 @@ impl RunHost for Daemon {
             Err(e) => Err(store_err(&e)),
         }
     }
+
+    fn secret_expiry(&self, scope: Scope, name: &str) -> Option<u64> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return None;
+        };
+        vault.meta(scope, name).and_then(|m| m.expires)
+    }
 }

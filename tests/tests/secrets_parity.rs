@@ -1,0 +1,118 @@
+//! Secret features on a par with other secret managers: expiry that runs
+//! respect, and values generated inside the daemon. Needs root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use aivault_tests::{fails_with, ok, Daemon, Options, User};
+
+/// 2020-01-01T00:00:00Z, as `--expires 2020-01-01` stores it.
+const PAST: &str = "2020-01-01";
+const PAST_RFC3339: &str = "2020-01-01T00:00:00.000Z";
+
+fn set_with(d: &Daemon, user: &User, name: &str, extra: &[&str]) {
+    let mut args = vec!["secrets", "set", name];
+    args.extend_from_slice(extra);
+    ok(&d.vaultctl(user, &args, b"parity-test-value-0123456789"));
+}
+
+fn list_json(d: &Daemon, user: &User, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--json", "secrets", "list"];
+    args.extend_from_slice(extra);
+    let out = ok(&d.vaultctl(user, &args, b""));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn names(list: &[serde_json::Value]) -> Vec<String> {
+    let mut n: Vec<String> = list
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn list_marks_expired_secrets_and_filters_by_window() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    set_with(&d, &alice, "OLD", &["--expires", PAST]);
+    set_with(&d, &alice, "SOON", &["--expires", "3d"]);
+    set_with(&d, &alice, "LATER", &["--expires", "400d"]);
+    set_with(&d, &alice, "NEVER", &[]);
+
+    let table = ok(&d.vaultctl(&alice, &["secrets", "list"], b""));
+    let line = |n: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("{n} missing from:\n{table}"))
+            .to_string()
+    };
+    assert!(line("OLD").contains("EXPIRED"), "{table}");
+    for n in ["SOON", "LATER", "NEVER"] {
+        assert!(!line(n).contains("EXPIRED"), "{table}");
+    }
+
+    let all = list_json(&d, &alice, &[]);
+    assert_eq!(all.len(), 4);
+    for s in &all {
+        let expect = s["name"] == "OLD";
+        assert_eq!(s["expired"], expect, "{s}");
+    }
+
+    let soon = list_json(&d, &alice, &["--expiring", "7d"]);
+    assert_eq!(names(&soon), ["OLD", "SOON"]);
+    let table = ok(&d.vaultctl(&alice, &["secrets", "list", "--expiring", "7d"], b""));
+    assert!(
+        table.contains("OLD") && table.contains("SOON") && !table.contains("LATER"),
+        "{table}"
+    );
+
+    let err = fails_with(
+        &d.vaultctl(&alice, &["secrets", "list", "--expiring", "soon"], b""),
+        2,
+    );
+    assert!(err.contains("--expiring"), "{err}");
+}
+
+#[test]
+fn a_run_refuses_an_expired_secret_unless_the_rule_allows_it() {
+    let alice = User::ensure("aivt-alice");
+    let policy = format!(
+        "[[rule]]\nname = \"strict\"\ncommand = \"/usr/bin/true\"\nusers = [\"{u}\"]\n\
+         secrets = [{{ name = \"OLD\" }}]\n\n\
+         [[rule]]\nname = \"lenient\"\ncommand = \"/usr/bin/echo\"\nusers = [\"{u}\"]\n\
+         secrets = [{{ name = \"OLD\" }}]\nallow_expired = true\n",
+        u = alice.name
+    );
+    let d = Daemon::start_new(Options {
+        policy,
+        ..Options::default()
+    });
+    set_with(&d, &alice, "OLD", &["--expires", PAST]);
+
+    let reason = format!("secret OLD expired at {PAST_RFC3339}");
+    let err = fails_with(&d.vaultctl(&alice, &["run", "--", "true"], b""), 4);
+    assert!(err.contains(&reason), "{err}");
+    let log = std::fs::read_to_string(d.audit_log()).unwrap();
+    let record = log
+        .lines()
+        .find(|l| l.contains(&reason))
+        .unwrap_or_else(|| panic!("no audit record with {reason:?}:\n{log}"));
+    let record: serde_json::Value = serde_json::from_str(record).unwrap();
+    assert_eq!(record["op"], "run", "{record}");
+
+    let out = ok(&d.vaultctl(&alice, &["run", "--", "echo", "ran-anyway"], b""));
+    assert!(out.contains("ran-anyway"), "{out}");
+
+    // A secret not yet expired runs under the strict rule.
+    ok(&d.vaultctl(
+        &alice,
+        &["secrets", "set", "--force", "OLD", "--expires", "30d"],
+        b"parity-test-value-0123456789",
+    ));
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+}

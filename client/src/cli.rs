@@ -105,6 +105,19 @@ pub enum ScopeArg {
     System,
 }
 
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum CharsetArg {
+    /// Letters and digits
+    #[default]
+    Alnum,
+    /// 0-9 and a-f
+    Hex,
+    /// Letters, digits, '-' and '_'
+    Base64url,
+    /// Printable ASCII without space
+    Printable,
+}
+
 #[derive(Debug, Args)]
 pub struct ScopeOpt {
     /// Which secrets to address
@@ -134,6 +147,24 @@ pub enum SecretsCmd {
     Set {
         /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
         name: String,
+        #[command(flatten)]
+        meta: MetaOpts,
+        #[command(flatten)]
+        scope: ScopeOpt,
+        /// Replace the value if the secret exists already
+        #[arg(long)]
+        force: bool,
+    },
+    /// Store a random value drawn by the daemon; the value is never sent to or shown by vaultctl
+    Generate {
+        /// Secret name, as for `set`
+        name: String,
+        /// Characters in the value (8 to 4096)
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=4096))]
+        length: u32,
+        /// The characters to draw from
+        #[arg(long, value_enum, default_value_t = CharsetArg::Alnum)]
+        charset: CharsetArg,
         #[command(flatten)]
         meta: MetaOpts,
         #[command(flatten)]

@@ -4,10 +4,10 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use aivault_client::cli::{MetaOpts, ScopeArg, SecretsCmd};
+use aivault_client::cli::{CharsetArg, MetaOpts, ScopeArg, SecretsCmd};
 use aivault_client::{dotenv, ClientError};
 use aivault_proto::{
-    ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
+    Charset, ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
     WireScope,
 };
 use serde_json::json;
@@ -61,6 +61,43 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             let version = put(ep, s.scope, name.clone(), value, meta, SetMode::Rotate)?;
             report_written(ui, &name, version, "rotated");
             warn_short(ui, short);
+            Ok(0)
+        }
+        SecretsCmd::Generate {
+            name,
+            length,
+            charset,
+            meta,
+            scope: s,
+            force,
+        } => {
+            let meta = meta_input(meta)?;
+            let mode = if force {
+                SetMode::Upsert
+            } else {
+                SetMode::Create
+            };
+            let mut c = ep.open()?;
+            let Reply::Done { version } = c.call(RequestBody::SecretGenerate {
+                scope: scope(s.scope),
+                name: name.clone(),
+                length,
+                charset: match charset {
+                    CharsetArg::Alnum => Charset::Alnum,
+                    CharsetArg::Hex => Charset::Hex,
+                    CharsetArg::Base64url => Charset::Base64Url,
+                    CharsetArg::Printable => Charset::Printable,
+                },
+                meta,
+                mode,
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "name": name, "version": version, "length": length }));
+            }
+            ui.info(&format!("generated {name} ({length} characters)"));
             Ok(0)
         }
         SecretsCmd::List { scope: s, expiring } => {

@@ -104,6 +104,19 @@ pub enum SetMode {
     Rotate,
 }
 
+/// The characters a generated value is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Charset {
+    /// `A-Z`, `a-z`, `0-9`.
+    Alnum,
+    /// `0-9`, `a-f`.
+    Hex,
+    /// `A-Z`, `a-z`, `0-9`, `-`, `_`.
+    Base64Url,
+    /// Printable ASCII without space (`!` to `~`).
+    Printable,
+}
+
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -155,6 +168,16 @@ pub enum RequestBody {
     PolicyCheck,
     /// Re-read the policy (root only); an invalid policy keeps the old one.
     PolicyReload,
+    /// Store a random value the daemon draws itself; the reply never
+    /// carries it. Appended last so earlier variants keep their encoding.
+    SecretGenerate {
+        scope: WireScope,
+        name: String,
+        length: u32,
+        charset: Charset,
+        meta: MetaInput,
+        mode: SetMode,
+    },
 }
 
 impl RequestBody {
@@ -179,6 +202,7 @@ impl RequestBody {
             RequestBody::PolicyShow => "policy.show",
             RequestBody::PolicyCheck => "policy.check",
             RequestBody::PolicyReload => "policy.reload",
+            RequestBody::SecretGenerate { .. } => "secret.generate",
         }
     }
 }

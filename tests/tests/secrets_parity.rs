@@ -2,6 +2,8 @@
 //! respect, and values generated inside the daemon. Needs root.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use aivault_client::ClientError;
+use aivault_proto::{Charset, ErrorCode, MetaInput, RequestBody, SetMode, WireScope};
 use aivault_tests::{fails_with, ok, Daemon, Options, User};
 
 /// 2020-01-01T00:00:00Z, as `--expires 2020-01-01` stores it.
@@ -115,4 +117,138 @@ fn a_run_refuses_an_expired_secret_unless_the_rule_allows_it() {
         b"parity-test-value-0123456789",
     ));
     ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+}
+
+/// `sh` under a rule that knowingly allows it, with `G` as `TOKEN`.
+fn generate_daemon(alice: &User) -> Daemon {
+    let policy = format!(
+        "[[rule]]\nname = \"sh\"\ncommand = \"/usr/bin/sh\"\nusers = [\"{}\"]\n\
+         allow_interpreter = true\nsecrets = [{{ name = \"G\", env = \"TOKEN\" }}]\n",
+        alice.name
+    );
+    Daemon::start_new(Options {
+        policy,
+        ..Options::default()
+    })
+}
+
+fn sh(d: &Daemon, user: &User, script: &str) -> String {
+    ok(&d.vaultctl(user, &["run", "--", "sh", "-c", script], b""))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn generate_stores_a_value_drawn_by_the_daemon_and_never_shows_it() {
+    let alice = User::ensure("aivt-alice");
+    let d = generate_daemon(&alice);
+    let out = d.vaultctl(
+        &alice,
+        &[
+            "secrets",
+            "generate",
+            "G",
+            "--length",
+            "40",
+            "--charset",
+            "hex",
+        ],
+        b"",
+    );
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("generated G (40 characters)"), "{said}");
+
+    let mask = ok(&d.vaultctl(&alice, &["secrets", "masked", "G"], b""));
+    assert_eq!(mask.trim().chars().count(), 12, "{mask}");
+
+    // Length and charset, seen from inside a run.
+    assert_eq!(sh(&d, &alice, "printf %s \"$TOKEN\" | wc -c"), "40");
+    assert_eq!(
+        sh(&d, &alice, "printf %s \"$TOKEN\" | tr -d 0-9a-f | wc -c"),
+        "0"
+    );
+    // The value itself is redacted from output; reversed it is not, which
+    // lets the test know it and look for it where it must never be.
+    let shown = sh(&d, &alice, "printf %s \"$TOKEN\"");
+    let reversed = sh(&d, &alice, "printf %s \"$TOKEN\" | rev");
+    let value: String = reversed.chars().rev().collect();
+    assert_eq!(value.len(), 40, "{reversed}");
+    assert!(value.bytes().all(|b| b"0123456789abcdef".contains(&b)));
+    assert!(!shown.contains(&value), "{shown}");
+    assert!(!said.contains(&value) && !String::from_utf8_lossy(&out.stdout).contains(&value));
+    let log = std::fs::read_to_string(d.audit_log()).unwrap();
+    assert!(!log.contains(&value));
+    assert!(log.contains("\"secret.generate\""), "{log}");
+
+    // Like `set`: an existing secret is replaced only with --force, and
+    // then with a new value.
+    let err = fails_with(&d.vaultctl(&alice, &["secrets", "generate", "G"], b""), 2);
+    assert!(err.contains("exists"), "{err}");
+    let json = ok(&d.vaultctl(
+        &alice,
+        &[
+            "--json",
+            "secrets",
+            "generate",
+            "G",
+            "--force",
+            "--charset",
+            "base64url",
+        ],
+        b"",
+    ));
+    let reply: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(reply["version"], 2, "{json}");
+    assert_eq!(reply["length"], 32, "{json}");
+    assert_eq!(sh(&d, &alice, "printf %s \"$TOKEN\" | wc -c"), "32");
+    assert_eq!(
+        sh(
+            &d,
+            &alice,
+            "printf %s \"$TOKEN\" | tr -d A-Za-z0-9_- | wc -c"
+        ),
+        "0"
+    );
+    let again = sh(&d, &alice, "printf %s \"$TOKEN\" | rev");
+    assert_ne!(again, reversed);
+}
+
+#[test]
+fn generate_refuses_lengths_out_of_range() {
+    let alice = User::ensure("aivt-alice");
+    let d = generate_daemon(&alice);
+    for n in ["7", "4097"] {
+        fails_with(
+            &d.vaultctl(&alice, &["secrets", "generate", "G", "--length", n], b""),
+            2,
+        );
+    }
+    let exists = d.vaultctl(&alice, &["secrets", "exists", "G"], b"");
+    assert_eq!(exists.status.code(), Some(1));
+    // The daemon checks the length itself, whatever a client sends, and
+    // records the refusal.
+    for length in [0, 7, 4097, u32::MAX] {
+        let reply = d.client().call(RequestBody::SecretGenerate {
+            scope: WireScope::Own,
+            name: "G".into(),
+            length,
+            charset: Charset::Alnum,
+            meta: MetaInput::default(),
+            mode: SetMode::Create,
+        });
+        match reply {
+            Err(ClientError::Daemon(e)) => {
+                assert_eq!(e.code, ErrorCode::BadRequest, "{length}: {e:?}");
+                assert!(e.message.contains("8 to 4096"), "{}", e.message);
+            }
+            other => panic!("length {length}: {other:?}"),
+        }
+    }
+    let log = std::fs::read_to_string(d.audit_log()).unwrap();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("\"secret.generate\"") && l.contains("8 to 4096"))
+        .count();
+    assert_eq!(refusals, 4, "{log}");
 }

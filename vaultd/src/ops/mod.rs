@@ -246,6 +246,25 @@ impl Daemon {
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op),
+            RequestBody::SecretGenerate {
+                scope,
+                name,
+                length,
+                charset,
+                meta,
+                mode,
+            } => self.generate(
+                caller,
+                secrets::GenerateRequest {
+                    op,
+                    scope,
+                    name: &name,
+                    length,
+                    charset,
+                    meta,
+                    mode,
+                },
+            ),
         }
     }
 }

@@ -118,6 +118,17 @@ pub enum CharsetArg {
     Printable,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ConflictArg {
+    /// Refuse the import if any name exists; nothing is stored
+    #[default]
+    Error,
+    /// Keep existing secrets and import the other names
+    Skip,
+    /// Replace existing values (new versions)
+    Overwrite,
+}
+
 #[derive(Debug, Args)]
 pub struct ScopeOpt {
     /// Which secrets to address
@@ -213,6 +224,12 @@ pub enum SecretsCmd {
         file: PathBuf,
         #[command(flatten)]
         scope: ScopeOpt,
+        /// What to do with names that exist already: refuse the whole import, keep the existing secret, or replace its value
+        #[arg(long, value_enum, default_value_t = ConflictArg::Error)]
+        conflict: ConflictArg,
+        /// Say what the import would create, overwrite or skip, and store nothing (no value is sent)
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -4,11 +4,11 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use aivault_client::cli::{CharsetArg, MetaOpts, ScopeArg, SecretsCmd};
+use aivault_client::cli::{CharsetArg, ConflictArg, MetaOpts, ScopeArg, SecretsCmd};
 use aivault_client::{dotenv, ClientError};
 use aivault_proto::{
-    Charset, ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
-    WireScope,
+    Charset, ErrorCode, ImportConflict, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo,
+    SetMode, WireError, WireScope,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -157,7 +157,12 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             ui.info(&format!("removed {name}"));
             Ok(0)
         }
-        SecretsCmd::Import { file, scope: s } => {
+        SecretsCmd::Import {
+            file,
+            scope: s,
+            conflict,
+            dry_run,
+        } => {
             let text = read_import(&file)?;
             let entries =
                 dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
@@ -165,6 +170,25 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 return Err(usage(format!("{}: no NAME=value lines", file.display())));
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+            let existing = existing_names(ep, s.scope, &names)?;
+            if conflict == ConflictArg::Error && !existing.is_empty() {
+                return Err(ClientError::Daemon(WireError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "{} exist already; nothing was imported (choose --conflict skip or overwrite)",
+                        existing.join(", ")
+                    ),
+                ))
+                .into());
+            }
+            let (stored, skipped): (Vec<String>, Vec<String>) = names
+                .iter()
+                .cloned()
+                .partition(|n| conflict != ConflictArg::Skip || !existing.contains(n));
+            if dry_run {
+                print_plan(json, &stored, &skipped, &existing);
+                return Ok(0);
+            }
             let short: Vec<String> = entries
                 .iter()
                 .filter(|e| e.value.len() < MIN_REDACTABLE)
@@ -175,23 +199,70 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
                 .collect();
             let mut c = ep.open()?;
-            let Reply::Imported { count } = c.call(RequestBody::SecretImport {
+            let Reply::Imported { count } = c.call(RequestBody::SecretImportWith {
                 scope: scope(s.scope),
                 entries: wire,
+                conflict: match conflict {
+                    ConflictArg::Error => ImportConflict::Error,
+                    ConflictArg::Skip => ImportConflict::Skip,
+                    ConflictArg::Overwrite => ImportConflict::Overwrite,
+                },
             })?
             else {
                 return Err(ClientError::Protocol.into());
             };
             if json {
-                print_json(&json!({ "imported": count, "names": names }));
+                print_json(&json!({ "imported": count, "names": stored, "skipped": skipped }));
             }
-            ui.info(&format!("imported {count} secrets: {}", names.join(", ")));
+            ui.info(&format!("imported {count} secrets: {}", stored.join(", ")));
+            if !skipped.is_empty() {
+                ui.info(&format!(
+                    "skipped {} existing: {}",
+                    skipped.len(),
+                    skipped.join(", ")
+                ));
+            }
             for name in short {
                 ui.warn(&format!(
                     "{name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
                 ));
             }
             Ok(0)
+        }
+    }
+}
+
+/// Which of `names` exist already in the scope (one `list` request).
+fn existing_names(ep: &Endpoint, s: ScopeArg, names: &[String]) -> Result<Vec<String>, CtlError> {
+    let mut c = ep.open()?;
+    let Reply::Secrets(list) = c.call(RequestBody::SecretList { scope: scope(s) })? else {
+        return Err(ClientError::Protocol.into());
+    };
+    Ok(names
+        .iter()
+        .filter(|n| list.iter().any(|s| &s.name == *n))
+        .cloned()
+        .collect())
+}
+
+/// What an import would do, for `--dry-run`: nothing was sent.
+fn print_plan(json: bool, stored: &[String], skipped: &[String], existing: &[String]) {
+    let (create, overwrite): (Vec<&String>, Vec<&String>) =
+        stored.iter().partition(|n| !existing.contains(n));
+    if json {
+        print_json(&json!({
+            "dry_run": true, "create": create, "overwrite": overwrite, "skip": skipped,
+        }));
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    for (verb, names) in [
+        ("create", create),
+        ("overwrite", overwrite),
+        ("skip", skipped.iter().collect()),
+    ] {
+        for n in names {
+            let _ = writeln!(out, "would {verb} {n}");
         }
     }
 }

@@ -117,6 +117,17 @@ pub enum Charset {
     Printable,
 }
 
+/// What an import does with a name that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportConflict {
+    /// Refuse the whole import (`AlreadyExists`); nothing is stored.
+    Error,
+    /// Leave the existing secret as it is and import the others.
+    Skip,
+    /// Replace its value (a new version; metadata kept).
+    Overwrite,
+}
+
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -178,6 +189,14 @@ pub enum RequestBody {
         meta: MetaInput,
         mode: SetMode,
     },
+    /// `SecretImport` with a choice for existing names (`SecretImport`
+    /// itself overwrites them). `Imported { count }` counts the stored
+    /// entries, skipped ones not included.
+    SecretImportWith {
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
+    },
 }
 
 impl RequestBody {
@@ -203,6 +222,7 @@ impl RequestBody {
             RequestBody::PolicyCheck => "policy.check",
             RequestBody::PolicyReload => "policy.reload",
             RequestBody::SecretGenerate { .. } => "secret.generate",
+            RequestBody::SecretImportWith { .. } => "secret.import",
         }
     }
 }

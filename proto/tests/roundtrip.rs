@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use aivault_proto::{
-    decode, encode, fuzzing, Charset, EndReason, Enforcement, Isolation, Level, Limits, MetaInput,
-    Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent, RunnerJob,
-    RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
+    decode, encode, fuzzing, Charset, EndReason, Enforcement, ImportConflict, Isolation, Level,
+    Limits, MetaInput, Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent,
+    RunnerJob, RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
 };
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
@@ -127,6 +127,16 @@ fn request() -> impl Strategy<Value = Request> {
                 mode: SetMode::Upsert,
             }
         }),
+        (scope(), proptest::collection::vec((text(), bytes()), 0..3)).prop_map(
+            |(scope, entries)| RequestBody::SecretImportWith {
+                scope,
+                entries: entries
+                    .into_iter()
+                    .map(|(n, v)| (n, SecretBytes::new(v)))
+                    .collect(),
+                conflict: ImportConflict::Skip,
+            }
+        ),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
 }

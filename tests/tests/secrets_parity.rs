@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use aivault_client::ClientError;
-use aivault_proto::{Charset, ErrorCode, MetaInput, RequestBody, SetMode, WireScope};
+use aivault_proto::{
+    Charset, ErrorCode, ImportConflict, MetaInput, Reply, RequestBody, SecretBytes, SetMode,
+    WireScope,
+};
 use aivault_tests::{fails_with, ok, Daemon, Options, User};
 
 /// 2020-01-01T00:00:00Z, as `--expires 2020-01-01` stores it.
@@ -251,4 +254,105 @@ fn generate_refuses_lengths_out_of_range() {
         .filter(|l| l.contains("\"secret.generate\"") && l.contains("8 to 4096"))
         .count();
     assert_eq!(refusals, 4, "{log}");
+}
+
+fn version(d: &Daemon, user: &User, name: &str) -> Option<u64> {
+    list_json(d, user, &[])
+        .iter()
+        .find(|s| s["name"] == name)
+        .map(|s| s["version"].as_u64().unwrap())
+}
+
+#[test]
+fn import_refuses_skips_or_overwrites_existing_names_and_can_dry_run() {
+    let d = Daemon::start_new(Options::default());
+    let alice = User::ensure("aivt-alice");
+    set_with(&d, &alice, "A", &[]);
+    let file = b"A=import-new-value-0001\nB=import-new-value-0002\n";
+    let import = |extra: &[&str]| {
+        let mut args = vec!["secrets", "import", "-"];
+        args.extend_from_slice(extra);
+        d.vaultctl(&alice, &args, file)
+    };
+
+    // By default an existing name refuses the whole import.
+    let err = fails_with(&import(&[]), 2);
+    assert!(
+        err.contains("A exist") && err.contains("nothing was imported"),
+        "{err}"
+    );
+    assert_eq!(version(&d, &alice, "B"), None);
+
+    // A dry run says what would happen and stores nothing.
+    let plan = ok(&import(&["--dry-run", "--conflict", "skip"]));
+    assert!(
+        plan.contains("would create B") && plan.contains("would skip A"),
+        "{plan}"
+    );
+    let plan = ok(&import(&["--dry-run", "--conflict", "overwrite"]));
+    assert!(plan.contains("would overwrite A"), "{plan}");
+    fails_with(&import(&["--dry-run"]), 2);
+    assert_eq!(version(&d, &alice, "B"), None);
+    assert_eq!(version(&d, &alice, "A"), Some(1));
+
+    let out = import(&["--conflict", "skip"]);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("imported 1 secrets: B") && said.contains("skipped 1 existing: A"),
+        "{said}"
+    );
+    assert_eq!(version(&d, &alice, "A"), Some(1));
+    assert_eq!(version(&d, &alice, "B"), Some(1));
+
+    ok(&import(&["--conflict", "overwrite"]));
+    assert_eq!(version(&d, &alice, "A"), Some(2));
+    assert_eq!(version(&d, &alice, "B"), Some(2));
+    let log = std::fs::read_to_string(d.audit_log()).unwrap();
+    assert!(log.contains("\"conflict\":\"overwrite\""), "{log}");
+}
+
+#[test]
+fn the_daemon_decides_import_conflicts_itself() {
+    let d = Daemon::start_new(Options::default());
+    let root = User::root();
+    set_with(&d, &root, "R", &[]);
+    let entries = || {
+        vec![
+            (
+                "R".to_string(),
+                SecretBytes::new(b"import-new-value-1".to_vec()),
+            ),
+            (
+                "S".to_string(),
+                SecretBytes::new(b"import-new-value-2".to_vec()),
+            ),
+        ]
+    };
+    let call = |conflict| {
+        d.client().call(RequestBody::SecretImportWith {
+            scope: WireScope::Own,
+            entries: entries(),
+            conflict,
+        })
+    };
+    match call(ImportConflict::Error) {
+        Err(ClientError::Daemon(e)) => assert_eq!(e.code, ErrorCode::AlreadyExists, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(version(&d, &root, "S"), None);
+    assert_eq!(
+        call(ImportConflict::Skip).unwrap(),
+        Reply::Imported { count: 1 }
+    );
+    assert_eq!(version(&d, &root, "R"), Some(1));
+    assert_eq!(
+        call(ImportConflict::Skip).unwrap(),
+        Reply::Imported { count: 0 }
+    );
+    assert_eq!(
+        call(ImportConflict::Overwrite).unwrap(),
+        Reply::Imported { count: 2 }
+    );
+    assert_eq!(version(&d, &root, "R"), Some(2));
 }

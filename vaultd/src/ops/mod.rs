@@ -21,7 +21,9 @@ pub mod secrets;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 
-use aivault_proto::{ErrorCode, Reply, RequestBody, SecretBytes, WireError, WireScope};
+use aivault_proto::{
+    ErrorCode, ImportConflict, Reply, RequestBody, SecretBytes, WireError, WireScope,
+};
 
 use crate::audit::gate::{AuditGate, Entry};
 use crate::audit::{AuditKey, AuditLog};
@@ -232,7 +234,14 @@ impl Daemon {
                     mode,
                 },
             ),
-            RequestBody::SecretImport { scope, entries } => self.import(caller, op, scope, entries),
+            RequestBody::SecretImport { scope, entries } => {
+                self.import(caller, op, scope, entries, ImportConflict::Overwrite)
+            }
+            RequestBody::SecretImportWith {
+                scope,
+                entries,
+                conflict,
+            } => self.import(caller, op, scope, entries, conflict),
             RequestBody::SecretList { scope } => self.list(caller, op, scope),
             RequestBody::SecretExists { scope, name } => self.exists(caller, op, scope, &name),
             RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),

@@ -4,7 +4,8 @@
 //! vault, and never returns a value.
 
 use aivault_proto::{
-    Charset, ErrorCode, MetaInput, Reply, SecretBytes, SecretInfo, SetMode, WireError, WireScope,
+    Charset, ErrorCode, ImportConflict, MetaInput, Reply, SecretBytes, SecretInfo, SetMode,
+    WireError, WireScope,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -354,7 +355,8 @@ impl Daemon {
         caller: &Caller,
         op: &str,
         scope: WireScope,
-        entries: Vec<(String, SecretBytes)>,
+        mut entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
     ) -> Result<Reply, WireError> {
         let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
         let VaultState::Open(vault) = &mut *guard else {
@@ -374,7 +376,37 @@ impl Daemon {
             check_value(value.as_bytes())
                 .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
         }
-        self.audit.record(entry().detail(import_detail(&entries)))?;
+        let existing: Vec<&str> = entries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| vault.meta(s, n).is_some())
+            .collect();
+        let skipped = existing.len();
+        if conflict == ImportConflict::Error && skipped > 0 {
+            let shown: Vec<&str> = existing.iter().copied().take(10).collect();
+            let more = if skipped > shown.len() { ", …" } else { "" };
+            return Err(deny(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "{skipped} of the names exist already ({}{more}); nothing was imported (choose --conflict skip or overwrite)",
+                    shown.join(", ")
+                ),
+            )));
+        }
+        let mut detail = import_detail(&entries);
+        detail["conflict"] = json!(match conflict {
+            ImportConflict::Error => "error",
+            ImportConflict::Skip => "skip",
+            ImportConflict::Overwrite => "overwrite",
+        });
+        if conflict == ImportConflict::Skip {
+            detail["skipped"] = json!(skipped);
+            entries.retain(|(n, _)| vault.meta(s, n).is_none());
+        }
+        self.audit.record(entry().detail(detail))?;
+        if entries.is_empty() {
+            return Ok(Reply::Imported { count: 0 });
+        }
         let values = entries
             .into_iter()
             .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))

@@ -105,6 +105,30 @@ pub enum ScopeArg {
     System,
 }
 
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum CharsetArg {
+    /// Letters and digits
+    #[default]
+    Alnum,
+    /// 0-9 and a-f
+    Hex,
+    /// Letters, digits, '-' and '_'
+    Base64url,
+    /// Printable ASCII without space
+    Printable,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ConflictArg {
+    /// Refuse the import if any name exists; nothing is stored
+    #[default]
+    Error,
+    /// Keep existing secrets and import the other names
+    Skip,
+    /// Replace existing values (new versions)
+    Overwrite,
+}
+
 #[derive(Debug, Args)]
 pub struct ScopeOpt {
     /// Which secrets to address
@@ -142,10 +166,31 @@ pub enum SecretsCmd {
         #[arg(long)]
         force: bool,
     },
-    /// List secret names and metadata
+    /// Store a random value drawn by the daemon; the value is never sent to or shown by vaultctl
+    Generate {
+        /// Secret name, as for `set`
+        name: String,
+        /// Characters in the value (8 to 4096)
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=4096))]
+        length: u32,
+        /// The characters to draw from
+        #[arg(long, value_enum, default_value_t = CharsetArg::Alnum)]
+        charset: CharsetArg,
+        #[command(flatten)]
+        meta: MetaOpts,
+        #[command(flatten)]
+        scope: ScopeOpt,
+        /// Replace the value if the secret exists already
+        #[arg(long)]
+        force: bool,
+    },
+    /// List secret names and metadata; expired secrets are marked EXPIRED
     List {
         #[command(flatten)]
         scope: ScopeOpt,
+        /// Only secrets that expire within this long from now (e.g. 7d, 12h, 2w), expired ones included
+        #[arg(long, value_name = "DURATION")]
+        expiring: Option<String>,
     },
     /// Exit 0 if the secret exists, 1 if it does not
     Exists {
@@ -179,6 +224,12 @@ pub enum SecretsCmd {
         file: PathBuf,
         #[command(flatten)]
         scope: ScopeOpt,
+        /// What to do with names that exist already: refuse the whole import, keep the existing secret, or replace its value
+        #[arg(long, value_enum, default_value_t = ConflictArg::Error)]
+        conflict: ConflictArg,
+        /// Say what the import would create, overwrite or skip, and store nothing (no value is sent)
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -4,11 +4,11 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use aivault_client::cli::{MetaOpts, ScopeArg, SecretsCmd};
+use aivault_client::cli::{CharsetArg, ConflictArg, MetaOpts, ScopeArg, SecretsCmd};
 use aivault_client::{dotenv, ClientError};
 use aivault_proto::{
-    ErrorCode, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo, SetMode, WireError,
-    WireScope,
+    Charset, ErrorCode, ImportConflict, MetaInput, Reply, RequestBody, SecretBytes, SecretInfo,
+    SetMode, WireError, WireScope,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -17,7 +17,7 @@ use crate::commands::{print_json, scope, usage, Endpoint};
 use crate::error::CtlError;
 use crate::report::Ui;
 use crate::text::{escape, width};
-use crate::time::{date, parse_expiry};
+use crate::time::{date, now, parse_expiry, parse_window};
 
 /// Largest value accepted from stdin (the daemon enforces the same limit).
 const MAX_VALUE: usize = 64 * 1024;
@@ -63,15 +63,56 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             warn_short(ui, short);
             Ok(0)
         }
-        SecretsCmd::List { scope: s } => {
+        SecretsCmd::Generate {
+            name,
+            length,
+            charset,
+            meta,
+            scope: s,
+            force,
+        } => {
+            let meta = meta_input(meta)?;
+            let mode = if force {
+                SetMode::Upsert
+            } else {
+                SetMode::Create
+            };
             let mut c = ep.open()?;
-            let Reply::Secrets(list) = c.call(RequestBody::SecretList {
+            let Reply::Done { version } = c.call(RequestBody::SecretGenerate {
+                scope: scope(s.scope),
+                name: name.clone(),
+                length,
+                charset: match charset {
+                    CharsetArg::Alnum => Charset::Alnum,
+                    CharsetArg::Hex => Charset::Hex,
+                    CharsetArg::Base64url => Charset::Base64Url,
+                    CharsetArg::Printable => Charset::Printable,
+                },
+                meta,
+                mode,
+            })?
+            else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "name": name, "version": version, "length": length }));
+            }
+            ui.info(&format!("generated {name} ({length} characters)"));
+            Ok(0)
+        }
+        SecretsCmd::List { scope: s, expiring } => {
+            let until = expiring.as_deref().map(parse_window).transpose()?;
+            let mut c = ep.open()?;
+            let Reply::Secrets(mut list) = c.call(RequestBody::SecretList {
                 scope: scope(s.scope),
             })?
             else {
                 return Err(ClientError::Protocol.into());
             };
-            print_list(json, &list);
+            if let Some(until) = until {
+                list.retain(|s| s.expires.is_some_and(|e| e <= until));
+            }
+            print_list(json, &list, now());
             Ok(0)
         }
         SecretsCmd::Exists { name, scope: s } => {
@@ -116,7 +157,12 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             ui.info(&format!("removed {name}"));
             Ok(0)
         }
-        SecretsCmd::Import { file, scope: s } => {
+        SecretsCmd::Import {
+            file,
+            scope: s,
+            conflict,
+            dry_run,
+        } => {
             let text = read_import(&file)?;
             let entries =
                 dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
@@ -124,6 +170,25 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 return Err(usage(format!("{}: no NAME=value lines", file.display())));
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+            let existing = existing_names(ep, s.scope, &names)?;
+            if conflict == ConflictArg::Error && !existing.is_empty() {
+                return Err(ClientError::Daemon(WireError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "{} exist already; nothing was imported (choose --conflict skip or overwrite)",
+                        existing.join(", ")
+                    ),
+                ))
+                .into());
+            }
+            let (stored, skipped): (Vec<String>, Vec<String>) = names
+                .iter()
+                .cloned()
+                .partition(|n| conflict != ConflictArg::Skip || !existing.contains(n));
+            if dry_run {
+                print_plan(json, &stored, &skipped, &existing);
+                return Ok(0);
+            }
             let short: Vec<String> = entries
                 .iter()
                 .filter(|e| e.value.len() < MIN_REDACTABLE)
@@ -134,23 +199,70 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
                 .collect();
             let mut c = ep.open()?;
-            let Reply::Imported { count } = c.call(RequestBody::SecretImport {
+            let Reply::Imported { count } = c.call(RequestBody::SecretImportWith {
                 scope: scope(s.scope),
                 entries: wire,
+                conflict: match conflict {
+                    ConflictArg::Error => ImportConflict::Error,
+                    ConflictArg::Skip => ImportConflict::Skip,
+                    ConflictArg::Overwrite => ImportConflict::Overwrite,
+                },
             })?
             else {
                 return Err(ClientError::Protocol.into());
             };
             if json {
-                print_json(&json!({ "imported": count, "names": names }));
+                print_json(&json!({ "imported": count, "names": stored, "skipped": skipped }));
             }
-            ui.info(&format!("imported {count} secrets: {}", names.join(", ")));
+            ui.info(&format!("imported {count} secrets: {}", stored.join(", ")));
+            if !skipped.is_empty() {
+                ui.info(&format!(
+                    "skipped {} existing: {}",
+                    skipped.len(),
+                    skipped.join(", ")
+                ));
+            }
             for name in short {
                 ui.warn(&format!(
                     "{name} is shorter than {MIN_REDACTABLE} bytes; only its raw form can be redacted from output"
                 ));
             }
             Ok(0)
+        }
+    }
+}
+
+/// Which of `names` exist already in the scope (one `list` request).
+fn existing_names(ep: &Endpoint, s: ScopeArg, names: &[String]) -> Result<Vec<String>, CtlError> {
+    let mut c = ep.open()?;
+    let Reply::Secrets(list) = c.call(RequestBody::SecretList { scope: scope(s) })? else {
+        return Err(ClientError::Protocol.into());
+    };
+    Ok(names
+        .iter()
+        .filter(|n| list.iter().any(|s| &s.name == *n))
+        .cloned()
+        .collect())
+}
+
+/// What an import would do, for `--dry-run`: nothing was sent.
+fn print_plan(json: bool, stored: &[String], skipped: &[String], existing: &[String]) {
+    let (create, overwrite): (Vec<&String>, Vec<&String>) =
+        stored.iter().partition(|n| !existing.contains(n));
+    if json {
+        print_json(&json!({
+            "dry_run": true, "create": create, "overwrite": overwrite, "skip": skipped,
+        }));
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    for (verb, names) in [
+        ("create", create),
+        ("overwrite", overwrite),
+        ("skip", skipped.iter().collect()),
+    ] {
+        for n in names {
+            let _ = writeln!(out, "would {verb} {n}");
         }
     }
 }
@@ -219,7 +331,13 @@ fn report_written(ui: Ui, name: &str, version: Option<u64>, verb: &str) {
     ui.info(&format!("{verb} {name} (version {})", version.unwrap_or(0)));
 }
 
-fn print_list(json: bool, list: &[SecretInfo]) {
+/// Whether a secret with this expiry has expired at `now` (the daemon
+/// refuses it to runs from its expiry second on).
+fn expired(expires: Option<u64>, now: u64) -> bool {
+    expires.is_some_and(|e| e <= now)
+}
+
+fn print_list(json: bool, list: &[SecretInfo], now: u64) {
     if json {
         let v: Vec<_> = list
             .iter()
@@ -229,6 +347,7 @@ fn print_list(json: bool, list: &[SecretInfo]) {
                     "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
                     "version": s.version, "created": s.created, "updated": s.updated,
                     "description": s.description, "tags": s.tags, "expires": s.expires,
+                    "expired": expired(s.expires, now),
                 })
             })
             .collect();
@@ -258,7 +377,11 @@ fn print_list(json: bool, list: &[SecretInfo]) {
             "{name:<w$} {:>7}  {:<10}  {:<10}  {}{}",
             s.version,
             date(s.updated),
-            s.expires.map(date).unwrap_or_else(|| "-".into()),
+            match s.expires {
+                _ if expired(s.expires, now) => "EXPIRED".to_string(),
+                Some(e) => date(e),
+                None => "-".into(),
+            },
             escape(s.description.as_deref().unwrap_or("")),
             tags
         );

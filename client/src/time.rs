@@ -51,6 +51,20 @@ pub fn parse_expiry(s: &str) -> Result<u64, CtlError> {
         .ok_or_else(bad)
 }
 
+/// `--expiring`'s window (`7d`, `12h`, `2w`, `90m`) as the unix time it
+/// ends at.
+pub fn parse_window(s: &str) -> Result<u64, CtlError> {
+    let bad = || {
+        CtlError::Usage(format!(
+            "invalid --expiring {s:?}: use a duration such as 7d, 12h or 2w"
+        ))
+    };
+    if s.contains('-') {
+        return Err(bad());
+    }
+    parse_expiry(s).map_err(|_| bad())
+}
+
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
@@ -157,6 +171,9 @@ mod tests {
         assert!(parse_expiry("").is_err());
         assert!(parse_expiry("0d").is_err());
         assert!(parse_expiry("30d").unwrap() > now());
+        assert!(parse_window("7d").unwrap() > now());
+        assert!(parse_window("2027-01-31").is_err());
+        assert!(parse_window("7x").is_err());
     }
 
     #[test]

@@ -104,6 +104,30 @@ pub enum SetMode {
     Rotate,
 }
 
+/// The characters a generated value is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Charset {
+    /// `A-Z`, `a-z`, `0-9`.
+    Alnum,
+    /// `0-9`, `a-f`.
+    Hex,
+    /// `A-Z`, `a-z`, `0-9`, `-`, `_`.
+    Base64Url,
+    /// Printable ASCII without space (`!` to `~`).
+    Printable,
+}
+
+/// What an import does with a name that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportConflict {
+    /// Refuse the whole import (`AlreadyExists`); nothing is stored.
+    Error,
+    /// Leave the existing secret as it is and import the others.
+    Skip,
+    /// Replace its value (a new version; metadata kept).
+    Overwrite,
+}
+
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -155,6 +179,24 @@ pub enum RequestBody {
     PolicyCheck,
     /// Re-read the policy (root only); an invalid policy keeps the old one.
     PolicyReload,
+    /// Store a random value the daemon draws itself; the reply never
+    /// carries it. Appended last so earlier variants keep their encoding.
+    SecretGenerate {
+        scope: WireScope,
+        name: String,
+        length: u32,
+        charset: Charset,
+        meta: MetaInput,
+        mode: SetMode,
+    },
+    /// `SecretImport` with a choice for existing names (`SecretImport`
+    /// itself overwrites them). `Imported { count }` counts the stored
+    /// entries, skipped ones not included.
+    SecretImportWith {
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
+    },
 }
 
 impl RequestBody {
@@ -179,6 +221,8 @@ impl RequestBody {
             RequestBody::PolicyShow => "policy.show",
             RequestBody::PolicyCheck => "policy.check",
             RequestBody::PolicyReload => "policy.reload",
+            RequestBody::SecretGenerate { .. } => "secret.generate",
+            RequestBody::SecretImportWith { .. } => "secret.import",
         }
     }
 }

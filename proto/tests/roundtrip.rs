@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use aivault_proto::{
-    decode, encode, fuzzing, EndReason, Enforcement, Isolation, Level, Limits, MetaInput, Request,
-    RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent, RunnerJob, RunnerSecrets,
-    SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
+    decode, encode, fuzzing, Charset, EndReason, Enforcement, ImportConflict, Isolation, Level,
+    Limits, MetaInput, Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent,
+    RunnerJob, RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
 };
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
@@ -117,6 +117,26 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u32>().prop_map(|limit| RequestBody::AuditList { limit }),
         run_request().prop_map(RequestBody::Run),
         Just(RequestBody::PolicyReload),
+        (scope(), text(), any::<u32>()).prop_map(|(scope, name, length)| {
+            RequestBody::SecretGenerate {
+                scope,
+                name,
+                length,
+                charset: Charset::Base64Url,
+                meta: MetaInput::default(),
+                mode: SetMode::Upsert,
+            }
+        }),
+        (scope(), proptest::collection::vec((text(), bytes()), 0..3)).prop_map(
+            |(scope, entries)| RequestBody::SecretImportWith {
+                scope,
+                entries: entries
+                    .into_iter()
+                    .map(|(n, v)| (n, SecretBytes::new(v)))
+                    .collect(),
+                conflict: ImportConflict::Skip,
+            }
+        ),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
 }
@@ -288,4 +308,22 @@ proptest! {
         input.extend_from_slice(&bytes);
         fuzzing::check(&input).map_err(TestCaseError::fail)?;
     }
+}
+
+/// Variants appended to `RequestBody` leave the tags of earlier ones as
+/// they were: a daemon and a client of the same protocol version but a
+/// different build still agree on every request both know.
+#[test]
+fn appended_request_variants_keep_earlier_tags() {
+    assert_eq!(encode(&RequestBody::Status).unwrap(), [0]);
+    assert_eq!(encode(&RequestBody::PolicyReload).unwrap(), [13]);
+    let generate = RequestBody::SecretGenerate {
+        scope: WireScope::Own,
+        name: "G".into(),
+        length: 8,
+        charset: Charset::Hex,
+        meta: MetaInput::default(),
+        mode: SetMode::Create,
+    };
+    assert_eq!(encode(&generate).unwrap()[0], 14);
 }

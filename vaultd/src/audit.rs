@@ -85,6 +85,7 @@
 
 mod anchor;
 mod format;
+pub(crate) use format::rfc3339_utc;
 pub mod gate;
 mod logfile;
 mod verify;

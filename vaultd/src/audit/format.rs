@@ -228,7 +228,7 @@ pub(super) fn unhex32(s: &str) -> Option<[u8; 32]> {
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T05:10:00.123Z`.
 /// Times before 1970 (a badly set clock) are written as the epoch.
-pub(super) fn rfc3339_utc(t: SystemTime) -> String {
+pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);

@@ -21,7 +21,9 @@ pub mod secrets;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 
-use aivault_proto::{ErrorCode, Reply, RequestBody, SecretBytes, WireError, WireScope};
+use aivault_proto::{
+    ErrorCode, ImportConflict, Reply, RequestBody, SecretBytes, WireError, WireScope,
+};
 
 use crate::audit::gate::{AuditGate, Entry};
 use crate::audit::{AuditKey, AuditLog};
@@ -232,7 +234,14 @@ impl Daemon {
                     mode,
                 },
             ),
-            RequestBody::SecretImport { scope, entries } => self.import(caller, op, scope, entries),
+            RequestBody::SecretImport { scope, entries } => {
+                self.import(caller, op, scope, entries, ImportConflict::Overwrite)
+            }
+            RequestBody::SecretImportWith {
+                scope,
+                entries,
+                conflict,
+            } => self.import(caller, op, scope, entries, conflict),
             RequestBody::SecretList { scope } => self.list(caller, op, scope),
             RequestBody::SecretExists { scope, name } => self.exists(caller, op, scope, &name),
             RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),
@@ -246,6 +255,25 @@ impl Daemon {
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op),
+            RequestBody::SecretGenerate {
+                scope,
+                name,
+                length,
+                charset,
+                meta,
+                mode,
+            } => self.generate(
+                caller,
+                secrets::GenerateRequest {
+                    op,
+                    scope,
+                    name: &name,
+                    length,
+                    charset,
+                    meta,
+                    mode,
+                },
+            ),
         }
     }
 }
@@ -280,5 +308,13 @@ impl RunHost for Daemon {
             )),
             Err(e) => Err(store_err(&e)),
         }
+    }
+
+    fn secret_expiry(&self, scope: Scope, name: &str) -> Option<u64> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return None;
+        };
+        vault.meta(scope, name).and_then(|m| m.expires)
     }
 }

@@ -4,9 +4,11 @@
 //! vault, and never returns a value.
 
 use aivault_proto::{
-    ErrorCode, MetaInput, Reply, SecretBytes, SecretInfo, SetMode, WireError, WireScope,
+    Charset, ErrorCode, ImportConflict, MetaInput, Reply, SecretBytes, SecretInfo, SetMode,
+    WireError, WireScope,
 };
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use super::{Caller, Daemon, VaultState};
 use crate::audit::gate::Entry;
@@ -19,6 +21,42 @@ pub const MAX_IMPORT: usize = 10_000;
 pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_LEN: usize = 64;
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
+
+/// Shortest and longest value `generate` draws.
+pub const GENERATE_LEN: std::ops::RangeInclusive<u32> = 8..=4096;
+
+fn alphabet(charset: Charset) -> Vec<u8> {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    match charset {
+        Charset::Alnum => ALNUM.to_vec(),
+        Charset::Hex => b"0123456789abcdef".to_vec(),
+        Charset::Base64Url => [ALNUM, b"-_"].concat(),
+        Charset::Printable => (b'!'..=b'~').collect(),
+    }
+}
+
+/// `length` characters of `charset`, uniformly from the operating
+/// system's random source: a byte is used only when it falls below the
+/// largest multiple of the alphabet's size, so no character is favoured.
+fn random_value(length: usize, charset: Charset) -> Result<Zeroizing<Vec<u8>>, getrandom::Error> {
+    let alphabet = alphabet(charset);
+    let n = alphabet.len();
+    let limit = 256 - 256 % n;
+    let mut out = Zeroizing::new(Vec::with_capacity(length));
+    let mut pool = Zeroizing::new([0u8; 256]);
+    while out.len() < length {
+        getrandom::getrandom(&mut pool[..])?;
+        for &b in pool.iter() {
+            if out.len() == length {
+                break;
+            }
+            if usize::from(b) < limit {
+                out.push(alphabet[usize::from(b) % n]);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The fixed-width mask shown for a value: 12 characters, the last 4 of the
 /// value only when it is at least 16 bytes long and they are printable ASCII.
@@ -125,7 +163,64 @@ pub struct SetRequest<'a> {
     pub mode: SetMode,
 }
 
+/// One `generate` request, as decoded.
+#[derive(Debug)]
+pub struct GenerateRequest<'a> {
+    pub op: &'a str,
+    pub scope: WireScope,
+    pub name: &'a str,
+    pub length: u32,
+    pub charset: Charset,
+    pub meta: MetaInput,
+    pub mode: SetMode,
+}
+
 impl Daemon {
+    /// Draws a value and stores it as `set` would; the value goes only to
+    /// the vault, never into the reply or the audit record.
+    pub(super) fn generate(
+        &self,
+        caller: &Caller,
+        req: GenerateRequest<'_>,
+    ) -> Result<Reply, WireError> {
+        let entry = || {
+            Entry::new(caller, req.op)
+                .scope(req.scope)
+                .name(recorded(req.name))
+        };
+        if !GENERATE_LEN.contains(&req.length) {
+            return Err(self.audit.deny(
+                entry(),
+                err(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "a generated value is {} to {} characters long",
+                        GENERATE_LEN.start(),
+                        GENERATE_LEN.end()
+                    ),
+                ),
+            ));
+        }
+        let mut value = random_value(req.length as usize, req.charset).map_err(|e| {
+            tracing::error!(error = %e, "random source failed");
+            self.audit.failed(
+                entry(),
+                err(ErrorCode::Internal, "the random source failed"),
+            )
+        })?;
+        self.set(
+            caller,
+            SetRequest {
+                op: req.op,
+                scope: req.scope,
+                name: req.name,
+                value: SecretBytes::new(std::mem::take(&mut *value)),
+                meta: req.meta,
+                mode: req.mode,
+            },
+        )
+    }
+
     pub(super) fn list(
         &self,
         caller: &Caller,
@@ -260,7 +355,8 @@ impl Daemon {
         caller: &Caller,
         op: &str,
         scope: WireScope,
-        entries: Vec<(String, SecretBytes)>,
+        mut entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
     ) -> Result<Reply, WireError> {
         let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
         let VaultState::Open(vault) = &mut *guard else {
@@ -280,7 +376,37 @@ impl Daemon {
             check_value(value.as_bytes())
                 .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
         }
-        self.audit.record(entry().detail(import_detail(&entries)))?;
+        let existing: Vec<&str> = entries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| vault.meta(s, n).is_some())
+            .collect();
+        let skipped = existing.len();
+        if conflict == ImportConflict::Error && skipped > 0 {
+            let shown: Vec<&str> = existing.iter().copied().take(10).collect();
+            let more = if skipped > shown.len() { ", …" } else { "" };
+            return Err(deny(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "{skipped} of the names exist already ({}{more}); nothing was imported (choose --conflict skip or overwrite)",
+                    shown.join(", ")
+                ),
+            )));
+        }
+        let mut detail = import_detail(&entries);
+        detail["conflict"] = json!(match conflict {
+            ImportConflict::Error => "error",
+            ImportConflict::Skip => "skip",
+            ImportConflict::Overwrite => "overwrite",
+        });
+        if conflict == ImportConflict::Skip {
+            detail["skipped"] = json!(skipped);
+            entries.retain(|(n, _)| vault.meta(s, n).is_none());
+        }
+        self.audit.record(entry().detail(detail))?;
+        if entries.is_empty() {
+            return Ok(Reply::Imported { count: 0 });
+        }
         let values = entries
             .into_iter()
             .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))
@@ -341,6 +467,29 @@ mod tests {
         assert_eq!(d["names"].as_array().map(Vec::len), Some(shown));
         assert_eq!(d["count"], 2000);
         assert_eq!(d["names_left_out"], 2000 - shown);
+    }
+
+    #[test]
+    fn generated_values_have_the_length_and_charset_asked_for() {
+        for (charset, n) in [
+            (Charset::Alnum, 62),
+            (Charset::Hex, 16),
+            (Charset::Base64Url, 64),
+            (Charset::Printable, 94),
+        ] {
+            let allowed = alphabet(charset);
+            assert_eq!(allowed.len(), n);
+            let v = random_value(4096, charset).unwrap();
+            assert_eq!(v.len(), 4096);
+            assert!(v.iter().all(|b| allowed.contains(b)), "{charset:?}");
+            // 4096 draws from at most 94 characters miss one with
+            // negligible probability.
+            assert!(allowed.iter().all(|c| v.contains(c)), "{charset:?}");
+        }
+        assert_ne!(
+            random_value(32, Charset::Alnum).unwrap(),
+            random_value(32, Charset::Alnum).unwrap()
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Rule {
     pub sandbox: SandboxProfile,
     pub isolation: Isolation,
     pub allow_interpreter: bool,
+    /// Whether runs may use secrets past their expiry.
+    pub allow_expired: bool,
     /// Why the command is a shell/interpreter/launcher, if it is one.
     pub danger: Option<&'static str>,
     pub warnings: Vec<String>,
@@ -276,6 +278,7 @@ impl Builder {
             sandbox,
             isolation: raw.isolation,
             allow_interpreter: raw.allow_interpreter,
+            allow_expired: raw.allow_expired,
             danger,
             warnings: Vec::new(),
         };

@@ -144,6 +144,9 @@ pub struct Decision {
     /// Caller variables to copy into the command's environment (if set).
     pub pass_env: Vec<String>,
     pub allow_interpreter: bool,
+    /// Whether the run may use secrets past their expiry.
+    #[serde(default)]
+    pub allow_expired: bool,
 }
 
 /// Why a run is refused; safe to show the caller.

@@ -54,6 +54,9 @@ pub struct RawRule {
     pub isolation: Isolation,
     #[serde(default)]
     pub allow_interpreter: bool,
+    /// Let the rule's runs use secrets past their expiry.
+    #[serde(default)]
+    pub allow_expired: bool,
     #[serde(default)]
     pub sandbox: RawSandbox,
 }

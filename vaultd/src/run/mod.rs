@@ -80,6 +80,8 @@ pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
         scope: crate::store::Scope,
         name: &str,
     ) -> Result<aivault_proto::SecretBytes, aivault_proto::WireError>;
+    /// When a secret expires (unix seconds), if it is set and has an expiry.
+    fn secret_expiry(&self, scope: crate::store::Scope, name: &str) -> Option<u64>;
 }
 
 impl RunContext {

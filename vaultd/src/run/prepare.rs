@@ -228,12 +228,19 @@ pub fn prepare_run(
             SecretScope::User => Scope::User(caller.uid),
             SecretScope::System => Scope::System,
         };
-        let value = host.secret_for_run(scope, &grant.name).map_err(|e| {
-            deny(
-                e,
-                json!({ "command": command_text, "rule": decision.rule, "secret": grant.name }),
-            )
-        })?;
+        let detail =
+            || json!({ "command": command_text, "rule": decision.rule, "secret": grant.name });
+        if !decision.allow_expired {
+            if let Some(expired) = expired_at(host.secret_expiry(scope, &grant.name), now()) {
+                return Err(deny(
+                    denied(format!("secret {} expired at {expired}", grant.name)),
+                    detail(),
+                ));
+            }
+        }
+        let value = host
+            .secret_for_run(scope, &grant.name)
+            .map_err(|e| deny(e, detail()))?;
         secrets.push((grant.name.clone(), grant.env.clone(), value));
     }
 
@@ -281,6 +288,20 @@ pub fn prepare_run(
         as_caller,
         record,
     })
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The RFC 3339 time a secret expired at, if `expires` is not after `now`.
+fn expired_at(expires: Option<u64>, now: u64) -> Option<String> {
+    let at = expires.filter(|&e| e <= now)?;
+    Some(crate::audit::rfc3339_utc(
+        std::time::UNIX_EPOCH + Duration::from_secs(at),
+    ))
 }
 
 /// The arguments as the audit records show them: whole up to
@@ -348,6 +369,17 @@ pub fn redaction_patterns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_expired_from_its_expiry_second_on() {
+        assert_eq!(expired_at(None, 100), None);
+        assert_eq!(expired_at(Some(101), 100), None);
+        assert_eq!(
+            expired_at(Some(100), 100).as_deref(),
+            Some("1970-01-01T00:01:40.000Z")
+        );
+        assert!(expired_at(Some(0), 100).is_some());
+    }
 
     #[test]
     fn recorded_argv_is_whole_when_short_and_bounded_otherwise() {

@@ -14,7 +14,7 @@ use aivault_client::ClientError;
 use aivault_proto::{Reply, RequestBody};
 use serde_json::Value;
 
-use crate::commands::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::error::CtlError;
 use crate::text::{escape, width};
 use crate::time::{now_ms, parse_rfc3339_ms};

@@ -54,3 +54,8 @@ impl CtlError {
         }
     }
 }
+
+/// A usage error (exit 2) with this message.
+pub(crate) fn usage(msg: impl Into<String>) -> CtlError {
+    CtlError::Usage(msg.into())
+}

@@ -2,6 +2,7 @@
 
 mod audit;
 mod commands;
+mod endpoint;
 mod error;
 mod report;
 mod run;

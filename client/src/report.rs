@@ -64,6 +64,11 @@ pub fn asks_for_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
         .any(|a| a == "--json")
 }
 
+/// One JSON value on stdout, on one line.
+pub(crate) fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

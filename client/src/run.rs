@@ -11,31 +11,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::commands::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::error::{CtlError, EXIT_RUN_LOST};
 use crate::report::Ui;
+use crate::time::parse_duration_ms;
 use aivault_client::cli::RunArgs;
-
-/// `30s`, `5m`, `1h`, `500ms` or plain seconds, as milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<u64, CtlError> {
-    let bad = || CtlError::Usage(format!("invalid duration {s:?}: use e.g. 30s, 5m, 500ms"));
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (s, 1_000)
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    match n.checked_mul(mult) {
-        Some(ms) if ms > 0 => Ok(ms),
-        _ => Err(bad()),
-    }
-}
 
 fn secret_asks(specs: &[String]) -> Result<Vec<SecretAsk>, CtlError> {
     specs

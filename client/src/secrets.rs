@@ -13,8 +13,10 @@ use aivault_proto::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::commands::{print_json, scope, usage, Endpoint};
+use crate::endpoint::{scope, Endpoint};
+use crate::error::usage;
 use crate::error::CtlError;
+use crate::report::print_json;
 use crate::report::Ui;
 use crate::text::{escape, width};
 use crate::time::{date, now, parse_expiry, parse_window};

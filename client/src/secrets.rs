@@ -407,7 +407,9 @@ pub(crate) fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8
         }
         first
     } else {
-        let mut buf = Zeroizing::new(Vec::new());
+        // Room for the largest value up front: a growing buffer would leave
+        // unwiped copies of the value behind in freed memory.
+        let mut buf = Zeroizing::new(Vec::with_capacity(MAX_VALUE + 2));
         std::io::stdin()
             .take(MAX_VALUE as u64 + 2)
             .read_to_end(&mut buf)
@@ -435,7 +437,8 @@ pub(crate) fn read_value(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8
 }
 
 fn read_import(file: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CtlError> {
-    let mut buf = Zeroizing::new(Vec::new());
+    // Room for the largest file up front (see `read_value`).
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_IMPORT_FILE as usize + 1));
     let cannot = |e: std::io::Error| usage(format!("cannot read {}: {e}", file.display()));
     if file.as_os_str() == "-" {
         std::io::stdin()

@@ -355,4 +355,30 @@ fn the_daemon_decides_import_conflicts_itself() {
         Reply::Imported { count: 2 }
     );
     assert_eq!(version(&d, &root, "R"), Some(2));
+    // A name twice in one import is refused as a whole, whatever the mode:
+    // the second value would silently replace the first.
+    for conflict in [ImportConflict::Error, ImportConflict::Overwrite] {
+        let twice = d.client().call(RequestBody::SecretImportWith {
+            scope: WireScope::Own,
+            entries: vec![
+                (
+                    "T".to_string(),
+                    SecretBytes::new(b"first-value-0001".to_vec()),
+                ),
+                (
+                    "T".to_string(),
+                    SecretBytes::new(b"second-value-002".to_vec()),
+                ),
+            ],
+            conflict,
+        });
+        match twice {
+            Err(ClientError::Daemon(e)) => {
+                assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+                assert!(e.message.contains("more than once"), "{e:?}");
+            }
+            other => panic!("a duplicate name was imported: {other:?}"),
+        }
+        assert_eq!(version(&d, &root, "T"), None, "nothing of it was stored");
+    }
 }

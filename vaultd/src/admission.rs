@@ -39,8 +39,6 @@ pub struct Admission<S = ()> {
     /// Places of `max_total` that only uid 0 may take.
     reserved_for_root: usize,
     counts: Mutex<Counts<S>>,
-    /// Woken whenever a place is given back, for [`Admission::admit`].
-    freed: tokio::sync::Notify,
 }
 
 /// One admitted place; given back on drop.
@@ -69,7 +67,6 @@ impl<S: Clone> Admission<S> {
                 total: 0,
                 per_uid: HashMap::new(),
             }),
-            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -123,21 +120,6 @@ impl<S: Clone + Default> Admission<S> {
     pub fn try_admit(self: &Arc<Self>, uid: u32) -> Result<Ticket<S>, Refusal> {
         self.try_admit_with(uid, S::default)
     }
-
-    /// A place for `uid`, waiting until one is given back if need be (for
-    /// ever, with a limit of 0).
-    pub async fn admit(self: &Arc<Self>, uid: u32) -> Ticket<S> {
-        loop {
-            // Registered before trying, so a place given back in between wakes it.
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Ok(t) = self.try_admit(uid) {
-                return t;
-            }
-            freed.await;
-        }
-    }
 }
 
 impl<S: Clone> Ticket<S> {
@@ -161,8 +143,6 @@ impl<S: Clone> Drop for Ticket<S> {
                 c.per_uid.remove(&self.uid);
             }
         }
-        drop(c);
-        self.admission.freed.notify_waiters();
     }
 }
 
@@ -217,19 +197,6 @@ mod tests {
         assert_eq!(a.try_admit(3).unwrap_err(), Refusal::Total);
         drop((users, r));
         assert!(a.try_admit(3).is_ok());
-    }
-
-    #[tokio::test]
-    async fn admit_waits_for_a_place_to_be_given_back() {
-        let a: Arc<Admission> = Admission::new(5, 1);
-        let held = a.try_admit(1).unwrap();
-        let b = a.clone();
-        let waiting = tokio::spawn(async move { b.admit(1).await });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        drop(held);
-        let t = waiting.await.unwrap();
-        assert_eq!((t.uid(), a.held_by(1)), (1, 1));
     }
 
     #[test]

@@ -336,13 +336,22 @@ fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result
 /// unlink it and take its callers. A socket nobody answers on is a stale
 /// one a killed daemon left; `server::bind` replaces it.
 fn check_socket_free(socket: &Path) -> Result<()> {
-    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        bail!(
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => bail!(
             "another aivaultd answers on {}; refusing to take its socket",
             socket.display()
-        );
+        ),
+        // Nothing there, or a socket nobody listens on: free to (re)bind.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Ok(())
+        }
+        // Anything else (a file that is no socket, no permission) is not
+        // known to be stale: say so rather than remove it.
+        Err(e) => bail!("cannot tell whether {} is in use: {e}", socket.display()),
     }
-    Ok(())
 }
 
 fn serve(cfg: Config) -> Result<()> {

@@ -371,10 +371,19 @@ impl Daemon {
                 format!("an import carries 1 to {MAX_IMPORT} entries"),
             )));
         }
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
         for (name, value) in &entries {
             store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
             check_value(value.as_bytes())
                 .map_err(|e| deny(err(e.code, format!("{name}: {}", e.message))))?;
+            // One value per name: a later duplicate would silently replace
+            // an earlier one of the same import.
+            if !seen.insert(name.as_str()) {
+                return Err(deny(err(
+                    ErrorCode::BadRequest,
+                    format!("{name} appears more than once in the import"),
+                )));
+            }
         }
         let existing: Vec<&str> = entries
             .iter()

@@ -176,7 +176,9 @@ fn lets_through(args: Option<&[ArgPattern]>, old_style_first: bool, o: Opt) -> b
         let (shapes, open) = alt.shapes();
         let mut options_end = false;
         for (i, shape) in shapes.iter().enumerate() {
-            if matches!(shape, ArgShape::Lit("--")) {
+            // `--` ends options, not expression words (`find -- /srv
+            // -exec …` still executes).
+            if matches!(shape, ArgShape::Lit("--")) && !matches!(o, Opt::Word(_)) {
                 options_end = true;
                 break;
             }
@@ -280,6 +282,8 @@ mod tests {
                 &[("glob", &["*", "-exec", "*", ";"][..])][..],
                 "-exec",
             ),
+            // `--` ends options, not find's expression: `-exec` after it runs.
+            ("find", &[("prefix", &["--", "/srv"][..])][..], "-exec"),
         ] {
             let w = warns(tool, alts);
             assert!(w.iter().any(|w| w.contains(opt)), "{tool} {alts:?}: {w:?}");

@@ -257,22 +257,26 @@ pub async fn run(
     };
     // Teardown starts at once, on every path: no process of the run
     // survives, its directories go, and only then does a leased uid return
-    // to the pool. The caller's status is queued first when there is room
-    // (the usual case: it is on its way before the teardown competes for
-    // the CPU), and otherwise reported while the teardown proceeds.
-    //
-    // The run's place is given back first, so a caller that starts its next
-    // run as soon as it has this one's status finds it free; what is left of
-    // this run counts against the teardown places instead. If none is free
-    // (earlier runs of this caller, or of all, are still being torn down)
-    // the status waits for one: teardowns never pile up beyond the run
-    // limits, and a caller outruns them only by as many runs as it may hold
-    // at once. The leased uid returns to the pool only after the teardown.
-    let place = daemon.runs().teardowns.admit(slot.uid()).await;
-    drop(slot);
-    let report = report.ok().and_then(|body| to_caller.try_send(body).err());
+    // to the pool. Nothing waits before it: a command that ignored SIGTERM
+    // or left a background process is killed now, not once other runs'
+    // teardowns are done.
     let d = daemon.clone();
     let teardown = tokio::task::spawn_blocking(move || leftovers.map(|l| teardown(&*d, l)));
+    // The run's place is given back before the status goes out, so a
+    // caller that starts its next run as soon as it has this one's status
+    // finds it free; what is left of this run then counts against the
+    // teardown places. If none is free (earlier runs of this caller, or of
+    // all, are still being torn down) the run keeps its own place until its
+    // teardown is done: teardowns never pile up beyond the run limits, and
+    // a caller outruns them only by as many runs as it may hold at once.
+    let held = match daemon.runs().teardowns.try_admit(slot.uid()) {
+        Ok(place) => {
+            drop(slot);
+            place
+        }
+        Err(_) => slot,
+    };
+    let report = report.ok().and_then(|body| to_caller.try_send(body).err());
     if let Some(tokio::sync::mpsc::error::TrySendError::Full(body)) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;
     }
@@ -302,7 +306,7 @@ pub async fn run(
     // The teardown place (or the run's own) is held until nothing of the
     // run is left.
     let _ = teardown.await;
-    drop(place);
+    drop(held);
 }
 
 fn audit_exit(

@@ -52,6 +52,13 @@ if [ -s "$AIVAULT_NOT_TESTED_LOG" ]; then
   echo "==> not tested on this machine:"
   sort -u "$AIVAULT_NOT_TESTED_LOG"
 fi
+# The failing tests by name, so the end of the output says which ones.
+if grep -q -E '^test .* FAILED$' "$log"; then
+  echo "==> failed tests:"
+  grep -E '^test .* FAILED$' "$log" | sed -e 's/^test /  /' -e 's/ \.\.\. FAILED$//'
+  echo "==> why (first lines of each panic):"
+  grep -A4 -E "panicked at" "$log" | head -n 80
+fi
 if [ "$fuzz_failed" -gt 0 ]; then
   echo "==> $fuzz_failed fuzz run(s) failed"
   status=1

@@ -26,12 +26,22 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Format characters that reorder or hide the text around them
-/// (bidirectional embeddings, overrides and isolates, zero-width marks).
+/// Characters that reorder, hide or break the text around them: the line
+/// and paragraph separators (U+2028, U+2029, which some terminals and most
+/// editors take as line ends), bidirectional embeddings, overrides and
+/// isolates, zero-width marks, the word joiner and invisible operators, the
+/// soft hyphen and the Mongolian vowel separator.
 fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
-        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
     )
 }
 
@@ -56,6 +66,8 @@ mod tests {
         assert_eq!(escape("\u{7f}\u{85}"), "\\x7f\\u{85}");
         assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(escape("café ünïcode"), "café ünïcode");
+        assert_eq!(escape("a\u{2028}b\u{2029}c"), "a\\u{2028}b\\u{2029}c");
+        assert_eq!(escape("x\u{2060}y\u{ad}z"), "x\\u{2060}y\\u{ad}z");
         assert!(escape("\x00\x07\x1f").chars().all(|c| !c.is_control()));
     }
 

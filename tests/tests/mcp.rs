@@ -337,13 +337,11 @@ fn a_slow_run_does_not_block_a_list_and_cancelling_kills_it() {
     let started = Instant::now();
     s.send(call(2, "secret_run", json!({"argv": ["sleep", "3"]})));
     s.send(call(3, "secret_list", json!({})));
+    // The order is the property: had the list waited for the run, the
+    // run's answer (at 3 s at the earliest) would come first. No bound on
+    // the list's own time, which a loaded machine can stretch.
     let first = s.recv(Duration::from_secs(10)).unwrap();
     assert_eq!(first["id"], 3, "the list waited for the run: {first}");
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         first["result"]["structuredContent"]["secrets"][0]["name"],
         "TOKEN"

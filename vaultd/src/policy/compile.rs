@@ -445,11 +445,31 @@ fn file_names(command: &Path, canonical: Option<&Path>) -> Vec<String> {
     paths.extend(canonical.map(Path::to_path_buf));
     let mut names: Vec<String> = Vec::new();
     for p in &paths {
-        if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-            if !names.iter().any(|have| have == n) {
-                names.push(n.to_owned());
+        // Lossy, not skipped: `python3\xff` is still judged as a python.
+        if let Some(n) = p.file_name().map(|n| n.to_string_lossy()) {
+            if !names.iter().any(|have| *have == n) {
+                names.push(n.into_owned());
             }
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_names;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_still_judged() {
+        let cmd = Path::new(OsStr::from_bytes(b"/opt/bin/python3\xff"));
+        let names = file_names(cmd, None);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            super::super::interp::danger(&names[0]).is_some(),
+            "{names:?} escaped the interpreter list"
+        );
+    }
 }

@@ -79,8 +79,7 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
     let file_danger = q
         .command
         .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(danger);
+        .and_then(|n| danger(&n.to_string_lossy()));
     if let (Some(reason), false) = (file_danger, rule.allow_interpreter) {
         return Err((
             4,

@@ -58,7 +58,8 @@ const TOOLS: &[Tool] = {
                 (&[S('c'), L("--config-env"), L("--config")], "sets any configuration, such as core.sshCommand, core.pager, core.hooksPath or alias.x=!cmd, each of which runs a program with the secrets"),
                 (&[S('C'), L("--git-dir"), L("--work-tree")], "uses a repository the caller may have prepared, whose configuration and hooks run programs"),
                 (&[L("--exec-path")], "runs git's helper programs from a directory the caller names"),
-                (&[L("--upload-pack"), L("--receive-pack"), L("--exec")], "names a program git runs (locally for local remotes; rebase --exec runs a command)"),
+                (&[L("--upload-pack"), L("--receive-pack"), L("--exec"), S('u')], "names a program git runs (locally for local remotes; clone -u and fetch --upload-pack name it)"),
+                (&[S('x')], "rebase -x and --exec run a shell command after each commit"),
                 (&[L("--template")], "copies hooks from a directory the caller names"),
                 (&[W("foreach"), L("--extcmd"), L("--tool")], "runs a command (submodule foreach, difftool)"),
             ],
@@ -241,6 +242,17 @@ mod tests {
         assert!(w.iter().any(|w| w.contains("no args patterns")), "{w:?}");
         for (tool, alts, opt) in [
             ("git", &[("prefix", &["push"][..])][..], "--receive-pack"),
+            ("git", &[("prefix", &["rebase"][..])][..], "-x"),
+            (
+                "git",
+                &[("exact", &["rebase", "-x", "make", "main"][..])][..],
+                "-x",
+            ),
+            (
+                "git",
+                &[("exact", &["clone", "-u", "sh -c id", "r"][..])][..],
+                "-u",
+            ),
             ("git", &[("glob", &["*", "status"][..])][..], "git -c"),
             (
                 "git",

@@ -1,0 +1,26 @@
+//! The guards of the HTTP capability broker (issue: "HTTP capability
+//! broker"), as pure functions over what a caller sends and what an
+//! upstream answers. The broker process that runs them — a jailed kind on
+//! the jail host, under a fresh uid — is built on top of this crate; the
+//! root daemon never parses HTTP itself.
+//!
+//! * [`path`]: a caller's request path, normalised, refused when it tries
+//!   to leave its prefix (`..`, `.`, `%2e`, `%2f`, double encoding,
+//!   backslashes), and matched against a capability's path patterns.
+//! * [`headers`]: caller headers that carry credentials are refused,
+//!   hop-by-hop headers dropped; upstream headers that carry credentials
+//!   are stripped from the response.
+//! * [`addr`]: the SSRF guard over *resolved* addresses (loopback, private,
+//!   link-local, CGNAT, unspecified, IPv4 inside IPv6, unique-local,
+//!   multicast, documentation and reserved ranges).
+//! * [`redirect`]: whether a redirect may be followed, and with or without
+//!   the injected credential.
+//!
+//! Every function here decides from its arguments alone, so each guard is
+//! tested beside its code, and fuzzed, without a network.
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod headers;
+pub mod path;
+pub mod redirect;

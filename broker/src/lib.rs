@@ -15,12 +15,19 @@
 //!   multicast, documentation and reserved ranges).
 //! * [`redirect`]: whether a redirect may be followed, and with or without
 //!   the injected credential.
+//! * [`auth`]: how a credential is put on a request (header template,
+//!   query parameter, basic, path prefix), refusing a secret that would
+//!   reshape the request.
+//! * [`registry`]: the shipped providers, their hosts and auth shapes, and
+//!   the pinning of well-known secret names to their provider's hosts.
 //!
 //! Every function here decides from its arguments alone, so each guard is
 //! tested beside its code, and fuzzed, without a network.
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod auth;
 pub mod headers;
 pub mod path;
 pub mod redirect;
+pub mod registry;

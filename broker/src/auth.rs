@@ -1,0 +1,289 @@
+//! How a credential is put on a request. A template names where the secret
+//! goes (`Bearer {{secret}}`); rendering checks the secret can go there
+//! without changing the request's shape: a secret holding CR or LF would
+//! add headers, one holding `/` or `?` would move the path. Query and path
+//! placements are percent-encoded; nothing here ever logs or returns the
+//! secret in an error.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use thiserror::Error;
+
+const PLACEHOLDER: &str = "{{secret}}";
+
+/// An auth kind as policy and the registry write it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Auth {
+    /// `header = "authorization", template = "Bearer {{secret}}"`.
+    Header { header: String, template: String },
+    /// `?param=<secret>` added to the query.
+    Query { param: String },
+    /// `Authorization: Basic base64(username:password)`; either template
+    /// may hold the secret.
+    Basic { username: String, password: String },
+    /// A prefix put before the caller's path (`/bot{{secret}}`).
+    Path { template: String },
+    /// AWS Signature Version 4 request signing.
+    AwsSigv4,
+}
+
+/// Why an auth kind or a rendering was refused. Never holds the secret.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("auth template {0:?} must hold {PLACEHOLDER} exactly once")]
+    Placeholder(String),
+    #[error("auth header name {0:?} is not a valid header name")]
+    HeaderName(String),
+    #[error("query parameter name {0:?} is not a plain name")]
+    ParamName(String),
+    #[error("the path template must start with '/' and hold no '/' after its first character around the secret")]
+    PathTemplate,
+    #[error("the secret holds bytes that cannot go in a header (control characters or non-ASCII)")]
+    SecretNotHeaderSafe,
+    #[error("AWS SigV4 signing is not built yet")]
+    NotBuilt,
+}
+
+/// Where the rendered credential goes on the request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placement {
+    Header { name: String, value: String },
+    QueryParam { name: String, value: String },
+    PathPrefix(String),
+}
+
+impl Auth {
+    /// Checks an auth kind at policy load, before any secret is near it.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        match self {
+            Auth::Header { header, template } => {
+                if !is_token(header) {
+                    return Err(AuthError::HeaderName(header.clone()));
+                }
+                once(template)
+            }
+            Auth::Query { param } => {
+                if param.is_empty()
+                    || !param
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(AuthError::ParamName(param.clone()));
+                }
+                Ok(())
+            }
+            Auth::Basic { username, password } => {
+                let n =
+                    username.matches(PLACEHOLDER).count() + password.matches(PLACEHOLDER).count();
+                // A ':' in the user name would move the split of the pair.
+                if n != 1 || username.contains(':') {
+                    return Err(AuthError::Placeholder(format!("{username}:{password}")));
+                }
+                Ok(())
+            }
+            Auth::Path { template } => {
+                once(template)?;
+                let around = template.replace(PLACEHOLDER, "");
+                if !template.starts_with('/') || around[1..].contains(['/', '?', '#', '%', '\\']) {
+                    return Err(AuthError::PathTemplate);
+                }
+                Ok(())
+            }
+            Auth::AwsSigv4 => Ok(()),
+        }
+    }
+
+    /// The name of the header this kind writes, which callers may not send.
+    pub fn own_header(&self) -> Option<&str> {
+        match self {
+            Auth::Header { header, .. } => Some(header),
+            Auth::Basic { .. } => Some("authorization"),
+            _ => None,
+        }
+    }
+
+    /// Renders the credential for one request.
+    pub fn render(&self, secret: &[u8]) -> Result<Placement, AuthError> {
+        self.validate()?;
+        match self {
+            Auth::Header { header, template } => Ok(Placement::Header {
+                name: header.to_ascii_lowercase(),
+                value: template.replace(PLACEHOLDER, header_safe(secret)?),
+            }),
+            Auth::Query { param } => Ok(Placement::QueryParam {
+                name: param.clone(),
+                value: percent_encode(secret),
+            }),
+            Auth::Basic { username, password } => {
+                // Bytes of the secret go into base64 as they are.
+                let mut pair = Vec::new();
+                for (i, part) in [username, password].into_iter().enumerate() {
+                    if i == 1 {
+                        pair.push(b':');
+                    }
+                    match part.split_once(PLACEHOLDER) {
+                        Some((a, b)) => {
+                            pair.extend_from_slice(a.as_bytes());
+                            pair.extend_from_slice(secret);
+                            pair.extend_from_slice(b.as_bytes());
+                        }
+                        None => pair.extend_from_slice(part.as_bytes()),
+                    }
+                }
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(&pair)
+                );
+                Ok(Placement::Header {
+                    name: "authorization".into(),
+                    value,
+                })
+            }
+            Auth::Path { template } => Ok(Placement::PathPrefix(
+                template.replace(PLACEHOLDER, &percent_encode(secret)),
+            )),
+            Auth::AwsSigv4 => Err(AuthError::NotBuilt),
+        }
+    }
+}
+
+fn once(template: &str) -> Result<(), AuthError> {
+    if template.matches(PLACEHOLDER).count() != 1 {
+        return Err(AuthError::Placeholder(template.to_owned()));
+    }
+    Ok(())
+}
+
+fn header_safe(secret: &[u8]) -> Result<&str, AuthError> {
+    if secret.is_empty()
+        || !secret
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) || b == b' ')
+    {
+        return Err(AuthError::SecretNotHeaderSafe);
+    }
+    std::str::from_utf8(secret).map_err(|_| AuthError::SecretNotHeaderSafe)
+}
+
+/// Everything but RFC 3986 unreserved characters, escaped.
+fn percent_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_put_the_secret_where_they_say() {
+        let bearer = Auth::Header {
+            header: "Authorization".into(),
+            template: "Bearer {{secret}}".into(),
+        };
+        assert_eq!(
+            bearer.render(b"sk-abc").unwrap(),
+            Placement::Header {
+                name: "authorization".into(),
+                value: "Bearer sk-abc".into()
+            }
+        );
+        let q = Auth::Query {
+            param: "key".into(),
+        };
+        assert_eq!(
+            q.render(b"a/b?c&d=e").unwrap(),
+            Placement::QueryParam {
+                name: "key".into(),
+                value: "a%2Fb%3Fc%26d%3De".into()
+            }
+        );
+        let basic = Auth::Basic {
+            username: "api".into(),
+            password: "{{secret}}".into(),
+        };
+        assert_eq!(
+            basic.render(b"key-1").unwrap(),
+            Placement::Header {
+                name: "authorization".into(),
+                value: "Basic YXBpOmtleS0x".into()
+            }
+        );
+        let path = Auth::Path {
+            template: "/bot{{secret}}".into(),
+        };
+        assert_eq!(
+            path.render(b"123:AB/..").unwrap(),
+            Placement::PathPrefix("/bot123%3AAB%2F..".into())
+        );
+    }
+
+    #[test]
+    fn a_secret_cannot_reshape_the_request() {
+        let bearer = Auth::Header {
+            header: "authorization".into(),
+            template: "Bearer {{secret}}".into(),
+        };
+        for bad in [
+            &b"tok\r\nX-Evil: 1"[..],
+            b"tok\n",
+            b"tok\0",
+            b"t\xc3\xa9",
+            b"",
+        ] {
+            let e = bearer.render(bad).unwrap_err();
+            assert_eq!(e, AuthError::SecretNotHeaderSafe);
+            assert!(!e.to_string().contains("tok"));
+        }
+    }
+
+    #[test]
+    fn bad_kinds_are_refused_at_load() {
+        let h = |header: &str, t: &str| {
+            Auth::Header {
+                header: header.into(),
+                template: t.into(),
+            }
+            .validate()
+        };
+        assert!(h("authorization", "Bearer").is_err());
+        assert!(h("authorization", "{{secret}}{{secret}}").is_err());
+        assert!(h("bad header", "{{secret}}").is_err());
+        assert!(Auth::Query {
+            param: "k&x".into()
+        }
+        .validate()
+        .is_err());
+        assert!(Auth::Path {
+            template: "/a/{{secret}}".into()
+        }
+        .validate()
+        .is_err());
+        assert!(Auth::Path {
+            template: "bot{{secret}}".into()
+        }
+        .validate()
+        .is_err());
+        assert!(Auth::Basic {
+            username: "u".into(),
+            password: "p".into()
+        }
+        .validate()
+        .is_err());
+        assert_eq!(Auth::AwsSigv4.render(b"x"), Err(AuthError::NotBuilt));
+    }
+}

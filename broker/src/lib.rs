@@ -20,6 +20,10 @@
 //!   reshape the request.
 //! * [`registry`]: the shipped providers, their hosts and auth shapes, and
 //!   the pinning of well-known secret names to their provider's hosts.
+//! * [`capability`]: a capability from policy, checked at load (hosts
+//!   within its provider's, pinning, methods, patterns, limits), and
+//!   [`capability::Capability::plan`], which runs every request guard and
+//!   gives the request that goes on the wire.
 //!
 //! Every function here decides from its arguments alone, so each guard is
 //! tested beside its code, and fuzzed, without a network.
@@ -27,6 +31,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod capability;
 pub mod headers;
 pub mod path;
 pub mod redirect;

@@ -1,0 +1,175 @@
+use super::*;
+
+fn raw(toml_text: &str) -> RawCapability {
+    toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn compile(toml_text: &str) -> Result<Capability, CapabilityError> {
+    Capability::compile(raw(toml_text), &Registry::shipped().unwrap())
+}
+
+const CHAT: &str = r#"
+name = "openai/chat"
+provider = "openai"
+methods = ["POST"]
+paths = ["/v1/chat/completions", "/v1/models/*"]
+secret = "OPENAI_API_KEY"
+"#;
+
+fn req(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+    Request {
+        method: method.into(),
+        target: target.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body_len: 10,
+    }
+}
+
+#[test]
+fn a_provider_capability_sends_its_credential_to_its_host_only() {
+    let c = compile(CHAT).unwrap();
+    assert_eq!(c.hosts, ["api.openai.com"]);
+    let p = c
+        .plan(
+            &req(
+                "POST",
+                "/v1/chat/completions",
+                &[("content-type", "application/json")],
+            ),
+            b"sk-test",
+        )
+        .unwrap();
+    assert_eq!(p.host, "api.openai.com");
+    assert_eq!(p.target, "/v1/chat/completions");
+    assert_eq!(
+        p.headers,
+        [
+            ("content-type".to_string(), "application/json".to_string()),
+            ("authorization".to_string(), "Bearer sk-test".to_string())
+        ]
+    );
+    assert!(!format!("{p:?}").contains("sk-test"));
+}
+
+#[test]
+fn every_request_guard_applies() {
+    let c = compile(CHAT).unwrap();
+    let s = b"sk-test";
+    assert_eq!(
+        c.plan(&req("GET", "/v1/chat/completions", &[]), s),
+        Err(RequestError::Method)
+    );
+    assert_eq!(
+        c.plan(&req("POST", "/v1/files", &[]), s),
+        Err(RequestError::PathNotAllowed)
+    );
+    assert_eq!(
+        c.plan(&req("POST", "/v1/models/../../admin", &[]), s),
+        Err(RequestError::Path(PathError::DotSegment))
+    );
+    assert!(matches!(
+        c.plan(
+            &req(
+                "POST",
+                "/v1/chat/completions",
+                &[("Authorization", "Bearer mine")]
+            ),
+            s
+        ),
+        Err(RequestError::Header(HeaderError::Credential(_)))
+    ));
+    let mut big = req("POST", "/v1/chat/completions", &[]);
+    big.body_len = c.max_request_bytes + 1;
+    assert!(matches!(
+        c.plan(&big, s),
+        Err(RequestError::BodyTooLarge(_))
+    ));
+}
+
+#[test]
+fn query_and_path_credentials_are_placed_and_guarded() {
+    let maps = compile(
+        r#"
+name = "maps"
+provider = "google-maps"
+methods = ["GET"]
+paths = ["/maps/api/geocode/json"]
+secret = "GOOGLE_MAPS_API_KEY"
+"#,
+    )
+    .unwrap();
+    let p = maps
+        .plan(&req("GET", "/maps/api/geocode/json?address=x", &[]), b"k&1")
+        .unwrap();
+    assert_eq!(p.target, "/maps/api/geocode/json?address=x&key=k%261");
+    assert_eq!(
+        maps.plan(&req("GET", "/maps/api/geocode/json?key=mine", &[]), b"k"),
+        Err(RequestError::AuthParam)
+    );
+    let bot = compile(
+        r#"
+name = "telegram"
+provider = "telegram"
+methods = ["POST"]
+paths = ["/sendMessage"]
+secret = "TELEGRAM_BOT_TOKEN"
+"#,
+    )
+    .unwrap();
+    let p = bot
+        .plan(&req("POST", "/sendMessage", &[]), b"123:AB")
+        .unwrap();
+    assert_eq!(p.target, "/bot123%3AAB/sendMessage");
+}
+
+#[test]
+fn capabilities_that_would_leak_are_refused_at_load() {
+    // A pinned secret routed to another host.
+    let e = compile(
+        r#"
+name = "fake"
+hosts = ["evil.example"]
+methods = ["POST"]
+paths = ["/**"]
+secret = "OPENAI_API_KEY"
+auth = { kind = "header", header = "authorization", template = "Bearer {{secret}}" }
+"#,
+    );
+    assert!(matches!(e, Err(CapabilityError::Pinning(..))), "{e:?}");
+    // A provider's name with a host of its own.
+    let e = compile(
+        r#"
+name = "fake"
+provider = "openai"
+hosts = ["api.openai.com", "evil.example"]
+methods = ["POST"]
+paths = ["/**"]
+secret = "MY_KEY"
+"#,
+    );
+    assert!(
+        matches!(e, Err(CapabilityError::HostOutsideProvider(..))),
+        "{e:?}"
+    );
+    for (bad, what) in [
+        (CHAT.replace("\"POST\"", "\"TRACE\""), "method"),
+        (
+            CHAT.replace("\"/v1/chat/completions\", ", "\"v1/x\", "),
+            "pattern",
+        ),
+        (CHAT.replace("openai/chat", "OpenAI Chat"), "name"),
+        (format!("{CHAT}max_request_bytes = 0\n"), "limit"),
+        (format!("{CHAT}rate = {{ per_minute = 0 }}\n"), "rate"),
+        (
+            CHAT.replace("provider = \"openai\"", "provider = \"nope\""),
+            "provider",
+        ),
+    ] {
+        assert!(compile(&bad).is_err(), "{what}: {bad}");
+    }
+    // Unknown keys are refused by the schema itself.
+    assert!(toml::from_str::<RawCapability>(&format!("{CHAT}host_from_caller = true\n")).is_err());
+}

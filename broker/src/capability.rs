@@ -219,7 +219,7 @@ impl Capability {
     /// Runs the request-side guards over a caller's request and, with the
     /// credential, gives what goes on the wire.
     pub fn plan(&self, req: &Request, secret: &[u8]) -> Result<Plan, RequestError> {
-        if !self.methods.iter().any(|m| *m == req.method) {
+        if !self.methods.contains(&req.method) {
             return Err(RequestError::Method);
         }
         let target = path::check(&req.target).map_err(RequestError::Path)?;

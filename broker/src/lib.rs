@@ -24,6 +24,8 @@
 //!   within its provider's, pinning, methods, patterns, limits), and
 //!   [`capability::Capability::plan`], which runs every request guard and
 //!   gives the request that goes on the wire.
+//! * [`rate`]: per-capability and per-caller limits over a sliding minute,
+//!   as plain data the daemon keeps across restarts.
 //!
 //! Every function here decides from its arguments alone, so each guard is
 //! tested beside its code, and fuzzed, without a network.
@@ -34,5 +36,6 @@ pub mod auth;
 pub mod capability;
 pub mod headers;
 pub mod path;
+pub mod rate;
 pub mod redirect;
 pub mod registry;

@@ -67,8 +67,8 @@ before the command starts: 4 the policy refuses, 2 usage error, 5 daemon unavail
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A secret to inject: NAME, or NAME=ENV to choose the variable (repeatable; default: all the rule grants)
-    #[arg(long = "secret", value_name = "NAME[=ENV]")]
+    /// A secret to inject: NAME, NAME=ENV to choose the variable, or a pattern such as 'aws/*' ('*' within one name component, '**' across components) selecting among what the rule gives (repeatable; default: all the rule grants)
+    #[arg(long = "secret", value_name = "NAME[=ENV]|PATTERN")]
     pub secrets: Vec<String>,
     /// Stop the command after this long (e.g. 30s, 5m; at most the rule's timeout)
     #[arg(long, value_name = "DURATION")]
@@ -156,7 +156,7 @@ pub enum SecretsCmd {
         after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed. The name, the scope and whether the secret exists are checked before the value is read."
     )]
     Set {
-        /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
+        /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-', and '/' between components (aws/access_key; no empty, '.' or '..' component; at most 128)
         name: String,
         #[command(flatten)]
         meta: MetaOpts,

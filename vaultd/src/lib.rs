@@ -2,6 +2,8 @@
 //!
 //! Main pieces:
 //! * [`keys`] — key providers yielding the [`keys::Kek`];
+//! * [`names`] — secret names (`aws/access_key`), the globs that select them,
+//!   and the variable a name goes to;
 //! * [`store`] — the encrypted vault ([`store::Vault`]), one AEAD-sealed record per secret;
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
@@ -26,6 +28,7 @@ pub mod dbus;
 pub mod frames;
 pub mod jail;
 pub mod keys;
+pub mod names;
 pub mod ops;
 pub mod policy;
 pub mod run;

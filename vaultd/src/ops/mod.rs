@@ -310,6 +310,14 @@ impl RunHost for Daemon {
         }
     }
 
+    fn secret_names(&self, scope: Scope) -> Vec<String> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Vec::new();
+        };
+        vault.list(scope).into_iter().map(|m| m.name).collect()
+    }
+
     fn secret_expiry(&self, scope: Scope, name: &str) -> Option<u64> {
         let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
         let VaultState::Open(vault) = &*guard else {

@@ -231,6 +231,29 @@ pub enum SecretsCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write an encrypted backup of your secrets (root: --all, the whole vault) to FILE; the daemon encrypts it, values never reach vaultctl
+    #[command(
+        after_help = "FILE is created with mode 0600 and never replaces an existing file. It opens only on a daemon holding the same key-encryption key (this machine, or another with the same key file or credential). It holds names, metadata and values; versions and dates start afresh on restore."
+    )]
+    Backup {
+        file: PathBuf,
+        /// Every scope of the vault: all users' secrets and the system's (root only)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Restore a backup made by `secrets backup` into the scopes it records (yours only, unless you are root)
+    #[command(
+        after_help = "The whole backup is checked before anything is written: a truncated or altered file, a wrong key, an invalid name or (with --conflict error) an existing secret refuses it all. A user can restore only a backup of their own secrets."
+    )]
+    Restore {
+        file: PathBuf,
+        /// Check the backup and say what a restore would do; write nothing
+        #[arg(long)]
+        verify_only: bool,
+        /// What to do with secrets that exist already: refuse the whole restore, keep the existing secret, or replace its value
+        #[arg(long, value_enum, default_value_t = ConflictArg::Error)]
+        conflict: ConflictArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -174,13 +174,19 @@ impl Daemon {
         let VaultState::Open(vault) = &mut *guard else {
             return Err(sealed());
         };
-        let base = || Entry::new(caller, op).scope(WireScope::Own);
+        // `System` in the records once the header says the backup holds
+        // the whole vault.
+        let scope = std::cell::Cell::new(WireScope::Own);
+        let base = || Entry::new(caller, op).scope(scope.get());
         let deny = |e: WireError| self.audit.deny(base(), e);
         if blob.len() > MAX_BACKUP {
             return Err(deny(err(ErrorCode::BadRequest, "too large to be a backup")));
         }
         // Whose it is, from the header, before anything is decrypted.
         let (header, _) = backup::read_header(blob).map_err(|e| deny(backup_err(&e)))?;
+        if header.holds == Holds::All {
+            scope.set(WireScope::System);
+        }
         if !caller.is_root() {
             match header.holds {
                 Holds::User(uid) if uid == caller.uid => {}

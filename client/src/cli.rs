@@ -120,10 +120,10 @@ pub enum CharsetArg {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ConflictArg {
-    /// Refuse the import if any name exists; nothing is stored
+    /// Refuse the whole import or restore if any name exists; nothing is stored
     #[default]
     Error,
-    /// Keep existing secrets and import the other names
+    /// Keep existing secrets and store the other names
     Skip,
     /// Replace existing values (new versions)
     Overwrite,
@@ -236,6 +236,7 @@ pub enum SecretsCmd {
         after_help = "FILE is created with mode 0600 and never replaces an existing file. It opens only on a daemon holding the same key-encryption key (this machine, or another with the same key file or credential). It holds names, metadata and values; versions and dates start afresh on restore."
     )]
     Backup {
+        /// Where to write the backup (created 0600; an existing file is never replaced)
         file: PathBuf,
         /// Every scope of the vault: all users' secrets and the system's (root only)
         #[arg(long)]
@@ -246,6 +247,7 @@ pub enum SecretsCmd {
         after_help = "The whole backup is checked before anything is written: a truncated or altered file, a wrong key, an invalid name or (with --conflict error) an existing secret refuses it all. A user can restore only a backup of their own secrets."
     )]
     Restore {
+        /// A file written by `secrets backup`
         file: PathBuf,
         /// Check the backup and say what a restore would do; write nothing
         #[arg(long)]

@@ -129,7 +129,10 @@ fn a_rule_pattern_gives_a_run_exactly_the_callers_matching_secrets() {
     ));
     assert_eq!(same.trim(), "same");
     let shown = ok(&d.vaultctl(&alice, &["policy", "show"], b""));
-    assert!(shown.contains("aws/* (each as its name's variable)"), "{shown}");
+    assert!(
+        shown.contains("aws/* (each as its name's variable)"),
+        "{shown}"
+    );
     // The same rule run by bob reaches bob's secrets only.
     assert_eq!(secret_vars(&d, &bob, &[]), ["AWS_BOB_KEY"]);
     assert_eq!(last_run_secrets(&d), ["aws/bob_key"]);

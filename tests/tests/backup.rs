@@ -297,3 +297,28 @@ fn a_user_restores_only_their_own_backup_and_root_the_whole_vault() {
     ));
     assert!(sys.contains("SYS"), "{sys}");
 }
+
+#[test]
+fn a_backup_too_large_for_one_message_is_refused_and_leaves_no_file() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(opts(&[&alice]));
+    for i in 0..4 {
+        let value = format!("{i}").repeat(64 * 1024);
+        set_secret(&d, &alice, &format!("big/v{i}"), &value);
+    }
+    let dir = user_dir(&d, &alice);
+    let file = dir.join("big.bak");
+    let err = fails_with(
+        &d.vaultctl(&alice, &["secrets", "backup", file.to_str().unwrap()], b""),
+        2,
+    );
+    assert!(err.contains("fit in one reply"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "a file was left"
+    );
+    // With one secret fewer it fits.
+    ok(&d.vaultctl(&alice, &["secrets", "rm", "big/v3"], b""));
+    ok(&d.vaultctl(&alice, &["secrets", "backup", file.to_str().unwrap()], b""));
+}

@@ -67,8 +67,8 @@ before the command starts: 4 the policy refuses, 2 usage error, 5 daemon unavail
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A secret to inject: NAME, or NAME=ENV to choose the variable (repeatable; default: all the rule grants)
-    #[arg(long = "secret", value_name = "NAME[=ENV]")]
+    /// A secret to inject: NAME, NAME=ENV to choose the variable, or a pattern such as 'aws/*' ('*' within one name component, '**' across components) selecting among what the rule gives (repeatable; default: all the rule grants)
+    #[arg(long = "secret", value_name = "NAME[=ENV]|PATTERN")]
     pub secrets: Vec<String>,
     /// Stop the command after this long (e.g. 30s, 5m; at most the rule's timeout)
     #[arg(long, value_name = "DURATION")]
@@ -120,10 +120,10 @@ pub enum CharsetArg {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ConflictArg {
-    /// Refuse the import if any name exists; nothing is stored
+    /// Refuse the whole import or restore if any name exists; nothing is stored
     #[default]
     Error,
-    /// Keep existing secrets and import the other names
+    /// Keep existing secrets and store the other names
     Skip,
     /// Replace existing values (new versions)
     Overwrite,
@@ -156,7 +156,7 @@ pub enum SecretsCmd {
         after_help = "The value is never taken from the command line. From stdin, one trailing newline is removed. The name, the scope and whether the secret exists are checked before the value is read."
     )]
     Set {
-        /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-' (at most 128)
+        /// Secret name: a letter or '_' first, then letters, digits, '_', '.', '-', and '/' between components (aws/access_key; no empty, '.' or '..' component; at most 128)
         name: String,
         #[command(flatten)]
         meta: MetaOpts,
@@ -230,6 +230,31 @@ pub enum SecretsCmd {
         /// Say what the import would create, overwrite or skip, and store nothing (no value is sent)
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Write an encrypted backup of your secrets (root: --all, the whole vault) to FILE; the daemon encrypts it, values never reach vaultctl
+    #[command(
+        after_help = "FILE is created with mode 0600 and never replaces an existing file. It opens only on a daemon holding the same key-encryption key (this machine, or another with the same key file or credential). It holds names, metadata and values; versions and dates start afresh on restore."
+    )]
+    Backup {
+        /// Where to write the backup (created 0600; an existing file is never replaced)
+        file: PathBuf,
+        /// Every scope of the vault: all users' secrets and the system's (root only)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Restore a backup made by `secrets backup` into the scopes it records (yours only, unless you are root)
+    #[command(
+        after_help = "The whole backup is checked before anything is written: a truncated or altered file, a wrong key, an invalid name or (with --conflict error) an existing secret refuses it all. A user can restore only a backup of their own secrets."
+    )]
+    Restore {
+        /// A file written by `secrets backup`
+        file: PathBuf,
+        /// Check the backup and say what a restore would do; write nothing
+        #[arg(long)]
+        verify_only: bool,
+        /// What to do with secrets that exist already: refuse the whole restore, keep the existing secret, or replace its value
+        #[arg(long, value_enum, default_value_t = ConflictArg::Error)]
+        conflict: ConflictArg,
     },
 }
 

@@ -151,7 +151,7 @@ fn print_policy(v: &serde_json::Value) {
             println!("the policy lets you run nothing");
         }
         for c in list {
-            let secrets: Vec<String> = c["secrets"]
+            let mut secrets: Vec<String> = c["secrets"]
                 .as_array()
                 .map(|a| {
                     a.iter()
@@ -159,6 +159,21 @@ fn print_policy(v: &serde_json::Value) {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Patterns select secrets when a run starts.
+            secrets.extend(
+                c["secret_patterns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        let scope = if g["scope"] == "system" {
+                            "system "
+                        } else {
+                            ""
+                        };
+                        format!("{scope}{} (each as its name's variable)", s(&g["pattern"]))
+                    }),
+            );
             println!("{}  (rule {})", s(&c["command"]), s(&c["rule"]));
             if let Some(args) = c["args"].as_array().filter(|a| !a.is_empty()) {
                 let args: Vec<String> = args.iter().map(s).collect();

@@ -1,6 +1,7 @@
 //! `vaultctl`: the per-user command-line client of aivaultd.
 
 mod audit;
+mod backup;
 mod commands;
 mod endpoint;
 mod error;

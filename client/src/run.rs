@@ -27,7 +27,12 @@ fn secret_asks(specs: &[String]) -> Result<Vec<SecretAsk>, CtlError> {
             };
             if name.is_empty() || env.as_deref() == Some("") {
                 return Err(CtlError::Usage(format!(
-                    "invalid --secret {s:?}: use NAME or NAME=ENV"
+                    "invalid --secret {s:?}: use NAME, NAME=ENV or a pattern such as 'aws/*'"
+                )));
+            }
+            if name.contains('*') && env.is_some() {
+                return Err(CtlError::Usage(format!(
+                    "invalid --secret {s:?}: a pattern selects several secrets, so it takes no =ENV"
                 )));
             }
             Ok(SecretAsk {

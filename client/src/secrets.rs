@@ -31,6 +31,12 @@ const MIN_REDACTABLE: usize = aivault_redact::MIN_ENCODED_LEN;
 pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
     let json = ui.json;
     match cmd {
+        SecretsCmd::Backup { file, all } => crate::backup::backup(ep, ui, &file, all),
+        SecretsCmd::Restore {
+            file,
+            verify_only,
+            conflict,
+        } => crate::backup::restore(ep, ui, &file, verify_only, conflict),
         SecretsCmd::Set {
             name,
             meta,

@@ -197,6 +197,20 @@ pub enum RequestBody {
         entries: Vec<(String, SecretBytes)>,
         conflict: ImportConflict,
     },
+    /// An encrypted backup of the caller's own secrets, or (`all`, root
+    /// only) of the whole vault; the reply is an opaque blob.
+    SecretBackup {
+        all: bool,
+    },
+    /// Restore a blob `SecretBackup` made, into the scopes it records (a
+    /// user's only into its own); `verify_only` checks it all and writes
+    /// nothing.
+    SecretRestore {
+        #[serde(with = "crate::bytes")]
+        blob: Vec<u8>,
+        verify_only: bool,
+        conflict: ImportConflict,
+    },
 }
 
 impl RequestBody {
@@ -223,6 +237,8 @@ impl RequestBody {
             RequestBody::PolicyReload => "policy.reload",
             RequestBody::SecretGenerate { .. } => "secret.generate",
             RequestBody::SecretImportWith { .. } => "secret.import",
+            RequestBody::SecretBackup { .. } => "secret.backup",
+            RequestBody::SecretRestore { .. } => "secret.restore",
         }
     }
 }
@@ -257,6 +273,26 @@ pub enum Reply {
     },
     /// JSON text: the caller's allowed commands, or the policy explanation.
     Policy(String),
+    /// An encrypted backup: ciphertext only, opened by no one but a daemon
+    /// holding the same key-encryption key.
+    Backup {
+        #[serde(with = "crate::bytes")]
+        blob: Vec<u8>,
+        count: u32,
+    },
+    /// What a restore did, or (`verify_only`) would do.
+    Restored(RestoreReport),
+}
+
+/// The outcome of `SecretRestore`, in counts of secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub verify_only: bool,
+    pub created: u32,
+    pub overwritten: u32,
+    pub skipped: u32,
+    /// Scopes the backup holds (1 for a user's backup).
+    pub scopes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -137,6 +137,12 @@ fn request() -> impl Strategy<Value = Request> {
                 conflict: ImportConflict::Skip,
             }
         ),
+        any::<bool>().prop_map(|all| RequestBody::SecretBackup { all }),
+        (bytes(), any::<bool>()).prop_map(|(blob, verify_only)| RequestBody::SecretRestore {
+            blob,
+            verify_only,
+            conflict: ImportConflict::Overwrite,
+        }),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
 }

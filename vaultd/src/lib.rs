@@ -2,7 +2,11 @@
 //!
 //! Main pieces:
 //! * [`keys`] — key providers yielding the [`keys::Kek`];
+//! * [`names`] — secret names (`aws/access_key`), the globs that select them,
+//!   and the variable a name goes to;
 //! * [`store`] — the encrypted vault ([`store::Vault`]), one AEAD-sealed record per secret;
+//! * [`backup`] — encrypted backups: one blob, sealed under a key derived
+//!   from the KEK;
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`admission`] — the per-uid and total limits every front end applies;
@@ -19,6 +23,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod backup;
 pub mod caller;
 pub mod cli;
 pub mod config;
@@ -26,6 +31,7 @@ pub mod dbus;
 pub mod frames;
 pub mod jail;
 pub mod keys;
+pub mod names;
 pub mod ops;
 pub mod policy;
 pub mod run;

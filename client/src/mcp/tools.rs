@@ -124,7 +124,7 @@ pub fn list() -> Value {
                              "description": "The command and its arguments, e.g. [\"gh\", \"api\", \"user\"]."},
                     "secrets": {"type": "array", "description": "Secrets to inject; omit to inject every secret the matching policy rule grants.",
                                 "items": {"type": "object", "properties": {
-                                    "name": {"type": "string", "description": "Secret name."},
+                                    "name": {"type": "string", "description": "Secret name (aws/access_key), or a pattern (aws/*: '*' within one component, '**' across components) selecting among the secrets the rule gives."},
                                     "env": {"type": "string", "description": "Environment variable to put it in, if the rule allows another than its default."}},
                                     "required": ["name"], "additionalProperties": false}},
                     "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,

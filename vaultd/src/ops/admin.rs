@@ -102,6 +102,8 @@ impl Daemon {
                 self.audit.set_key(AuditKey::derive(kek.as_bytes()));
                 self.audit.record(Entry::new(caller, OP))?;
                 *guard = VaultState::Open(Box::new(vault));
+                *self.backup_root.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(crate::backup::BackupRoot::of(&kek));
                 tracing::info!("vault unsealed");
                 Ok(Reply::Done { version: None })
             }

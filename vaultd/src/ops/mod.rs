@@ -16,6 +16,7 @@
 //! [`RunHost`].
 
 pub mod admin;
+pub mod backup;
 pub mod secrets;
 
 use std::sync::atomic::AtomicU32;
@@ -69,6 +70,8 @@ pub struct Daemon {
     cfg: Config,
     provider_kind: &'static str,
     vault: RwLock<VaultState>,
+    /// The KEK as backups need it; set whenever the vault is open.
+    backup_root: RwLock<Option<crate::backup::BackupRoot>>,
     audit: AuditGate,
     policy: RwLock<Arc<Policy>>,
     runs: RunContext,
@@ -100,19 +103,20 @@ impl Daemon {
                 configured: provider_kind.to_string(),
             });
         }
-        let (state, key) = match keys::load_kek(&cfg.key_provider)? {
+        let (state, key, backup_root) = match keys::load_kek(&cfg.key_provider)? {
             Some(kek) => {
                 let vault = Vault::open(&cfg.state_dir, &kek)?;
                 (
                     VaultState::Open(Box::new(vault)),
                     Some(AuditKey::derive(kek.as_bytes())),
+                    Some(crate::backup::BackupRoot::of(&kek)),
                 )
             }
             None => {
                 let kdf = header.kdf.clone().ok_or(StoreError::Corrupt(
                     "passphrase vault without key-derivation parameters".into(),
                 ))?;
-                (VaultState::Sealed { kdf }, None)
+                (VaultState::Sealed { kdf }, None, None)
             }
         };
         let log = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
@@ -142,6 +146,7 @@ impl Daemon {
             cfg,
             provider_kind,
             vault: RwLock::new(state),
+            backup_root: RwLock::new(backup_root),
             audit: AuditGate::new(log, key),
             policy: RwLock::new(Arc::new(policy)),
             runs,
@@ -274,6 +279,12 @@ impl Daemon {
                     mode,
                 },
             ),
+            RequestBody::SecretBackup { all } => self.backup(caller, op, all),
+            RequestBody::SecretRestore {
+                blob,
+                verify_only,
+                conflict,
+            } => self.restore(caller, op, &blob, verify_only, conflict),
         }
     }
 }
@@ -308,6 +319,14 @@ impl RunHost for Daemon {
             )),
             Err(e) => Err(store_err(&e)),
         }
+    }
+
+    fn secret_names(&self, scope: Scope) -> Vec<String> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Vec::new();
+        };
+        vault.list(scope).into_iter().map(|m| m.name).collect()
     }
 
     fn secret_expiry(&self, scope: Scope, name: &str) -> Option<u64> {

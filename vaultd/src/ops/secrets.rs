@@ -117,7 +117,7 @@ fn info(meta: store::SecretMeta) -> SecretInfo {
     }
 }
 
-fn check_meta(meta: &MetaInput) -> Result<(), WireError> {
+pub(super) fn check_meta(meta: &MetaInput) -> Result<(), WireError> {
     let bad = |m: &str| Err(err(ErrorCode::BadRequest, m.to_string()));
     if meta
         .description
@@ -139,7 +139,7 @@ fn check_meta(meta: &MetaInput) -> Result<(), WireError> {
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<(), WireError> {
+pub(super) fn check_value(value: &[u8]) -> Result<(), WireError> {
     if value.is_empty() {
         return Err(err(ErrorCode::InvalidValue, "empty values are not stored"));
     }
@@ -345,7 +345,7 @@ impl Daemon {
     }
 
     /// Records that an allowed vault update failed; returns the wire error.
-    fn store_failed(&self, entry: Entry<'_>, op: &str, e: &StoreError) -> WireError {
+    pub(super) fn store_failed(&self, entry: Entry<'_>, op: &str, e: &StoreError) -> WireError {
         tracing::error!(error = %e, op, "vault update failed");
         self.audit.failed(entry, store_err(e))
     }

@@ -24,13 +24,9 @@ pub fn valid_rule_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Mirrors the store's rule for secret names.
+/// The store's rule for secret names ([`crate::names::check_name`]).
 pub fn valid_secret_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    crate::names::check_name(name).is_ok()
 }
 
 pub fn parse_sha256(hex: &str) -> Result<[u8; 32], EntryError> {

@@ -20,6 +20,7 @@ use super::resolve::resolve_command;
 use super::sandbox::SandboxProfile;
 use super::schema::{RawFile, RawGrant, RawPin, RawRule};
 use super::{Isolation, SecretGrant, SecretScope, DEFAULT_SEARCH_PATH};
+use crate::names::{self as secret_names, Glob};
 
 /// A validated rule.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct Rule {
     /// `alice (uid 1000), group devs (gid 100)` for explanations.
     pub who_text: String,
     pub secrets: Vec<SecretGrant>,
+    /// Patterns such as `aws/*`, expanded at run time over the secrets
+    /// that exist in the grant's scope (the caller's own, or the system's).
+    pub secret_globs: Vec<GlobGrant>,
     pub pass_env: Vec<String>,
     pub sandbox: SandboxProfile,
     pub isolation: Isolation,
@@ -62,6 +66,13 @@ impl Rule {
             && (self.command.file_name() == wanted
                 || self.resolved.as_deref().and_then(Path::file_name) == wanted)
     }
+}
+
+/// A rule's secret pattern and the scope it selects from.
+#[derive(Debug, Clone)]
+pub struct GlobGrant {
+    pub glob: Glob,
+    pub scope: SecretScope,
 }
 
 /// A validated `[[grant]]`.
@@ -229,11 +240,30 @@ impl Builder {
         let mut envs = HashSet::new();
         let mut names = HashSet::new();
         let mut secrets = Vec::new();
+        let mut secret_globs: Vec<GlobGrant> = Vec::new();
         for s in raw.secrets {
+            if secret_names::is_glob(&s.name) {
+                let glob =
+                    Glob::parse(&s.name).map_err(|m| EntryError::SecretGlob(s.name.clone(), m))?;
+                if s.env.is_some() {
+                    return Err(EntryError::GlobEnv(s.name));
+                }
+                if secret_globs
+                    .iter()
+                    .any(|g| g.glob == glob && g.scope == s.scope)
+                {
+                    return Err(EntryError::DuplicateSecret(s.name));
+                }
+                secret_globs.push(GlobGrant {
+                    glob,
+                    scope: s.scope,
+                });
+                continue;
+            }
             if !valid_secret_name(&s.name) {
                 return Err(EntryError::SecretName(s.name));
             }
-            let env = s.env.unwrap_or_else(|| s.name.clone());
+            let env = s.env.unwrap_or_else(|| secret_names::default_env(&s.name));
             check_env_name(&env).map_err(EntryError::EnvName)?;
             if !names.insert(s.name.clone()) {
                 return Err(EntryError::DuplicateSecret(s.name));
@@ -274,6 +304,7 @@ impl Builder {
             groups,
             who_text,
             secrets,
+            secret_globs,
             pass_env: raw.pass_env,
             sandbox,
             isolation: raw.isolation,

@@ -10,7 +10,10 @@
 //!    (`interp.rs`), unless the rule allows one;
 //! 6. it grants every secret asked for (under the asked variable, if one was
 //!    named); a system secret also needs a `[[grant]]` covering the caller;
-//!    every `[[pin]]` of a delivered secret names the command;
+//!    every `[[pin]]` of a delivered secret names the command; a rule's
+//!    patterns (`aws/*`) select among the secrets that exist in the caller's
+//!    own scope (or the system's, for granted ones), and an asked pattern
+//!    selects among what the rule gives; no two secrets share a variable;
 //! 7. the working directory is readable only if the rule allows it.
 //!
 //! If no rule passes, the denial explains the check that failed on the rule
@@ -22,10 +25,13 @@ use nix::unistd::{Uid, User};
 
 use super::args::any_matches;
 use super::compile::{Compiled, Rule};
+use super::env::check_env_name;
 use super::interp::danger;
 use super::{
-    CommandSummary, Decision, Denial, RunQuery, SandboxSummary, SecretGrant, SecretScope, Who,
+    CommandSummary, Decision, Denial, RunQuery, SandboxSummary, SecretGrant, SecretPattern,
+    SecretScope, Who,
 };
+use crate::names::{self as secret_names, Glob};
 
 /// How far a rule got before it failed, and why.
 type Miss = (u8, String);
@@ -125,28 +131,71 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
     })
 }
 
+/// The secrets a run gets: every one the rule offers when the caller asks
+/// for none, else the ones asked for by name or by pattern. Whatever the
+/// choice, no two go to the same variable.
 fn pick_secrets(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Vec<SecretGrant>, String> {
     let visible =
         |s: &SecretGrant| s.scope == SecretScope::User || system_granted(p, &s.name, &q.who);
+    let selected = glob_selected(p, rule, q)?;
     if q.secrets.is_empty() {
-        return Ok(rule
+        let mut out: Vec<SecretGrant> = rule
             .secrets
             .iter()
             .filter(|s| visible(s))
             .cloned()
-            .collect());
+            .collect();
+        out.extend(selected);
+        distinct_variables(rule, &out)?;
+        return Ok(out);
     }
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
+    let mut out: Vec<SecretGrant> = Vec::new();
+    let add = |out: &mut Vec<SecretGrant>, g: &SecretGrant| {
+        if !out.iter().any(|o| o.name == g.name && o.scope == g.scope) {
+            out.push(g.clone());
+        }
+    };
     for ask in &q.secrets {
         if !seen.insert(ask.name.as_str()) {
             return Err(format!("secret {} is asked for twice", ask.name));
         }
-        let Some(grant) = rule.secrets.iter().find(|s| s.name == ask.name) else {
-            return Err(format!(
-                "secret {} is not granted by rule {}",
-                ask.name, rule.name
-            ));
+        if secret_names::is_glob(&ask.name) {
+            let glob =
+                Glob::parse(&ask.name).map_err(|m| format!("secret pattern {}: {m}", ask.name))?;
+            if ask.env.is_some() {
+                return Err(format!(
+                    "secret pattern {glob} selects several secrets, so it takes no variable"
+                ));
+            }
+            let offered = rule.secrets.iter().filter(|s| visible(s)).chain(&selected);
+            let hits: Vec<&SecretGrant> = offered.filter(|s| glob.matches(&s.name)).collect();
+            if hits.is_empty() {
+                return Err(format!(
+                    "no secret that rule {} gives matches {glob}",
+                    rule.name
+                ));
+            }
+            for h in hits {
+                add(&mut out, h);
+            }
+            continue;
+        }
+        let grant = match rule.secrets.iter().find(|s| s.name == ask.name) {
+            Some(g) => {
+                if !visible(g) {
+                    return Err(format!(
+                        "system secret {} is not granted to {}",
+                        g.name,
+                        who_label(&q.who)
+                    ));
+                }
+                g
+            }
+            None => match selected.iter().find(|s| s.name == ask.name) {
+                Some(g) => g,
+                None => return Err(not_granted(rule, &ask.name)),
+            },
         };
         if let Some(env) = ask.env.as_deref().filter(|e| *e != grant.env) {
             return Err(format!(
@@ -154,16 +203,90 @@ fn pick_secrets(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Vec<SecretGra
                 rule.name, grant.name, grant.env
             ));
         }
-        if !visible(grant) {
-            return Err(format!(
-                "system secret {} is not granted to {}",
-                grant.name,
-                who_label(&q.who)
-            ));
+        add(&mut out, grant);
+    }
+    distinct_variables(rule, &out)?;
+    Ok(out)
+}
+
+/// Why a name the caller asked for is not given, naming the pattern that
+/// would have selected it had it been set.
+fn not_granted(rule: &Rule, name: &str) -> String {
+    match rule.secret_globs.iter().find(|g| g.glob.matches(name)) {
+        Some(g) => format!(
+            "secret {name} matches pattern {} of rule {} but is not set",
+            g.glob, rule.name
+        ),
+        None => format!("secret {name} is not granted by rule {}", rule.name),
+    }
+}
+
+/// The secrets the rule's patterns select: among the names that exist in
+/// each pattern's scope (the caller's own, or the system's — never another
+/// user's), those it matches, without the ones the rule names itself,
+/// system secrets not granted to the caller, and secrets pinned to other
+/// commands. Each goes to its name's default variable, which must be one
+/// the policy accepts.
+fn glob_selected(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Vec<SecretGrant>, String> {
+    let mut out: Vec<SecretGrant> = Vec::new();
+    for g in &rule.secret_globs {
+        let pool = match g.scope {
+            SecretScope::User => &q.existing.own,
+            SecretScope::System => &q.existing.system,
+        };
+        let mut hits: Vec<&String> = pool.iter().filter(|n| g.glob.matches(n)).collect();
+        hits.sort();
+        for name in hits {
+            let known = |s: &SecretGrant| s.name == *name && s.scope == g.scope;
+            if rule.secrets.iter().any(known) || out.iter().any(known) {
+                continue;
+            }
+            if g.scope == SecretScope::System && !system_granted(p, name, &q.who) {
+                continue;
+            }
+            let pinned_elsewhere = p
+                .pins
+                .iter()
+                .filter(|pin| pin.secret == *name && pin.scope == g.scope)
+                .any(|pin| !pin.commands.contains(&q.command));
+            if pinned_elsewhere {
+                continue;
+            }
+            let env = secret_names::default_env(name);
+            check_env_name(&env).map_err(|why| {
+                format!(
+                    "{} secret {name}, selected by pattern {} of rule {}, cannot be given: {why}",
+                    g.scope, g.glob, rule.name
+                )
+            })?;
+            out.push(SecretGrant {
+                name: name.clone(),
+                scope: g.scope,
+                env,
+            });
         }
-        out.push(grant.clone());
     }
     Ok(out)
+}
+
+/// Refuses two secrets for one variable, or a secret for a variable the
+/// rule passes through from the caller.
+fn distinct_variables(rule: &Rule, list: &[SecretGrant]) -> Result<(), String> {
+    for (i, a) in list.iter().enumerate() {
+        if let Some(b) = list[..i].iter().find(|b| b.env == a.env) {
+            return Err(format!(
+                "secrets {} and {} would both go to variable {}; rename one, or name it in rule {} with its own env",
+                b.name, a.name, a.env, rule.name
+            ));
+        }
+        if rule.pass_env.contains(&a.env) {
+            return Err(format!(
+                "secret {} would go to variable {}, which rule {} passes through from the caller",
+                a.name, a.env, rule.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn caller_allowed(users: &[u32], groups: &[u32], who: &Who) -> bool {
@@ -202,6 +325,14 @@ pub fn commands_for(p: &Compiled, who: &Who) -> Vec<CommandSummary> {
                 .iter()
                 .filter(|s| s.scope == SecretScope::User || system_granted(p, &s.name, who))
                 .cloned()
+                .collect(),
+            secret_patterns: r
+                .secret_globs
+                .iter()
+                .map(|g| SecretPattern {
+                    pattern: g.glob.to_string(),
+                    scope: g.scope,
+                })
                 .collect(),
             pass_env: r.pass_env.clone(),
             isolation: r.isolation,

@@ -71,8 +71,12 @@ pub enum EntryError {
     Lookup(String, nix::Error),
     #[error("nobody may use it: list users or groups")]
     Nobody,
-    #[error("secret name {0:?} must be 1 to 128 characters of [A-Za-z0-9_.-], starting with a letter or '_'")]
+    #[error("secret name {0:?} must be 1 to 128 characters of [A-Za-z0-9_.-] in components separated by '/', starting with a letter or '_', with no empty, '.' or '..' component")]
     SecretName(String),
+    #[error("secret pattern {0:?}: {1}")]
+    SecretGlob(String, &'static str),
+    #[error("secret pattern {0} selects several secrets, so it takes no env: each goes to the variable its name maps to")]
+    GlobEnv(String),
     #[error("secret {0} is listed twice")]
     DuplicateSecret(String),
     #[error("{0}")]

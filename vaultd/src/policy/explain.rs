@@ -71,20 +71,30 @@ fn rule_report(r: &Rule) -> RuleReport {
             effect.push_str(&format!(" with arguments matching {}", d.join(" or ")));
         }
     }
-    if r.secrets.is_empty() {
+    let mut s: Vec<String> = r
+        .secrets
+        .iter()
+        .map(|s| match s.scope {
+            SecretScope::User => format!("the caller's secret {} as {}", s.name, s.env),
+            SecretScope::System => format!(
+                "system secret {} as {} (if granted to the caller)",
+                s.name, s.env
+            ),
+        })
+        .collect();
+    s.extend(r.secret_globs.iter().map(|g| match g.scope {
+        SecretScope::User => format!(
+            "each of the caller's own secrets matching {} (as the variable its name maps to)",
+            g.glob
+        ),
+        SecretScope::System => format!(
+            "each system secret matching {} that is granted to the caller (as the variable its name maps to)",
+            g.glob
+        ),
+    }));
+    if s.is_empty() {
         effect.push_str("; it receives no secrets");
     } else {
-        let s: Vec<String> = r
-            .secrets
-            .iter()
-            .map(|s| match s.scope {
-                SecretScope::User => format!("the caller's secret {} as {}", s.name, s.env),
-                SecretScope::System => format!(
-                    "system secret {} as {} (if granted to the caller)",
-                    s.name, s.env
-                ),
-            })
-            .collect();
         effect.push_str(&format!("; it receives {}", s.join(", ")));
     }
     if !r.pass_env.is_empty() {

@@ -40,6 +40,8 @@ pub mod sandbox;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_globs;
 pub mod units;
 
 pub use error::{EntryError, PolicyError};
@@ -85,6 +87,18 @@ pub struct RunQuery {
     pub secrets: Vec<SecretAsk>,
     /// The caller wants its working directory readable by the command.
     pub cwd_readable: bool,
+    /// The secrets a rule's patterns (`aws/*`) may select from; empty when
+    /// the policy has no patterns.
+    pub existing: ExistingSecrets,
+}
+
+/// Names of the secrets that exist where a rule's patterns look: the
+/// caller's own scope and the system scope, listed by the daemon at run
+/// time. Never another user's scope, so a pattern cannot reach one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExistingSecrets {
+    pub own: Vec<String>,
+    pub system: Vec<String>,
 }
 
 /// One secret the caller asks for, optionally with the variable it expects.
@@ -176,6 +190,9 @@ pub struct CommandSummary {
     pub args: Vec<String>,
     /// Names and variables only; system secrets only when granted to the caller.
     pub secrets: Vec<SecretGrant>,
+    /// Patterns (`aws/*`) that select secrets when a run starts; each
+    /// selected secret goes to the variable its name maps to.
+    pub secret_patterns: Vec<SecretPattern>,
     pub pass_env: Vec<String>,
     pub isolation: Isolation,
     pub allow_interpreter: bool,
@@ -185,6 +202,13 @@ pub struct CommandSummary {
     pub arg_patterns: Option<Vec<ArgPatternSummary>>,
     /// What the command sees when it runs.
     pub sandbox: SandboxSummary,
+}
+
+/// A rule's secret pattern, as a caller may see it.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretPattern {
+    pub pattern: String,
+    pub scope: SecretScope,
 }
 
 /// One alternative of a rule's `args`.
@@ -276,6 +300,12 @@ impl Policy {
     /// resolving, so a refused name reveals nothing about the filesystem.
     pub fn mentions_command(&self, argv0: &str) -> bool {
         self.inner.rules.iter().any(|r| r.mentions(argv0))
+    }
+
+    /// Whether any rule selects secrets by a pattern, so that a run needs
+    /// [`RunQuery::existing`].
+    pub fn uses_secret_globs(&self) -> bool {
+        self.inner.rules.iter().any(|r| !r.secret_globs.is_empty())
     }
 
     /// Whether any rule or grant names groups: if none does, a caller's

@@ -34,6 +34,7 @@ fn query(w: Who, command: &str, args: &[&str]) -> RunQuery {
         args: args.iter().map(|s| s.to_string()).collect(),
         secrets: Vec::new(),
         cwd_readable: false,
+        existing: ExistingSecrets::default(),
     }
 }
 

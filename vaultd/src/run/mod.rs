@@ -80,6 +80,8 @@ pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
         scope: crate::store::Scope,
         name: &str,
     ) -> Result<aivault_proto::SecretBytes, aivault_proto::WireError>;
+    /// The names of the secrets in one scope (for a rule's patterns).
+    fn secret_names(&self, scope: crate::store::Scope) -> Vec<String>;
     /// When a secret expires (unix seconds), if it is set and has an expiry.
     fn secret_expiry(&self, scope: crate::store::Scope, name: &str) -> Option<u64>;
 }

@@ -190,6 +190,16 @@ pub fn prepare_run(
             })
             .collect(),
         cwd_readable: req.cwd_readable,
+        // Only the caller's own scope and the system's: a rule's pattern
+        // can never select another user's secrets.
+        existing: if policy.uses_secret_globs() {
+            policy::ExistingSecrets {
+                own: host.secret_names(Scope::User(caller.uid)),
+                system: host.secret_names(Scope::System),
+            }
+        } else {
+            policy::ExistingSecrets::default()
+        },
     };
     let command_text = command.path.display().to_string();
     let decision = policy

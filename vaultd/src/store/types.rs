@@ -110,28 +110,10 @@ pub struct VaultHeader {
     pub records: usize,
 }
 
-/// Secret names: 1 to 128 bytes of `[A-Za-z0-9_.-]`, starting with a letter
-/// or `_` (so a name is always a valid environment variable prefix and never
-/// looks like an option or a path). Messages never echo the name.
+/// Secret names: the rules of [`crate::names::check_name`] (hierarchical
+/// names such as `aws/access_key`). Messages never echo the name.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
-    let invalid = |m: &str| Err(StoreError::InvalidName(m.to_string()));
-    let bytes = name.as_bytes();
-    let Some(&first) = bytes.first() else {
-        return invalid("a secret name must not be empty");
-    };
-    if bytes.len() > MAX_NAME_LEN {
-        return invalid("a secret name is at most 128 bytes long");
-    }
-    if !(first.is_ascii_alphabetic() || first == b'_') {
-        return invalid("a secret name must start with a letter or '_'");
-    }
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return invalid("a secret name may contain only letters, digits, '_', '.' and '-'");
-    }
-    Ok(())
+    crate::names::check_name(name).map_err(|m| StoreError::InvalidName(m.to_string()))
 }
 
 #[cfg(test)]
@@ -146,6 +128,7 @@ mod tests {
             "_",
             "a.b-c_D9",
             "GITHUB_TOKEN",
+            "aws/access_key",
             "x".repeat(128).as_str(),
         ]
         .map(String::from);
@@ -159,7 +142,10 @@ mod tests {
             "-a",
             ".a",
             "a b",
-            "a/b",
+            "/a",
+            "a/",
+            "a//b",
+            "a/../b",
             "a=b",
             "é",
             "aé",

@@ -283,6 +283,14 @@ impl Vault {
             .map(|i| meta_of(&self.file.records[i]))
     }
 
+    /// Every scope that holds at least one secret, in order (whole-vault
+    /// backups list them).
+    pub fn scopes(&self) -> Vec<Scope> {
+        let mut scopes: Vec<Scope> = self.file.records.iter().map(|r| r.scope).collect();
+        scopes.dedup();
+        scopes
+    }
+
     /// Number of (user-scoped, system) records.
     pub fn count(&self) -> (usize, usize) {
         let system = self

@@ -1,0 +1,184 @@
+//! Hierarchical secret names and patterns in rules and in run requests.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Policy, PolicyError> {
+    from_str_for_test("/etc/aivault/policy.d/50-test.toml", text)
+}
+
+const ALICE: u32 = 1000;
+
+fn rule(secrets: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"t\"\ncommand = \"/usr/bin/true\"\nusers = [{ALICE}]\nsecrets = [{secrets}]\n"
+    )
+}
+
+fn query(own: &[&str], asks: &[&str]) -> RunQuery {
+    RunQuery {
+        who: Who {
+            uid: ALICE,
+            gid: ALICE,
+            groups: Vec::new(),
+        },
+        command: "/usr/bin/true".into(),
+        sha256: [0; 32],
+        args: Vec::new(),
+        secrets: asks
+            .iter()
+            .map(|a| SecretAsk {
+                name: a.to_string(),
+                env: None,
+            })
+            .collect(),
+        cwd_readable: false,
+        existing: ExistingSecrets {
+            own: own.iter().map(|s| s.to_string()).collect(),
+            system: vec!["aws/system_key".into()],
+        },
+    }
+}
+
+fn given(p: &Policy, q: &RunQuery) -> Vec<(String, String)> {
+    p.decide(q)
+        .unwrap_or_else(|d| panic!("denied: {d}"))
+        .secrets
+        .into_iter()
+        .map(|s| (s.name, s.env))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn hierarchical_names_get_a_derived_variable() {
+    let p = parse(&rule(
+        "{ name = \"aws/access_key\" }, { name = \"gh/token\", env = \"GH\" }",
+    ))
+    .expect("valid");
+    assert_eq!(
+        given(&p, &query(&[], &[])),
+        pairs(&[("aws/access_key", "AWS_ACCESS_KEY"), ("gh/token", "GH")])
+    );
+    for bad in ["/aws", "aws/", "aws//k", "aws/../k", "aws/./k"] {
+        let e = parse(&rule(&format!("{{ name = \"{bad}\" }}")))
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("secret name"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn two_names_for_one_variable_are_refused_when_the_policy_loads() {
+    let e = parse(&rule("{ name = \"aws/a_b\" }, { name = \"AWS_A/B\" }"))
+        .expect_err("collision")
+        .to_string();
+    assert!(e.contains("AWS_A_B") && e.contains("twice"), "{e}");
+}
+
+#[test]
+fn a_rule_pattern_selects_exactly_the_matching_own_secrets() {
+    let p = parse(&rule("{ name = \"aws/*\" }")).expect("valid");
+    let own = [
+        "aws/access_key",
+        "aws/secret_key",
+        "aws/prod/key",
+        "gcp/key",
+        "AWS",
+    ];
+    assert_eq!(
+        given(&p, &query(&own, &[])),
+        pairs(&[
+            ("aws/access_key", "AWS_ACCESS_KEY"),
+            ("aws/secret_key", "AWS_SECRET_KEY")
+        ])
+    );
+    // The user pattern never reaches the system scope (aws/system_key).
+    assert!(!given(&p, &query(&[], &[]))
+        .iter()
+        .any(|(n, _)| n == "aws/system_key"));
+    let deep = parse(&rule("{ name = \"aws/**\" }")).expect("valid");
+    assert_eq!(given(&deep, &query(&own, &[])).len(), 3);
+}
+
+#[test]
+fn an_asked_pattern_selects_among_what_the_rule_gives() {
+    let p = parse(&rule("{ name = \"**\" }")).expect("valid");
+    let own = ["aws/access_key", "aws/secret_key", "gh/token"];
+    assert_eq!(
+        given(&p, &query(&own, &["aws/*"])),
+        pairs(&[
+            ("aws/access_key", "AWS_ACCESS_KEY"),
+            ("aws/secret_key", "AWS_SECRET_KEY")
+        ])
+    );
+    // A name and a pattern that overlap give the secret once.
+    assert_eq!(
+        given(&p, &query(&own, &["aws/*", "aws/access_key"])).len(),
+        2
+    );
+    let d = p.decide(&query(&own, &["gcp/*"])).expect_err("no match");
+    assert!(d.reason.contains("matches gcp/*"), "{d}");
+    let d = p.decide(&query(&own, &["aws/x"])).expect_err("unset");
+    assert!(d.reason.contains("not set"), "{d}");
+}
+
+#[test]
+fn selected_secrets_for_one_variable_or_a_refused_one_deny_the_run() {
+    let p = parse(&rule("{ name = \"**\" }")).expect("valid");
+    let d = p
+        .decide(&query(&["aws/a_b", "aws_a/b"], &[]))
+        .expect_err("collision");
+    assert!(d.reason.contains("AWS_A_B"), "{d}");
+    let d = p
+        .decide(&query(&["ld/preload"], &[]))
+        .expect_err("forbidden variable");
+    assert!(d.reason.contains("LD_PRELOAD"), "{d}");
+}
+
+#[test]
+fn system_patterns_need_a_grant_and_respect_pins() {
+    let text = format!(
+        "{}[[grant]]\nsecret = \"aws/system_key\"\nusers = [{ALICE}]\n",
+        rule("{ name = \"aws/*\", scope = \"system\" }")
+    );
+    let p = parse(&text).expect("valid");
+    assert_eq!(
+        given(&p, &query(&[], &[])),
+        pairs(&[("aws/system_key", "AWS_SYSTEM_KEY")])
+    );
+    let ungranted = parse(&rule("{ name = \"aws/*\", scope = \"system\" }")).expect("valid");
+    assert!(given(&ungranted, &query(&[], &[])).is_empty());
+    let pinned = format!(
+        "{text}[[pin]]\nsecret = \"aws/system_key\"\nscope = \"system\"\ncommands = [\"/usr/bin/false\"]\n"
+    );
+    let p = parse(&pinned).expect("valid");
+    assert!(given(&p, &query(&[], &[])).is_empty());
+}
+
+#[test]
+fn patterns_in_rules_are_checked_when_the_policy_loads() {
+    for bad in ["aws/**x", "**/a/**", "/aws/*", "aws//*"] {
+        let e = parse(&rule(&format!("{{ name = \"{bad}\" }}")))
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("secret pattern"), "{bad}: {e}");
+    }
+    let e = parse(&rule("{ name = \"aws/*\", env = \"X\" }"))
+        .expect_err("env")
+        .to_string();
+    assert!(e.contains("takes no env"), "{e}");
+    let p = parse(&rule("{ name = \"aws/*\" }")).expect("valid");
+    assert!(p.uses_secret_globs());
+    let who = Who {
+        uid: ALICE,
+        gid: ALICE,
+        groups: Vec::new(),
+    };
+    let shown = p.commands_for(&who);
+    assert_eq!(shown[0].secret_patterns[0].pattern, "aws/*");
+}

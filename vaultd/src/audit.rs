@@ -50,7 +50,8 @@
 //! value) — or `u:<hex SHA-256 of the same>` while sealed. It lets `verify`
 //! notice that the newest records were deleted. It cannot notice an old anchor
 //! copied back together with a truncated log: that needs an append-only copy
-//! elsewhere (the journal receives every record as a structured event).
+//! elsewhere (the journal receives every record as a structured event, see
+//! [`crate::journal`]).
 //!
 //! # Failure and crash behaviour
 //!
@@ -369,6 +370,7 @@ impl AuditLog {
         durable();
         tracing::info!(
             target: "aivault::audit",
+            message_id = crate::journal::audit_message_id(ev.op),
             seq,
             uid = ev.actor.uid,
             gid = ev.actor.gid,
@@ -378,7 +380,8 @@ impl AuditLog {
             name = ev.name,
             outcome = ev.outcome.as_str(),
             reason = ev.reason,
-            "audit record"
+            "{}",
+            crate::journal::audit_message(ev)
         );
         self.anchor_at(seq, mac.value(), key.as_ref())?;
         Ok(seq)

@@ -4,6 +4,7 @@
 //! * [`keys`] — key providers yielding the [`keys::Kek`];
 //! * [`store`] — the encrypted vault ([`store::Vault`]), one AEAD-sealed record per secret;
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
+//!   [`journal`] how each record reads in the journal, and its `MESSAGE_ID`;
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`admission`] — the per-uid and total limits every front end applies;
 //! * [`ops`] — what each request does, and the authorization rules for it;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod dbus;
 pub mod frames;
 pub mod jail;
+pub mod journal;
 pub mod keys;
 pub mod ops;
 pub mod policy;

@@ -50,6 +50,9 @@ fn render_error(e: &anyhow::Error) -> String {
     out
 }
 
+/// Logs to the journal when there is one, else to stderr (docs/logging.md).
+/// Journal fields carry each event field's own name in capitals, with no
+/// prefix, so that `message_id` is the journal's `MESSAGE_ID`.
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIVAULT_LOG")
@@ -57,18 +60,30 @@ fn init_logging() {
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| tracing_journald::layer().ok())
-        .flatten();
+        .flatten()
+        .map(|layer| layer.with_field_prefix(None));
     let stderr = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
+            .fmt_fields(stderr_fields())
     });
     tracing_subscriber::registry()
         .with(filter)
         .with(journald)
         .with(stderr)
         .init();
+}
+
+/// Fields as the default format writes them, without the `message_id`
+/// meant for the journal.
+fn stderr_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        "message_id" => Ok(()),
+        name => write!(w, " {name}={value:?}"),
+    })
 }
 
 fn require_root() -> Result<()> {
@@ -400,6 +415,7 @@ fn serve(cfg: Config) -> Result<()> {
         let runner_listener = server::bind(&runner_socket)?;
         tokio::spawn(daemon.runs().gate.clone().serve(runner_listener));
         tracing::info!(
+            message_id = aivaultd::journal::READY,
             socket = %socket.display(),
             sealed = daemon.is_sealed(),
             activated = !bound,

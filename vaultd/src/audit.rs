@@ -423,6 +423,30 @@ impl AuditLog {
         verify::verify(log_path, anchor_path, key, unkeyed_ops)
     }
 
+    /// What `aivaultd --check-config` checks of the log, reading only: with
+    /// the key, the whole chain and the anchor ([`AuditLog::verify`]);
+    /// without it (a sealed passphrase vault), that the log still ends at
+    /// or past the record the anchor names, and with that record. No log
+    /// and no anchor (a vault never served) is consistent.
+    pub fn check(
+        log_path: &Path,
+        anchor_path: &Path,
+        key: Option<&AuditKey>,
+        unkeyed_ops: &[&str],
+    ) -> VerifyReport {
+        let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        if !exists(log_path) && !exists(anchor_path) {
+            return VerifyReport {
+                ok: true,
+                ..VerifyReport::default()
+            };
+        }
+        match key {
+            Some(key) => verify::verify(log_path, anchor_path, key, unkeyed_ops),
+            None => verify::check_unkeyed(log_path, anchor_path),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Chain> {
         // The chain only changes after a fully successful append, so a panic
         // elsewhere cannot leave it half-updated.

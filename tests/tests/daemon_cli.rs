@@ -348,6 +348,15 @@ fn the_socket_directory_is_created_only_under_an_existing_parent() {
         assert!(!d.path("no-such-dir").exists(), "a parent was created");
     }
 
+    // A relative path: the runner and the jail host could not find it.
+    let mut cmd = command_with(&d, &[("--socket", OsStr::new("aivaultd.sock"))]);
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(
+        err.contains("socket aivaultd.sock is not an absolute path"),
+        "{err}"
+    );
+
     // A directory others may write is refused: they could replace the socket.
     std::fs::create_dir(d.path("open")).unwrap();
     std::fs::set_permissions(d.path("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -366,4 +375,42 @@ fn the_socket_directory_is_created_only_under_an_existing_parent() {
     let meta = std::fs::metadata(d.path("run")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+}
+
+#[test]
+fn check_config_checks_a_systemd_credential_only_where_the_service_has_it() {
+    let d = Daemon::init(Options::default());
+    let creds = d.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(d.key_file(), creds.join("aivault.kek")).unwrap();
+    let state = d.path("creds-state");
+    let with = |extra: &[&str], env: bool| {
+        let mut cmd = command_with(
+            &d,
+            &[
+                ("--key-provider", OsStr::new("systemd-creds:aivault.kek")),
+                ("--state-dir", state.as_os_str()),
+                ("--audit-log", d.path("creds-log/audit.jsonl").as_os_str()),
+            ],
+        );
+        cmd.args(extra);
+        if env {
+            cmd.env("CREDENTIALS_DIRECTORY", &creds);
+        }
+        run_to_end(cmd)
+    };
+    ok(&with(&["init"], true));
+    let out = ok(&with(&["--check-config"], false));
+    assert!(
+        out.contains("systemd credential aivault.kek not checked"),
+        "{out}"
+    );
+    let out = ok(&with(&["--check-config"], true));
+    assert!(out.contains("key: unwraps the vault's data key"), "{out}");
+    // Another key under the credential's name is found out.
+    let other = Daemon::init(Options::default());
+    std::fs::copy(other.key_file(), creds.join("aivault.kek")).unwrap();
+    let err = failed_stderr(&with(&["--check-config"], true));
+    assert!(err.contains("the key does not open this vault"), "{err}");
 }

@@ -197,6 +197,14 @@ fn each_decision_is_one_journal_line_in_words_with_a_message_id() {
         field(e, "MESSAGE") == Some(&*run_line)
     });
     assert_eq!(field(&run, "MESSAGE_ID"), Some(&*documented_id("run")));
+    let exit_line = format!("run exit rule=truth uid={} ok", alice.uid);
+    let exit = wait_for(&sock, &mut seen, |e| {
+        field(e, "MESSAGE") == Some(&*exit_line)
+    });
+    assert_eq!(
+        field(&exit, "MESSAGE_ID"),
+        Some(&*documented_id("run.exit"))
+    );
 
     fails_with(&d.vaultctl(&alice, &["run", "--", "/usr/bin/id"], b""), 4);
     let refused_line = format!("run uid={} denied: no rule allows /usr/bin/id", alice.uid);

@@ -4,6 +4,9 @@
 # end as an unprivileged user. Run as root on Debian 12. Leaves nothing
 # running and nothing behind: the scratch directory goes, and so does the
 # demo user if this run created it.
+#
+# AIVAULT_DEMO_USER names the demo user (default aivault-demo); the
+# automated test of this script (tests/tests/demo.rs) gives a fresh one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/demo.sh: run as root (aivaultd is a root daemon)" >&2; exit 1; }
@@ -17,7 +20,7 @@ chmod 0755 "$scratch"
 sock=$scratch/run/aivaultd.sock
 args=(--state-dir "$scratch/state" --socket "$sock" --policy-dir "$scratch/policy"
       --audit-log "$scratch/log/audit.jsonl" --key-provider "file:$scratch/kek")
-demo_user=aivault-demo
+demo_user=${AIVAULT_DEMO_USER:-aivault-demo}
 created_user=
 if ! id "$demo_user" >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin "$demo_user"

@@ -234,3 +234,183 @@ fn check_config_refuses_a_key_provider_the_vault_was_not_created_for() {
     )));
     assert!(err.contains("vault was created for key provider"), "{err}");
 }
+
+/// `aivaultd --check-config` with `d`'s paths; its output.
+fn check_config(d: &Daemon) -> Output {
+    let mut cmd = d.command();
+    cmd.arg("--check-config");
+    run_to_end(cmd)
+}
+
+/// The bytes and modification times of every file below `dir`.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = aivault_tests::files_below(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with("daemon.out"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (p, bytes, mtime)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn check_config_unwraps_the_vault_key_as_serving_does() {
+    let d = Daemon::init(Options::default());
+    let out = check_config(&d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("key: unwraps the vault's data key"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A valid key file, but another vault's.
+    let other = Daemon::init(Options::default());
+    std::fs::copy(other.key_file(), d.key_file()).unwrap();
+    let err = failed_stderr(&check_config(&d));
+    assert!(err.contains("the key does not open this vault"), "{err}");
+    // Serving refuses it the same way.
+    let err = failed_stderr(&run_to_end(d.command()));
+    assert!(err.contains("the key does not open this vault"), "{err}");
+
+    // An unreadable key provider.
+    std::fs::set_permissions(d.key_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = failed_stderr(&check_config(&d));
+    assert!(err.contains(&d.key_file().display().to_string()), "{err}");
+}
+
+#[test]
+fn check_config_refuses_a_tampered_or_cut_audit_log_and_writes_nothing() {
+    let alice = User::ensure("aivt-alice");
+    let mut d = Daemon::init(Options::default());
+    // A fresh vault has no audit log yet; checking creates none.
+    let before = snapshot(d.dir.path());
+    ok(&check_config(&d));
+    assert_eq!(snapshot(d.dir.path()), before, "--check-config wrote");
+    assert!(!d.audit_log().exists());
+
+    d.start();
+    for name in ["A", "B", "C"] {
+        ok(&d.vaultctl(&alice, &["secrets", "set", name], b"a-long-enough-value"));
+    }
+    d.stop();
+    let before = snapshot(d.dir.path());
+    let out = ok(&check_config(&d));
+    assert!(out.contains("audit log: "), "{out}");
+    assert_eq!(snapshot(d.dir.path()), before, "--check-config wrote");
+
+    let log = d.audit_log();
+    let original = std::fs::read_to_string(&log).unwrap();
+    // One record edited.
+    let edited = original.replacen("\"name\":\"B\"", "\"name\":\"X\"", 1);
+    assert_ne!(edited, original);
+    std::fs::write(&log, &edited).unwrap();
+    let err = failed_stderr(&check_config(&d));
+    assert!(err.contains("audit log"), "{err}");
+    assert!(err.contains("mac mismatch (record edited)"), "{err}");
+
+    // The newest record cut off, behind the anchor's back.
+    let mut lines: Vec<&str> = original.lines().collect();
+    lines.pop();
+    std::fs::write(&log, format!("{}\n", lines.join("\n"))).unwrap();
+    let err = failed_stderr(&check_config(&d));
+    assert!(err.contains("newest records deleted"), "{err}");
+
+    std::fs::write(&log, &original).unwrap();
+    ok(&check_config(&d));
+}
+
+#[test]
+fn the_socket_directory_is_created_only_under_an_existing_parent() {
+    let d = Daemon::init(Options::default());
+    let deep = d.path("no-such-dir/run/aivaultd.sock");
+    for check in [true, false] {
+        let mut cmd = command_with(&d, &[("--socket", deep.as_os_str())]);
+        if check {
+            cmd.arg("--check-config");
+        }
+        let err = failed_stderr(&run_to_end(cmd));
+        assert!(
+            err.contains(&format!(
+                "directory {} not found",
+                d.path("no-such-dir").display()
+            )),
+            "{err}"
+        );
+        assert!(!d.path("no-such-dir").exists(), "a parent was created");
+    }
+
+    // A relative path: the runner and the jail host could not find it.
+    let mut cmd = command_with(&d, &[("--socket", OsStr::new("aivaultd.sock"))]);
+    cmd.arg("--check-config");
+    let err = failed_stderr(&run_to_end(cmd));
+    assert!(
+        err.contains("socket aivaultd.sock is not an absolute path"),
+        "{err}"
+    );
+
+    // A directory others may write is refused: they could replace the socket.
+    std::fs::create_dir(d.path("open")).unwrap();
+    std::fs::set_permissions(d.path("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = d.path("open/aivaultd.sock");
+    let err = failed_stderr(&run_to_end(command_with(
+        &d,
+        &[("--socket", open.as_os_str())],
+    )));
+    assert!(err.contains(&d.path("open").display().to_string()), "{err}");
+    assert!(!open.exists());
+
+    // The last directory itself is created, root's and 0755.
+    let mut d = d;
+    d.start();
+    d.stop();
+    let meta = std::fs::metadata(d.path("run")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+}
+
+#[test]
+fn check_config_checks_a_systemd_credential_only_where_the_service_has_it() {
+    let d = Daemon::init(Options::default());
+    let creds = d.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(d.key_file(), creds.join("aivault.kek")).unwrap();
+    let state = d.path("creds-state");
+    let with = |extra: &[&str], env: bool| {
+        let mut cmd = command_with(
+            &d,
+            &[
+                ("--key-provider", OsStr::new("systemd-creds:aivault.kek")),
+                ("--state-dir", state.as_os_str()),
+                ("--audit-log", d.path("creds-log/audit.jsonl").as_os_str()),
+            ],
+        );
+        cmd.args(extra);
+        if env {
+            cmd.env("CREDENTIALS_DIRECTORY", &creds);
+        }
+        run_to_end(cmd)
+    };
+    ok(&with(&["init"], true));
+    let out = ok(&with(&["--check-config"], false));
+    assert!(
+        out.contains("systemd credential aivault.kek not checked"),
+        "{out}"
+    );
+    let out = ok(&with(&["--check-config"], true));
+    assert!(out.contains("key: unwraps the vault's data key"), "{out}");
+    // Another key under the credential's name is found out.
+    let other = Daemon::init(Options::default());
+    std::fs::copy(other.key_file(), creds.join("aivault.kek")).unwrap();
+    let err = failed_stderr(&with(&["--check-config"], true));
+    assert!(err.contains("the key does not open this vault"), "{err}");
+}

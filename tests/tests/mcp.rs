@@ -185,6 +185,41 @@ fn the_python_sdk_lists_runs_and_is_refused() {
 }
 
 #[test]
+fn secret_list_says_which_secrets_have_expired() {
+    let (d, alice) = setup();
+    aivault_tests::ok(&d.vaultctl(
+        &alice,
+        &["secrets", "set", "OLD", "--expires", "2020-01-01"],
+        b"an-expired-value-0123456789",
+    ));
+    aivault_tests::ok(&d.vaultctl(
+        &alice,
+        &["secrets", "set", "LATER", "--expires", "400d"],
+        b"a-later-value-0123456789",
+    ));
+    let mut cmd = as_user(&deps().join("venv/bin/python"), &d, &alice);
+    cmd.arg(repo().join("tests/mcp/python_client.py"))
+        .args(["legacy", "--", &vaultctl(), "mcp"]);
+    let v = client_json(cmd, "python client");
+    let secrets = v["list"]["structuredContent"]["secrets"]
+        .as_array()
+        .unwrap();
+    let entry = |name: &str| {
+        secrets
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {v}"))
+            .clone()
+    };
+    // 2020-01-01T00:00:00Z
+    assert_eq!(entry("OLD")["expires"], 1_577_836_800, "{v}");
+    assert_eq!(entry("OLD")["expired"], true, "{v}");
+    assert_eq!(entry("LATER")["expired"], false, "{v}");
+    assert_eq!(entry("TOKEN")["expired"], false, "{v}");
+    assert_eq!(entry("TOKEN")["expires"], Value::Null, "{v}");
+}
+
+#[test]
 fn the_typescript_sdk_and_the_inspector_cli_work() {
     let (d, alice) = setup();
     let deps = deps();

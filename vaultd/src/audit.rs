@@ -50,7 +50,8 @@
 //! value) — or `u:<hex SHA-256 of the same>` while sealed. It lets `verify`
 //! notice that the newest records were deleted. It cannot notice an old anchor
 //! copied back together with a truncated log: that needs an append-only copy
-//! elsewhere (the journal receives every record as a structured event).
+//! elsewhere (the journal receives every record as a structured event, see
+//! [`crate::journal`]).
 //!
 //! # Failure and crash behaviour
 //!
@@ -369,6 +370,7 @@ impl AuditLog {
         durable();
         tracing::info!(
             target: "aivault::audit",
+            message_id = crate::journal::audit_message_id(ev.op),
             seq,
             uid = ev.actor.uid,
             gid = ev.actor.gid,
@@ -378,7 +380,8 @@ impl AuditLog {
             name = ev.name,
             outcome = ev.outcome.as_str(),
             reason = ev.reason,
-            "audit record"
+            "{}",
+            crate::journal::audit_message(ev)
         );
         self.anchor_at(seq, mac.value(), key.as_ref())?;
         Ok(seq)
@@ -418,6 +421,30 @@ impl AuditLog {
         unkeyed_ops: &[&str],
     ) -> VerifyReport {
         verify::verify(log_path, anchor_path, key, unkeyed_ops)
+    }
+
+    /// What `aivaultd --check-config` checks of the log, reading only: with
+    /// the key, the whole chain and the anchor ([`AuditLog::verify`]);
+    /// without it (a sealed passphrase vault), that the log still ends at
+    /// or past the record the anchor names, and with that record. No log
+    /// and no anchor (a vault never served) is consistent.
+    pub fn check(
+        log_path: &Path,
+        anchor_path: &Path,
+        key: Option<&AuditKey>,
+        unkeyed_ops: &[&str],
+    ) -> VerifyReport {
+        let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        if !exists(log_path) && !exists(anchor_path) {
+            return VerifyReport {
+                ok: true,
+                ..VerifyReport::default()
+            };
+        }
+        match key {
+            Some(key) => verify::verify(log_path, anchor_path, key, unkeyed_ops),
+            None => verify::check_unkeyed(log_path, anchor_path),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Chain> {

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub paths: PathArgs,
-    /// Validate the configuration and policy, explain each rule, and exit (0 valid, 1 invalid)
+    /// Run every check serving makes (configuration, socket directory, key, audit log, policy) without serving or writing, explain each rule, and exit (0 valid, 1 invalid)
     #[arg(long)]
     pub check_config: bool,
     #[command(subcommand)]
@@ -27,7 +27,7 @@ pub struct PathArgs {
     /// Directory holding the vault (root-owned, 0700) [default: /var/lib/aivault]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Listening socket [default: /run/aivault/aivaultd.sock]
+    /// Listening socket, an absolute path; only its last directory is created [default: /run/aivault/aivaultd.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Directory holding policy.toml and policy.d/ [default: /etc/aivault]

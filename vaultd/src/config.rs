@@ -29,6 +29,9 @@ pub enum ConfigError {
     KeyProvider(String),
     #[error("invalid --dbus: {0}")]
     Bus(String),
+    /// The runner and the jail host reach the sockets from elsewhere.
+    #[error("socket {path} is not an absolute path")]
+    RelativeSocket { path: PathBuf },
 }
 
 /// Resource limits that keep one caller from starving the others.
@@ -236,6 +239,9 @@ impl Config {
         }
         if let Some(v) = &ov.dbus {
             cfg.dbus = v.parse().map_err(ConfigError::Bus)?;
+        }
+        if !cfg.socket.is_absolute() {
+            return Err(ConfigError::RelativeSocket { path: cfg.socket });
         }
         Ok(cfg)
     }

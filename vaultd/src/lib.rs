@@ -8,6 +8,7 @@
 //! * [`backup`] — encrypted backups: one blob, sealed under a key derived
 //!   from the KEK;
 //! * [`audit`] — the chained, fail-closed audit log ([`audit::AuditLog`]);
+//!   [`journal`] how each record reads in the journal, and its `MESSAGE_ID`;
 //! * [`server`] — the Unix socket: peer credentials, framing, limits, dispatch;
 //! * [`admission`] — the per-uid and total limits every front end applies;
 //! * [`ops`] — what each request does, and the authorization rules for it;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod dbus;
 pub mod frames;
 pub mod jail;
+pub mod journal;
 pub mod keys;
 pub mod names;
 pub mod ops;

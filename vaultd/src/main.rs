@@ -50,6 +50,9 @@ fn render_error(e: &anyhow::Error) -> String {
     out
 }
 
+/// Logs to the journal when there is one, else to stderr (docs/logging.md).
+/// Journal fields carry each event field's own name in capitals, with no
+/// prefix, so that `message_id` is the journal's `MESSAGE_ID`.
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIVAULT_LOG")
@@ -57,18 +60,30 @@ fn init_logging() {
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| tracing_journald::layer().ok())
-        .flatten();
+        .flatten()
+        .map(|layer| layer.with_field_prefix(None));
     let stderr = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
+            .fmt_fields(stderr_fields())
     });
     tracing_subscriber::registry()
         .with(filter)
         .with(journald)
         .with(stderr)
         .init();
+}
+
+/// Fields as the default format writes them, without the `message_id`
+/// meant for the journal.
+fn stderr_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        "message_id" => Ok(()),
+        name => write!(w, " {name}={value:?}"),
+    })
 }
 
 fn require_root() -> Result<()> {
@@ -255,19 +270,26 @@ fn init(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Every check serving makes before it serves, reading only: nothing is
+/// created, locked or written (a daemon may be serving meanwhile).
 fn check_config(cfg: &Config) -> Result<()> {
     check_dirs(cfg)?;
-    // What serving checks of the configuration before it serves.
+    server::check_socket_dir(&cfg.socket)?;
     aivaultd::run::uidpool::UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)
         .context("[runs] uid_first/uid_count")?;
-    // The key provider the vault was created for (its header; no key is read).
-    if Vault::exists(&cfg.state_dir) {
-        let found = Vault::read_header(&cfg.state_dir)?.provider_kind;
-        let configured = cfg.key_provider.kind();
-        if found != configured {
-            bail!("vault was created for key provider {found:?} but {configured:?} is configured");
-        }
+    if !Vault::exists(&cfg.state_dir) {
+        bail!(
+            "no vault in {}; create one with `aivaultd init`",
+            cfg.state_dir.display()
+        );
     }
+    let found = Vault::read_header(&cfg.state_dir)?.provider_kind;
+    let configured = cfg.key_provider.kind();
+    if found != configured {
+        bail!("vault was created for key provider {found:?} but {configured:?} is configured");
+    }
+    let (audit_key, key_line) = check_key(cfg)?;
+    let audit = check_audit(cfg, audit_key.as_ref())?;
     let policy = aivaultd::policy::Policy::load(&cfg.policy_dir)
         .with_context(|| format!("policy in {}", cfg.policy_dir.display()))?;
     println!(
@@ -277,6 +299,8 @@ fn check_config(cfg: &Config) -> Result<()> {
         cfg.key_provider,
         cfg.dbus
     );
+    println!("key: {key_line}");
+    println!("audit log: {audit}");
     let reports = policy.explain();
     if reports.is_empty() {
         println!("policy: no rules; every run is refused");
@@ -288,6 +312,68 @@ fn check_config(cfg: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the key as serving does and unwraps the vault's data key with it;
+/// the audit key it yields, and what was checked. A passphrase is asked
+/// for only by `vaultctl unlock`, and a systemd credential is handed only
+/// to the service: those are said to be unchecked.
+fn check_key(cfg: &Config) -> Result<(Option<aivaultd::audit::AuditKey>, String)> {
+    if let KeyProviderSpec::SystemdCreds(name) = &cfg.key_provider {
+        if std::env::var_os(keys::CREDENTIALS_ENV).is_none() {
+            return Ok((
+                None,
+                format!(
+                    "systemd credential {name} not checked (${} is set only in the service's environment)",
+                    keys::CREDENTIALS_ENV
+                ),
+            ));
+        }
+    }
+    match keys::load_kek(&cfg.key_provider)? {
+        Some(kek) => {
+            Vault::open(&cfg.state_dir, &kek)?;
+            Ok((
+                Some(aivaultd::audit::AuditKey::derive(kek.as_bytes())),
+                "unwraps the vault's data key".to_string(),
+            ))
+        }
+        None => Ok((None, "passphrase, checked by `vaultctl unlock`".to_string())),
+    }
+}
+
+/// The audit log and its anchor as `vaultctl audit verify` checks them
+/// (without the key, only that the log was not cut behind the anchor):
+/// serving would go on from a damaged log, logging an error; checking
+/// refuses it.
+fn check_audit(cfg: &Config, key: Option<&aivaultd::audit::AuditKey>) -> Result<String> {
+    let report = aivaultd::audit::AuditLog::check(
+        &cfg.audit_log,
+        &cfg.audit_anchor(),
+        key,
+        aivaultd::ops::UNKEYED_OPS,
+    );
+    if !report.ok {
+        bail!(
+            "audit log {} does not verify: {}",
+            cfg.audit_log.display(),
+            report.problems.join("; ")
+        );
+    }
+    let mut line = match (report.last_seq, key) {
+        (0, _) => "no records yet".to_string(),
+        (n, Some(_)) => format!(
+            "{} record{} up to seq {n}, chain and anchor intact",
+            report.records,
+            if report.records == 1 { "" } else { "s" }
+        ),
+        (n, None) => format!("ends at seq {n}, not behind its anchor"),
+    };
+    for note in report.notes {
+        line.push_str("; ");
+        line.push_str(&note);
+    }
+    Ok(line)
 }
 
 fn rekey(cfg: &Config, rotate_dek: bool, new_provider: Option<String>) -> Result<()> {
@@ -356,6 +442,7 @@ fn check_socket_free(socket: &Path) -> Result<()> {
 
 fn serve(cfg: Config) -> Result<()> {
     check_dirs(&cfg)?;
+    server::check_socket_dir(&cfg.socket)?;
     // Under socket activation the socket is systemd's, and it answers.
     if std::env::var_os("LISTEN_FDS").is_none() {
         check_socket_free(&cfg.socket)?;
@@ -389,6 +476,7 @@ fn serve(cfg: Config) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let socket = daemon.config().socket.clone();
+        server::prepare_socket_dir(&socket)?;
         let (listener, bound) = match aivaultd::sys::inherited_listener() {
             Some(l) => (
                 tokio::net::UnixListener::from_std(l).context("adopting the activated socket")?,
@@ -400,6 +488,7 @@ fn serve(cfg: Config) -> Result<()> {
         let runner_listener = server::bind(&runner_socket)?;
         tokio::spawn(daemon.runs().gate.clone().serve(runner_listener));
         tracing::info!(
+            message_id = aivaultd::journal::READY,
             socket = %socket.display(),
             sealed = daemon.is_sealed(),
             activated = !bound,

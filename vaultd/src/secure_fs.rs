@@ -92,6 +92,13 @@ pub fn check_secure_file(path: &Path) -> Result<()> {
     check_ancestors(path)
 }
 
+/// Refuses `path`, which need not exist yet, unless every directory on
+/// the way to it is trusted: what [`check_secure_dir`] demands of a
+/// directory's ancestors, checked before the directory is created.
+pub fn check_trusted_ancestors(path: &Path) -> Result<()> {
+    check_ancestors(path)
+}
+
 fn lstat(path: &Path) -> Result<fs::Metadata> {
     fs::symlink_metadata(path).map_err(|source| SecureFsError::Stat {
         path: path.into(),

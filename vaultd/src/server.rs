@@ -8,7 +8,7 @@
 //! the connections reserved for root (`root_reserved_connections`).
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +31,16 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error(
+        "socket {socket}: directory {parent} not found; create it first (aivaultd creates only {dir})"
+    )]
+    NoParent {
+        socket: std::path::PathBuf,
+        parent: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
+    #[error("socket directory: {0}")]
+    InsecureDir(#[from] crate::secure_fs::SecureFsError),
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: std::path::PathBuf },
     #[error("cannot bind {path}: {source}")]
@@ -56,23 +66,61 @@ impl Drop for ConnSlot {
     }
 }
 
-/// Binds the listening socket: parent directory 0755, socket 0666 (any local
-/// user may connect; what they may do is decided per request).
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| ServerError::SocketDir {
-                path: dir.into(),
-                source,
-            })?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(
-                |source| ServerError::SocketDir {
-                    path: dir.into(),
-                    source,
-                },
-            )?;
-        }
+/// The directory of `socket` (which the configuration makes absolute).
+fn socket_dir(socket: &Path) -> &Path {
+    socket.parent().unwrap_or(Path::new("/"))
+}
+
+/// Checks, changing nothing, what [`prepare_socket_dir`] needs: the
+/// socket's directory exists and only root can write it (anyone else could
+/// swap the sockets in it), or it is missing and its parent exists.
+/// Returns whether it exists.
+pub fn check_socket_dir(socket: &Path) -> Result<bool, ServerError> {
+    let dir = socket_dir(socket);
+    if std::fs::symlink_metadata(dir).is_ok() {
+        crate::secure_fs::check_secure_dir(dir)?;
+        return Ok(true);
     }
+    let parent = socket_dir(dir);
+    if !parent.is_dir() {
+        return Err(ServerError::NoParent {
+            socket: socket.into(),
+            parent: parent.into(),
+            dir: dir.into(),
+        });
+    }
+    crate::secure_fs::check_trusted_ancestors(dir)?;
+    Ok(false)
+}
+
+/// Makes the socket's directory ready: creates it, root's and 0755, if it
+/// is missing — only that last directory, never its parents (under systemd
+/// `RuntimeDirectory=` has created it already) — and refuses one that
+/// anyone but root could write.
+pub fn prepare_socket_dir(socket: &Path) -> Result<(), ServerError> {
+    if check_socket_dir(socket)? {
+        return Ok(());
+    }
+    let dir = socket_dir(socket);
+    let made = |source| ServerError::SocketDir {
+        path: dir.into(),
+        source,
+    };
+    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(made(e)),
+    }
+    // Exactly 0755 whatever the umask.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(made)?;
+    crate::secure_fs::check_secure_dir(dir)?;
+    Ok(())
+}
+
+/// Binds a listening socket in its prepared directory
+/// ([`prepare_socket_dir`]), mode 0666 (any local user may connect; what
+/// they may do is decided per request).
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {

@@ -87,11 +87,17 @@ pub fn reload(daemon: &Daemon) {
         NotifyState::Status("reloading policy"),
     ]);
     match daemon.reload_policy() {
-        Ok(n) => tracing::info!(entries = n, "policy reloaded"),
-        Err(crate::ops::admin::ReloadRefused::Invalid(e)) => {
-            tracing::error!(error = %e, "new policy is invalid; the previous one stays in force")
-        }
-        Err(e) => tracing::warn!("{e}"),
+        Ok(n) => tracing::info!(
+            message_id = crate::journal::POLICY_RELOADED,
+            entries = n,
+            "policy reloaded"
+        ),
+        Err(crate::ops::admin::ReloadRefused::Invalid(e)) => tracing::error!(
+            message_id = crate::journal::POLICY_RELOAD_REFUSED,
+            error = %e,
+            "new policy is invalid; the previous one stays in force"
+        ),
+        Err(e) => tracing::warn!(message_id = crate::journal::POLICY_RELOAD_REFUSED, "{e}"),
     }
     ready(daemon);
 }
@@ -122,7 +128,7 @@ pub async fn until_stop(daemon: Arc<Daemon>) {
         NotifyState::Stopping,
         NotifyState::Status("stopping: letting active runs finish"),
     ]);
-    tracing::info!("stopping");
+    tracing::info!(message_id = crate::journal::STOPPING, "stopping");
 }
 
 /// Tears down the warm runners, lets active runs finish within

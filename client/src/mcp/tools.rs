@@ -84,9 +84,10 @@ pub fn list() -> Value {
             "updated": {"type": "integer", "description": "unix seconds"},
             "description": {"type": ["string", "null"]},
             "tags": {"type": "array", "items": {"type": "string"}},
-            "expires": {"type": ["integer", "null"], "description": "unix seconds, or null"}
+            "expires": {"type": ["integer", "null"], "description": "unix seconds, or null"},
+            "expired": {"type": "boolean", "description": "true once the expiry has passed: runs are then refused the secret unless their rule allows expired secrets"}
         },
-        "required": ["name", "scope", "version", "created", "updated", "tags"]
+        "required": ["name", "scope", "version", "created", "updated", "tags", "expired"]
     });
     json!({ "tools": [
         {
@@ -252,11 +253,16 @@ pub fn call(
 }
 
 fn info_json(s: &SecretInfo) -> Value {
+    // Expired from its expiry second on, as the daemon refuses it to runs.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     json!({
         "name": s.name,
         "scope": match s.scope { WireScope::Own => "user", WireScope::System => "system" },
         "version": s.version, "created": s.created, "updated": s.updated,
         "description": s.description, "tags": s.tags, "expires": s.expires,
+        "expired": s.expires.is_some_and(|e| e <= now),
     })
 }
 

@@ -160,6 +160,59 @@ pub(super) fn read(
     Ok(out.into())
 }
 
+/// Without the key: does the log still hold the record the anchor names,
+/// as its last or before it? (Catches a log cut behind the anchor's back;
+/// an edited record needs the key to be found.)
+pub(super) fn check_unkeyed(log_path: &Path, anchor_path: &Path) -> VerifyReport {
+    let mut f = Findings::default();
+    let anchor = match read_anchor(anchor_path, None) {
+        Ok(a) => a,
+        Err(AnchorProblem::Malformed) => {
+            f.problem("anchor file is malformed");
+            None
+        }
+        Err(AnchorProblem::Io(e)) => {
+            f.problem(format!("cannot read the anchor file: {e}"));
+            None
+        }
+    };
+    let last = match open_read(log_path) {
+        Ok(file) => match super::logfile::last_record(&file) {
+            Ok(last) => last,
+            Err(e) => {
+                f.problem(format!("cannot read the audit log: {e}"));
+                None
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            f.problem("audit log is missing");
+            None
+        }
+        Err(e) => {
+            f.problem(format!("cannot read the audit log: {e}"));
+            None
+        }
+    };
+    let last_seq = last.as_ref().map_or(0, |l| l.rec.seq);
+    f.rep.last_seq = last_seq;
+    match (&anchor, &last) {
+        (Some(a), _) if a.seq > last_seq => f.problem(format!(
+            "log ends at seq {last_seq} but anchor says {} (newest records deleted)",
+            a.seq
+        )),
+        (Some(a), Some(l)) if a.seq == last_seq && l.mac.value() != &a.mac => f.problem(format!(
+            "anchor names seq {} with a different mac (log or anchor replaced)",
+            a.seq
+        )),
+        (None, Some(_)) => {
+            f.problem("anchor file missing (deletion of the newest records cannot be ruled out)")
+        }
+        _ => {}
+    }
+    f.note("the records' MACs are not checked without the key".to_string());
+    f.finish()
+}
+
 /// A run of consecutive unkeyed records not yet followed by a keyed one.
 struct UnkeyedRun {
     first: u64,

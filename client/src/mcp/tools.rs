@@ -431,8 +431,7 @@ fn run_request(
         argv,
         secrets,
         timeout_ms,
-        cwd: None,
-        cwd_readable: false,
+        workdir: None,
         env: env.to_vec(),
     };
     Ok((req, stdin, Limit { bytes, keep }))

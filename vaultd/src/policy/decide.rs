@@ -11,7 +11,7 @@
 //! 6. it grants every secret asked for (under the asked variable, if one was
 //!    named); a system secret also needs a `[[grant]]` covering the caller;
 //!    every `[[pin]]` of a delivered secret names the command;
-//! 7. the working directory is readable only if the rule allows it.
+//! 7. the working directory is given only in a mode the rule allows.
 //!
 //! If no rule passes, the denial explains the check that failed on the rule
 //! that got furthest (the first such rule on a tie).
@@ -113,8 +113,18 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
             ),
         ));
     }
+    if q.cwd_writable && !rule.sandbox.cwd_writable {
+        return Err((
+            6,
+            format!(
+                "rule {} does not let the command change the caller's working directory (workdir = \"read-write\")",
+                rule.name
+            ),
+        ));
+    }
     let mut sandbox = rule.sandbox.clone();
-    sandbox.cwd_readable = q.cwd_readable;
+    sandbox.cwd_readable = q.cwd_readable || q.cwd_writable;
+    sandbox.cwd_writable = q.cwd_writable;
     Ok(Decision {
         rule: rule.name.clone(),
         secrets,

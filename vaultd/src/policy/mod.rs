@@ -85,6 +85,8 @@ pub struct RunQuery {
     pub secrets: Vec<SecretAsk>,
     /// The caller wants its working directory readable by the command.
     pub cwd_readable: bool,
+    /// ... and writable (implies `cwd_readable`).
+    pub cwd_writable: bool,
 }
 
 /// One secret the caller asks for, optionally with the variable it expects.

@@ -34,6 +34,7 @@ fn query(w: Who, command: &str, args: &[&str]) -> RunQuery {
         args: args.iter().map(|s| s.to_string()).collect(),
         secrets: Vec::new(),
         cwd_readable: false,
+        cwd_writable: false,
     }
 }
 
@@ -422,7 +423,13 @@ fn cwd_and_first_match() {
     let p = parse(RULES).expect("valid");
     let mut q = query(who(1000, 1000, &[]), "/usr/bin/true", &["api"]);
     q.cwd_readable = true;
-    assert!(p.decide(&q).expect("allowed").sandbox.cwd_readable);
+    let allowed = p.decide(&q).expect("allowed");
+    assert!(allowed.sandbox.cwd_readable && !allowed.sandbox.cwd_writable);
+    // A read-only rule never gives the directory writable.
+    let mut rw = q.clone();
+    rw.cwd_writable = true;
+    let d = p.decide(&rw).expect_err("read-write not allowed");
+    assert!(d.reason.contains("read-write"), "{d}");
     let q2 = RunQuery {
         command: "/usr/bin/false".into(),
         sha256: [1; 32],

@@ -401,3 +401,99 @@ fn read_write_creates_the_callers_files_and_nothing_outside() {
         assert_eq!(uid, user.uid, "{} is not the caller's", p.display());
     }
 }
+
+/// `vaultctl mcp` started in the repository; its JSON-RPC answers, one per
+/// request sent (initialize, then the calls given), read line by line.
+fn mcp_in(
+    d: &Daemon,
+    user: &User,
+    cwd: &Path,
+    calls: &[serde_json::Value],
+) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(bin("vaultctl"))
+        .arg("mcp")
+        .current_dir(cwd)
+        .env_clear()
+        .env("AIVAULT_SOCKET", d.socket())
+        .env("PATH", "/usr/bin:/bin")
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = |v: serde_json::Value| writeln!(stdin, "{v}").unwrap();
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}}),
+    );
+    send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    for (i, c) in calls.iter().enumerate() {
+        send(
+            serde_json::json!({"jsonrpc": "2.0", "id": i + 2, "method": "tools/call",
+            "params": {"name": "secret_run", "arguments": c}}),
+        );
+    }
+    let mut answers = Vec::new();
+    while answers.len() < calls.len() + 1 {
+        let line = lines.next().expect("vaultctl mcp ended early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("id").is_some() {
+            answers.push(v);
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    answers.sort_by_key(|v| v["id"].as_u64());
+    answers
+}
+
+#[test]
+fn secret_run_over_mcp_takes_the_servers_directory_only_when_asked() {
+    let (d, user, h) = setup();
+    let mine = ok(&as_user(
+        &user,
+        &h.repo,
+        &h.home,
+        "/usr/bin/git",
+        &["log", "--format=%H %s"],
+    ));
+    let argv = serde_json::json!(["/usr/bin/git", "log", "--format=%H %s"]);
+    let answers = mcp_in(
+        &d,
+        &user,
+        &h.repo,
+        &[
+            serde_json::json!({"argv": argv, "workdir": "read-only"}),
+            serde_json::json!({"argv": argv}),
+            serde_json::json!({"argv": argv, "workdir": "read-write"}),
+        ],
+    );
+    let text = |v: &serde_json::Value| -> String {
+        v["result"]["content"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|p| p["text"].as_str()).collect())
+            .unwrap_or_default()
+    };
+    let asked = &answers[1];
+    assert_eq!(
+        asked["result"]["structuredContent"]["exit_code"], 0,
+        "{asked}"
+    );
+    assert!(text(asked).contains(mine.trim_end()), "{asked}");
+    let not_asked = &answers[2];
+    assert_eq!(
+        not_asked["result"]["structuredContent"]["exit_code"], 128,
+        "{not_asked}"
+    );
+    assert!(!text(not_asked).contains(mine.trim_end()), "{not_asked}");
+    // The rule allows read-only only.
+    let refused = &answers[3];
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(text(refused).contains("read-write"), "{refused}");
+}

@@ -494,6 +494,9 @@ fn commands_for_gives_arguments_and_sandbox_as_data() {
     );
     let sb = &v[0]["sandbox"];
     assert_eq!(sb["working_directory"], "private_home");
+    // `cwd_readable = true`: the caller may ask for its directory read-only.
+    assert_eq!(sb["workdir"], "read-only");
+    assert_eq!(v[1]["sandbox"]["workdir"], "none");
     assert_eq!(sb["tcp_connect"], serde_json::json!([443]));
     assert_eq!(sb["tcp_bind"], serde_json::json!([]));
     assert_eq!(sb["timeout_ms"], 60_000);

@@ -182,8 +182,10 @@ fn setup() -> (Daemon, User, Home) {
     require_root();
     let user = User::ensure("aivt-workdir");
     let home = make_home(&user);
+    // As installed: the unit's capability bounding set and no_new_privs.
     let d = Daemon::start_new(Options {
         policy: policy(&user),
+        unit_capabilities: true,
         ..Options::default()
     });
     (d, user, home)

@@ -51,7 +51,10 @@ pub fn workdir_mount(
     map: Option<IdMap>,
     writable: bool,
 ) -> io::Result<OwnedFd> {
-    let userns = map.map(user_namespace).transpose()?;
+    let userns = map
+        .map(user_namespace)
+        .transpose()
+        .map_err(|e| step("the id mapping's user namespace", e))?;
     // SAFETY: open_tree takes a descriptor, a NUL-terminated path and flags
     // and returns a new descriptor or -1.
     let raw = unsafe {
@@ -63,7 +66,7 @@ pub fn workdir_mount(
         )
     };
     if raw < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(step("open_tree", io::Error::last_os_error()));
     }
     // SAFETY: a new descriptor the call returned, owned by nothing else.
     let tree = unsafe { OwnedFd::from_raw_fd(raw as i32) };
@@ -96,16 +99,25 @@ pub fn workdir_mount(
         )
     };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(step("mount_setattr", io::Error::last_os_error()));
     }
     Ok(tree)
 }
 
-/// What the namespace's child reads: the pipe it waits on, and the other
-/// end it closes first (else its own copy would keep the pipe open).
+/// `e`, saying which step failed.
+fn step(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// The namespace's child's pipes: it says it is ready on `ready` and then
+/// waits on `read` until the jail host closes `write` (closing its own
+/// copies of the ends it does not use, else they would keep the pipes
+/// open).
 struct Waiter {
     read: libc::c_int,
     write: libc::c_int,
+    ready: libc::c_int,
+    ready_read: libc::c_int,
 }
 
 /// The child in the new user namespace: waits until the jail host closes
@@ -123,7 +135,22 @@ extern "C" fn wait_then_exit(arg: *mut libc::c_void) -> libc::c_int {
             0u64,
             0u64,
         );
+        // The jail host is not dumpable, and so is this copy of it: its
+        // /proc files (uid_map, ns/user) would then need CAP_SYS_PTRACE,
+        // which the jail host lacks. Dumpable, they need only its uid,
+        // root's; this process holds nothing and executes nothing.
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_DUMPABLE,
+            1u64,
+            0u64,
+            0u64,
+            0u64,
+        );
         libc::syscall(libc::SYS_close, w.write);
+        libc::syscall(libc::SYS_close, w.ready_read);
+        libc::syscall(libc::SYS_write, w.ready, b"r".as_ptr(), 1usize);
+        libc::syscall(libc::SYS_close, w.ready);
         let mut byte = 0u8;
         loop {
             let n = libc::syscall(libc::SYS_read, w.read, &mut byte as *mut u8, 1usize);
@@ -139,9 +166,12 @@ extern "C" fn wait_then_exit(arg: *mut libc::c_void) -> libc::c_int {
 /// A user namespace mapping exactly the caller's uid and gid to the run's.
 fn user_namespace(map: IdMap) -> io::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (ready_read, ready) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let waiter = Waiter {
         read: read.as_raw_fd(),
         write: write.as_raw_fd(),
+        ready: ready.as_raw_fd(),
+        ready_read: ready_read.as_raw_fd(),
     };
     let mut stack = GuardedStack::new(16 * 1024)?;
     // SAFETY: `wait_then_exit` reads only its copy of `waiter` and makes
@@ -154,17 +184,33 @@ fn user_namespace(map: IdMap) -> io::Result<OwnedFd> {
             &waiter as *const Waiter as *mut libc::c_void,
         )
     }?;
+    drop(ready);
     let opened = (|| {
+        // Until the child has made itself dumpable its /proc files are
+        // closed to the jail host. (End of file: it died.)
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(ready_read.as_raw_fd(), &mut byte) {
+                Ok(1) => break,
+                Ok(_) => return Err(io::Error::other("the child ended early")),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let proc = format!("/proc/{pid}");
         std::fs::write(
             format!("{proc}/uid_map"),
             format!("{} {} 1\n", map.caller_uid, map.run_uid),
-        )?;
+        )
+        .map_err(|e| step("uid_map", e))?;
         std::fs::write(
             format!("{proc}/gid_map"),
             format!("{} {} 1\n", map.caller_gid, map.run_gid),
-        )?;
-        std::fs::File::open(format!("{proc}/ns/user")).map(OwnedFd::from)
+        )
+        .map_err(|e| step("gid_map", e))?;
+        std::fs::File::open(format!("{proc}/ns/user"))
+            .map(OwnedFd::from)
+            .map_err(|e| step("ns/user", e))
     })();
     drop(write);
     drop(read);

@@ -45,6 +45,14 @@ workdir = "read-write"
 name = "ls-none"
 command = "/usr/bin/ls"
 users = ["{u}"]
+
+[[rule]]
+name = "stat-caller"
+command = "/usr/bin/stat"
+users = ["{u}"]
+isolation = "caller"
+[rule.sandbox]
+workdir = "read-only"
 "#,
         u = user.name
     )
@@ -498,4 +506,24 @@ fn secret_run_over_mcp_takes_the_servers_directory_only_when_asked() {
     let refused = &answers[3];
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     assert!(text(refused).contains("read-write"), "{refused}");
+}
+
+#[test]
+fn a_caller_mode_run_gets_the_directory_read_only_as_the_caller() {
+    let (d, user, h) = setup();
+    let out = ok(&vaultctl_in(
+        &d,
+        &user,
+        &h.repo,
+        &[
+            "run",
+            "--workdir",
+            "--",
+            "/usr/bin/stat",
+            "-c",
+            "%u %n",
+            "README",
+        ],
+    ));
+    assert_eq!(out, format!("{} README\n", user.uid));
 }

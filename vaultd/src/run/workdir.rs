@@ -35,6 +35,26 @@ pub struct Workdir {
     pub caller: (u32, u32),
 }
 
+/// File systems that are kernel interfaces, never given to a run.
+const KERNEL_FILE_SYSTEMS: &[nix::sys::statfs::FsType] = {
+    use nix::sys::statfs::*;
+    &[
+        PROC_SUPER_MAGIC,
+        SYSFS_MAGIC,
+        CGROUP_SUPER_MAGIC,
+        CGROUP2_SUPER_MAGIC,
+        DEBUGFS_MAGIC,
+        TRACEFS_MAGIC,
+        SECURITYFS_MAGIC,
+        SELINUX_MAGIC,
+        SMACK_MAGIC,
+        BPF_FS_MAGIC,
+        DEVPTS_SUPER_MAGIC,
+        NSFS_MAGIC,
+        RDTGROUP_SUPER_MAGIC,
+    ]
+};
+
 fn bad(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::BadRequest, message)
 }
@@ -85,6 +105,16 @@ pub fn check(caller_fd: OwnedFd, mode: WorkdirMode, caller: (u32, u32)) -> Resul
         .map_err(|e| format!("cannot inspect the working directory: {e}"))?;
     if theirs.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return Err("the working directory's descriptor is not a directory".into());
+    }
+    // Kernel interfaces are no working directory: a clone of /proc would
+    // give the command its own /proc/self/environ, its secrets.
+    let fs = nix::sys::statfs::fstatfs(&caller_fd)
+        .map_err(|e| format!("cannot inspect the working directory's file system: {e}"))?;
+    if KERNEL_FILE_SYSTEMS.contains(&fs.filesystem_type()) {
+        return Err(
+            "the working directory is on a kernel interface file system (/proc, /sys, …); refused"
+                .into(),
+        );
     }
     let link = std::fs::read_link(format!("/proc/self/fd/{}", caller_fd.as_raw_fd()))
         .map_err(|e| format!("cannot name the working directory: {e}"))?;
@@ -162,6 +192,13 @@ mod tests {
         )
         .expect_err("O_PATH");
         assert!(e.contains("O_PATH"), "{e}");
+        let e = check(
+            open("/proc", libc::O_DIRECTORY),
+            WorkdirMode::ReadOnly,
+            (1000, 1000),
+        )
+        .expect_err("/proc");
+        assert!(e.contains("kernel interface"), "{e}");
         let e = check(
             open("/proc/self/exe", 0),
             WorkdirMode::ReadOnly,

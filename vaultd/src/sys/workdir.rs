@@ -99,7 +99,14 @@ pub fn workdir_mount(
         )
     };
     if r < 0 {
-        return Err(step("mount_setattr", io::Error::last_os_error()));
+        let e = io::Error::last_os_error();
+        if userns.is_some() && e.raw_os_error() == Some(libc::EINVAL) {
+            return Err(step(
+                "mount_setattr (its file system may not support idmapped mounts, which need Linux 5.12)",
+                e,
+            ));
+        }
+        return Err(step("mount_setattr", e));
     }
     Ok(tree)
 }

@@ -190,10 +190,12 @@ fn setup() -> (Daemon, User, Home) {
     require_root();
     let user = User::ensure("aivt-workdir");
     let home = make_home(&user);
-    // As installed: the unit's capability bounding set and no_new_privs.
+    // As installed with the workdir drop-in: the unit's capability bounding
+    // set with the drop-in's, and no_new_privs.
     let d = Daemon::start_new(Options {
         policy: policy(&user),
         unit_capabilities: true,
+        dropins: &["aivaultd-workdir.conf"],
         ..Options::default()
     });
     (d, user, home)
@@ -526,4 +528,29 @@ fn a_caller_mode_run_gets_the_directory_read_only_as_the_caller() {
         ],
     ));
     assert_eq!(out, format!("{} README\n", user.uid));
+}
+
+#[test]
+fn without_the_drop_in_the_installed_service_says_what_it_lacks() {
+    require_root();
+    let user = User::ensure("aivt-workdir");
+    let h = make_home(&user);
+    // The unit's own capability bounding set, without CAP_SYS_ADMIN.
+    let d = Daemon::start_new(Options {
+        policy: policy(&user),
+        unit_capabilities: true,
+        ..Options::default()
+    });
+    let out = vaultctl_in(
+        &d,
+        &user,
+        &h.repo,
+        &["run", "--workdir", "--", "/usr/bin/git", "status"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("aivaultd-workdir.conf"),
+        "{}",
+        text(&out)
+    );
 }

@@ -237,8 +237,17 @@ impl Host {
         }
         let target =
             CString::new(w.target.as_os_str().as_bytes()).map_err(|e| failed("mount point", &e))?;
-        let mount = sys::workdir_mount(dir.as_fd(), map, w.writable)
-            .map_err(|e| failed("mounting the working directory", &e))?;
+        let mount = sys::workdir_mount(dir.as_fd(), map, w.writable).map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                // The service's sandbox withholds what the mount needs.
+                failed(
+                    "mounting the working directory (the service needs CAP_SYS_ADMIN, user and mount namespaces: the aivaultd-workdir.conf drop-in)",
+                    &e,
+                )
+            } else {
+                failed("mounting the working directory", &e)
+            }
+        })?;
         Ok((mount, target))
     }
 

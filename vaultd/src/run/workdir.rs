@@ -62,6 +62,8 @@ fn bad(message: impl Into<String>) -> WireError {
 /// Receives the descriptor that follows a run request asking for a working
 /// directory: one byte, [`WORKDIR_BYTE`], with exactly one descriptor.
 pub async fn receive(stream: &UnixStream) -> Result<OwnedFd, WireError> {
+    let none =
+        || bad("the run request asks for a working directory but no single descriptor followed it");
     let got = tokio::time::timeout(RECEIVE_TIMEOUT, async {
         loop {
             stream.readable().await?;
@@ -81,12 +83,8 @@ pub async fn receive(stream: &UnixStream) -> Result<OwnedFd, WireError> {
         Ok(Err(e)) => Err(bad(format!(
             "cannot receive the working directory's descriptor: {e}"
         ))),
-        Ok(Ok((1, WORKDIR_BYTE, fds))) if fds.len() == 1 => {
-            Ok(fds.into_iter().next().expect("one descriptor"))
-        }
-        Ok(Ok(_)) => Err(bad(
-            "the run request asks for a working directory but no single descriptor followed it",
-        )),
+        Ok(Ok((1, WORKDIR_BYTE, fds))) if fds.len() == 1 => fds.into_iter().next().ok_or_else(none),
+        Ok(Ok(_)) => Err(none()),
     }
 }
 

@@ -637,3 +637,23 @@ fn a_policy_uses_groups_only_if_a_rule_or_grant_names_one() {
     assert!(parse(&grant).unwrap().uses_groups());
     assert!(parse(EXAMPLE).unwrap().uses_groups());
 }
+
+#[test]
+fn explain_warns_about_each_workdir_mode() {
+    let rule = |mode: &str| {
+        format!(
+            "[[rule]]\nname = \"w\"\ncommand = \"/usr/bin/true\"\nusers = [0]\n[rule.sandbox]\nworkdir = \"{mode}\"\n"
+        )
+    };
+    let warned = |mode: &str, needle: &str| {
+        let p = parse(&rule(mode)).expect("valid");
+        p.explain()[0].warnings.iter().any(|w| w.contains(needle))
+    };
+    assert!(!warned("none", "workdir"));
+    assert!(warned(
+        "read-only",
+        "controls the working directory's content"
+    ));
+    assert!(!warned("read-only", "later run as the caller"));
+    assert!(warned("read-write", "later run as the caller"));
+}

@@ -59,6 +59,7 @@ doc=usr/share/doc/aivault
 put 0644 packaging/debian/copyright "$doc/copyright"
 put 0644 packaging/policy.example.toml "$doc/examples/policy.toml"
 put 0644 packaging/examples/aivaultd-network.conf "$doc/examples/aivaultd-network.conf"
+put 0644 packaging/examples/aivaultd-workdir.conf "$doc/examples/aivaultd-workdir.conf"
 for f in README.md docs/policy.md docs/packaging.md docs/dbus.md; do
     [ -f "$f" ] && gz "$f" "$doc/$(basename "$f").gz"
 done

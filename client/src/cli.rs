@@ -73,9 +73,17 @@ pub struct RunArgs {
     /// Stop the command after this long (e.g. 30s, 5m; at most the rule's timeout)
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// Let the command read the current directory (if the rule allows it)
-    #[arg(long)]
-    pub cwd_readable: bool,
+    /// Run the command in the current directory: `read-only` (the default) lets it read the tree below, `read-write` also change it (files it creates are yours); only if the rule allows that mode. Without it the command starts in an empty private home and sees nothing of yours
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "read-only",
+        alias = "cwd-readable"
+    )]
+    pub workdir: Option<WorkdirArg>,
     /// The command and its arguments: a bare name (looked up by the daemon in the policy's search path) or an absolute path; relative paths are refused
     #[arg(
         required = true,
@@ -94,6 +102,14 @@ pub enum PolicyCmd {
     Check,
     /// Make the daemon re-read the policy (root only); an invalid policy is not applied
     Reload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkdirArg {
+    /// The command reads the directory's tree and cannot change it
+    ReadOnly,
+    /// The command may change it too; what it creates is owned by you
+    ReadWrite,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -199,12 +199,25 @@ impl Client {
 
     /// Sends one request and waits for its reply.
     pub fn call(&mut self, body: RequestBody) -> Result<Reply, ClientError> {
+        self.call_with_fd(body, None)
+    }
+
+    /// [`Client::call`], with `fd` on the byte that follows the request.
+    fn call_with_fd(
+        &mut self,
+        body: RequestBody,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Reply, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         // The encoded request may hold a value: wiped on drop.
         let request = zeroize::Zeroizing::new(encode(&Request { id, body })?);
         let sent = write_frame(&mut self.stream, &request);
         self.after_write(sent, "the request")?;
+        if let Some(fd) = fd {
+            let sent = send_fd(&self.stream, fd);
+            self.after_write(sent, "the working directory")?;
+        }
         self.finish_handshake()?;
         let frame = read_frame(&mut self.stream).map_err(|e| self.frame_error(e, "the reply"))?;
         let resp: Response = decode(&frame)?;
@@ -215,6 +228,35 @@ impl Client {
             };
         }
         resp.result.map_err(ClientError::Daemon)
+    }
+}
+
+/// Opens `path` as a run's working directory: `O_RDONLY | O_DIRECTORY`,
+/// so the kernel checks that this process may read it; the daemon accepts
+/// nothing less.
+pub fn open_workdir(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(dir.into())
+}
+
+/// Sends the byte that carries a run's working directory.
+pub fn send_fd(stream: &UnixStream, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), FrameError> {
+    use std::os::fd::AsFd;
+    loop {
+        match aivault_proto::handoff::send_frame_with_fd(
+            stream.as_fd(),
+            &[aivault_proto::WORKDIR_BYTE],
+            fd,
+        ) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(FrameError::Io(std::io::ErrorKind::WriteZero.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FrameError::Io(e)),
+        }
     }
 }
 
@@ -236,8 +278,22 @@ pub struct RunSession {
 impl Client {
     /// Asks the daemon to run a command; on success the connection becomes
     /// the run's stream.
-    pub fn start_run(mut self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
-        match self.call(RequestBody::Run(req))? {
+    pub fn start_run(self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
+        self.start_run_in(req, None)
+    }
+
+    /// [`Client::start_run`] in the working directory `dir` (from
+    /// [`open_workdir`]), which a request with `workdir` set needs.
+    pub fn start_run_in(
+        mut self,
+        req: aivault_proto::RunRequest,
+        dir: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<RunSession, ClientError> {
+        use std::os::fd::AsFd;
+        if req.workdir.is_some() != dir.is_some() {
+            return Err(ClientError::Protocol);
+        }
+        match self.call_with_fd(RequestBody::Run(req), dir.map(|d| d.as_fd()))? {
             Reply::RunStarted { command } => {
                 // A run lasts as long as its command: only its start is bounded.
                 self.stream

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 
 use aivault_client::{ClientError, RunSession};
-use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream};
+use aivault_proto::{RunEvent, RunInput, RunRequest, SecretAsk, Stream, WorkdirMode};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -15,7 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{CtlError, EXIT_RUN_LOST};
 use crate::report::Ui;
 use crate::time::parse_duration_ms;
-use aivault_client::cli::RunArgs;
+use aivault_client::cli::{RunArgs, WorkdirArg};
 
 fn secret_asks(specs: &[String]) -> Result<Vec<SecretAsk>, CtlError> {
     specs
@@ -63,25 +63,30 @@ fn check_command(argv: &[String]) -> Result<(), CtlError> {
 pub fn run(ep: &Endpoint, ui: Ui, args: RunArgs) -> Result<i32, CtlError> {
     check_command(&args.command)?;
     let timeout_ms = args.timeout.as_deref().map(parse_duration_ms).transpose()?;
-    let cwd = if args.cwd_readable {
-        let dir = std::env::current_dir()
-            .map_err(|e| CtlError::Usage(format!("cannot determine the current directory: {e}")))?;
-        Some(dir.to_string_lossy().into_owned())
-    } else {
-        None
+    let workdir = args.workdir.map(|w| match w {
+        WorkdirArg::ReadOnly => WorkdirMode::ReadOnly,
+        WorkdirArg::ReadWrite => WorkdirMode::ReadWrite,
+    });
+    // The directory goes to the daemon as a descriptor opened here, with
+    // this process's own permissions, never as a path.
+    let dir = match workdir {
+        None => None,
+        Some(_) => Some(
+            aivault_client::open_workdir(std::path::Path::new("."))
+                .map_err(|e| CtlError::Usage(format!("cannot open the current directory: {e}")))?,
+        ),
     };
     let req = RunRequest {
         argv: args.command,
         secrets: secret_asks(&args.secrets)?,
         timeout_ms,
-        cwd,
-        cwd_readable: args.cwd_readable,
+        workdir,
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
     };
 
-    let session = ep.open()?.start_run(req)?;
+    let session = ep.open()?.start_run_in(req, dir.as_ref())?;
 
     // Once the command runs, the forwarded signals are blocked and read
     // from a signalfd, so they arrive in the same poll as input and output.

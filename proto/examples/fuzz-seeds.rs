@@ -15,7 +15,8 @@ fn main() {
         read: vec!["/etc/ssl".into()],
         write: vec![],
         exec: vec![],
-        cwd: Some("/home/u".into()),
+        cwd: Some("/run/aivault/runs/70001/work".into()),
+        cwd_writable: false,
         tcp_connect: vec![443],
         tcp_bind: vec![],
         limits: Limits::default(),
@@ -29,8 +30,7 @@ fn main() {
             env: Some("GH_TOKEN".into()),
         }],
         timeout_ms: Some(30_000),
-        cwd: Some("/home/u/src".into()),
-        cwd_readable: true,
+        workdir: Some(WorkdirMode::ReadOnly),
         env: vec![("LANG".into(), "C".into())],
     };
     let seeds: Vec<(u8, Vec<u8>)> = vec![

@@ -26,7 +26,7 @@ pub use run::*;
 pub use sandbox::{Enforcement, Isolation, Level, Limits, SandboxSpec};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Magic that opens every [`Hello`], so a stray client is told apart from a confused one.
 pub const HELLO_MAGIC: [u8; 8] = *b"AIVAULT1";

@@ -35,12 +35,40 @@ pub struct RunRequest {
     pub secrets: Vec<SecretAsk>,
     /// Shorter timeout than the rule's, in milliseconds.
     pub timeout_ms: Option<u64>,
-    /// The caller's working directory, offered read-only if the rule allows.
-    pub cwd: Option<String>,
-    pub cwd_readable: bool,
+    /// The caller asks for its working directory to be the command's
+    /// (only if the rule allows that access). The directory itself travels
+    /// as a descriptor: the byte that follows this request's frame carries
+    /// it (`SCM_RIGHTS`), opened by the caller with `O_RDONLY|O_DIRECTORY`,
+    /// which proves the caller may read it. Never a path.
+    pub workdir: Option<WorkdirMode>,
     /// The caller's environment; only names the rule passes through are used.
     pub env: Vec<(String, String)>,
 }
+
+/// The access a run has to the caller's working directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkdirMode {
+    /// The command sees the directory's tree and cannot change it.
+    ReadOnly,
+    /// The command may also change it; what it creates is the caller's.
+    ReadWrite,
+}
+
+impl WorkdirMode {
+    /// The mode's stable name, as the CLI, the policy and the audit log
+    /// spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkdirMode::ReadOnly => "read-only",
+            WorkdirMode::ReadWrite => "read-write",
+        }
+    }
+}
+
+/// The byte that carries the working directory's descriptor after a run
+/// request that asks for one.
+pub const WORKDIR_BYTE: u8 = b'W';
 
 /// Which output stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

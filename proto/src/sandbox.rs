@@ -24,8 +24,14 @@ pub struct SandboxSpec {
     /// be executed except from the system directories.
     #[serde(default)]
     pub exec: Vec<PathBuf>,
-    /// The caller's working directory, read-only, only if policy allows it.
+    /// The caller's working directory as this run sees it (a mount of it
+    /// in the runner's own mount namespace), only if the caller asked and
+    /// policy allows it: the command's working directory, read-only unless
+    /// `cwd_writable`.
     pub cwd: Option<PathBuf>,
+    /// The command may change the tree below `cwd`.
+    #[serde(default)]
+    pub cwd_writable: bool,
     /// TCP ports the command may connect to (Landlock ABI >= 4).
     pub tcp_connect: Vec<u16>,
     /// TCP ports the command may bind (Landlock ABI >= 4).
@@ -126,6 +132,7 @@ mod tests {
             write: vec!["/srv/out".into()],
             exec: vec!["/opt/tool/bin/tool".into()],
             cwd: Some("/home/u/project".into()),
+            cwd_writable: true,
             tcp_connect: vec![443, 53],
             tcp_bind: vec![8080],
             limits: Limits {

@@ -9,6 +9,7 @@ use aivault_proto::{
     decode, encode, fuzzing, Charset, EndReason, Enforcement, ImportConflict, Isolation, Level,
     Limits, MetaInput, Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent,
     RunnerJob, RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
+    WorkdirMode,
 };
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
@@ -53,23 +54,23 @@ fn run_request() -> impl Strategy<Value = RunRequest> {
         proptest::collection::vec(text(), 0..4),
         proptest::collection::vec((text(), proptest::option::of(text())), 0..3),
         proptest::option::of(any::<u64>()),
-        proptest::option::of(text()),
-        any::<bool>(),
+        prop_oneof![
+            Just(None),
+            Just(Some(WorkdirMode::ReadOnly)),
+            Just(Some(WorkdirMode::ReadWrite))
+        ],
         proptest::collection::vec((text(), text()), 0..3),
     )
-        .prop_map(
-            |(argv, secrets, timeout_ms, cwd, cwd_readable, env)| RunRequest {
-                argv,
-                secrets: secrets
-                    .into_iter()
-                    .map(|(name, env)| SecretAsk { name, env })
-                    .collect(),
-                timeout_ms,
-                cwd,
-                cwd_readable,
-                env,
-            },
-        )
+        .prop_map(|(argv, secrets, timeout_ms, workdir, env)| RunRequest {
+            argv,
+            secrets: secrets
+                .into_iter()
+                .map(|(name, env)| SecretAsk { name, env })
+                .collect(),
+            timeout_ms,
+            workdir,
+            env,
+        })
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -190,6 +191,7 @@ fn runner_job() -> impl Strategy<Value = RunnerJob> {
                         read,
                         write,
                         exec,
+                        cwd_writable: cwd.as_deref().is_some_and(|c| c.len() % 2 == 0),
                         cwd: cwd.map(|c| PathBuf::from(format!("/{c}"))),
                         tcp_connect,
                         tcp_bind,

@@ -142,6 +142,7 @@ mod tests {
             write: vec![],
             exec: vec![],
             cwd: None,
+            cwd_writable: false,
             tcp_connect: vec![],
             tcp_bind: vec![],
             limits: Limits::default(),

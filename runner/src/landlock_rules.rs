@@ -11,6 +11,7 @@
 //! | `/dev/{null,zero,full,random,urandom}` | read, write                     |
 //! | `home`, `tmp`, `write`                 | read, write, create, remove     |
 //! | `read`, `cwd`                          | read                            |
+//! | `cwd` with `cwd_writable`              | read, write, create, remove     |
 //! | `exec`                                 | read, execute                   |
 //!
 //! Everything else — `/proc` (so `/proc/self/environ`), `/sys`, `/root`,
@@ -148,7 +149,12 @@ fn build(spec: &SandboxSpec) -> Result<RulesetCreated, SandboxError> {
         ruleset = add(ruleset, "exec", i, path, read_exec())?;
     }
     if let Some(cwd) = &spec.cwd {
-        ruleset = add(ruleset, "cwd", 0, cwd, read_only())?;
+        let access = if spec.cwd_writable {
+            read_write()
+        } else {
+            read_only()
+        };
+        ruleset = add(ruleset, "cwd", 0, cwd, access)?;
     }
     for &port in &spec.tcp_connect {
         ruleset = ruleset

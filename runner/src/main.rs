@@ -161,6 +161,14 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
         }
     };
     drop(keep);
+    // The caller's working directory (a mount in this runner's own mount
+    // namespace) becomes the command's, which inherits the runner's.
+    if let Some(cwd) = &staged.spec.cwd {
+        if let Err(e) = std::env::set_current_dir(cwd) {
+            let message = format!("sandbox: cannot enter the working directory: {e}");
+            return report_failure(&mut sock, CANNOT_START, message);
+        }
+    }
     send(&mut sock, &RunnerEvent::Confined { enforcement })?;
 
     // The go-ahead holds the secret values: wipe the frame once decoded.

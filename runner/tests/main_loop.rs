@@ -97,6 +97,7 @@ impl Fixture {
             write: vec![],
             exec: vec![],
             cwd: None,
+            cwd_writable: false,
             tcp_connect: vec![],
             tcp_bind: vec![],
             limits: Limits::default(),

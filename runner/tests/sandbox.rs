@@ -185,6 +185,7 @@ impl Fixture {
             write: vec![],
             exec: vec![PathBuf::from(PROBE)],
             cwd: None,
+            cwd_writable: false,
             tcp_connect: vec![],
             tcp_bind: vec![],
             limits: Limits::default(),

@@ -56,8 +56,7 @@ fn socket_run(socket: &Path) {
             argv: vec!["/usr/bin/true".into()],
             secrets: vec![],
             timeout_ms: None,
-            cwd: None,
-            cwd_readable: false,
+            workdir: None,
             env: vec![],
         })
         .unwrap();

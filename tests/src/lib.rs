@@ -119,6 +119,10 @@ pub struct Options {
     /// set limited to the unit's `CapabilityBoundingSet=` and with
     /// `no_new_privs` (through `setpriv`), instead of with all of root's.
     pub unit_capabilities: bool,
+    /// With `unit_capabilities`: the `packaging/examples` drop-ins
+    /// installed too (their `CapabilityBoundingSet=` lines add to the
+    /// unit's), e.g. `aivaultd-workdir.conf`.
+    pub dropins: &'static [&'static str],
 }
 
 impl Default for Options {
@@ -130,6 +134,7 @@ impl Default for Options {
             policy: String::new(),
             runtime_on_tmpfs: false,
             unit_capabilities: false,
+            dropins: &[],
         }
     }
 }
@@ -137,13 +142,22 @@ impl Default for Options {
 /// The shipped unit's `CapabilityBoundingSet=` as `setpriv
 /// --bounding-set` wants it: `-all,+setuid,+setgid,…`.
 pub fn unit_bounding_set() -> String {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/system/aivaultd.service");
-    let text = fs::read_to_string(&unit).expect("the shipped unit");
+    unit_bounding_set_with(&[])
+}
+
+/// [`unit_bounding_set`] with the `packaging/examples` drop-ins `dropins`
+/// installed (systemd adds their `CapabilityBoundingSet=` lines).
+pub fn unit_bounding_set_with(dropins: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let unit = root.join("systemd/system/aivaultd.service");
+    let mut text = fs::read_to_string(&unit).expect("the shipped unit");
+    for d in dropins {
+        text += &fs::read_to_string(root.join("packaging/examples").join(d)).expect("the drop-in");
+    }
     let caps: Vec<String> = text
         .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("CapabilityBoundingSet= in the unit")
-        .split_whitespace()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .flat_map(str::split_whitespace)
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
     assert!(!caps.is_empty(), "an empty CapabilityBoundingSet=");
@@ -290,7 +304,7 @@ impl Daemon {
         let mut cmd = if self.opts.unit_capabilities {
             let mut c = Command::new("setpriv");
             c.arg("--bounding-set")
-                .arg(unit_bounding_set())
+                .arg(unit_bounding_set_with(self.opts.dropins))
                 .arg("--no-new-privs")
                 .arg("--")
                 .arg(bin("aivaultd"));

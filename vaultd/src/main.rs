@@ -156,6 +156,9 @@ fn drop_jail_capabilities() -> Result<()> {
         Capability::CAP_SETGID,
         Capability::CAP_KILL,
         Capability::CAP_SYS_PTRACE,
+        // The jail host's alone: mount a run's working directory
+        // (`open_tree`, `mount_setattr`, a mount namespace per such run).
+        Capability::CAP_SYS_ADMIN,
         Capability::CAP_SETPCAP,
     ];
     // From the bounding set too, while CAP_SETPCAP (last in the list) is

@@ -373,7 +373,16 @@ async fn start_run(
             return send(&mut stream, &Response { id, result }).await;
         }
     };
-    match crate::run::supervise::decide(&daemon.run_host(), caller, req).await {
+    // A run given the caller's working directory: its descriptor is on the
+    // byte right behind the request.
+    let workdir = match req.workdir {
+        None => None,
+        Some(_) => match crate::run::workdir::receive(&stream).await {
+            Ok(fd) => Some(fd),
+            Err(e) => return send(&mut stream, &Response { id, result: Err(e) }).await,
+        },
+    };
+    match crate::run::supervise::decide(&daemon.run_host(), caller, req, workdir).await {
         Err(e) => send(&mut stream, &Response { id, result: Err(e) }).await,
         Ok(decided) => {
             crate::run::supervise::run(daemon, decided, stream, id, slot).await;

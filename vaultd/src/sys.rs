@@ -11,8 +11,10 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 mod spawn;
 mod stack;
+mod workdir;
 pub use spawn::{reap_if_ended, spawn_jailed, wait, JailSpawn, END_LIMIT};
 pub use stack::GuardedStack;
+pub use workdir::{workdir_mount, IdMap};
 
 /// `SO_PEERPIDFD` (Linux 6.5+); not yet exported by every libc crate release.
 const SO_PEERPIDFD: libc::c_int = 77;

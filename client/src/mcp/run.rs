@@ -106,6 +106,7 @@ fn lost(cancel: &Cancel, e: aivault_proto::FrameError) -> RunError {
 pub fn run(
     socket: &Path,
     req: RunRequest,
+    dir: Option<&std::os::fd::OwnedFd>,
     stdin: Vec<u8>,
     limit: Limit,
     cancel: &Cancel,
@@ -129,15 +130,24 @@ pub fn run(
     // The request goes right behind the handshake (one round trip, not
     // two); a refused handshake is answered before the daemon closes, so
     // its reason is read even when the request could not be written.
-    let sent = frame(&mut stream, encode(&hello)).and_then(|()| {
-        frame(
-            &mut stream,
-            encode(&Request {
-                id: 1,
-                body: RequestBody::Run(req),
-            }),
-        )
-    });
+    let sent = frame(&mut stream, encode(&hello))
+        .and_then(|()| {
+            frame(
+                &mut stream,
+                encode(&Request {
+                    id: 1,
+                    body: RequestBody::Run(req),
+                }),
+            )
+        })
+        .and_then(|()| match dir {
+            // The working directory's descriptor, right behind the request.
+            Some(dir) => {
+                use std::os::fd::AsFd;
+                crate::send_fd(&stream, dir.as_fd()).map_err(|e| lost(cancel, e))
+            }
+            None => Ok(()),
+        });
     let reply: HelloReply = read_frame(&mut stream)
         .and_then(|b| decode(&b))
         .map_err(|e| lost(cancel, e))?;

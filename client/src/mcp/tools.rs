@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aivault_proto::{EndReason, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
+use aivault_proto::{
+    EndReason, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope, WorkdirMode,
+};
 use serde_json::{json, Map, Value};
 
 use super::capture::{self, Keep, Limit};
@@ -60,7 +62,9 @@ fn command_schema() -> Value {
             "pass_env": {"type": "array", "items": {"type": "string"}, "description": "Variables of your environment passed through."},
             "sandbox": {"type": "object", "properties": {
                 "working_directory": {"type": "string", "enum": ["private_home"],
-                                      "description": "The run's own empty home directory (also $HOME); your working directory is not visible."},
+                                      "description": "The run's own empty home directory (also $HOME); your working directory is not visible unless secret_run's workdir asks for it and workdir below allows it."},
+                "workdir": {"type": "string", "enum": ["none", "read-only", "read-write"],
+                            "description": "What secret_run's workdir may ask for with this command: none; read-only (the command reads the tree of this server's current directory, cannot change it); read-write (it may also change it, as your files)."},
                 "tcp_connect": ints.clone(), "tcp_bind": ints,
                 "read": paths.clone(), "write": paths,
                 "timeout_ms": {"type": "integer"},
@@ -117,7 +121,7 @@ pub fn list() -> Value {
         {
             "name": "secret_run",
             "title": "Run a command with secrets",
-            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user: its working directory is its own empty private home (your files are not visible), and its network access, timeout and output limit are the rule's (policy_commands lists them under sandbox). Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. The output is in the text content (a status line, then stdout, then stderr if any), not repeated in structuredContent; each of stdout and stderr keeps at most max_output_bytes (default 16384), its last bytes unless keep is \"head\" (flagged by stdout_truncated/stderr_truncated, with the full sizes in stdout_bytes/stderr_bytes). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
+            "description": "Run an allowed command with secrets injected as environment variables, without ever seeing them. argv[0] is a command name or absolute path that the daemon resolves itself; only commands and arguments the root-owned policy allows may run (see policy_commands), in a sandbox under a separate user: its working directory is its own empty private home (your files are not visible) unless workdir asks for this server's current directory and the rule allows it, and its network access, timeout and output limit are the rule's (policy_commands lists them under sandbox). Refer to a secret in arguments through its environment variable only where the command itself expands it; no shell is involved. Output comes back with every secret (and its encodings) replaced by [REDACTED:NAME]. A refused command returns an error saying why. The output is in the text content (a status line, then stdout, then stderr if any), not repeated in structuredContent; each of stdout and stderr keeps at most max_output_bytes (default 16384), its last bytes unless keep is \"head\" (flagged by stdout_truncated/stderr_truncated, with the full sizes in stdout_bytes/stderr_bytes). exit_code follows the shell: 128+N if killed by signal N, 124 on timeout, 125 when the output limit stopped the run.",
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -134,7 +138,9 @@ pub fn list() -> Value {
                     "max_output_bytes": {"type": "integer", "minimum": 1, "maximum": capture::MAX_BYTES, "default": capture::DEFAULT_BYTES,
                                          "description": "Bytes kept of each of stdout and stderr; the rest is dropped (the command still runs to its end)."},
                     "keep": {"type": "string", "enum": ["tail", "head"], "default": "tail",
-                             "description": "Which part of a longer output is kept: the last bytes (\"tail\", the default) or the first (\"head\")."}
+                             "description": "Which part of a longer output is kept: the last bytes (\"tail\", the default) or the first (\"head\")."},
+                    "workdir": {"type": "string", "enum": ["read-only", "read-write"],
+                                "description": "Run the command in this server's current directory: read-only (it reads the tree below, cannot change it) or read-write (it may change it too; what it creates is yours). Only where the rule allows that mode (policy_commands: sandbox.workdir); omitted: its empty private home."}
                 },
                 "required": ["argv"],
                 "additionalProperties": false
@@ -350,6 +356,7 @@ fn run_request(
         "stdin",
         "max_output_bytes",
         "keep",
+        "workdir",
     ])?;
     let argv: Vec<String> = match args.0.get("argv") {
         Some(Value::Array(a)) if !a.is_empty() => a
@@ -433,12 +440,17 @@ fn run_request(
         Some(Value::String(k)) if k == "head" => Keep::Head,
         Some(_) => return Err("\"keep\" must be \"tail\" or \"head\"".into()),
     };
+    let workdir = match args.0.get("workdir") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(w)) if w == "read-only" => Some(WorkdirMode::ReadOnly),
+        Some(Value::String(w)) if w == "read-write" => Some(WorkdirMode::ReadWrite),
+        Some(_) => return Err("\"workdir\" must be \"read-only\" or \"read-write\"".into()),
+    };
     let req = RunRequest {
         argv,
         secrets,
         timeout_ms,
-        cwd: None,
-        cwd_readable: false,
+        workdir,
         env: env.to_vec(),
     };
     Ok((req, stdin, Limit { bytes, keep }))
@@ -452,9 +464,26 @@ fn secret_run(
     progress: Option<&Arc<Progress>>,
 ) -> Result<Value, String> {
     let (req, stdin, limit) = run_request(args, env)?;
+    // The directory is opened here, with this process's permissions, and
+    // travels as a descriptor.
+    let dir = match req.workdir {
+        None => None,
+        Some(_) => Some(
+            crate::open_workdir(Path::new("."))
+                .map_err(|e| format!("cannot open the current directory: {e}"))?,
+        ),
+    };
     // Stopped (by drop) before the result is returned and sent.
     let ticker = progress.map(Progress::start);
-    let outcome = run::run(socket, req, stdin, limit, cancel, progress.map(|p| &**p));
+    let outcome = run::run(
+        socket,
+        req,
+        dir.as_ref(),
+        stdin,
+        limit,
+        cancel,
+        progress.map(|p| &**p),
+    );
     drop(ticker);
     Ok(match outcome {
         Ok(o) if o.reason == EndReason::RunnerFailed => tool_error(format!(

@@ -243,13 +243,21 @@ impl RunPlan {
                 .unwrap_or(usize::MAX)
                 .min(MAX_REPLY_OUTPUT)
         });
+        // The working directory travels as the caller's open descriptor
+        // (see `vaultctl run --workdir`), never as a path; D-Bus runs
+        // cannot have one.
+        if o.cwd_readable == Some(true) {
+            return Err(bad(
+                "cwd_readable: D-Bus runs cannot be given a working directory; use `vaultctl run --workdir`",
+            ));
+        }
+        let _ = o.cwd;
         Ok(RunPlan {
             request: RunRequest {
                 argv: argv.0,
                 secrets,
                 timeout_ms: o.timeout_ms,
-                cwd: o.cwd,
-                cwd_readable: o.cwd_readable.unwrap_or(false),
+                workdir: None,
                 env: o.env.unwrap_or_default().0,
             },
             stdin,

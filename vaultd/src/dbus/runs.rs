@@ -273,7 +273,7 @@ pub async fn start(
     // nothing may fail before the supervisor takes it (which audits its end).
     let (ours, theirs) =
         UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
-    let decided = crate::run::supervise::decide(&daemon.run_host(), caller, req).await?;
+    let decided = crate::run::supervise::decide(&daemon.run_host(), caller, req, None).await?;
     let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
     let d = daemon.clone();
     tokio::spawn(async move {

@@ -168,18 +168,25 @@ impl JailHost {
     }
 
     /// Starts a jailed process as `spec` says, joining the cgroup whose
-    /// `cgroup.procs` is `cgroup` first if given.
+    /// `cgroup.procs` is `cgroup` first if given, and given the working
+    /// directory `workdir` (open, in the daemon's mount namespace) as
+    /// `spec.workdir` says if given.
     pub fn spawn(
         &self,
         spec: SpawnRequest,
         cgroup: Option<BorrowedFd<'_>>,
+        workdir: Option<BorrowedFd<'_>>,
     ) -> Result<Jailed, JailError> {
+        if spec.workdir.is_some() != workdir.is_some() {
+            return Err(JailError::Protocol);
+        }
         let spec = SpawnRequest {
             join_cgroup: cgroup.is_some(),
             ..spec
         };
+        let fds: Vec<BorrowedFd<'_>> = cgroup.into_iter().chain(workdir).collect();
         let (host, sock) = self.any();
-        let answer = self.hosts[host].call(sock, &Request::Spawn(spec), cgroup);
+        let answer = self.hosts[host].call(sock, &Request::Spawn(spec), &fds);
         match self.check(answer)? {
             (Reply::Spawned { pid }, fds) if fds.len() == 1 => Ok(Jailed {
                 pid,
@@ -210,7 +217,7 @@ impl JailHost {
                 (h, sock, None)
             }
         };
-        let answer = self.hosts[host].call(sock, &Request::Kill { uid, reap }, None);
+        let answer = self.hosts[host].call(sock, &Request::Kill { uid, reap }, &[]);
         match self.check(answer)? {
             (Reply::Killed { none_left, reaped }, _) => {
                 if let Some(j) = jailed {
@@ -229,7 +236,7 @@ impl JailHost {
         }
         let host = &self.hosts[jailed.host];
         if let Ok((Reply::Reaped { reaped }, _)) =
-            host.call(host.lock(), &Request::Reap { pid: jailed.pid }, None)
+            host.call(host.lock(), &Request::Reap { pid: jailed.pid }, &[])
         {
             jailed.reaped = reaped;
         }
@@ -294,7 +301,7 @@ impl Host {
             broken: AtomicBool::new(false),
             child: Mutex::new(child),
         };
-        let answer = host.call(host.lock(), &Request::Ping, None);
+        let answer = host.call(host.lock(), &Request::Ping, &[]);
         match answer {
             Ok((Reply::Pong, _)) => Ok(host),
             Ok(_) => Err(JailError::Protocol),
@@ -312,13 +319,13 @@ impl Host {
         &self,
         sock: std::sync::MutexGuard<'_, OwnedFd>,
         req: &Request,
-        fd: Option<BorrowedFd<'_>>,
+        fds: &[BorrowedFd<'_>],
     ) -> Result<(Reply, Vec<OwnedFd>), JailError> {
         let gone = || JailError::Gone(io::Error::other("an earlier request failed"));
         if self.broken.load(Ordering::Acquire) {
             return Err(gone());
         }
-        let answer = wire::send(sock.as_fd(), req, fd).and_then(|()| {
+        let answer = wire::send(sock.as_fd(), req, fds).and_then(|()| {
             wire::recv::<Reply>(&*sock)?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it closed its socket"))
         });

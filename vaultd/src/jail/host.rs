@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::wire::{self, JailKind, Reply, Request, SpawnRequest};
+use super::wire::{self, JailKind, Reply, Request, SpawnRequest, WorkdirRequest};
 use crate::sys::{self, ChildIdentity, JailSpawn, Killed};
 
 /// The executable of each kind, fixed when the jail host starts.
@@ -79,7 +79,8 @@ pub fn serve(sock: OwnedFd, programs: Programs, run_uids: std::ops::Range<u32>) 
                 return 1;
             }
         };
-        if let Err(e) = wire::send(sock.as_fd(), &reply, attach.as_ref().map(|f| f.as_fd())) {
+        let attached: Vec<_> = attach.iter().map(|f| f.as_fd()).collect();
+        if let Err(e) = wire::send(sock.as_fd(), &reply, &attached) {
             eprintln!("aivault-jail: cannot answer the daemon: {e}");
             return 1;
         }
@@ -136,14 +137,17 @@ impl Host {
                 message: "a run uid starts with its own gid, no groups and no cgroup; any other uid only in a cgroup".into(),
             });
         }
-        let cgroup = match (spec.join_cgroup, fds.len()) {
-            (true, 1) => fds.into_iter().next(),
-            (false, 0) => None,
-            _ => {
-                return Err(Reply::Failed {
-                    message: "the descriptors attached do not match the request".into(),
-                })
-            }
+        let wanted = usize::from(spec.join_cgroup) + usize::from(spec.workdir.is_some());
+        if fds.len() != wanted {
+            return Err(Reply::Failed {
+                message: "the descriptors attached do not match the request".into(),
+            });
+        }
+        let mut fds = fds.into_iter();
+        let cgroup = if spec.join_cgroup { fds.next() } else { None };
+        let workdir = match (&spec.workdir, fds.next()) {
+            (Some(w), Some(dir)) => Some(self.workdir(spec, w, dir)?),
+            _ => None,
         };
         let Some(program) = self.programs.by_kind.get(&spec.kind) else {
             return Err(Reply::Failed {
@@ -173,6 +177,9 @@ impl Host {
             null_in: self.null_in.as_raw_fd(),
             null_out: self.null_out.as_raw_fd(),
             who: &who,
+            workdir: workdir
+                .as_ref()
+                .map(|(mount, target)| (mount.as_raw_fd(), target.as_c_str())),
         })
         .map_err(|e| {
             self.wedged |= e.kind() == io::ErrorKind::TimedOut;
@@ -196,6 +203,52 @@ impl Host {
                 Err(failed("opening a pidfd", &e))
             }
         }
+    }
+
+    /// The mount of the caller's working directory `dir` for `spec`'s
+    /// process, and where it goes. The caller's ids are shown as the
+    /// process's only for a fresh run uid, never root's.
+    fn workdir(
+        &self,
+        spec: &SpawnRequest,
+        w: &WorkdirRequest,
+        dir: OwnedFd,
+    ) -> Result<(OwnedFd, CString), Reply> {
+        let map = match w.caller {
+            None if !self.run_uids.contains(&spec.uid) => None,
+            Some((uid, gid)) if self.run_uids.contains(&spec.uid) && uid != 0 && gid != 0 => {
+                Some(sys::IdMap {
+                    caller_uid: uid,
+                    caller_gid: gid,
+                    run_uid: spec.uid,
+                    run_gid: spec.gid,
+                })
+            }
+            _ => {
+                return Err(Reply::Failed {
+                    message: "a working directory is mapped from a caller other than root to a run uid, or given unmapped to the caller itself".into(),
+                })
+            }
+        };
+        if !w.target.is_absolute() {
+            return Err(Reply::Failed {
+                message: "the working directory's mount point is not absolute".into(),
+            });
+        }
+        let target =
+            CString::new(w.target.as_os_str().as_bytes()).map_err(|e| failed("mount point", &e))?;
+        let mount = sys::workdir_mount(dir.as_fd(), map, w.writable).map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                // The service's sandbox withholds what the mount needs.
+                failed(
+                    "mounting the working directory (the service needs CAP_SYS_ADMIN, user and mount namespaces: the aivaultd-workdir.conf drop-in)",
+                    &e,
+                )
+            } else {
+                failed("mounting the working directory", &e)
+            }
+        })?;
+        Ok((mount, target))
     }
 
     fn kill(&mut self, uid: u32, reap: Option<i32>) -> Reply {

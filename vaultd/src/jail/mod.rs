@@ -27,4 +27,4 @@ pub mod host;
 pub mod wire;
 
 pub use client::{locate, JailError, JailHost, Jailed};
-pub use wire::{JailKind, SpawnRequest};
+pub use wire::{JailKind, SpawnRequest, WorkdirRequest};

@@ -46,6 +46,24 @@ pub struct SpawnRequest {
     pub args: Vec<String>,
     /// A `cgroup.procs` descriptor is attached: join it first.
     pub join_cgroup: bool,
+    /// The caller's working directory is attached (after the cgroup, if
+    /// any): give the process a mount of it, in a mount namespace of its
+    /// own.
+    #[serde(default)]
+    pub workdir: Option<WorkdirRequest>,
+}
+
+/// How a jailed process gets the caller's working directory
+/// (`crate::sys::workdir_mount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkdirRequest {
+    /// Where the mount goes: an empty directory the daemon made for the
+    /// run (opened without following symbolic links).
+    pub target: PathBuf,
+    /// The caller's uid and gid, shown to a fresh-uid process as its own;
+    /// `None` in caller mode (the process is the caller).
+    pub caller: Option<(u32, u32)>,
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,12 +105,8 @@ pub enum Reply {
     },
 }
 
-/// Sends `msg` as one datagram, with `fd` attached if given.
-pub fn send<T: Serialize>(
-    sock: BorrowedFd<'_>,
-    msg: &T,
-    fd: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
+/// Sends `msg` as one datagram, with `fds` attached.
+pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
     if body.len() > MAX_MESSAGE {
@@ -101,11 +115,12 @@ pub fn send<T: Serialize>(
             "message too large",
         ));
     }
-    let raw = fd.map(|f| [f.as_raw_fd()]);
-    let cmsgs: Vec<ControlMessage<'_>> = raw
-        .as_ref()
-        .map(|r| vec![ControlMessage::ScmRights(r)])
-        .unwrap_or_default();
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
     let iov = [io::IoSlice::new(&body)];
     loop {
         match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
@@ -157,9 +172,14 @@ mod tests {
             cwd: "/run/aivault/runs/61234/home".into(),
             args: vec!["--socket".into(), "/run/aivault/runner.sock".into()],
             join_cgroup: true,
+            workdir: Some(WorkdirRequest {
+                target: "/run/aivault/runs/61234/work".into(),
+                caller: Some((1000, 1000)),
+                writable: false,
+            }),
         });
         let file = std::fs::File::open("/dev/null").unwrap();
-        send(a.as_fd(), &req, Some(file.as_fd())).unwrap();
+        send(a.as_fd(), &req, &[file.as_fd()]).unwrap();
         let (got, fds): (Request, _) = recv(&b).unwrap().unwrap();
         assert_eq!(got, req);
         assert_eq!(fds.len(), 1);
@@ -183,6 +203,6 @@ mod tests {
         let big = Reply::Failed {
             message: "x".repeat(MAX_MESSAGE + 1),
         };
-        assert!(send(a.as_fd(), &big, None).is_err());
+        assert!(send(a.as_fd(), &big, &[]).is_err());
     }
 }

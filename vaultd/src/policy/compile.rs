@@ -437,7 +437,10 @@ fn rule_warnings(rule: &Rule) -> Vec<String> {
         w.push(format!("pass-through variable {name} is chosen by the caller: make sure it cannot redirect where secrets go or make the command run other programs"));
     }
     if rule.sandbox.cwd_readable {
-        w.push("cwd_readable: the caller controls the working directory's content; commands that read configuration from it (git's .git/config, .npmrc, …) can be made to run other programs".to_owned());
+        w.push("workdir: the caller controls the working directory's content; commands that read configuration from it (git's .git/config, .npmrc, …) can be made to run other programs with the rule's secrets".to_owned());
+    }
+    if rule.sandbox.cwd_writable {
+        w.push("workdir = \"read-write\": the command can change or delete every file of the caller's below the directory it is given, and plant files the caller's own tools later run as the caller (.git/hooks, .envrc, Makefile)".to_owned());
     }
     match resolve_command(&rule.command.to_string_lossy(), &[]) {
         Err(e) => w.push(format!("the command cannot be run now: {e}")),

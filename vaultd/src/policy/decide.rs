@@ -14,7 +14,7 @@
 //!    patterns (`aws/*`) select among the secrets that exist in the caller's
 //!    own scope (or the system's, for granted ones), and an asked pattern
 //!    selects among what the rule gives; no two secrets share a variable;
-//! 7. the working directory is readable only if the rule allows it.
+//! 7. the working directory is given only in a mode the rule allows.
 //!
 //! If no rule passes, the denial explains the check that failed on the rule
 //! that got furthest (the first such rule on a tie).
@@ -118,8 +118,18 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
             ),
         ));
     }
+    if q.cwd_writable && !rule.sandbox.cwd_writable {
+        return Err((
+            6,
+            format!(
+                "rule {} does not let the command change the caller's working directory (workdir = \"read-write\")",
+                rule.name
+            ),
+        ));
+    }
     let mut sandbox = rule.sandbox.clone();
-    sandbox.cwd_readable = q.cwd_readable;
+    sandbox.cwd_readable = q.cwd_readable || q.cwd_writable;
+    sandbox.cwd_writable = q.cwd_writable;
     Ok(Decision {
         rule: rule.name.clone(),
         secrets,

@@ -87,6 +87,8 @@ pub struct RunQuery {
     pub secrets: Vec<SecretAsk>,
     /// The caller wants its working directory readable by the command.
     pub cwd_readable: bool,
+    /// ... and writable (implies `cwd_readable`).
+    pub cwd_writable: bool,
     /// The secrets a rule's patterns (`aws/*`) may select from; empty when
     /// the policy has no patterns.
     pub existing: ExistingSecrets,
@@ -224,8 +226,12 @@ pub struct ArgPatternSummary {
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct SandboxSummary {
     /// Always `private_home`: the run's own empty home directory, also
-    /// `$HOME`; `$TMPDIR` is a private temporary directory.
+    /// `$HOME`; `$TMPDIR` is a private temporary directory. Unless the
+    /// caller asks for its own directory, as `workdir` allows.
     pub working_directory: &'static str,
+    /// What the caller may ask for (`vaultctl run --workdir`): `none`,
+    /// `read-only` or `read-write`.
+    pub workdir: &'static str,
     /// Extra paths readable (`read`) and writable (`write`).
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
@@ -245,6 +251,11 @@ impl SandboxSummary {
     fn of(p: &SandboxProfile) -> Self {
         SandboxSummary {
             working_directory: "private_home",
+            workdir: match (p.cwd_readable, p.cwd_writable) {
+                (_, true) => "read-write",
+                (true, false) => "read-only",
+                _ => "none",
+            },
             read: p.read.clone(),
             write: p.write.clone(),
             tcp_connect: p.tcp_connect.clone(),

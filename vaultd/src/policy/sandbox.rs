@@ -14,7 +14,7 @@
 //! | `processes` | 64 |
 //! | `file_size` | 64 MiB |
 //! | `cpu` | 60 s of CPU time |
-//! | `cwd_readable` | false |
+//! | `workdir` | `"none"` (`"read-only"`, `"read-write"`: what the caller may ask for; `cwd_readable = true` is the older spelling of `"read-only"`) |
 //! | `require_full_landlock` | false (run with what the kernel enforces, and audit it) |
 
 use std::path::{Component, Path, PathBuf};
@@ -57,6 +57,9 @@ pub struct SandboxProfile {
     /// In a rule: the caller *may* ask for read access to its working
     /// directory. In a decision: the caller asked and the rule allows it.
     pub cwd_readable: bool,
+    /// In a rule: the caller *may* ask for its working directory writable
+    /// (implies `cwd_readable`). In a decision: the caller asked for it.
+    pub cwd_writable: bool,
     /// Refuse to run unless the kernel enforces every Landlock restriction.
     pub require_full_landlock: bool,
 }
@@ -75,6 +78,7 @@ impl Default for SandboxProfile {
             file_size: DEFAULT_FILE_SIZE,
             cpu_seconds: DEFAULT_CPU_SECONDS,
             cwd_readable: false,
+            cwd_writable: false,
             require_full_landlock: false,
         }
     }
@@ -100,8 +104,18 @@ pub struct RawSandbox {
     cpu: Option<Quantity>,
     #[serde(default)]
     cwd_readable: bool,
+    workdir: Option<RawWorkdir>,
     #[serde(default)]
     require_full_landlock: bool,
+}
+
+/// `workdir = "none" | "read-only" | "read-write"`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum RawWorkdir {
+    None,
+    ReadOnly,
+    ReadWrite,
 }
 
 /// A path a sandbox may name: absolute, no `.`/`..`, and not one that would
@@ -153,6 +167,19 @@ impl RawSandbox {
             },
         };
         let cpu = duration("cpu", &self.cpu, Duration::from_secs(DEFAULT_CPU_SECONDS))?;
+        let workdir = match (self.workdir, self.cwd_readable) {
+            (None, readable) => {
+                if readable {
+                    RawWorkdir::ReadOnly
+                } else {
+                    RawWorkdir::None
+                }
+            }
+            (Some(RawWorkdir::None), true) => {
+                return Err("cwd_readable = true contradicts workdir = \"none\"".into())
+            }
+            (Some(w), _) => w,
+        };
         Ok(SandboxProfile {
             read: self.read.clone(),
             write: self.write.clone(),
@@ -165,7 +192,8 @@ impl RawSandbox {
             file_size: size("file_size", &self.file_size, DEFAULT_FILE_SIZE)?,
             // RLIMIT_CPU counts whole seconds; round up so "500ms" is not 0.
             cpu_seconds: cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0),
-            cwd_readable: self.cwd_readable,
+            cwd_readable: workdir != RawWorkdir::None,
+            cwd_writable: workdir == RawWorkdir::ReadWrite,
             require_full_landlock: self.require_full_landlock,
         })
     }
@@ -205,10 +233,10 @@ impl SandboxProfile {
             self.processes,
             show_size(self.file_size),
             self.cpu_seconds,
-            if self.cwd_readable {
-                "readable on request"
-            } else {
-                "not readable"
+            match (self.cwd_readable, self.cwd_writable) {
+                (_, true) => "read-write on request",
+                (true, false) => "read-only on request",
+                _ => "not given",
             },
             if self.require_full_landlock {
                 "fully required"
@@ -248,7 +276,21 @@ mod tests {
         assert_eq!(p.file_size, 1024);
         assert_eq!(p.cpu_seconds, 2);
         assert!(p.cwd_readable);
+        assert!(!p.cwd_writable);
         assert_eq!(p.tcp_connect, vec![443]);
+    }
+
+    #[test]
+    fn workdir_modes() {
+        let modes = |t: &str| parse(t).map(|p| (p.cwd_readable, p.cwd_writable));
+        assert_eq!(modes("workdir = 'none'"), Ok((false, false)));
+        assert_eq!(modes("workdir = 'read-only'"), Ok((true, false)));
+        assert_eq!(modes("workdir = 'read-write'"), Ok((true, true)));
+        assert_eq!(modes("cwd_readable = true"), Ok((true, false)));
+        assert_eq!(
+            modes("cwd_readable = true\nworkdir = 'read-write'"),
+            Ok((true, true))
+        );
     }
 
     #[test]
@@ -263,6 +305,8 @@ mod tests {
             ("memory = '1X'", "memory:"),
             ("tcp_connect = [70000]", "tcp_connect"),
             ("colour = true", "unknown field"),
+            ("workdir = 'copy'", "workdir"),
+            ("workdir = 'none'\ncwd_readable = true", "contradicts"),
         ] {
             let e = parse(text).expect_err(text);
             assert!(e.contains(needle), "{text}: {e}");

@@ -35,6 +35,7 @@ fn query(w: Who, command: &str, args: &[&str]) -> RunQuery {
         secrets: Vec::new(),
         cwd_readable: false,
         existing: ExistingSecrets::default(),
+        cwd_writable: false,
     }
 }
 
@@ -423,7 +424,13 @@ fn cwd_and_first_match() {
     let p = parse(RULES).expect("valid");
     let mut q = query(who(1000, 1000, &[]), "/usr/bin/true", &["api"]);
     q.cwd_readable = true;
-    assert!(p.decide(&q).expect("allowed").sandbox.cwd_readable);
+    let allowed = p.decide(&q).expect("allowed");
+    assert!(allowed.sandbox.cwd_readable && !allowed.sandbox.cwd_writable);
+    // A read-only rule never gives the directory writable.
+    let mut rw = q.clone();
+    rw.cwd_writable = true;
+    let d = p.decide(&rw).expect_err("read-write not allowed");
+    assert!(d.reason.contains("read-write"), "{d}");
     let q2 = RunQuery {
         command: "/usr/bin/false".into(),
         sha256: [1; 32],
@@ -488,6 +495,9 @@ fn commands_for_gives_arguments_and_sandbox_as_data() {
     );
     let sb = &v[0]["sandbox"];
     assert_eq!(sb["working_directory"], "private_home");
+    // `cwd_readable = true`: the caller may ask for its directory read-only.
+    assert_eq!(sb["workdir"], "read-only");
+    assert_eq!(v[1]["sandbox"]["workdir"], "none");
     assert_eq!(sb["tcp_connect"], serde_json::json!([443]));
     assert_eq!(sb["tcp_bind"], serde_json::json!([]));
     assert_eq!(sb["timeout_ms"], 60_000);
@@ -627,4 +637,24 @@ fn a_policy_uses_groups_only_if_a_rule_or_grant_names_one() {
     let grant = format!("{users_only}\n[[grant]]\nsecret = \"S\"\ngroups = [100]\n");
     assert!(parse(&grant).unwrap().uses_groups());
     assert!(parse(EXAMPLE).unwrap().uses_groups());
+}
+
+#[test]
+fn explain_warns_about_each_workdir_mode() {
+    let rule = |mode: &str| {
+        format!(
+            "[[rule]]\nname = \"w\"\ncommand = \"/usr/bin/true\"\nusers = [0]\n[rule.sandbox]\nworkdir = \"{mode}\"\n"
+        )
+    };
+    let warned = |mode: &str, needle: &str| {
+        let p = parse(&rule(mode)).expect("valid");
+        p.explain()[0].warnings.iter().any(|w| w.contains(needle))
+    };
+    assert!(!warned("none", "workdir"));
+    assert!(warned(
+        "read-only",
+        "controls the working directory's content"
+    ));
+    assert!(!warned("read-only", "later run as the caller"));
+    assert!(warned("read-write", "later run as the caller"));
 }

@@ -32,6 +32,7 @@ fn query(own: &[&str], asks: &[&str]) -> RunQuery {
             })
             .collect(),
         cwd_readable: false,
+        cwd_writable: false,
         existing: ExistingSecrets {
             own: own.iter().map(|s| s.to_string()).collect(),
             system: vec!["aws/system_key".into()],

@@ -28,6 +28,7 @@ pub mod spawn;
 pub mod supervise;
 pub mod uidpool;
 pub mod warm;
+pub mod workdir;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,10 @@
 //! secrets, the environment. Runs on a blocking thread; writes the audit
 //! record of the decision before anything takes effect.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aivault_proto::{ErrorCode, RunRequest, SecretBytes, WireError};
+use aivault_proto::{ErrorCode, RunRequest, SecretBytes, WireError, WorkdirMode};
 use serde_json::json;
 
 use super::RunHost;
@@ -40,7 +39,8 @@ pub struct PreparedRun {
     pub secrets: Vec<(String, String, SecretBytes)>,
     /// Caller-supplied variables the rule lets through, plus safe locale ones.
     pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
+    /// The caller's working directory, if it asked and the rule allows it.
+    pub workdir: Option<super::workdir::Workdir>,
     pub timeout: Duration,
     /// For `isolation = "caller"`: the identity to run as, from the
     /// account database. None for a fresh-uid run.
@@ -143,6 +143,7 @@ pub fn prepare_run(
     host: &dyn RunHost,
     caller: &Caller,
     req: RunRequest,
+    workdir: Option<std::os::fd::OwnedFd>,
 ) -> Result<PreparedRun, WireError> {
     const OP: &str = "run";
     let deny = |e: WireError, detail: serde_json::Value| -> WireError {
@@ -189,7 +190,8 @@ pub fn prepare_run(
                 env: s.env.clone(),
             })
             .collect(),
-        cwd_readable: req.cwd_readable,
+        cwd_readable: req.workdir.is_some(),
+        cwd_writable: req.workdir == Some(WorkdirMode::ReadWrite),
         // Only the caller's own scope and the system's: a rule's pattern
         // can never select another user's secrets.
         existing: if policy.uses_secret_globs() {
@@ -221,12 +223,25 @@ pub fn prepare_run(
             Some(caller_identity(caller.uid).map_err(|why| deny(denied(why), detail()))?)
         }
     };
-    let cwd = match (req.cwd_readable, &req.cwd) {
-        (false, _) => None,
-        (true, Some(c)) if c.starts_with('/') => Some(PathBuf::from(c)),
-        (true, _) => {
+    let workdir = match (req.workdir, workdir) {
+        (None, _) => None,
+        (Some(mode), Some(fd)) => {
+            let detail = || json!({ "command": command_text, "rule": decision.rule, "workdir": mode.as_str() });
+            // Files the run creates in it would be root's: never.
+            if caller.uid == 0 || caller.gid == 0 {
+                return Err(deny(
+                    denied("root's working directory is never given to a run"),
+                    detail(),
+                ));
+            }
+            Some(
+                super::workdir::check(fd, mode, (caller.uid, caller.gid))
+                    .map_err(|why| deny(bad(why), detail()))?,
+            )
+        }
+        (Some(_), None) => {
             return Err(deny(
-                bad("--cwd-readable needs an absolute working directory"),
+                bad("the working directory's descriptor is missing"),
                 shown(),
             ))
         }
@@ -285,6 +300,10 @@ pub fn prepare_run(
         "isolation": decision.isolation,
         "timeout_ms": timeout.as_millis() as u64,
     });
+    let mut record = record;
+    if let Some(w) = &workdir {
+        record["workdir"] = json!({ "path": w.path, "mode": w.mode.as_str() });
+    }
     Ok(PreparedRun {
         caller: *caller,
         command,
@@ -293,7 +312,7 @@ pub fn prepare_run(
         decision,
         secrets,
         env,
-        cwd,
+        workdir,
         timeout,
         as_caller,
         record,

@@ -120,7 +120,7 @@ fn identity(
 /// runner (blocking work).
 pub(super) fn start(daemon: &dyn RunHost, prepared: &PreparedRun) -> Result<Started, StartError> {
     let (run_as, who, name) = identity(daemon, prepared).map_err(|e| (e, None))?;
-    launch(daemon, run_as, &who, &name)
+    launch(daemon, run_as, &who, &name, prepared.workdir.as_ref())
 }
 
 /// Tears down a runner that never ran anything (warm, discarded).
@@ -179,9 +179,17 @@ pub(super) fn launch(
     run_as: RunAs,
     who: &ChildIdentity,
     name: &str,
+    workdir: Option<&super::workdir::Workdir>,
 ) -> Result<Started, StartError> {
     let runs = daemon.runs();
-    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, name, who.uid, who.gid) {
+    let made = spawn::make_dirs(
+        &runs.settings.runs_dir,
+        name,
+        who.uid,
+        who.gid,
+        workdir.is_some(),
+    );
+    let dirs = match made {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot create run directory");
@@ -202,7 +210,13 @@ pub(super) fn launch(
         RunAs::Caller { cgroup, .. } => Some(cgroup.procs()),
         RunAs::Lease(_) => None,
     };
-    match spawn::start_runner(&runs.jail, &runs.settings, who, cgroup, &dirs) {
+    // A fresh uid sees the caller's files as its own; a caller-mode run
+    // is the caller.
+    let workdir = workdir.map(|w| match &run_as {
+        RunAs::Lease(_) => (w, Some(w.caller)),
+        RunAs::Caller { .. } => (w, None),
+    });
+    match spawn::start_runner(&runs.jail, &runs.settings, who, cgroup, &dirs, workdir) {
         Ok(child) => {
             let pid = child.id();
             let connection = runs.gate.expect(pid, uid);
@@ -222,10 +236,14 @@ pub(super) fn launch(
                 dirs,
                 runner: None,
             };
-            Err((
-                "the runner could not be started".into(),
-                Some(Box::new(leftovers)),
-            ))
+            // What failed with the working directory (a filesystem without
+            // idmapped mounts, say) is the caller's to know; the message
+            // names no path.
+            let why = match workdir {
+                Some(_) => format!("the runner could not be started: {e}"),
+                None => "the runner could not be started".into(),
+            };
+            Err((why, Some(Box::new(leftovers))))
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct RunDirs {
     pub root: PathBuf,
     pub home: PathBuf,
     pub tmp: PathBuf,
+    /// Where the caller's working directory is mounted, in the runner's
+    /// own mount namespace only (made only for a run that has one; in the
+    /// daemon's namespace it stays an empty directory).
+    pub work: PathBuf,
 }
 
 impl RunDirs {
@@ -37,6 +41,7 @@ impl RunDirs {
         RunDirs {
             home: root.join("home"),
             tmp: root.join("tmp"),
+            work: root.join("work"),
             root,
         }
     }
@@ -54,8 +59,15 @@ fn give(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     lchown(path, Some(uid), Some(gid))
 }
 
-/// Creates the run's directories (removing any stale ones of the same name).
-pub fn make_dirs(runs_dir: &Path, name: &str, uid: u32, gid: u32) -> Result<RunDirs, SpawnError> {
+/// Creates the run's directories (removing any stale ones of the same
+/// name), with `work` (root's, empty: a mount point) if `work`.
+pub fn make_dirs(
+    runs_dir: &Path,
+    name: &str,
+    uid: u32,
+    gid: u32,
+    work: bool,
+) -> Result<RunDirs, SpawnError> {
     if !runs_dir.exists() {
         std::fs::create_dir_all(runs_dir).map_err(SpawnError::Dir)?;
     }
@@ -72,6 +84,9 @@ pub fn make_dirs(runs_dir: &Path, name: &str, uid: u32, gid: u32) -> Result<RunD
     root_dir(&dirs.root).map_err(SpawnError::Dir)?;
     root_dir(&dirs.home).map_err(SpawnError::Dir)?;
     root_dir(&dirs.tmp).map_err(SpawnError::Dir)?;
+    if work {
+        root_dir(&dirs.work).map_err(SpawnError::Dir)?;
+    }
     give(&dirs.home, uid, gid).map_err(SpawnError::Dir)?;
     give(&dirs.tmp, uid, gid).map_err(SpawnError::Dir)?;
     give(&dirs.root, uid, gid).map_err(SpawnError::Dir)?;
@@ -141,13 +156,16 @@ pub fn sweep_stale_dirs(runs_dir: &Path, in_range: impl Fn(u32) -> bool) -> usiz
 
 /// Asks the jail host to start the runner as `who` (joining the run's
 /// cgroup first if `cgroup` is its `cgroup.procs`), in its home, with an
-/// empty environment, stdin and stdout on `/dev/null`.
+/// empty environment, stdin and stdout on `/dev/null`; with the caller's
+/// working directory mounted on `dirs.work` if `workdir` is given (and the
+/// caller's ids to show as the run's, for a fresh uid).
 pub fn start_runner(
     jail: &crate::jail::JailHost,
     settings: &RunSettings,
     who: &crate::sys::ChildIdentity,
     cgroup: Option<BorrowedFd<'_>>,
     dirs: &RunDirs,
+    workdir: Option<(&super::workdir::Workdir, Option<(u32, u32)>)>,
 ) -> Result<crate::jail::Jailed, SpawnError> {
     let socket = settings
         .runner_socket
@@ -161,6 +179,11 @@ pub fn start_runner(
         cwd: dirs.home.clone(),
         args: vec!["--socket".into(), socket.into()],
         join_cgroup: false,
+        workdir: workdir.map(|(w, caller)| crate::jail::WorkdirRequest {
+            target: dirs.work.clone(),
+            caller,
+            writable: w.writable(),
+        }),
     };
-    Ok(jail.spawn(request, cgroup)?)
+    Ok(jail.spawn(request, cgroup, workdir.map(|(w, _)| w.fd()))?)
 }

@@ -35,7 +35,9 @@ async fn acquire(
     daemon: &Arc<dyn RunHost>,
     prepared: &Arc<PreparedRun>,
 ) -> Result<Ready, StartError> {
-    if prepared.as_caller.is_none() {
+    // A warm runner has its mount namespace already: a run given the
+    // caller's working directory starts its own.
+    if prepared.as_caller.is_none() && prepared.workdir.is_none() {
         while let Some(ready) = daemon.runs().warm.take(daemon) {
             match hand(&ready, prepared).await {
                 Ok(()) => return Ok(ready),
@@ -117,12 +119,13 @@ pub async fn decide(
     daemon: &Arc<dyn RunHost>,
     caller: crate::caller::Caller,
     req: aivault_proto::RunRequest,
+    workdir: Option<std::os::fd::OwnedFd>,
 ) -> Result<Decided, WireError> {
     let (decided_tx, decided_rx) = tokio::sync::oneshot::channel();
     let (durable_tx, durable) = tokio::sync::oneshot::channel::<()>();
     let d = daemon.clone();
     let recording = tokio::task::spawn_blocking(move || {
-        let prepared = match super::prepare::prepare_run(&*d, &caller, req) {
+        let prepared = match super::prepare::prepare_run(&*d, &caller, req, workdir) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 let _ = decided_tx.send(Err(e));
@@ -446,7 +449,8 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         read: profile.read.clone(),
         write: profile.write.clone(),
         exec: vec![prepared.command.path.clone()],
-        cwd: prepared.cwd.clone(),
+        cwd: prepared.workdir.as_ref().map(|_| dirs.work.clone()),
+        cwd_writable: prepared.workdir.as_ref().is_some_and(|w| w.writable()),
         tcp_connect: profile.tcp_connect.clone(),
         tcp_bind: profile.tcp_bind.clone(),
         limits: Limits {
@@ -473,6 +477,9 @@ fn job(prepared: &PreparedRun, dirs: &RunDirs) -> RunnerJob {
         ("HOME".to_string(), dirs.home.display().to_string()),
         ("TMPDIR".to_string(), dirs.tmp.display().to_string()),
     ];
+    if prepared.workdir.is_some() {
+        env.push(("PWD".to_string(), dirs.work.display().to_string()));
+    }
     env.extend(prepared.env.iter().cloned());
     RunnerJob {
         argv: prepared.argv.clone(),

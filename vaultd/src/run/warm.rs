@@ -182,7 +182,7 @@ async fn start_one(daemon: &Arc<dyn RunHost>) -> Result<Ready, String> {
             groups: Vec::new(),
             cgroup_procs: None,
         };
-        runner::launch(&*d, RunAs::Lease(lease), &who, &uid.to_string())
+        runner::launch(&*d, RunAs::Lease(lease), &who, &uid.to_string(), None)
     })
     .await
     .unwrap_or_else(|_| Err(("internal error while starting a runner".into(), None)));

@@ -51,6 +51,10 @@ pub struct JailSpawn<'a> {
     pub null_in: RawFd,
     pub null_out: RawFd,
     pub who: &'a ChildIdentity,
+    /// A detached mount (`super::workdir_mount`) and where to attach it:
+    /// the child enters a mount namespace of its own first, so the mount
+    /// exists there alone.
+    pub workdir: Option<(RawFd, &'a CStr)>,
 }
 
 /// Reaps the child `pid` if it has ended; true once it is reaped (or is
@@ -149,6 +153,11 @@ struct ChildArgs {
     null_in: RawFd,
     null_out: RawFd,
     cgroup_procs: RawFd,
+    /// The working directory's detached mount, or -1.
+    workdir_mount: RawFd,
+    /// Its mount point, resolved without following symbolic links.
+    workdir_target: *const libc::c_char,
+    workdir_how: libc::open_how,
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: *const libc::gid_t,
@@ -166,6 +175,9 @@ struct KernelSigaction {
     restorer: usize,
     mask: u64,
 }
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// Highest signal number + 1.
 const NSIG: libc::c_long = 65;
@@ -214,6 +226,45 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(a);
         }
+        // The working directory's mount, in a mount namespace of the
+        // run's own (a copy of the jail host's, every mount made private
+        // first so that nothing propagates back to the host's): it exists
+        // for the run's processes alone and goes with the last of them.
+        // The mount point is opened without following symbolic links, as
+        // root, before any process of the run exists.
+        if a.workdir_mount >= 0 {
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == -1
+                || libc::syscall(
+                    libc::SYS_mount,
+                    std::ptr::null::<libc::c_char>(),
+                    c"/".as_ptr(),
+                    std::ptr::null::<libc::c_char>(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null::<libc::c_void>(),
+                ) == -1
+            {
+                return fail(a);
+            }
+            let target = libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                a.workdir_target,
+                &a.workdir_how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            );
+            if target == -1
+                || libc::syscall(
+                    libc::SYS_move_mount,
+                    a.workdir_mount,
+                    c"".as_ptr(),
+                    target as libc::c_int,
+                    c"".as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                ) == -1
+            {
+                return fail(a);
+            }
+        }
         // Nothing of the jail host's beyond 0-2 reaches the program (its
         // socket to the daemon above all), before the uid changes. (Kernels
         // before 5.9 lack close_range; the runner closes them at
@@ -255,7 +306,8 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Starts the program as described (see the module documentation), in
-/// order: join the cgroup (as root), stdin/stdout on `/dev/null`, every
+/// order: join the cgroup (as root), stdin/stdout on `/dev/null`, the
+/// working directory's mount in a mount namespace of its own, every
 /// other descriptor above 2 closed, then `setgroups`, `setresgid`,
 /// `setresuid`, the working directory, `no_new_privs`, and `execve` with an
 /// empty environment. Any failing step fails the spawn. Returns the
@@ -273,6 +325,17 @@ pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
         null_in: spec.null_in,
         null_out: spec.null_out,
         cgroup_procs: spec.who.cgroup_procs.unwrap_or(-1),
+        workdir_mount: spec.workdir.map_or(-1, |(fd, _)| fd),
+        workdir_target: spec
+            .workdir
+            .map_or(std::ptr::null(), |(_, target)| target.as_ptr()),
+        workdir_how: {
+            // SAFETY: `open_how` is plain data; all zero is a valid value.
+            let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+            how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+            how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+            how
+        },
         uid: spec.who.uid,
         gid: spec.who.gid,
         groups: spec.who.groups.as_ptr(),

@@ -26,7 +26,12 @@ pub use run::*;
 pub use sandbox::{Enforcement, Isolation, Level, Limits, SandboxSpec};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Oldest client version the daemon still serves: version 3 only added
+/// requests (the paged lists), so a version-2 client is understood; an
+/// answer too large for one frame is refused to it with a `Busy` error.
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
 
 /// Magic that opens every [`Hello`], so a stray client is told apart from a confused one.
 pub const HELLO_MAGIC: [u8; 8] = *b"AIVAULT1";

@@ -197,6 +197,56 @@ pub enum RequestBody {
         entries: Vec<(String, SecretBytes)>,
         conflict: ImportConflict,
     },
+    /// One page of `SecretList` (protocol 3): the secrets whose names sort
+    /// after `page.cursor`, in name order. Answered with
+    /// [`Reply::SecretsPage`].
+    SecretListPage {
+        scope: WireScope,
+        page: PageRequest,
+    },
+    /// One page of `AuditList` (protocol 3): of the newest `limit` records
+    /// the caller may read that are older than `page.cursor` (any, for the
+    /// first page), as many as fit, newest pages first. A client following
+    /// the pages lowers `limit` by what it has. Answered with
+    /// [`Reply::AuditPage`].
+    AuditListPage {
+        limit: u32,
+        page: PageRequest,
+    },
+    /// One page of `PolicyShow` (protocol 3), answered with
+    /// [`Reply::PolicyPage`].
+    PolicyShowPage {
+        page: PageRequest,
+    },
+    /// One page of `PolicyCheck` (protocol 3, root only), answered with
+    /// [`Reply::PolicyPage`].
+    PolicyCheckPage {
+        page: PageRequest,
+    },
+    /// `SecretImportWith` giving every imported secret the same metadata
+    /// (protocol 3); as with `SecretSet`, an existing secret keeps what
+    /// `meta` leaves empty.
+    SecretImportMeta {
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
+        meta: MetaInput,
+    },
+}
+
+/// Where a page of a list starts and how large it may be. Each page is
+/// its own request (and audit record); the daemon keeps no state between
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// `None` for the first page, else the previous page's `next`, as given
+    /// (opaque to clients).
+    pub cursor: Option<String>,
+    /// Most items on the page; 0 leaves it to the daemon.
+    pub max_items: u32,
+    /// Most bytes of encoded items on the page; 0, or more than fits in
+    /// one frame, means as many as fit in one frame.
+    pub max_bytes: u32,
 }
 
 impl RequestBody {
@@ -223,6 +273,11 @@ impl RequestBody {
             RequestBody::PolicyReload => "policy.reload",
             RequestBody::SecretGenerate { .. } => "secret.generate",
             RequestBody::SecretImportWith { .. } => "secret.import",
+            RequestBody::SecretListPage { .. } => "secret.list",
+            RequestBody::AuditListPage { .. } => "audit.list",
+            RequestBody::PolicyShowPage { .. } => "policy.show",
+            RequestBody::PolicyCheckPage { .. } => "policy.check",
+            RequestBody::SecretImportMeta { .. } => "secret.import",
         }
     }
 }
@@ -257,6 +312,39 @@ pub enum Reply {
     },
     /// JSON text: the caller's allowed commands, or the policy explanation.
     Policy(String),
+    /// A page of secrets in name order; `next` is the cursor of the next
+    /// page, `None` after the last.
+    SecretsPage {
+        secrets: Vec<SecretInfo>,
+        next: Option<String>,
+    },
+    /// A page of audit records (JSON lines, oldest first within the page);
+    /// `next` asks for the older ones, `None` when `limit` is reached or
+    /// the log has no more.
+    AuditPage {
+        records: Vec<String>,
+        next: Option<String>,
+    },
+    /// A page of `PolicyShow` or `PolicyCheck`.
+    PolicyPage(PolicyPage),
+}
+
+/// A page of the policy's commands (`PolicyShowPage`) or of its
+/// explanation (`PolicyCheckPage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPage {
+    /// `false` when the policy on disk is invalid (`PolicyCheckPage`);
+    /// `error` then says why and there are no items.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// One JSON object per command or rule, in order.
+    pub items: Vec<String>,
+    /// The cursor of the next page; `None` after the last.
+    pub next: Option<String>,
+    /// The list changed since the cursor's page (a reload, an edited
+    /// file): this is its first page again and what came before is to be
+    /// dropped.
+    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,7 +438,8 @@ pub enum ErrorCode {
     WrongPassphrase,
     /// A stored record failed authentication.
     Tampered,
-    /// A resource limit was hit (connections, in-flight requests).
+    /// A resource limit was hit (connections, in-flight requests, an
+    /// answer too large for one reply).
     Busy,
     /// The audit record could not be written, so nothing was done.
     AuditUnavailable,

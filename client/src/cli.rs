@@ -230,6 +230,9 @@ pub enum SecretsCmd {
         /// Say what the import would create, overwrite or skip, and store nothing (no value is sent)
         #[arg(long)]
         dry_run: bool,
+        /// Metadata given to every imported secret (an existing one keeps what is not given)
+        #[command(flatten)]
+        meta: MetaOpts,
     },
 }
 

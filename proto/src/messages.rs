@@ -495,6 +495,31 @@ mod tests {
         assert_eq!(back, req);
     }
 
+    /// Version 3 appended its variants: a version-2 peer's messages keep
+    /// their encoding (postcard tags variants by their index).
+    #[test]
+    fn the_paged_variants_come_after_every_earlier_one() {
+        let tag = |b: &RequestBody| crate::encode(b).unwrap()[0];
+        assert_eq!(tag(&RequestBody::PolicyReload), 13);
+        let page = PageRequest::default();
+        assert_eq!(
+            tag(&RequestBody::SecretListPage {
+                scope: WireScope::Own,
+                page
+            }),
+            16
+        );
+        let reply = |r: &Reply| crate::encode(r).unwrap()[0];
+        assert_eq!(reply(&Reply::Policy(String::new())), 9);
+        let paged = Reply::SecretsPage {
+            secrets: Vec::new(),
+            next: Some("A".into()),
+        };
+        assert_eq!(reply(&paged), 10);
+        let back: Reply = crate::decode(&crate::encode(&paged).unwrap()).unwrap();
+        assert_eq!(back, paged);
+    }
+
     #[test]
     fn garbage_and_trailing_bytes_are_rejected() {
         assert!(crate::decode::<Request>(&[0xff; 9]).is_err());

@@ -123,6 +123,29 @@ fn twenty_thousand_secrets_with_full_metadata_list_over_the_socket() {
         .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
         .collect();
     assert_all_listed(&rows, "secrets list");
+
+    // The audit log, now well over a frame (each import's record lists
+    // 32 KiB of names): every record once, in order, imports included.
+    let out = ok(&d.vaultctl(
+        &alice,
+        &["--json", "audit", "list", "--limit", "10000"],
+        b"",
+    ));
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(out.len() > aivault_proto::MAX_FRAME, "{} bytes", out.len());
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "records out of order or twice"
+    );
+    let imports = records
+        .iter()
+        .filter(|r| r["op"] == "secret.import")
+        .count();
+    assert_eq!(imports, COUNT.div_ceil(BATCH));
 }
 
 #[test]

@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use aivault_proto::{ErrorCode, PageRequest, Reply, RequestBody};
+use aivault_proto::{
+    decode, encode, read_frame, write_frame, ErrorCode, Hello, HelloReply, PageRequest, Reply,
+    Request, RequestBody, Response, HELLO_MAGIC,
+};
 use aivault_tests::bus::{repo, Bus};
 use aivault_tests::{fails_with, ok, token, Daemon, Options, User};
 use aivaultd::ops::{MAX_DESCRIPTION_LEN, MAX_TAGS, MAX_TAG_LEN};
@@ -320,6 +323,29 @@ fn an_entry_too_large_for_any_reply_is_a_clear_error_and_the_connection_answers_
             other => panic!("expected a Busy error, got {other:?}"),
         }
         assert!(matches!(c.call(RequestBody::Status), Ok(Reply::Status(_))));
+    }
+
+    // A version-2 client, which knows no pages, is still served: the
+    // whole answer is refused as too large, and the next request answered.
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        version: 2,
+        client: "version 2".into(),
+    };
+    write_frame(&mut s, &encode(&hello).unwrap()).unwrap();
+    let r: HelloReply = decode(&read_frame(&mut s).unwrap()).unwrap();
+    assert!(r.result.is_ok(), "{r:?}");
+    for (id, body) in [(1, RequestBody::PolicyCheck), (2, RequestBody::Status)] {
+        let req = Request { id, body };
+        write_frame(&mut s, &encode(&req).unwrap()).unwrap();
+        let resp: Response = decode(&read_frame(&mut s).unwrap()).unwrap();
+        assert_eq!(resp.id, id);
+        match resp.result {
+            Err(e) if id == 1 => assert_eq!(e.code, ErrorCode::Busy, "{e:?}"),
+            Ok(Reply::Status(_)) if id == 2 => {}
+            other => panic!("request {id}: {other:?}"),
+        }
     }
 }
 

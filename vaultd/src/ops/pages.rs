@@ -4,12 +4,15 @@
 //!
 //! A page is filled until the client's `max_items` or `max_bytes` (at most
 //! [`MAX_PAGE_BYTES`] of encoded items) would be passed; `next` is then the
-//! cursor to ask for the rest. The daemon keeps nothing between pages:
-//! secrets resume after the last name sent, audit records before the last
-//! sequence number sent, the policy lists at an index together with a
-//! fingerprint of the whole list, so that a list that changed in between is
-//! started again (`restarted`) instead of mixed. A single item larger than a
-//! page can carry is refused with a `Busy` error naming it.
+//! cursor to ask for the rest. The daemon keeps no state for a client
+//! between pages: secrets resume after the last name sent, audit records
+//! before the last sequence number sent, the policy lists at an index
+//! together with a fingerprint of the whole list, so that a list that
+//! changed in between is started again (`restarted`) instead of mixed. (The
+//! one thing kept is the last explanation a first page of `policy check`
+//! made, which its later pages are cut from: loading the policy judges
+//! every rule's command again, too slow to repeat per page.) A single item
+//! larger than a page can carry is refused with a `Busy` error naming it.
 
 use aivault_proto::{ErrorCode, PageRequest, PolicyPage, Reply, WireError, WireScope, MAX_FRAME};
 use serde::Serialize;

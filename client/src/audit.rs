@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use aivault_client::ClientError;
-use aivault_proto::{Reply, RequestBody};
 use serde_json::Value;
 
 use crate::endpoint::Endpoint;
@@ -131,10 +129,7 @@ fn seq(r: &Value) -> Option<u64> {
 /// The newest `limit` records the daemon lets this caller read, oldest
 /// first, each as its line and parsed.
 fn fetch_records(ep: &Endpoint, limit: u32) -> Result<Vec<(String, Value)>, CtlError> {
-    let mut c = ep.open()?;
-    let Reply::AuditRecords(lines) = c.call(RequestBody::AuditList { limit })? else {
-        return Err(ClientError::Protocol.into());
-    };
+    let lines = ep.open()?.audit_records(limit)?;
     Ok(lines
         .into_iter()
         .map(|l| {

@@ -246,6 +246,9 @@ pub enum SecretsCmd {
         /// Say what the import would create, overwrite or skip, and store nothing (no value is sent)
         #[arg(long)]
         dry_run: bool,
+        /// Metadata given to every imported secret (an existing one keeps what is not given)
+        #[command(flatten)]
+        meta: MetaOpts,
     },
     /// Write an encrypted backup of your secrets (root: --all, the whole vault) to FILE; the daemon encrypts it, values never reach vaultctl
     #[command(

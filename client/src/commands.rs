@@ -21,37 +21,37 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
         Command::Secrets(cmd) => crate::secrets::run(&ep, ui, cmd),
         Command::Run(args) => crate::run::run(&ep, ui, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
-        Command::Policy(cmd) => {
-            let body = match cmd {
-                PolicyCmd::Show => RequestBody::PolicyShow,
-                PolicyCmd::Check => RequestBody::PolicyCheck,
-                PolicyCmd::Reload => RequestBody::PolicyReload,
-            };
-            let reload = matches!(body, RequestBody::PolicyReload);
+        Command::Policy(PolicyCmd::Reload) => {
             let mut c = ep.open()?;
-            match c.call(body)? {
-                Reply::Policy(text) => {
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    if json {
-                        print_json(&v);
-                    } else {
-                        print_policy(&v);
-                    }
-                    Ok(if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
-                        1
-                    } else {
-                        0
-                    })
-                }
-                Reply::Done { .. } if reload => {
-                    if json {
-                        print_json(&json!({ "reloaded": true }));
-                    }
-                    ui.info("policy reloaded");
-                    Ok(0)
-                }
-                _ => Err(ClientError::Protocol.into()),
+            let Reply::Done { .. } = c.call(RequestBody::PolicyReload)? else {
+                return Err(ClientError::Protocol.into());
+            };
+            if json {
+                print_json(&json!({ "reloaded": true }));
             }
+            ui.info("policy reloaded");
+            Ok(0)
+        }
+        Command::Policy(cmd) => {
+            let check = matches!(cmd, PolicyCmd::Check);
+            let list = ep.open()?.policy_list(check)?;
+            let items = list
+                .items
+                .iter()
+                .map(|i| serde_json::from_str(i).map_err(|_| ClientError::Protocol))
+                .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            // The documents the unpaged requests answered.
+            let v = match (check, list.ok) {
+                (false, _) => serde_json::Value::Array(items),
+                (true, true) => json!({ "ok": true, "rules": items }),
+                (true, false) => json!({ "ok": false, "error": list.error }),
+            };
+            if json {
+                print_json(&v);
+            } else {
+                print_policy(&v);
+            }
+            Ok(if list.ok { 0 } else { 1 })
         }
         Command::Status => {
             let mut c = ep.open()?;

@@ -2,7 +2,8 @@
 //! wants to talk to the daemon.
 //!
 //! [`Client`] opens the Unix socket, performs the handshake and sends
-//! [`aivault_proto::RequestBody`]s one at a time. It is deliberately blocking
+//! [`aivault_proto::RequestBody`]s one at a time; [`pages`] follows the
+//! paged lists to their end. It is deliberately blocking
 //! and small: a `vaultctl` invocation is one connection and a few requests.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ use aivault_proto::{
 pub mod cli;
 pub mod dotenv;
 pub mod mcp;
+pub mod pages;
 
 /// Socket used when neither `--socket` nor `$AIVAULT_SOCKET` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/aivault/aivaultd.sock";

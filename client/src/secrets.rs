@@ -110,13 +110,7 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
         }
         SecretsCmd::List { scope: s, expiring } => {
             let until = expiring.as_deref().map(parse_window).transpose()?;
-            let mut c = ep.open()?;
-            let Reply::Secrets(mut list) = c.call(RequestBody::SecretList {
-                scope: scope(s.scope),
-            })?
-            else {
-                return Err(ClientError::Protocol.into());
-            };
+            let mut list = ep.open()?.list_secrets(scope(s.scope))?;
             if let Some(until) = until {
                 list.retain(|s| s.expires.is_some_and(|e| e <= until));
             }
@@ -170,7 +164,9 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
             scope: s,
             conflict,
             dry_run,
+            meta,
         } => {
+            let meta = meta_input(meta)?;
             let text = read_import(&file)?;
             let entries =
                 dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
@@ -178,7 +174,12 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 return Err(usage(format!("{}: no NAME=value lines", file.display())));
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-            let existing = existing_names(ep, s.scope, &names)?;
+            // Overwriting needs no list of what exists, except to plan.
+            let existing = if conflict == ConflictArg::Overwrite && !dry_run {
+                Vec::new()
+            } else {
+                existing_names(ep, s.scope, &names)?
+            };
             if conflict == ConflictArg::Error && !existing.is_empty() {
                 return Err(ClientError::Daemon(WireError::new(
                     ErrorCode::AlreadyExists,
@@ -207,16 +208,26 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
                 .map(|e| (e.name, SecretBytes::new(e.value.to_vec())))
                 .collect();
             let mut c = ep.open()?;
-            let Reply::Imported { count } = c.call(RequestBody::SecretImportWith {
-                scope: scope(s.scope),
-                entries: wire,
-                conflict: match conflict {
-                    ConflictArg::Error => ImportConflict::Error,
-                    ConflictArg::Skip => ImportConflict::Skip,
-                    ConflictArg::Overwrite => ImportConflict::Overwrite,
-                },
-            })?
-            else {
+            let conflict = match conflict {
+                ConflictArg::Error => ImportConflict::Error,
+                ConflictArg::Skip => ImportConflict::Skip,
+                ConflictArg::Overwrite => ImportConflict::Overwrite,
+            };
+            let body = if meta == MetaInput::default() {
+                RequestBody::SecretImportWith {
+                    scope: scope(s.scope),
+                    entries: wire,
+                    conflict,
+                }
+            } else {
+                RequestBody::SecretImportMeta {
+                    scope: scope(s.scope),
+                    entries: wire,
+                    conflict,
+                    meta,
+                }
+            };
+            let Reply::Imported { count } = c.call(body)? else {
                 return Err(ClientError::Protocol.into());
             };
             if json {
@@ -240,15 +251,13 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
     }
 }
 
-/// Which of `names` exist already in the scope (one `list` request).
+/// Which of `names` exist already in the scope (one `list`, page after page).
 fn existing_names(ep: &Endpoint, s: ScopeArg, names: &[String]) -> Result<Vec<String>, CtlError> {
-    let mut c = ep.open()?;
-    let Reply::Secrets(list) = c.call(RequestBody::SecretList { scope: scope(s) })? else {
-        return Err(ClientError::Protocol.into());
-    };
+    let list = ep.open()?.list_secrets(scope(s))?;
+    let stored: std::collections::HashSet<&str> = list.iter().map(|s| s.name.as_str()).collect();
     Ok(names
         .iter()
-        .filter(|n| list.iter().any(|s| &s.name == *n))
+        .filter(|n| stored.contains(n.as_str()))
         .cloned()
         .collect())
 }

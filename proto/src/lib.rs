@@ -28,6 +28,11 @@ pub use sandbox::{Enforcement, Isolation, Level, Limits, SandboxSpec};
 /// Protocol version spoken by this build. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 3;
 
+/// Oldest client version the daemon serves. Version 3 changed the run
+/// request (the working directory travels as a descriptor) and added the
+/// paged lists and backups, so it is also the oldest.
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
+
 /// Magic that opens every [`Hello`], so a stray client is told apart from a confused one.
 pub const HELLO_MAGIC: [u8; 8] = *b"AIVAULT1";
 

@@ -211,6 +211,56 @@ pub enum RequestBody {
         verify_only: bool,
         conflict: ImportConflict,
     },
+    /// One page of `SecretList` (protocol 3): the secrets whose names sort
+    /// after `page.cursor`, in name order. Answered with
+    /// [`Reply::SecretsPage`].
+    SecretListPage {
+        scope: WireScope,
+        page: PageRequest,
+    },
+    /// One page of `AuditList` (protocol 3): of the newest `limit` records
+    /// the caller may read that are older than `page.cursor` (any, for the
+    /// first page), as many as fit, newest pages first. A client following
+    /// the pages lowers `limit` by what it has. Answered with
+    /// [`Reply::AuditPage`].
+    AuditListPage {
+        limit: u32,
+        page: PageRequest,
+    },
+    /// One page of `PolicyShow` (protocol 3), answered with
+    /// [`Reply::PolicyPage`].
+    PolicyShowPage {
+        page: PageRequest,
+    },
+    /// One page of `PolicyCheck` (protocol 3, root only), answered with
+    /// [`Reply::PolicyPage`].
+    PolicyCheckPage {
+        page: PageRequest,
+    },
+    /// `SecretImportWith` giving every imported secret the same metadata
+    /// (protocol 3); as with `SecretSet`, an existing secret keeps what
+    /// `meta` leaves empty.
+    SecretImportMeta {
+        scope: WireScope,
+        entries: Vec<(String, SecretBytes)>,
+        conflict: ImportConflict,
+        meta: MetaInput,
+    },
+}
+
+/// Where a page of a list starts and how large it may be. Each page is
+/// its own request (and audit record); the daemon keeps no state between
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// `None` for the first page, else the previous page's `next`, as given
+    /// (opaque to clients).
+    pub cursor: Option<String>,
+    /// Most items on the page; 0 leaves it to the daemon.
+    pub max_items: u32,
+    /// Most bytes of encoded items on the page; 0, or more than fits in
+    /// one frame, means as many as fit in one frame.
+    pub max_bytes: u32,
 }
 
 impl RequestBody {
@@ -239,6 +289,11 @@ impl RequestBody {
             RequestBody::SecretImportWith { .. } => "secret.import",
             RequestBody::SecretBackup { .. } => "secret.backup",
             RequestBody::SecretRestore { .. } => "secret.restore",
+            RequestBody::SecretListPage { .. } => "secret.list",
+            RequestBody::AuditListPage { .. } => "audit.list",
+            RequestBody::PolicyShowPage { .. } => "policy.show",
+            RequestBody::PolicyCheckPage { .. } => "policy.check",
+            RequestBody::SecretImportMeta { .. } => "secret.import",
         }
     }
 }
@@ -282,6 +337,39 @@ pub enum Reply {
     },
     /// What a restore did, or (`verify_only`) would do.
     Restored(RestoreReport),
+    /// A page of secrets in name order; `next` is the cursor of the next
+    /// page, `None` after the last.
+    SecretsPage {
+        secrets: Vec<SecretInfo>,
+        next: Option<String>,
+    },
+    /// A page of audit records (JSON lines, oldest first within the page);
+    /// `next` asks for the older ones, `None` when `limit` is reached or
+    /// the log has no more.
+    AuditPage {
+        records: Vec<String>,
+        next: Option<String>,
+    },
+    /// A page of `PolicyShow` or `PolicyCheck`.
+    PolicyPage(PolicyPage),
+}
+
+/// A page of the policy's commands (`PolicyShowPage`) or of its
+/// explanation (`PolicyCheckPage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPage {
+    /// `false` when the policy on disk is invalid (`PolicyCheckPage`);
+    /// `error` then says why and there are no items.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// One JSON object per command or rule, in order.
+    pub items: Vec<String>,
+    /// The cursor of the next page; `None` after the last.
+    pub next: Option<String>,
+    /// The list changed since the cursor's page (a reload, an edited
+    /// file): this is its first page again and what came before is to be
+    /// dropped.
+    pub restarted: bool,
 }
 
 /// The outcome of `SecretRestore`, in counts of secrets.
@@ -386,7 +474,8 @@ pub enum ErrorCode {
     WrongPassphrase,
     /// A stored record failed authentication.
     Tampered,
-    /// A resource limit was hit (connections, in-flight requests).
+    /// A resource limit was hit (connections, in-flight requests, an
+    /// answer too large for one reply).
     Busy,
     /// The audit record could not be written, so nothing was done.
     AuditUnavailable,
@@ -440,6 +529,31 @@ mod tests {
         let bytes = crate::encode(&req).unwrap();
         let back: Request = crate::decode(&bytes).unwrap();
         assert_eq!(back, req);
+    }
+
+    /// Version 3 appended its variants: a version-2 peer's messages keep
+    /// their encoding (postcard tags variants by their index).
+    #[test]
+    fn the_paged_variants_come_after_every_earlier_one() {
+        let tag = |b: &RequestBody| crate::encode(b).unwrap()[0];
+        assert_eq!(tag(&RequestBody::PolicyReload), 13);
+        let page = PageRequest::default();
+        assert_eq!(
+            tag(&RequestBody::SecretListPage {
+                scope: WireScope::Own,
+                page
+            }),
+            16
+        );
+        let reply = |r: &Reply| crate::encode(r).unwrap()[0];
+        assert_eq!(reply(&Reply::Policy(String::new())), 9);
+        let paged = Reply::SecretsPage {
+            secrets: Vec::new(),
+            next: Some("A".into()),
+        };
+        assert_eq!(reply(&paged), 10);
+        let back: Reply = crate::decode(&crate::encode(&paged).unwrap()).unwrap();
+        assert_eq!(back, paged);
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use aivault_proto::{
     decode, encode, fuzzing, Charset, EndReason, Enforcement, ImportConflict, Isolation, Level,
-    Limits, MetaInput, Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest, RunnerEvent,
-    RunnerJob, RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream, WireScope,
-    WorkdirMode,
+    Limits, MetaInput, PageRequest, Request, RequestBody, RunEvent, RunExit, RunInput, RunRequest,
+    RunnerEvent, RunnerJob, RunnerSecrets, SandboxSpec, SecretAsk, SecretBytes, SetMode, Stream,
+    WireScope, WorkdirMode,
 };
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
@@ -35,6 +35,16 @@ fn round_trips<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
         }
     }
     Ok(())
+}
+
+fn page() -> impl Strategy<Value = PageRequest> {
+    (proptest::option::of(text()), any::<u32>(), any::<u32>()).prop_map(
+        |(cursor, max_items, max_bytes)| PageRequest {
+            cursor,
+            max_items,
+            max_bytes,
+        },
+    )
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -143,6 +153,21 @@ fn request() -> impl Strategy<Value = Request> {
             blob,
             verify_only,
             conflict: ImportConflict::Overwrite,
+        }),
+        (scope(), page()).prop_map(|(scope, page)| RequestBody::SecretListPage { scope, page }),
+        (any::<u32>(), page()).prop_map(|(limit, page)| RequestBody::AuditListPage { limit, page }),
+        page().prop_map(|page| RequestBody::PolicyCheckPage { page }),
+        (scope(), text(), bytes(), text()).prop_map(|(scope, name, value, tag)| {
+            RequestBody::SecretImportMeta {
+                scope,
+                entries: vec![(name, SecretBytes::new(value))],
+                conflict: ImportConflict::Overwrite,
+                meta: MetaInput {
+                    description: None,
+                    tags: vec![tag],
+                    expires: Some(1),
+                },
+            }
         }),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })

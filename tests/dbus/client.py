@@ -5,6 +5,7 @@ system-like bus named by DBUS_SYSTEM_BUS_ADDRESS. Each mode prints one JSON
 object on its last line (or, for `hold`, a line per step).
 
   client.py calls             list, exists, masked, run, denied run, Status
+  client.py pages             every page of ListSecretsPage, then ListSecrets
   client.py stream GO CMD...  RunStreaming CMD; after its first line of
                               output, create the file GO (the command waits
                               for it), then read to EOF and collect the end
@@ -86,6 +87,30 @@ async def calls():
         bus, "Get", "ss", [IFACE, "Status"], interface="org.freedesktop.DBus.Properties"
     )
     out["status"] = r if isinstance(r, dict) else plain(r.body[0])
+    print(json.dumps(out))
+
+
+async def pages():
+    """ListSecretsPage from the first page to the last; then ListSecrets."""
+    bus = await connect()
+    names, calls, cursor, short_meta = [], 0, "", 0
+    out = {}
+    while True:
+        r = await call(bus, "ListSecretsPage", "ssu", ["user", cursor, 0])
+        calls += 1
+        if isinstance(r, dict):
+            out["error"] = r
+            break
+        for s in plain(r.body[0]):
+            names.append(s["name"])
+            if len(s.get("description") or "") < 1024 or len(s["tags"]) < 32:
+                short_meta += 1
+        cursor = r.body[1]
+        if cursor == "":
+            break
+    out.update({"names": names, "calls": calls, "short_meta": short_meta})
+    r = await call(bus, "ListSecrets", "s", ["user"])
+    out["whole"] = r if isinstance(r, dict) else {"count": len(r.body[0])}
     print(json.dumps(out))
 
 
@@ -222,6 +247,8 @@ def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "calls":
         asyncio.run(calls())
+    elif mode == "pages":
+        asyncio.run(pages())
     elif mode == "stream":
         asyncio.run(stream(args[0], args[1:]))
     elif mode == "own":

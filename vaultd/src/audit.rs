@@ -410,7 +410,17 @@ impl AuditLog {
         filter_uid: Option<u32>,
         limit: usize,
     ) -> Result<Vec<serde_json::Value>, AuditError> {
-        verify::read(log_path, filter_uid, limit)
+        verify::read(log_path, filter_uid, limit, None)
+    }
+
+    /// [`AuditLog::read`] of the records numbered below `before` only.
+    pub fn read_before(
+        log_path: &Path,
+        filter_uid: Option<u32>,
+        limit: usize,
+        before: u64,
+    ) -> Result<Vec<serde_json::Value>, AuditError> {
+        verify::read(log_path, filter_uid, limit, Some(before))
     }
 
     /// Checks the whole chain and the anchor; never fails, reports instead.

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aivault_proto::{
-    decode, encode, ErrorCode, Hello, HelloReply, Request, Response, WireError, HELLO_MAGIC,
-    PROTOCOL_VERSION,
+    decode, encode, ErrorCode, Hello, HelloReply, Reply, Request, Response, WireError, HELLO_MAGIC,
+    MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -288,10 +288,14 @@ async fn connection(
             return Err(ConnError::Handshake("malformed hello".into()));
         }
     };
-    if hello.magic != HELLO_MAGIC || hello.version != PROTOCOL_VERSION {
+    if hello.magic != HELLO_MAGIC
+        || !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version)
+    {
         let e = WireError::new(
             ErrorCode::VersionMismatch,
-            format!("this daemon speaks protocol version {PROTOCOL_VERSION}"),
+            format!(
+                "this daemon speaks protocol versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            ),
         );
         send(&mut stream, &hello_reply(Err(e))).await?;
         return Err(ConnError::Handshake("version mismatch".into()));
@@ -354,8 +358,29 @@ async fn connection(
                 "internal error while handling the request",
             ))
         });
-        send(&mut stream, &Response { id, result }).await?;
+        write(&mut stream, &reply_frame(id, result)?).await?;
     }
+}
+
+/// The frame answering request `id`. An answer too large for one frame is
+/// replaced by an error saying so: the client keeps a usable connection
+/// (the paged requests never need this; a whole list asked for by an old
+/// client may).
+fn reply_frame(id: u64, result: Result<Reply, WireError>) -> Result<Vec<u8>, ConnError> {
+    let body = encode(&Response { id, result })?;
+    if body.len() <= MAX_FRAME {
+        return Ok(body);
+    }
+    tracing::debug!(bytes = body.len(), "answer too large for one frame");
+    let e = WireError::new(
+        ErrorCode::Busy,
+        format!(
+            "the answer is {} bytes, more than one reply can carry ({MAX_FRAME} bytes); \
+             a client of protocol version 3 or later asks for it page by page",
+            body.len()
+        ),
+    );
+    Ok(encode(&Response { id, result: Err(e) })?)
 }
 
 /// Serves a run request: the connection belongs to the run from here on.

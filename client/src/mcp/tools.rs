@@ -1,8 +1,8 @@
 //! The tools `vaultctl mcp` offers, their schemas, and what each call does.
 //!
 //! No tool returns a secret's value, by construction: every daemon reply
-//! used here ([`Reply::Secrets`], [`Reply::Exists`], [`Reply::Masked`],
-//! [`Reply::Policy`], run events) has no field that can carry one, run
+//! used here ([`Reply::SecretsPage`], [`Reply::Exists`], [`Reply::Masked`],
+//! [`Reply::PolicyPage`], run events) has no field that can carry one, run
 //! output was redacted by the runner before it left the sandbox, and error
 //! texts are the daemon's small wire error set (which never carries values)
 //! or fixed strings of this module. This process never asks for a value, so
@@ -26,6 +26,10 @@ use crate::{Client, ClientError};
 pub(super) const MAX_STDIN: usize = 1024 * 1024;
 /// Longest `timeout_seconds` accepted (the rule's own timeout still applies).
 const MAX_TIMEOUT_SECONDS: f64 = 24.0 * 3600.0;
+/// Secrets one `secret_list` call returns unless it asks for fewer, and
+/// the most it may ask for; `next_cursor` continues the list.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+const MAX_LIST_LIMIT: usize = 10_000;
 
 fn scope_schema() -> Value {
     json!({
@@ -97,9 +101,16 @@ pub fn list() -> Value {
         {
             "name": "secret_list",
             "title": "List secrets",
-            "description": "List the names and metadata (scope, version, dates, description, tags, expiry) of the secrets stored in aivault. Values are never shown by any tool: to use a secret, run an allowed command with it through secret_run. Call policy_commands to see which commands may receive which secrets.",
-            "inputSchema": {"type": "object", "properties": {"scope": scope_schema()}, "additionalProperties": false},
-            "outputSchema": {"type": "object", "properties": {"secrets": {"type": "array", "items": secret_info}}, "required": ["secrets"]},
+            "description": format!("List the names and metadata (scope, version, dates, description, tags, expiry) of the secrets stored in aivault, in name order, at most limit (default {DEFAULT_LIST_LIMIT}) per call: when next_cursor is not null, call again with it as cursor for the rest. Values are never shown by any tool: to use a secret, run an allowed command with it through secret_run. Call policy_commands to see which commands may receive which secrets."),
+            "inputSchema": {"type": "object", "properties": {
+                "scope": scope_schema(),
+                "cursor": {"type": "string", "description": "The next_cursor of the previous call, to continue the list after it."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": DEFAULT_LIST_LIMIT, "description": "Most secrets returned by this call."}
+            }, "additionalProperties": false},
+            "outputSchema": {"type": "object", "properties": {
+                "secrets": {"type": "array", "items": secret_info},
+                "next_cursor": {"type": ["string", "null"], "description": "Pass as cursor to get the secrets after these; null when the list is complete."}
+            }, "required": ["secrets", "next_cursor"]},
             "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
         },
         {
@@ -276,14 +287,52 @@ fn daemon(socket: &Path, body: RequestBody) -> Result<Reply, ClientError> {
     Client::open(socket)?.call(body)
 }
 
-fn secret_list(socket: &Path, args: &Args) -> Result<Value, String> {
-    args.only(&["scope"])?;
-    let scope = args.scope()?;
-    Ok(match daemon(socket, RequestBody::SecretList { scope }) {
-        Ok(Reply::Secrets(list)) => {
-            ok(json!({"secrets": list.iter().map(info_json).collect::<Vec<_>>()}))
+/// The secrets of one `secret_list` call, at most `limit` after `cursor`,
+/// gathered from as many daemon pages as that takes (one connection), and
+/// the cursor of the rest.
+fn secrets_from(
+    socket: &Path,
+    scope: WireScope,
+    mut cursor: Option<String>,
+    limit: usize,
+) -> Result<(Vec<SecretInfo>, Option<String>), ClientError> {
+    let mut client = Client::open(socket)?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let want = u32::try_from(limit - out.len()).unwrap_or(u32::MAX);
+        let (mut page, next) = client.secrets_page(scope, cursor.take(), want)?;
+        out.append(&mut page);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok((out, None)),
         }
-        Ok(_) => client_error(ClientError::Protocol),
+    }
+    Ok((out, cursor))
+}
+
+fn secret_list(socket: &Path, args: &Args) -> Result<Value, String> {
+    args.only(&["scope", "cursor", "limit"])?;
+    let scope = args.scope()?;
+    let cursor = match args.0.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+        _ => return Err("argument \"cursor\" must be the next_cursor of an earlier call".into()),
+    };
+    let limit = match args.0.get("limit") {
+        None | Some(Value::Null) => DEFAULT_LIST_LIMIT,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_LIST_LIMIT as u64).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                format!("argument \"limit\" must be an integer from 1 to {MAX_LIST_LIMIT}")
+            })?,
+    };
+    Ok(match secrets_from(socket, scope, cursor, limit) {
+        Ok((list, next)) => ok(json!({
+            "secrets": list.iter().map(info_json).collect::<Vec<_>>(),
+            "next_cursor": next,
+        })),
         Err(e) => client_error(e),
     })
 }
@@ -326,21 +375,28 @@ fn secret_masked(socket: &Path, args: &Args) -> Result<Value, String> {
 
 fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
     args.only(&[])?;
-    Ok(match daemon(socket, RequestBody::PolicyShow) {
-        Ok(Reply::Policy(text)) => match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(mut list)) => {
-                for c in &mut list {
-                    if let Some(c) = c.as_object_mut() {
-                        if c.contains_key("arg_patterns") {
-                            c.remove("args");
+    let listed = Client::open(socket).and_then(|mut c| c.policy_list(false));
+    Ok(match listed {
+        Ok(listed) => {
+            let parsed: Result<Vec<Value>, _> = listed
+                .items
+                .iter()
+                .map(|i| serde_json::from_str::<Value>(i))
+                .collect();
+            match parsed {
+                Ok(mut list) => {
+                    for c in &mut list {
+                        if let Some(c) = c.as_object_mut() {
+                            if c.contains_key("arg_patterns") {
+                                c.remove("args");
+                            }
                         }
                     }
+                    ok(json!({"commands": list}))
                 }
-                ok(json!({"commands": list}))
+                Err(_) => client_error(ClientError::Protocol),
             }
-            _ => client_error(ClientError::Protocol),
-        },
-        Ok(_) => client_error(ClientError::Protocol),
+        }
         Err(e) => client_error(e),
     })
 }

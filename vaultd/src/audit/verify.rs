@@ -131,6 +131,7 @@ pub(super) fn read(
     log_path: &Path,
     filter_uid: Option<u32>,
     limit: usize,
+    before: Option<u64>,
 ) -> Result<Vec<serde_json::Value>, AuditError> {
     let file = match open_read(log_path) {
         Ok(f) => f,
@@ -149,6 +150,14 @@ pub(super) fn read(
         };
         if let Some(uid) = filter_uid {
             if v.get("uid").and_then(serde_json::Value::as_u64) != Some(u64::from(uid)) {
+                continue;
+            }
+        }
+        if let Some(before) = before {
+            if v.get("seq")
+                .and_then(serde_json::Value::as_u64)
+                .is_none_or(|s| s >= before)
+            {
                 continue;
             }
         }

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use aivault_proto::{Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope};
+use aivault_proto::{
+    PageRequest, Reply, RequestBody, RunRequest, SecretAsk, SecretInfo, WireScope,
+};
 use zbus::message::Header;
 use zbus::zvariant::{self, OwnedValue, SerializeDict, Type};
 use zbus::Connection;
@@ -318,11 +320,43 @@ impl Vault {
                     .sum();
                 if size > MAX_LIST_REPLY {
                     return Err(VaultError::Busy(
-                        "too many secrets to list over D-Bus; use vaultctl secrets list".into(),
+                        "too many secrets to list in one reply; use ListSecretsPage".into(),
                     ));
                 }
                 Ok(list.into_iter().map(SecretMeta::from).collect())
             }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// One page of ListSecrets, for lists too long for one reply: at most
+    /// max_items secrets (0: as many as one page holds, about 256 KiB),
+    /// in name order, after the cursor ("" for the first page). next is the
+    /// cursor of the following page, "" after the last.
+    #[zbus(out_args("secrets", "next"))]
+    async fn list_secrets_page(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        scope: &str,
+        cursor: String,
+        max_items: u32,
+    ) -> Result<(Vec<SecretMeta>, String), VaultError> {
+        let scope = self::scope(scope)?;
+        let (caller, _) = self.caller(conn, &hdr).await?;
+        let page = PageRequest {
+            cursor: (!cursor.is_empty()).then_some(cursor),
+            max_items,
+            max_bytes: 0,
+        };
+        match self
+            .call(caller, RequestBody::SecretListPage { scope, page })
+            .await?
+        {
+            Reply::SecretsPage { secrets, next } => Ok((
+                secrets.into_iter().map(SecretMeta::from).collect(),
+                next.unwrap_or_default(),
+            )),
             _ => Err(unexpected()),
         }
     }
@@ -380,6 +414,9 @@ impl Vault {
     ) -> Result<String, VaultError> {
         let (caller, _) = self.caller(conn, &hdr).await?;
         match self.call(caller, RequestBody::PolicyShow).await? {
+            Reply::Policy(json) if json.len() > MAX_LIST_REPLY => Err(VaultError::Busy(
+                "the list of commands is too long for one reply".into(),
+            )),
             Reply::Policy(json) => Ok(json),
             _ => Err(unexpected()),
         }

@@ -11,19 +11,21 @@
 //!   leaves the daemon is [`mask`].
 //!
 //! The operations by area: [`secrets`] (set, import, list, exists, mask,
-//! remove), [`admin`] (status, unlock, the audit log, the policy). The run
+//! remove), [`admin`] (status, unlock, the audit log, the policy),
+//! [`pages`] (the long lists a page at a time). The run
 //! path lives in [`crate::run`] and sees the daemon only as a
 //! [`RunHost`].
 
 pub mod admin;
 pub mod backup;
+pub mod pages;
 pub mod secrets;
 
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 
 use aivault_proto::{
-    ErrorCode, ImportConflict, Reply, RequestBody, SecretBytes, WireError, WireScope,
+    ErrorCode, ImportConflict, MetaInput, Reply, RequestBody, SecretBytes, WireError, WireScope,
 };
 
 use crate::audit::gate::{AuditGate, Entry};
@@ -75,6 +77,8 @@ pub struct Daemon {
     audit: AuditGate,
     policy: RwLock<Arc<Policy>>,
     runs: RunContext,
+    /// The policy explanation being read page by page.
+    check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
     pub connections: AtomicU32,
 }
@@ -150,6 +154,7 @@ impl Daemon {
             audit: AuditGate::new(log, key),
             policy: RwLock::new(Arc::new(policy)),
             runs,
+            check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
     }
@@ -239,14 +244,29 @@ impl Daemon {
                     mode,
                 },
             ),
-            RequestBody::SecretImport { scope, entries } => {
-                self.import(caller, op, scope, entries, ImportConflict::Overwrite)
-            }
+            RequestBody::SecretImport { scope, entries } => self.import(
+                caller,
+                op,
+                scope,
+                entries,
+                ImportConflict::Overwrite,
+                MetaInput::default(),
+            ),
             RequestBody::SecretImportWith {
                 scope,
                 entries,
                 conflict,
-            } => self.import(caller, op, scope, entries, conflict),
+            } => self.import(caller, op, scope, entries, conflict, MetaInput::default()),
+            RequestBody::SecretImportMeta {
+                scope,
+                entries,
+                conflict,
+                meta,
+            } => self.import(caller, op, scope, entries, conflict, meta),
+            RequestBody::SecretListPage { scope, page } => self.list_page(caller, op, scope, page),
+            RequestBody::AuditListPage { limit, page } => self.audit_page(caller, op, limit, page),
+            RequestBody::PolicyShowPage { page } => self.policy_show_page(caller, page),
+            RequestBody::PolicyCheckPage { page } => self.policy_check_page(caller, page),
             RequestBody::SecretList { scope } => self.list(caller, op, scope),
             RequestBody::SecretExists { scope, name } => self.exists(caller, op, scope, &name),
             RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),

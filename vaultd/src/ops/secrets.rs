@@ -101,7 +101,7 @@ fn import_detail(entries: &[(String, SecretBytes)]) -> serde_json::Value {
     detail
 }
 
-fn info(meta: store::SecretMeta) -> SecretInfo {
+pub(super) fn info(meta: store::SecretMeta) -> SecretInfo {
     SecretInfo {
         name: meta.name,
         scope: match meta.scope {
@@ -258,7 +258,7 @@ impl Daemon {
     }
 
     /// Shared path of the read-only secret operations.
-    fn read_op(
+    pub(super) fn read_op(
         &self,
         caller: &Caller,
         op: &str,
@@ -357,6 +357,7 @@ impl Daemon {
         scope: WireScope,
         mut entries: Vec<(String, SecretBytes)>,
         conflict: ImportConflict,
+        meta: MetaInput,
     ) -> Result<Reply, WireError> {
         let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
         let VaultState::Open(vault) = &mut *guard else {
@@ -371,6 +372,7 @@ impl Daemon {
                 format!("an import carries 1 to {MAX_IMPORT} entries"),
             )));
         }
+        check_meta(&meta).map_err(deny)?;
         let mut seen = std::collections::HashSet::with_capacity(entries.len());
         for (name, value) in &entries {
             store::validate_name(name).map_err(|e| deny(store_err(&e)))?;
@@ -420,7 +422,12 @@ impl Daemon {
             .into_iter()
             .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))
             .collect();
-        match vault.put_many(s, values) {
+        let update = MetaUpdate {
+            description: meta.description,
+            tags: meta.tags,
+            expires: meta.expires,
+        };
+        match vault.put_many_with(s, values, &update) {
             Ok(count) => Ok(Reply::Imported {
                 count: count as u32,
             }),

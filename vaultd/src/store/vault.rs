@@ -277,6 +277,21 @@ impl Vault {
             .collect()
     }
 
+    /// One page of [`Vault::list`]: at most `max` secrets of `scope` whose
+    /// names sort after `after` (from the first, for `None`), in name order.
+    pub fn list_after(&self, scope: Scope, after: Option<&str>, max: usize) -> Vec<SecretMeta> {
+        let start = match after {
+            None => find(&self.file.records, scope, "").unwrap_or_else(|i| i),
+            Some(name) => find(&self.file.records, scope, name).map_or_else(|i| i, |i| i + 1),
+        };
+        self.file.records[start..]
+            .iter()
+            .take_while(|r| r.scope == scope)
+            .take(max)
+            .map(meta_of)
+            .collect()
+    }
+
     pub fn meta(&self, scope: Scope, name: &str) -> Option<SecretMeta> {
         find(&self.file.records, scope, name)
             .ok()
@@ -331,6 +346,17 @@ impl Vault {
         scope: Scope,
         entries: Vec<(String, SecretValue)>,
     ) -> Result<usize, StoreError> {
+        self.put_many_with(scope, entries, &MetaUpdate::default())
+    }
+
+    /// [`Vault::put_many`] giving every entry `meta` (an existing secret
+    /// keeps what `meta` leaves empty, as with [`Vault::put`]).
+    pub fn put_many_with(
+        &mut self,
+        scope: Scope,
+        entries: Vec<(String, SecretValue)>,
+        meta: &MetaUpdate,
+    ) -> Result<usize, StoreError> {
         if entries.is_empty() {
             return Ok(0);
         }
@@ -342,7 +368,7 @@ impl Vault {
                 scope,
                 name,
                 value,
-                MetaUpdate::default(),
+                meta.clone(),
                 PutMode::Upsert,
             )?;
         }

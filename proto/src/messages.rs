@@ -531,8 +531,8 @@ mod tests {
         assert_eq!(back, req);
     }
 
-    /// Version 3 appended its variants: a version-2 peer's messages keep
-    /// their encoding (postcard tags variants by their index).
+    /// Postcard tags variants by their index, so new variants go last and
+    /// an earlier message keeps its encoding; these pins catch a reorder.
     #[test]
     fn the_paged_variants_come_after_every_earlier_one() {
         let tag = |b: &RequestBody| crate::encode(b).unwrap()[0];
@@ -543,7 +543,7 @@ mod tests {
                 scope: WireScope::Own,
                 page
             }),
-            16
+            18
         );
         let reply = |r: &Reply| crate::encode(r).unwrap()[0];
         assert_eq!(reply(&Reply::Policy(String::new())), 9);
@@ -551,7 +551,7 @@ mod tests {
             secrets: Vec::new(),
             next: Some("A".into()),
         };
-        assert_eq!(reply(&paged), 10);
+        assert_eq!(reply(&paged), 12);
         let back: Reply = crate::decode(&crate::encode(&paged).unwrap()).unwrap();
         assert_eq!(back, paged);
     }

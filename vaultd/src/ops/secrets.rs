@@ -301,8 +301,10 @@ impl Daemon {
             meta,
             mode,
         } = req;
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
@@ -358,8 +360,10 @@ impl Daemon {
         mut entries: Vec<(String, SecretBytes)>,
         conflict: ImportConflict,
     ) -> Result<Reply, WireError> {
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope);
@@ -435,8 +439,10 @@ impl Daemon {
         scope: WireScope,
         name: &str,
     ) -> Result<Reply, WireError> {
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));

@@ -107,7 +107,6 @@ pub struct VaultHeader {
     pub provider_kind: String,
     pub kdf: Option<crate::keys::KdfParams>,
     pub dek_generation: u64,
-    pub records: usize,
 }
 
 /// Secret names: 1 to 128 bytes of `[A-Za-z0-9_.-]`, starting with a letter

@@ -424,7 +424,14 @@ impl Daemon {
             .into_iter()
             .map(|(n, v)| (n, SecretValue::new(v.into_inner().to_vec())))
             .collect();
-        match vault.put_many(s, values) {
+        // Decided again inside the store's transaction: a name created
+        // since the check above is refused or skipped, never overwritten.
+        let on_existing = match conflict {
+            ImportConflict::Error => store::OnExisting::Refuse,
+            ImportConflict::Skip => store::OnExisting::Skip,
+            ImportConflict::Overwrite => store::OnExisting::Replace,
+        };
+        match vault.import(s, values, on_existing) {
             Ok(count) => Ok(Reply::Imported {
                 count: count as u32,
             }),

@@ -37,8 +37,8 @@ use crate::secure_fs::SecureFsError;
 
 pub use lock::{lock_state_dir, StateLock, LOCK_FILE};
 pub use types::{
-    validate_name, MetaUpdate, PutMode, Scope, SecretMeta, SecretValue, VaultHeader, MAX_NAME_LEN,
-    MAX_VALUE_LEN,
+    validate_name, MetaUpdate, OnExisting, PutMode, Scope, SecretMeta, SecretValue, VaultHeader,
+    MAX_NAME_LEN, MAX_VALUE_LEN,
 };
 pub use vault::Vault;
 

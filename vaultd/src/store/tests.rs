@@ -486,6 +486,31 @@ fn put_many_is_all_or_nothing() {
 }
 
 #[test]
+fn import_decides_about_existing_names_in_its_transaction() {
+    let dir = state();
+    let v = populated(dir.path());
+    let entries = || {
+        vec![
+            ("NEW".to_string(), val("new")),
+            ("AAA".into(), val("imported")),
+        ]
+    };
+    assert!(matches!(
+        v.import(ALICE, entries(), OnExisting::Refuse),
+        Err(StoreError::AlreadyExists { name }) if name == "AAA"
+    ));
+    assert!(v.meta(ALICE, "NEW").is_none());
+    assert_eq!(v.import(ALICE, entries(), OnExisting::Skip).unwrap(), 1);
+    assert_eq!(plain(&v, ALICE, "AAA"), b"value-a");
+    assert_eq!(plain(&v, ALICE, "NEW"), b"new");
+    assert_eq!(v.import(ALICE, entries(), OnExisting::Replace).unwrap(), 2);
+    assert_eq!(plain(&v, ALICE, "AAA"), b"imported");
+    assert_eq!(v.meta(ALICE, "NEW").unwrap().version, 2);
+    assert_eq!(v.count_in(ALICE), 4);
+    assert_eq!(v.count_in(Scope::User(5)), 0);
+}
+
+#[test]
 fn failed_write_leaves_state_unchanged() {
     let dir = state();
     let mut v = populated(dir.path());

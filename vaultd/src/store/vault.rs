@@ -15,7 +15,7 @@ use super::format::{
 };
 use super::seal::{self, Key, KEY_LEN};
 use super::types::{
-    validate_name, MetaUpdate, PutMode, Scope, SecretMeta, SecretValue, VaultHeader,
+    validate_name, MetaUpdate, OnExisting, PutMode, Scope, SecretMeta, SecretValue, VaultHeader,
 };
 use super::{legacy, migrate, StoreError, MAX_VALUE_LEN};
 use crate::keys::{KdfParams, Kek};
@@ -445,6 +445,11 @@ impl Vault {
         self.index().get(&scope).and_then(|m| m.get(name)).cloned()
     }
 
+    /// Number of secrets in `scope`.
+    pub fn count_in(&self, scope: Scope) -> usize {
+        self.index().get(&scope).map_or(0, BTreeMap::len)
+    }
+
     /// Number of (user-scoped, system) records.
     pub fn count(&self) -> (usize, usize) {
         let index = self.index();
@@ -520,6 +525,18 @@ impl Vault {
         scope: Scope,
         entries: Vec<(String, SecretValue)>,
     ) -> Result<usize, StoreError> {
+        self.import(scope, entries, OnExisting::Replace)
+    }
+
+    /// Stores every entry in one transaction, treating names that exist
+    /// already as `existing` says; returns how many were stored. All of them
+    /// are stored, or none.
+    pub fn import(
+        &self,
+        scope: Scope,
+        entries: Vec<(String, SecretValue)>,
+        existing: OnExisting,
+    ) -> Result<usize, StoreError> {
         if entries.is_empty() {
             return Ok(0);
         }
@@ -536,11 +553,18 @@ impl Vault {
                 let mut changes = Vec::with_capacity(entries.len());
                 for ((name, value), len) in entries.iter().zip(&lens) {
                     let key = record_key(scope, name);
-                    let existing = t
+                    let found = t
                         .get(key.as_slice())
                         .map_err(storage)?
                         .map(|g| decode_body(g.value()))
                         .transpose()?;
+                    match (&found, existing) {
+                        (Some(_), OnExisting::Refuse) => {
+                            return Err(StoreError::AlreadyExists { name: name.clone() })
+                        }
+                        (Some(_), OnExisting::Skip) => continue,
+                        _ => {}
+                    }
                     let body = next_body(
                         &keys,
                         scope,
@@ -549,7 +573,7 @@ impl Vault {
                         *len,
                         MetaUpdate::default(),
                         PutMode::Upsert,
-                        existing,
+                        found,
                     )?;
                     t.insert(key.as_slice(), encode_body(&body)?.as_slice())
                         .map_err(storage)?;

@@ -78,6 +78,12 @@ impl Db {
         self.broken.load(Ordering::Acquire)
     }
 
+    /// A write transaction left open by the caller (tests).
+    #[cfg(test)]
+    pub(super) fn begin_write_for_test(&self) -> Result<WriteTransaction, StoreError> {
+        self.inner.begin_write().map_err(storage)
+    }
+
     fn mark_broken(&self) {
         self.broken.store(true, Ordering::Release);
     }

@@ -601,6 +601,27 @@ fn concurrent_writers_and_readers() {
 }
 
 #[test]
+fn reads_do_not_wait_for_a_write_in_progress() {
+    let dir = state();
+    let v = std::sync::Arc::new(populated(dir.path()));
+    let held = v.hold_writes();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let v = v.clone();
+        std::thread::spawn(move || {
+            let value = v.decrypt(ALICE, "AAA").unwrap().as_bytes().to_vec();
+            tx.send((value, v.list(ALICE).len(), v.meta(BOB, "AAA").is_some()))
+                .unwrap();
+        })
+    };
+    // Generous: a read that waited for the held write would never come.
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+    drop(held);
+    reader.join().unwrap();
+    assert_eq!(got.unwrap(), (b"value-a".to_vec(), 3, true));
+}
+
+#[test]
 fn rotate_dek_keeps_every_value() {
     let dir = state();
     drop(populated(dir.path()));

@@ -726,6 +726,17 @@ impl Vault {
         }
     }
 
+    /// Holds the writer lock and an open write transaction of the store, as
+    /// a write in the middle of its commit does (tests).
+    #[cfg(test)]
+    pub(super) fn hold_writes(&self) -> (std::sync::MutexGuard<'_, ()>, redb::WriteTransaction) {
+        let writer = self.lock_writer();
+        let txn = self
+            .with_db(|db| db.begin_write_for_test())
+            .unwrap_or_else(|e| panic!("cannot begin a write: {e}"));
+        (writer, txn)
+    }
+
     /// Makes every later write to the store's file fail (tests).
     #[cfg(test)]
     pub(super) fn fail_writes(&self, fail: bool) {

@@ -15,6 +15,9 @@ settle() { sync; sleep 3; }
 echo "==> foundation (socket round trips, durable writes)"
 ./target/release/examples/bench_foundation
 settle
+echo "==> vault storage at 100, 10,000 and 100,000 secrets"
+./target/release/examples/bench_store
+settle
 echo "==> run path"
 ./target/release/examples/bench_run
 settle

@@ -150,7 +150,7 @@ expected=(
     "/etc/aivault/credentials d root:root 700"
     "/etc/aivault/credentials/aivault.kek f root:root 600"
     "/var/lib/aivault d root:root 700"
-    "/var/lib/aivault/vault.bin f root:root 600"
+    "/var/lib/aivault/vault.redb f root:root 600"
     "/var/log/aivault d root:root 700"
     "/usr/share/doc/aivault/copyright f root:root 644"
     "/usr/share/doc/aivault/changelog.Debian.gz f root:root 644"
@@ -372,14 +372,14 @@ stop_daemon
 # ---------------------------------------------------------------- 6. upgrade
 echo "==> dpkg -i v2 over v1"
 cred_sum=$(sha256sum /etc/aivault/credentials/aivault.kek)
-vault_sum=$(sha256sum /var/lib/aivault/vault.bin)
+vault_sum=$(sha256sum /var/lib/aivault/vault.redb)
 dpkg -i "$deb2" >"$tmp/upgrade.log" 2>&1 || { cat "$tmp/upgrade.log"; fail "dpkg -i $deb2"; }
 check "the upgrade installed v2" \
     bash -c "[ \"\$(dpkg-query -W -f='\${Version}' aivault)\" = 0.0.1~pkgtest2 ]"
 check "the upgrade sealed no new key and created no vault" \
     bash -c "! grep -q -e 'sealed a new' -e 'created an empty vault' '$tmp/upgrade.log'"
 check "the upgrade left the sealed key and the vault byte for byte" \
-    bash -c "[ '$cred_sum' = \"\$(sha256sum /etc/aivault/credentials/aivault.kek)\" ] && [ '$vault_sum' = \"\$(sha256sum /var/lib/aivault/vault.bin)\" ]"
+    bash -c "[ '$cred_sum' = \"\$(sha256sum /etc/aivault/credentials/aivault.kek)\" ] && [ '$vault_sum' = \"\$(sha256sum /var/lib/aivault/vault.redb)\" ]"
 start_daemon
 as_user vaultctl secrets list >"$tmp/list2" || fail "vaultctl secrets list after the upgrade"
 check "after the upgrade every secret is still listed" diff "$tmp/list1" "$tmp/list2"
@@ -394,7 +394,7 @@ echo "==> dpkg -r, then dpkg --purge"
 dpkg -r aivault >"$tmp/remove.log" 2>&1 || { cat "$tmp/remove.log"; fail "dpkg -r"; }
 check "remove: the binaries are gone" bash -c "[ ! -e /usr/sbin/aivaultd ] && [ ! -e /usr/bin/vaultctl ]"
 check "remove: the vault, the sealed key, the audit log and the policy stay" \
-    bash -c "[ -f /var/lib/aivault/vault.bin ] && [ -f /etc/aivault/credentials/aivault.kek ] && [ -f /var/log/aivault/audit.jsonl ] && [ -f /etc/aivault/policy.toml ]"
+    bash -c "[ -f /var/lib/aivault/vault.redb ] && [ -f /etc/aivault/credentials/aivault.kek ] && [ -f /var/log/aivault/audit.jsonl ] && [ -f /etc/aivault/policy.toml ]"
 dpkg --purge aivault >"$tmp/purge.log" 2>&1 || { cat "$tmp/purge.log"; fail "dpkg --purge"; }
 check "purge says what it deletes" grep -q "purging: deleting the vault" "$tmp/purge.log"
 left=$(leftovers)

@@ -83,7 +83,7 @@ fn a_truncated_log_is_detected() {
 #[test]
 fn an_unwritable_audit_log_refuses_changes_and_leaves_the_vault_alone() {
     let (d, alice) = populated();
-    let vault = d.state_dir().join("vault.bin");
+    let vault = d.state_dir().join(aivaultd::store::format::STORE_FILE);
     let before = std::fs::read(&vault).unwrap();
     // Make the log path unwritable: a directory stands where the file was.
     let saved = d.audit_log().with_extension("saved");

@@ -114,7 +114,10 @@ fn the_default_profile_confines_the_command() {
     let checks = [
         "write:/etc/aivault-probe".to_string(),
         "write:/var/tmp/aivault-probe".into(),
-        format!("read:{}", state.join("vault.bin").display()),
+        format!(
+            "read:{}",
+            state.join(aivaultd::store::format::STORE_FILE).display()
+        ),
         format!("read:{}", root_only.path().display()),
         "read:/proc/1/environ".into(),
         "environ".into(),

@@ -19,8 +19,7 @@ fn swapped_ciphertexts_are_reported_as_tampering() {
     }
     d.stop();
 
-    let path = d.state_dir().join("vault.bin");
-    let mut file = format::read_file(&path).expect("read vault");
+    let mut file = format::read_all(&d.state_dir()).expect("read vault");
     let ia = file
         .records
         .iter()
@@ -34,7 +33,7 @@ fn swapped_ciphertexts_are_reported_as_tampering() {
     let a = file.records[ia].sealed.clone();
     file.records[ia].sealed = file.records[ib].sealed.clone();
     file.records[ib].sealed = a;
-    format::write_file(&path, &file).expect("write vault");
+    format::write_all(&d.state_dir(), &file).expect("write vault");
 
     d.start();
     for n in ["AAA", "BBB"] {
@@ -70,8 +69,7 @@ fn a_record_moved_to_another_user_does_not_decrypt() {
         b"alice-token-value-1234",
     ));
     d.stop();
-    let path = d.state_dir().join("vault.bin");
-    let mut file = format::read_file(&path).expect("read vault");
+    let mut file = format::read_all(&d.state_dir()).expect("read vault");
     // Re-label alice's record as bob's: same ciphertext, other scope.
     let rec = file
         .records
@@ -79,7 +77,7 @@ fn a_record_moved_to_another_user_does_not_decrypt() {
         .find(|r| r.name == "TOKEN")
         .expect("record");
     rec.scope = aivaultd::store::Scope::User(bob.uid);
-    format::write_file(&path, &file).expect("write vault");
+    format::write_all(&d.state_dir(), &file).expect("write vault");
     d.start();
     let err = fails_with(&d.vaultctl(&bob, &["secrets", "masked", "TOKEN"], b""), 6);
     assert!(err.contains("tampered"), "{err}");

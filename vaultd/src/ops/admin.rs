@@ -53,7 +53,7 @@ impl Daemon {
             VaultState::Sealed { .. } => (true, 0, 0),
             VaultState::Open(v) => (
                 false,
-                v.list(Scope::User(caller.uid)).len() as u32,
+                v.count_in(Scope::User(caller.uid)) as u32,
                 v.count().1 as u32,
             ),
         };

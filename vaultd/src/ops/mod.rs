@@ -99,6 +99,9 @@ impl Daemon {
         if !Vault::exists(&cfg.state_dir) {
             return Err(DaemonError::NoVault(cfg.state_dir.clone()));
         }
+        // A vault of the old single-file format moves into the store now,
+        // keyless, under the state lock main.rs holds.
+        Vault::migrate(&cfg.state_dir)?;
         let header = Vault::read_header(&cfg.state_dir)?;
         let provider_kind = cfg.key_provider.kind();
         if header.provider_kind != provider_kind {

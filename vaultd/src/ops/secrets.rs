@@ -301,8 +301,10 @@ impl Daemon {
             meta,
             mode,
         } = req;
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));
@@ -359,8 +361,10 @@ impl Daemon {
         conflict: ImportConflict,
         meta: MetaInput,
     ) -> Result<Reply, WireError> {
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope);
@@ -427,7 +431,14 @@ impl Daemon {
             tags: meta.tags,
             expires: meta.expires,
         };
-        match vault.put_many_with(s, values, &update) {
+        // Decided again inside the store's transaction: a name created
+        // since the check above is refused or skipped, never overwritten.
+        let on_existing = match conflict {
+            ImportConflict::Error => store::OnExisting::Refuse,
+            ImportConflict::Skip => store::OnExisting::Skip,
+            ImportConflict::Overwrite => store::OnExisting::Replace,
+        };
+        match vault.import(s, values, on_existing, &update) {
             Ok(count) => Ok(Reply::Imported {
                 count: count as u32,
             }),
@@ -442,8 +453,10 @@ impl Daemon {
         scope: WireScope,
         name: &str,
     ) -> Result<Reply, WireError> {
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock: the vault serializes its own writes, and reads
+        // never wait for them.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         let entry = || Entry::new(caller, op).scope(scope).name(recorded(name));

@@ -1,19 +1,28 @@
 //! The encrypted vault.
 //!
-//! [`Vault`] is the whole store: one file, `<state_dir>/vault.bin`
-//! ([`format`]), holding a data-encryption key (DEK) sealed under the
-//! key-encryption key ([`crate::keys::Kek`]) and one record per secret whose
-//! value is sealed under the DEK ([`seal`] describes the associated data that
-//! binds each ciphertext to its vault, scope, name and version).
+//! [`Vault`] is the whole store: an embedded transactional database,
+//! `<state_dir>/vault.redb` ([`format`], [`engine`]), holding a
+//! data-encryption key (DEK) sealed under the key-encryption key
+//! ([`crate::keys::Kek`]) and one row per secret whose value is sealed under
+//! the DEK ([`seal`] describes the associated data that binds each
+//! ciphertext to its vault, scope, name and version).
 //!
-//! Every mutation builds the new file in memory, writes it with
-//! [`crate::secure_fs::atomic_write`], and only then replaces the in-memory
-//! state: an acknowledged write survives a crash, a failed one changes
-//! nothing. The vault takes no lock itself; the daemon serializes calls, and
-//! [`lock_state_dir`] keeps two processes from writing the same vault.
+//! Every mutation is one durable transaction touching only its own rows
+//! (O(log n) pages), and only after its commit does the in-memory index of
+//! metadata change: an acknowledged write survives a crash (`kill -9` or
+//! power loss), a failed one changes nothing, a torn one is never read.
+//! Reads see a snapshot and never wait for a write. [`lock_state_dir`]
+//! keeps two processes from writing the same vault (the store's own file
+//! lock does too).
+//!
+//! A vault of the old single-file format (`vault.bin`, [`legacy`]) is moved
+//! into the store on first open ([`Vault::migrate`]).
 
+mod engine;
 pub mod format;
+pub mod legacy;
 mod lock;
+mod migrate;
 mod seal;
 mod types;
 mod vault;
@@ -28,8 +37,8 @@ use crate::secure_fs::SecureFsError;
 
 pub use lock::{lock_state_dir, StateLock, LOCK_FILE};
 pub use types::{
-    validate_name, MetaUpdate, PutMode, Scope, SecretMeta, SecretValue, VaultHeader, MAX_NAME_LEN,
-    MAX_VALUE_LEN,
+    validate_name, MetaUpdate, OnExisting, PutMode, Scope, SecretMeta, SecretValue, VaultHeader,
+    MAX_NAME_LEN, MAX_VALUE_LEN,
 };
 pub use vault::Vault;
 
@@ -72,4 +81,6 @@ pub enum StoreError {
     InUse,
     #[error("cannot lock {}: {source}", path.display())]
     Lock { path: PathBuf, source: io::Error },
+    #[error("the vault store failed: {0}")]
+    Storage(String),
 }

@@ -99,6 +99,19 @@ pub enum PutMode {
     Rotate,
 }
 
+/// How an import treats a name that exists already, decided inside its
+/// transaction (so a secret created meanwhile is never overwritten by an
+/// import that was to refuse or skip it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExisting {
+    /// Nothing is stored ([`StoreError::AlreadyExists`]).
+    Refuse,
+    /// The existing secret is left as it is.
+    Skip,
+    /// Its value is replaced (a new version, metadata kept).
+    Replace,
+}
+
 /// What can be learnt from a vault file without its key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaultHeader {
@@ -107,7 +120,6 @@ pub struct VaultHeader {
     pub provider_kind: String,
     pub kdf: Option<crate::keys::KdfParams>,
     pub dek_generation: u64,
-    pub records: usize,
 }
 
 /// Secret names: the rules of [`crate::names::check_name`] (hierarchical

@@ -59,6 +59,9 @@ pub struct RawRule {
     pub allow_expired: bool,
     #[serde(default)]
     pub sandbox: RawSandbox,
+    /// Whether a person must approve each run (`approval.rs`).
+    pub approval: Option<super::approval::RawApproval>,
+    pub approvers: Option<super::approval::RawApprovers>,
 }
 
 /// One entry of a rule's `secrets`.

@@ -197,6 +197,8 @@ pub enum RequestBody {
         entries: Vec<(String, SecretBytes)>,
         conflict: ImportConflict,
     },
+    /// List, approve or deny pending approvals (appended last).
+    Approvals(crate::approval::ApprovalRequest),
 }
 
 impl RequestBody {
@@ -223,6 +225,13 @@ impl RequestBody {
             RequestBody::PolicyReload => "policy.reload",
             RequestBody::SecretGenerate { .. } => "secret.generate",
             RequestBody::SecretImportWith { .. } => "secret.import",
+            RequestBody::Approvals(crate::approval::ApprovalRequest::List) => "approval.list",
+            RequestBody::Approvals(crate::approval::ApprovalRequest::Approve { .. }) => {
+                "approval.approve"
+            }
+            RequestBody::Approvals(crate::approval::ApprovalRequest::Deny { .. }) => {
+                "approval.deny"
+            }
         }
     }
 }
@@ -257,6 +266,11 @@ pub enum Reply {
     },
     /// JSON text: the caller's allowed commands, or the policy explanation.
     Policy(String),
+    /// The run waits for a person's approval; `RunStarted` or the refusal
+    /// follows under the same request id.
+    AwaitingApproval(crate::approval::PendingApproval),
+    /// `Approvals(List)`'s answer.
+    Approvals(Vec<crate::approval::PendingApproval>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod approval;
 pub mod audit;
 pub mod caller;
 pub mod cli;

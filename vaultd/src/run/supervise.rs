@@ -182,23 +182,36 @@ pub async fn run(
     // the secrets follows only once the record is durable in the log;
     // without it the command never starts. (The audit anchor is brought up
     // to date right after, off this run's path.)
-    let ready = acquire(&daemon, &prepared).await;
-    let recorded = match durable_rx.await {
-        Ok(()) => {
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = recording.await {
-                    tracing::error!(error = %e.message, "the audit anchor lags the run's decision record");
-                }
-            });
-            Ok(())
-        }
-        // The record never became durable: the audit's own error.
-        Err(_) => recording.await.unwrap_or_else(|_| {
-            Err(WireError::new(
-                ErrorCode::Internal,
-                "internal error while auditing the run",
-            ))
-        }),
+    // A rule that requires a person's approval waits for it here, before
+    // any runner is taken (`crate::approval`); a denial or timeout is the
+    // run's refusal.
+    let approved = crate::approval::wait::before_run(&daemon, &prepared, request_id, |r| {
+        relay::offer(&to_caller, &r)
+    })
+    .await;
+    let ready = match &approved {
+        Ok(()) => acquire(&daemon, &prepared).await,
+        Err(e) => Err((e.message.clone(), None)),
+    };
+    let recorded = match approved.and(Ok(durable_rx)) {
+        Err(e) => Err(e),
+        Ok(durable_rx) => match durable_rx.await {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = recording.await {
+                        tracing::error!(error = %e.message, "the audit anchor lags the run's decision record");
+                    }
+                });
+                Ok(())
+            }
+            // The record never became durable: the audit's own error.
+            Err(_) => recording.await.unwrap_or_else(|_| {
+                Err(WireError::new(
+                    ErrorCode::Internal,
+                    "internal error while auditing the run",
+                ))
+            }),
+        },
     };
     let (outcome, started, leftovers) = match (&recorded, ready) {
         (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),

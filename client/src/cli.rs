@@ -58,6 +58,28 @@ pub enum Command {
     Policy(PolicyCmd),
     /// Serve the Model Context Protocol on stdin/stdout for an AI agent (tools to list secrets and run allowed commands; never values)
     Mcp,
+    /// List, approve or deny runs waiting for a person's approval (from another login session than the request's)
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// The pending requests you may approve, and your own
+    List,
+    /// Approve a pending request; refused from the requesting login session
+    Approve {
+        /// The request id, as `approvals list` shows it
+        id: String,
+        /// Also have polkit authenticate you (your password or fingerprint through the desktop's polkit agent, else a text agent on this terminal)
+        #[arg(long)]
+        polkit: bool,
+    },
+    /// Deny a pending request (an approver, or the requester withdrawing its own)
+    Deny {
+        /// The request id, as `approvals list` shows it
+        id: String,
+    },
 }
 
 pub const RUN_EXIT_CODES: &str = "\

@@ -236,8 +236,32 @@ pub struct RunSession {
 impl Client {
     /// Asks the daemon to run a command; on success the connection becomes
     /// the run's stream.
-    pub fn start_run(mut self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
-        match self.call(RequestBody::Run(req))? {
+    pub fn start_run(self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
+        self.start_run_with(req, |_| {})
+    }
+
+    /// [`Client::start_run`], calling `waiting` when the run waits for a
+    /// person's approval (its rule says `approval = ...`); the start is
+    /// then awaited without the reply timeout (the daemon bounds the wait).
+    pub fn start_run_with(
+        mut self,
+        req: aivault_proto::RunRequest,
+        mut waiting: impl FnMut(&aivault_proto::PendingApproval),
+    ) -> Result<RunSession, ClientError> {
+        let id = self.next_id;
+        let mut reply = self.call(RequestBody::Run(req))?;
+        while let Reply::AwaitingApproval(pending) = &reply {
+            waiting(pending);
+            self.stream.set_read_timeout(None).map_err(FrameError::Io)?;
+            let frame =
+                read_frame(&mut self.stream).map_err(|e| self.frame_error(e, "the approval"))?;
+            let resp: Response = decode(&frame)?;
+            if resp.id != id {
+                return Err(ClientError::Protocol);
+            }
+            reply = resp.result.map_err(ClientError::Daemon)?;
+        }
+        match reply {
             Reply::RunStarted { command } => {
                 // A run lasts as long as its command: only its start is bounded.
                 self.stream

@@ -21,13 +21,18 @@ use aivault_tests::{bin, ok, Daemon, Options, User};
 use serde_json::Value;
 
 fn policy(user: &User, marks: &Path, extra: &str) -> String {
+    let approval = if extra.contains("approval =") {
+        ""
+    } else {
+        "approval = \"required\""
+    };
     format!(
         r#"
 [[rule]]
 name = "mark"
 command = "/usr/bin/touch"
 users = ["{u}"]
-approval = "required"
+{approval}
 {extra}
 [rule.sandbox]
 write = ["{m}"]
@@ -76,7 +81,9 @@ impl Session {
             ))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // A job still running when the session ends cannot record its
+            // status; nothing else is said here.
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let s = Session {
@@ -314,6 +321,54 @@ fn a_timeout_fails_the_run_with_its_reason() {
     let out =
         s.d.vaultctl(&User::root(), &["--json", "approvals", "list"], b"");
     assert_eq!(ok(&out).trim(), "[]");
+}
+
+#[test]
+fn once_per_session_covers_later_runs_of_that_session_only() {
+    let s = setup("aivt-appr-1", "", "approval = \"once-per-session\"");
+    let (first, second, third) = (
+        s.marks.path().join("first"),
+        s.marks.path().join("second"),
+        s.marks.path().join("third"),
+    );
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &first.display().to_string()]);
+    let id = pending_id(&s.d);
+    assert_waiting(&run, &first);
+    assert_eq!(
+        person
+            .vaultctl(&s.d, &["approvals", "approve", &id])
+            .wait()
+            .0,
+        0
+    );
+    assert_eq!(run.wait().0, 0);
+    // The same session again: no request, the command runs at once.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["run", "--", "touch", &second.display().to_string()])
+        .wait();
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("requires approval"), "{err}");
+    assert!(second.exists());
+    let covered: Vec<Value> = std::fs::read_to_string(s.d.audit_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["op"] == "approval.covered")
+        .collect();
+    assert_eq!(covered.len(), 1, "{covered:?}");
+    // Another session of the same user must ask again.
+    let mut other = Session::new(&s.user);
+    let run = other.vaultctl(&s.d, &["run", "--", "touch", &third.display().to_string()]);
+    let id = pending_id(&s.d);
+    assert_waiting(&run, &third);
+    assert_eq!(
+        person.vaultctl(&s.d, &["approvals", "deny", &id]).wait().0,
+        0
+    );
+    assert_eq!(run.wait().0, 4);
+    assert!(!third.exists());
 }
 
 /// Runs busctl as the session's user against the daemon's bus.

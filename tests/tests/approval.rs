@@ -720,3 +720,41 @@ fn approval_through_polkit_asks_the_approvers_password() {
     assert_eq!(tries[1]["outcome"], "ok");
     assert_eq!(tries[1]["detail"]["channel"], "polkit");
 }
+
+#[test]
+fn the_shipped_introspection_data_has_the_approvals_interface() {
+    let bus = Bus::start();
+    let user = User::ensure("aivt-appr-x");
+    let marks = marks();
+    let d = Daemon::start_new(Options {
+        policy: policy(&user, marks.path(), ""),
+        config: bus.daemon_config(),
+        ..Default::default()
+    });
+    bus.wait_for_name("org.aivault.Vault1", &d);
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args(["introspect", "--xml-interface", "org.aivault.Vault1"])
+        .arg("/org/aivault/Vault1")
+        .output()
+        .unwrap();
+    let live = ok(&out);
+    let shipped =
+        std::fs::read_to_string(repo().join("packaging/dbus/org.aivault.Vault1.xml")).unwrap();
+    let iface = |xml: &str| -> String {
+        let start = xml
+            .find("<interface name=\"org.aivault.Approvals1\">")
+            .unwrap_or_else(|| panic!("no Approvals1 interface in {xml}"));
+        let end = xml[start..].find("</interface>").unwrap() + start;
+        xml[start..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let served = iface(&live);
+    assert!(
+        shipped.contains("<interface name=\"org.aivault.Approvals1\">")
+            && iface(&shipped) == served,
+        "packaging/dbus/org.aivault.Vault1.xml lacks the live Approvals1 interface:\n{live}"
+    );
+}

@@ -385,9 +385,61 @@ fn the_requesting_session_cannot_approve_through_any_interface() {
     let s = setup("aivt-appr-s", &bus.daemon_config(), "");
     bus.wait_for_name("org.aivault.Vault1", &s.d);
     let marker = s.marks.path().join("self");
+    // A desktop notifier of the user, listening for new requests.
+    let mut monitor = {
+        use std::os::unix::process::CommandExt;
+        Command::new("gdbus")
+            .args([
+                "monitor",
+                "--address",
+                &bus.address,
+                "--dest",
+                "org.aivault.Vault1",
+            ])
+            .uid(s.user.uid)
+            .gid(s.user.gid)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let heard = Arc::new(Mutex::new(String::new()));
+    {
+        let heard = heard.clone();
+        let mut out = monitor.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                heard
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    // gdbus monitor subscribes once it has found the name's owner.
+    std::thread::sleep(Duration::from_millis(500));
     let mut agent = Session::new(&s.user);
     let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
     let id = pending_id(&s.d);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = heard.lock().unwrap().clone();
+        if text.contains("org.aivault.Approvals1.ApprovalPending") && text.contains(&id) {
+            assert!(text.contains(&format!("uint32 {}", s.user.uid)), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ApprovalPending signal: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 
     // vaultctl, in the requester's own session, plain and through polkit.
     let (rc, _, err) = agent.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
@@ -757,4 +809,76 @@ fn the_shipped_introspection_data_has_the_approvals_interface() {
             && iface(&shipped) == served,
         "packaging/dbus/org.aivault.Vault1.xml lacks the live Approvals1 interface:\n{live}"
     );
+}
+
+#[test]
+fn mcp_secret_run_reports_awaiting_approval_then_the_result() {
+    use std::io::BufRead;
+    let s = setup("aivt-appr-m", "", "");
+    let marker = s.marks.path().join("mcp");
+    // The agent: `vaultctl mcp` in a login session of its own.
+    let mut mcp = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo {uid} > /proc/self/loginuid && exec setpriv --reuid={uid} --regid={gid} \
+             --clear-groups -- env -i PATH=/usr/bin:/bin AIVAULT_SOCKET={sock} {vaultctl} mcp",
+            uid = s.user.uid,
+            gid = s.user.gid,
+            sock = s.d.socket().display(),
+            vaultctl = bin("vaultctl").display(),
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = mcp.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "secret_run",
+        "arguments": {"argv": ["touch", marker.display().to_string()]},
+        "_meta": {"progressToken": "wait-1"}}});
+    let stdin = mcp.stdin.as_mut().unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    stdin.flush().unwrap();
+
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no message");
+    assert_eq!(first["method"], "notifications/progress", "{first}");
+    assert_eq!(first["params"]["progressToken"], "wait-1");
+    let message = first["params"]["message"].as_str().unwrap();
+    assert!(message.starts_with("awaiting approval"), "{message}");
+    let id = pending_id(&s.d);
+    assert!(message.contains(&id), "{message}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!marker.exists(), "the command ran before approval");
+
+    let mut person = Session::new(&s.user);
+    let (rc, _, err) = person.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = rx.recv_timeout(left).expect("no result");
+        if m["id"] == 7 {
+            break m;
+        }
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+    };
+    assert_eq!(
+        result["result"]["structuredContent"]["exit_code"], 0,
+        "{result}"
+    );
+    assert!(marker.exists());
+    let _ = mcp.kill();
+    let _ = mcp.wait();
 }

@@ -20,6 +20,13 @@ use aivault_tests::bus::{repo, Bus};
 use aivault_tests::{bin, ok, Daemon, Options, User};
 use serde_json::Value;
 
+/// Runs `scripts/dbus-deps.sh` once per test binary (dbus-daemon, busctl,
+/// gdbus); polkitd comes with `scripts/deps.sh`.
+fn bus_deps() {
+    static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"));
+}
+
 fn policy(user: &User, marks: &Path, extra: &str) -> String {
     let approval = if extra.contains("approval =") {
         ""
@@ -381,6 +388,7 @@ fn busctl(session: &mut Session, bus: &Bus, args: &[&str]) -> Job {
 
 #[test]
 fn the_requesting_session_cannot_approve_through_any_interface() {
+    bus_deps();
     let bus = Bus::start();
     let s = setup("aivt-appr-s", &bus.daemon_config(), "");
     bus.wait_for_name("org.aivault.Vault1", &s.d);
@@ -556,6 +564,7 @@ struct Polkit {
 impl Polkit {
     fn start() -> Polkit {
         aivault_tests::require_root();
+        bus_deps();
         assert!(
             Path::new("/usr/lib/polkit-1/polkitd").exists()
                 && Path::new("/usr/bin/pkttyagent").exists(),
@@ -775,6 +784,7 @@ fn approval_through_polkit_asks_the_approvers_password() {
 
 #[test]
 fn the_shipped_introspection_data_has_the_approvals_interface() {
+    bus_deps();
     let bus = Bus::start();
     let user = User::ensure("aivt-appr-x");
     let marks = marks();

@@ -892,3 +892,37 @@ fn mcp_secret_run_reports_awaiting_approval_then_the_result() {
     let _ = mcp.kill();
     let _ = mcp.wait();
 }
+
+#[test]
+fn a_caller_that_goes_away_withdraws_its_request() {
+    let s = setup("aivt-appr-g", "", "");
+    let marker = s.marks.path().join("gone");
+    let mut agent = Session::new(&s.user);
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let out =
+        s.d.vaultctl(&User::root(), &["--json", "approvals", "list"], b"");
+    let list: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let pid = list[0]["requester_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (rc, _, _) = run.wait();
+    assert_eq!(rc, 128 + 9);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while records(&s.d, "approval.withdrawn", &id).is_empty() {
+        assert!(Instant::now() < deadline, "the request was not withdrawn");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out =
+        s.d.vaultctl(&User::root(), &["--json", "approvals", "list"], b"");
+    assert_eq!(ok(&out).trim(), "[]");
+    let mut person = Session::new(&s.user);
+    let (rc, _, err) = person.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 3, "{err}");
+    assert!(err.contains("no pending approval request"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists());
+}

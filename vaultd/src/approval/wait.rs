@@ -8,18 +8,25 @@ use serde_json::json;
 
 use super::{session, PendingView, Verdict};
 use crate::audit::gate::Entry;
+use crate::audit::Outcome;
 use crate::run::prepare::PreparedRun;
 use crate::run::RunHost;
 
+/// How often a waiting run looks whether its caller hung up.
+const CALLER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Waits for the approval of `prepared`, if its rule requires one. `tell`
-/// sends the caller the "awaiting approval" reply (under `request_id`).
-/// `Ok` once approved (or covered by an earlier approval); else the
-/// refusal: denied, timed out, table full, or the audit's own error.
+/// sends the caller the "awaiting approval" reply (under `request_id`);
+/// `hung_up` says whether the caller has gone (its request is then
+/// withdrawn). `Ok` once approved (or covered by an earlier approval); else
+/// the refusal: denied, timed out, withdrawn, table full, or the audit's
+/// own error.
 pub async fn before_run(
     daemon: &Arc<dyn RunHost>,
     prepared: &PreparedRun,
     request_id: u64,
     tell: impl FnOnce(Response) -> bool,
+    hung_up: impl Fn() -> bool,
 ) -> Result<(), WireError> {
     let Some(rule) = prepared.decision.approval.clone() else {
         return Ok(());
@@ -101,8 +108,30 @@ pub async fn before_run(
             return Err(WireError::new(ErrorCode::Internal, "the caller went away"));
         }
     }
+    let gone = async {
+        while !hung_up() {
+            tokio::time::sleep(CALLER_CHECK).await;
+        }
+    };
     let got = tokio::select! {
         v = &mut verdict => v.ok(),
+        _ = gone => {
+            if approvals.take(id).is_some() {
+                let (d, name, hex) = (daemon.clone(), rule_name.clone(), aivault_proto::approval::format_id(id));
+                let why = "the caller went away while its run waited for approval";
+                return Err(refusal(move || {
+                    let _ = d.audit().record(
+                        Entry::new(&caller, "approval.withdrawn")
+                            .name(Some(&name))
+                            .outcome(Outcome::Failed, Some(why))
+                            .detail(json!({ "id": hex })),
+                    );
+                    WireError::new(ErrorCode::Internal, why)
+                })
+                .await);
+            }
+            verdict.await.ok()
+        }
         _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
             if approvals.take(id).is_some() {
                 None
@@ -151,6 +180,17 @@ pub async fn before_run(
     }
 }
 
+/// Whether the peer of `sock` has closed its end or gone. Any event for
+/// `POLLRDHUP` alone means so (`POLLHUP`, `POLLERR` and `POLLNVAL` are
+/// always reported); the kernel's `revents` is not decoded, since nix
+/// knows no `POLLRDHUP` bit and would not decode it.
+pub fn caller_gone(sock: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(sock, rdhup)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// `user alice (uid 1000)`, or `uid 1000`.
 pub fn who(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
@@ -179,4 +219,21 @@ async fn blocking(
             "internal error while auditing the approval",
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caller_gone;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_closed_or_half_closed_peer_is_gone_an_open_one_is_not() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        assert!(!caller_gone(a.as_fd()));
+        drop(b);
+        assert!(caller_gone(a.as_fd()));
+        let (c, d) = std::os::unix::net::UnixStream::pair().expect("pair");
+        d.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        assert!(caller_gone(c.as_fd()));
+    }
 }

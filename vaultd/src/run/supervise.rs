@@ -185,9 +185,13 @@ pub async fn run(
     // A rule that requires a person's approval waits for it here, before
     // any runner is taken (`crate::approval`); a denial or timeout is the
     // run's refusal.
-    let approved = crate::approval::wait::before_run(&daemon, &prepared, request_id, |r| {
-        relay::offer(&to_caller, &r)
-    })
+    let approved = crate::approval::wait::before_run(
+        &daemon,
+        &prepared,
+        request_id,
+        |r| relay::offer(&to_caller, &r),
+        || crate::approval::wait::caller_gone(caller_probe.as_fd()),
+    )
     .await;
     let ready = match &approved {
         Ok(()) => acquire(&daemon, &prepared).await,

@@ -71,7 +71,7 @@ pub enum ApprovalsCmd {
     Approve {
         /// The request id, as `approvals list` shows it
         id: String,
-        /// Also have polkit authenticate you (your password or fingerprint through the desktop's polkit agent, else a text agent on this terminal)
+        /// Also have polkit authenticate you with your password: on a terminal polkit's text agent asks here, elsewhere your desktop's polkit agent
         #[arg(long)]
         polkit: bool,
     },
@@ -85,7 +85,8 @@ pub enum ApprovalsCmd {
 pub const RUN_EXIT_CODES: &str = "\
 Exit status of `run`: the command's own status (128+N if it was killed by signal N),
 or: 124 timed out, 125 output limit reached, 126 the runner or sandbox failed;
-before the command starts: 4 the policy refuses, 2 usage error, 5 daemon unavailable.";
+before the command starts: 4 the policy refuses (or its approval was denied or timed out),
+2 usage error, 5 daemon unavailable.";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

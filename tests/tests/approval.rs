@@ -750,7 +750,11 @@ fn approval_through_polkit_asks_the_approvers_password() {
     set_password(&user, &password);
     let marks = marks();
     let d = Daemon::start_new(Options {
-        policy: policy(&user, marks.path(), ""),
+        policy: policy(
+            &user,
+            marks.path(),
+            "approval = \"required\"\napproval_channel = \"polkit\"",
+        ),
         config: format!("[approval]\npolkit_bus = \"{}\"\n", pk.address),
         ..Default::default()
     });
@@ -758,6 +762,12 @@ fn approval_through_polkit_asks_the_approvers_password() {
     let mut agent = Session::new(&user);
     let run = agent.vaultctl(&d, &["run", "--", "touch", &marker.display().to_string()]);
     let id = pending_id(&d);
+
+    // The rule accepts polkit only: another session alone is not enough.
+    let mut person = Session::new(&user);
+    let (rc, _, err) = person.vaultctl(&d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("through polkit only"), "{err}");
 
     // From another session, but the wrong password: polkit says no.
     let (rc, shown) = approve_through_polkit(&pk, &d, &user, &id, "not-the-password");
@@ -776,10 +786,11 @@ fn approval_through_polkit_asks_the_approvers_password() {
     assert_eq!(rc, 0, "{err}");
     assert!(marker.exists());
     let tries = records(&d, "approval.approve", &id);
-    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(tries.len(), 3, "{tries:?}");
     assert_eq!(tries[0]["outcome"], "denied");
-    assert_eq!(tries[1]["outcome"], "ok");
-    assert_eq!(tries[1]["detail"]["channel"], "polkit");
+    assert_eq!(tries[1]["outcome"], "denied");
+    assert_eq!(tries[2]["outcome"], "ok");
+    assert_eq!(tries[2]["detail"]["channel"], "polkit");
 }
 
 #[test]

@@ -312,6 +312,7 @@ mod tests {
             rule: ApprovalRule {
                 mode: ApprovalMode::Required,
                 approvers: None,
+                polkit_only: false,
             },
         }
     }

@@ -7,8 +7,10 @@
 //! 3. the caller's process is in another login session than the request
 //!    (`session` channel: it must be in one; `polkit` channel: the two may
 //!    both be outside any session, as desktop programs are);
-//! 4. for the `polkit` channel, polkitd authorizes the caller's process for
-//!    `org.aivault.approve` after its agent has asked the user.
+//! 4. for the `polkit` channel (the only one a rule with
+//!    `approval_channel = "polkit"` accepts), polkitd authorizes the
+//!    caller's process for `org.aivault.approve` after its agent has asked
+//!    the user.
 //!
 //! Each refusal and each verdict is audited before it takes effect.
 
@@ -79,6 +81,16 @@ pub async fn serve(
                     format!(
                         "you may not approve request {}: rule {} names who may",
                         format_id(id),
+                        view.info.rule
+                    ),
+                );
+                return Err(refuse(daemon, caller, op, id, e).await);
+            }
+            if view.rule.polkit_only && channel != ApprovalChannel::Polkit {
+                let e = WireError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "rule {} accepts approvals through polkit only: use vaultctl approvals approve --polkit",
                         view.info.rule
                     ),
                 );

@@ -6,6 +6,7 @@
 //! approval = "once-per-session"    # the first run in each login session
 //! approval = { ttl = "15m" }       # then again once 15 minutes have passed
 //! approvers = { users = ["alice"], groups = ["admins"] }
+//! approval_channel = "polkit"      # only through polkit (default "any")
 //! ```
 //!
 //! Without `approvers` the caller approves its own runs — as a person, from
@@ -67,6 +68,9 @@ pub struct ApprovalRule {
     pub mode: ApprovalMode,
     /// Who may approve; `None`: the caller itself (as a person).
     pub approvers: Option<Approvers>,
+    /// Only approvals through polkit count (`approval_channel = "polkit"`).
+    #[serde(default)]
+    pub polkit_only: bool,
 }
 
 /// Uids and gids that may approve, resolved at load time.
@@ -103,7 +107,12 @@ impl ApprovalRule {
             None => "the caller, from another login session or through polkit".to_owned(),
             Some(a) => a.text.clone(),
         };
-        format!("a person must approve {mode}: {who}")
+        let how = if self.polkit_only {
+            ", authenticated by polkit"
+        } else {
+            ""
+        };
+        format!("a person must approve {mode}: {who}{how}")
     }
 }
 
@@ -111,11 +120,21 @@ impl ApprovalRule {
 pub fn compile(
     approval: Option<RawApproval>,
     approvers: Option<RawApprovers>,
+    channel: Option<String>,
 ) -> Result<Option<ApprovalRule>, EntryError> {
+    let polkit_only = match channel.as_deref() {
+        None | Some("any") => false,
+        Some("polkit") => true,
+        Some(other) => {
+            return Err(EntryError::Approval(format!(
+                "approval_channel {other:?} is not \"any\" or \"polkit\""
+            )))
+        }
+    };
     let Some(raw) = approval else {
-        if approvers.is_some() {
+        if approvers.is_some() || polkit_only {
             return Err(EntryError::Approval(
-                "approvers without approval: say approval = \"required\" (or \"once-per-session\", or { ttl = \"15m\" })".into(),
+                "approvers or approval_channel without approval: say approval = \"required\" (or \"once-per-session\", or { ttl = \"15m\" })".into(),
             ));
         }
         return Ok(None);
@@ -148,7 +167,11 @@ pub fn compile(
             })
         })
         .transpose()?;
-    Ok(Some(ApprovalRule { mode, approvers }))
+    Ok(Some(ApprovalRule {
+        mode,
+        approvers,
+        polkit_only,
+    }))
 }
 
 #[cfg(test)]
@@ -160,9 +183,10 @@ mod tests {
         struct T {
             approval: Option<RawApproval>,
             approvers: Option<RawApprovers>,
+            approval_channel: Option<String>,
         }
         let t: T = toml::from_str(text).expect("toml");
-        compile(t.approval, t.approvers)
+        compile(t.approval, t.approvers, t.approval_channel)
     }
 
     #[test]
@@ -174,6 +198,11 @@ mod tests {
         assert_eq!(r.mode, ApprovalMode::OncePerSession);
         let r = parse("approval = { ttl = \"15m\" }").unwrap().unwrap();
         assert_eq!(r.mode, ApprovalMode::Ttl(Duration::from_secs(900)));
+        assert!(!r.polkit_only);
+        let r = parse("approval = \"required\"\napproval_channel = \"polkit\"")
+            .unwrap()
+            .unwrap();
+        assert!(r.polkit_only);
         assert!(parse("").unwrap().is_none());
     }
 
@@ -185,6 +214,8 @@ mod tests {
             "approval = { ttl = \"25h\" }",
             "approvers = { users = [0] }",
             "approval = \"required\"\napprovers = {}",
+            "approval_channel = \"polkit\"",
+            "approval = \"required\"\napproval_channel = \"tty\"",
         ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }

@@ -263,7 +263,7 @@ impl Builder {
             return Err(EntryError::Interpreter { command, reason });
         }
         let sandbox = raw.sandbox.build().map_err(EntryError::Sandbox)?;
-        let approval = super::approval::compile(raw.approval, raw.approvers)?;
+        let approval = super::approval::compile(raw.approval, raw.approvers, raw.approval_channel)?;
         let resolved = canonical.filter(|c| *c != command);
 
         let mut rule = Rule {

@@ -62,6 +62,8 @@ pub struct RawRule {
     /// Whether a person must approve each run (`approval.rs`).
     pub approval: Option<super::approval::RawApproval>,
     pub approvers: Option<super::approval::RawApprovers>,
+    /// `"any"` (default) or `"polkit"`.
+    pub approval_channel: Option<String>,
 }
 
 /// One entry of a rule's `secrets`.

@@ -197,26 +197,24 @@ pub async fn run(
         Ok(()) => acquire(&daemon, &prepared).await,
         Err(e) => Err((e.message.clone(), None)),
     };
-    let recorded = match approved.and(Ok(durable_rx)) {
-        Err(e) => Err(e),
-        Ok(durable_rx) => match durable_rx.await {
-            Ok(()) => {
-                tokio::spawn(async move {
-                    if let Ok(Err(e)) = recording.await {
-                        tracing::error!(error = %e.message, "the audit anchor lags the run's decision record");
-                    }
-                });
-                Ok(())
-            }
-            // The record never became durable: the audit's own error.
-            Err(_) => recording.await.unwrap_or_else(|_| {
-                Err(WireError::new(
-                    ErrorCode::Internal,
-                    "internal error while auditing the run",
-                ))
-            }),
-        },
+    let recorded = match durable_rx.await {
+        Ok(()) => {
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = recording.await {
+                    tracing::error!(error = %e.message, "the audit anchor lags the run's decision record");
+                }
+            });
+            Ok(())
+        }
+        // The record never became durable: the audit's own error.
+        Err(_) => recording.await.unwrap_or_else(|_| {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                "internal error while auditing the run",
+            ))
+        }),
     };
+    let recorded = approved.and(recorded);
     let (outcome, started, leftovers) = match (&recorded, ready) {
         (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),
         (Err(e), Ok(r)) => (failed(&e.message), false, Some(r.leftovers)),

@@ -937,3 +937,39 @@ fn a_caller_that_goes_away_withdraws_its_request() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!marker.exists());
 }
+
+#[test]
+fn a_d_bus_run_waits_for_its_approval_then_returns_the_result() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup("aivt-appr-r", &bus.daemon_config(), "");
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("dbus-run");
+    let mut agent = Session::new(&s.user);
+    let marker_arg = marker.display().to_string();
+    let run = busctl(
+        &mut agent,
+        &bus,
+        &[
+            "call",
+            "org.aivault.Vault1",
+            "/org/aivault/Vault1",
+            "org.aivault.Vault1",
+            "Run",
+            "asa{sv}",
+            "2",
+            "touch",
+            &marker_arg,
+            "0",
+        ],
+    );
+    let id = pending_id(&s.d);
+    assert_waiting(&run, &marker);
+    let mut person = Session::new(&s.user);
+    let (rc, _, err) = person.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, err) = run.wait();
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.starts_with("isssb 0 \"exited\""), "{out}");
+    assert!(marker.exists());
+}

@@ -728,7 +728,16 @@ fn approve_through_polkit(
     (status.code().unwrap_or(-1), shown)
 }
 
-fn set_password(user: &User, password: &str) {
+/// Locks the test user's password again when the test ends, however it ends.
+struct PasswordSet(String);
+
+impl Drop for PasswordSet {
+    fn drop(&mut self) {
+        let _ = Command::new("usermod").args(["-p", "!", &self.0]).status();
+    }
+}
+
+fn set_password(user: &User, password: &str) -> PasswordSet {
     let mut c = Command::new("chpasswd")
         .stdin(Stdio::piped())
         .spawn()
@@ -740,6 +749,7 @@ fn set_password(user: &User, password: &str) {
         .unwrap();
     drop(c.stdin.take());
     assert!(c.wait().unwrap().success(), "chpasswd failed");
+    PasswordSet(user.name.clone())
 }
 
 #[test]
@@ -747,7 +757,7 @@ fn approval_through_polkit_asks_the_approvers_password() {
     let pk = Polkit::start();
     let user = User::ensure("aivt-appr-pk");
     let password = aivault_tests::token(20);
-    set_password(&user, &password);
+    let _locked_at_end = set_password(&user, &password);
     let marks = marks();
     let d = Daemon::start_new(Options {
         policy: policy(

@@ -149,10 +149,16 @@ pub async fn before_run(
             approvals.remember(caller.uid, requester_session, &rule_name, rule.mode);
             Ok(())
         }
-        Some(Verdict::Denied { by }) => Err(WireError::new(
-            ErrorCode::PermissionDenied,
-            format!("approval request {hex} was denied by {}", who(by)),
-        )),
+        Some(Verdict::Denied { by }) => {
+            // The account database may be remote: asked off the event loop.
+            let by = tokio::task::spawn_blocking(move || who(by))
+                .await
+                .unwrap_or_else(|_| format!("uid {by}"));
+            Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                format!("approval request {hex} was denied by {by}"),
+            ))
+        }
         None if approvals.view(id).is_none() && deadline > std::time::Instant::now() => {
             // The verdict's sender went without a verdict: the approval
             // could not be recorded.

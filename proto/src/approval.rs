@@ -69,3 +69,18 @@ pub fn parse_id(text: &str) -> Option<u64> {
     }
     u64::from_str_radix(text, 16).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_back_as_shown_and_nothing_else_parses() {
+        for id in [0, 1, 0x3f2a_9c0d_1e2b_4a58, u64::MAX] {
+            assert_eq!(parse_id(&format_id(id)), Some(id));
+        }
+        for bad in ["", "xyz", "-1", "0x12", "1 2", "12345678901234567"] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+    }
+}

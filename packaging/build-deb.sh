@@ -50,6 +50,8 @@ put 0644 systemd/tmpfiles.d/aivault.conf usr/lib/tmpfiles.d/aivault.conf
 # D-Bus: who may own and call org.aivault.Vault1, and its introspection data.
 put 0644 packaging/dbus/org.aivault.Vault1.conf usr/share/dbus-1/system.d/org.aivault.Vault1.conf
 put 0644 packaging/dbus/org.aivault.Vault1.xml usr/share/dbus-1/interfaces/org.aivault.Vault1.xml
+# polkit: the action an approval through polkit needs (auth_self).
+put 0644 packaging/polkit/org.aivault.approve.policy usr/share/polkit-1/actions/org.aivault.approve.policy
 
 put 0644 packaging/etc/policy.toml etc/aivault/policy.toml
 put 0644 packaging/etc/aivaultd.toml etc/aivault/aivaultd.toml

@@ -9,7 +9,10 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 # the common ones (none starts a service).
 guard=(jq sqlite3 gawk mawk busybox sed vim-tiny ed less make gdb tcl lua5.4
   gcc libcap2-bin e2fsprogs sudo findutils git tar curl openssh-client)
-for pkg in passwd util-linux python3 ca-certificates "${guard[@]}"; do
+# The approval tests (tests/tests/approval.rs) run a real polkitd and its
+# text agent pkttyagent (both in Debian's polkitd package).
+approval=(polkitd)
+for pkg in passwd util-linux python3 ca-certificates "${guard[@]}" "${approval[@]}"; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -165,6 +165,7 @@ expected=(
     "/usr/share/zsh/vendor-completions/_aivaultd f root:root 644"
     "/usr/share/fish/vendor_completions.d/vaultctl.fish f root:root 644"
     "/usr/share/fish/vendor_completions.d/aivaultd.fish f root:root 644"
+    "/usr/share/polkit-1/actions/org.aivault.approve.policy f root:root 644"
 )
 for line in "${expected[@]}"; do
     read -r path type owner mode <<<"$line"

@@ -58,12 +58,35 @@ pub enum Command {
     Policy(PolicyCmd),
     /// Serve the Model Context Protocol on stdin/stdout for an AI agent (tools to list secrets and run allowed commands; never values)
     Mcp,
+    /// List, approve or deny runs waiting for a person's approval (from another login session than the request's)
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// The pending requests you may approve, and your own
+    List,
+    /// Approve a pending request; refused from the requesting login session
+    Approve {
+        /// The request id, as `approvals list` shows it
+        id: String,
+        /// Also have polkit authenticate you with your password: on a terminal polkit's text agent asks here, elsewhere your desktop's polkit agent
+        #[arg(long)]
+        polkit: bool,
+    },
+    /// Deny a pending request (an approver, or the requester withdrawing its own)
+    Deny {
+        /// The request id, as `approvals list` shows it
+        id: String,
+    },
 }
 
 pub const RUN_EXIT_CODES: &str = "\
 Exit status of `run`: the command's own status (128+N if it was killed by signal N),
 or: 124 timed out, 125 output limit reached, 126 the runner or sandbox failed;
-before the command starts: 4 the policy refuses, 2 usage error, 5 daemon unavailable.";
+before the command starts: 4 the policy refuses (or its approval was denied or timed out),
+2 usage error, 5 daemon unavailable.";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

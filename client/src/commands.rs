@@ -21,6 +21,7 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
         Command::Secrets(cmd) => crate::secrets::run(&ep, ui, cmd),
         Command::Run(args) => crate::run::run(&ep, ui, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
+        Command::Approvals(cmd) => crate::approvals::run(&ep, ui, json, cmd),
         Command::Policy(PolicyCmd::Reload) => {
             let mut c = ep.open()?;
             let Reply::Done { .. } = c.call(RequestBody::PolicyReload)? else {

@@ -281,21 +281,38 @@ impl Client {
     /// Asks the daemon to run a command; on success the connection becomes
     /// the run's stream.
     pub fn start_run(self, req: aivault_proto::RunRequest) -> Result<RunSession, ClientError> {
-        self.start_run_in(req, None)
+        self.start_run_with(req, None, |_| {})
     }
 
     /// [`Client::start_run`] in the working directory `dir` (from
-    /// [`open_workdir`]), which a request with `workdir` set needs.
-    pub fn start_run_in(
+    /// [`open_workdir`], which a request with `workdir` set needs), calling
+    /// `waiting` when the run waits for a person's approval (its rule says
+    /// `approval = ...`); the start is then awaited without the reply
+    /// timeout (the daemon bounds the wait).
+    pub fn start_run_with(
         mut self,
         req: aivault_proto::RunRequest,
         dir: Option<&std::os::fd::OwnedFd>,
+        mut waiting: impl FnMut(&aivault_proto::PendingApproval),
     ) -> Result<RunSession, ClientError> {
         use std::os::fd::AsFd;
         if req.workdir.is_some() != dir.is_some() {
             return Err(ClientError::Protocol);
         }
-        match self.call_with_fd(RequestBody::Run(req), dir.map(|d| d.as_fd()))? {
+        let id = self.next_id;
+        let mut reply = self.call_with_fd(RequestBody::Run(req), dir.map(|d| d.as_fd()))?;
+        while let Reply::AwaitingApproval(pending) = &reply {
+            waiting(pending);
+            self.stream.set_read_timeout(None).map_err(FrameError::Io)?;
+            let frame =
+                read_frame(&mut self.stream).map_err(|e| self.frame_error(e, "the approval"))?;
+            let resp: Response = decode(&frame)?;
+            if resp.id != id {
+                return Err(ClientError::Protocol);
+            }
+            reply = resp.result.map_err(ClientError::Daemon)?;
+        }
+        match reply {
             Reply::RunStarted { command } => {
                 // A run lasts as long as its command: only its start is bounded.
                 self.stream

@@ -1,5 +1,6 @@
 //! `vaultctl`: the per-user command-line client of aivaultd.
 
+mod approvals;
 mod audit;
 mod backup;
 mod commands;

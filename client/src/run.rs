@@ -86,7 +86,9 @@ pub fn run(ep: &Endpoint, ui: Ui, args: RunArgs) -> Result<i32, CtlError> {
             .collect(),
     };
 
-    let session = ep.open()?.start_run_in(req, dir.as_ref())?;
+    let session = ep
+        .open()?
+        .start_run_with(req, dir.as_ref(), |p| crate::approvals::say_waiting(ui, p))?;
 
     // Once the command runs, the forwarded signals are blocked and read
     // from a signalfd, so they arrive in the same poll as input and output.

@@ -13,6 +13,7 @@
 
 mod messages;
 
+pub mod approval;
 mod bytes;
 pub mod frame;
 pub mod fuzzing;
@@ -20,6 +21,7 @@ pub mod handoff;
 pub mod run;
 pub mod sandbox;
 pub mod tty;
+pub use approval::{ApprovalChannel, ApprovalRequest, PendingApproval};
 pub use frame::{read_frame, write_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME};
 pub use messages::*;
 pub use run::*;

@@ -246,6 +246,8 @@ pub enum RequestBody {
         conflict: ImportConflict,
         meta: MetaInput,
     },
+    /// List, approve or deny pending approvals (appended last).
+    Approvals(crate::approval::ApprovalRequest),
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -294,6 +296,13 @@ impl RequestBody {
             RequestBody::PolicyShowPage { .. } => "policy.show",
             RequestBody::PolicyCheckPage { .. } => "policy.check",
             RequestBody::SecretImportMeta { .. } => "secret.import",
+            RequestBody::Approvals(crate::approval::ApprovalRequest::List) => "approval.list",
+            RequestBody::Approvals(crate::approval::ApprovalRequest::Approve { .. }) => {
+                "approval.approve"
+            }
+            RequestBody::Approvals(crate::approval::ApprovalRequest::Deny { .. }) => {
+                "approval.deny"
+            }
         }
     }
 }
@@ -352,6 +361,11 @@ pub enum Reply {
     },
     /// A page of `PolicyShow` or `PolicyCheck`.
     PolicyPage(PolicyPage),
+    /// The run waits for a person's approval; `RunStarted` or the refusal
+    /// follows under the same request id.
+    AwaitingApproval(crate::approval::PendingApproval),
+    /// `Approvals(List)`'s answer.
+    Approvals(Vec<crate::approval::PendingApproval>),
 }
 
 /// A page of the policy's commands (`PolicyShowPage`) or of its

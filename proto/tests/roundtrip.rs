@@ -169,6 +169,19 @@ fn request() -> impl Strategy<Value = Request> {
                 },
             }
         }),
+        Just(RequestBody::Approvals(aivault_proto::ApprovalRequest::List)),
+        (any::<u64>(), any::<bool>()).prop_map(|(id, polkit)| {
+            RequestBody::Approvals(aivault_proto::ApprovalRequest::Approve {
+                id,
+                channel: if polkit {
+                    aivault_proto::ApprovalChannel::Polkit
+                } else {
+                    aivault_proto::ApprovalChannel::Session
+                },
+            })
+        }),
+        any::<u64>()
+            .prop_map(|id| RequestBody::Approvals(aivault_proto::ApprovalRequest::Deny { id })),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
 }

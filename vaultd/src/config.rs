@@ -166,6 +166,8 @@ struct FileConfig {
     runs: Option<RunConfig>,
     #[serde(default)]
     dbus: Option<FileDbus>,
+    #[serde(default)]
+    approval: Option<crate::approval::ApprovalConfig>,
 }
 
 /// Effective configuration.
@@ -180,6 +182,8 @@ pub struct Config {
     pub runs: RunConfig,
     /// Where the D-Bus interface is served.
     pub dbus: BusChoice,
+    /// Pending approvals: how long a request waits, how many may wait.
+    pub approval: crate::approval::ApprovalConfig,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -206,6 +210,7 @@ impl Config {
             limits: Limits::default(),
             runs: RunConfig::default(),
             dbus: BusChoice::System,
+            approval: Default::default(),
         }
     }
 
@@ -288,6 +293,9 @@ impl Config {
         }
         if let Some(v) = file.limits {
             self.limits = v;
+        }
+        if let Some(v) = file.approval {
+            self.approval = v;
         }
         if let Some(v) = file.runs {
             if v.warm_runners > crate::run::warm::MAX_WARM {

@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod approval;
 pub mod audit;
 pub mod backup;
 pub mod caller;

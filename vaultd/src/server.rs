@@ -340,6 +340,24 @@ async fn connection(
         if let aivault_proto::RequestBody::Run(req) = request.body {
             return start_run(stream, daemon, caller, request.id, req).await;
         }
+        if let aivault_proto::RequestBody::Approvals(req) = request.body {
+            // Async: an approval through polkit waits for the person.
+            let _permit = inflight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ConnError::Timeout)?;
+            let result = crate::approval::serve::serve(&daemon.run_host(), caller, req).await;
+            send(
+                &mut stream,
+                &Response {
+                    id: request.id,
+                    result,
+                },
+            )
+            .await?;
+            continue;
+        }
         let permit = inflight
             .clone()
             .acquire_owned()

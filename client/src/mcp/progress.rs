@@ -37,6 +37,8 @@ struct State {
     last_sent: Instant,
     last_progress: f64,
     done: bool,
+    /// Set while the run waits for a person's approval: what to say.
+    awaiting: Option<String>,
 }
 
 impl Progress {
@@ -52,6 +54,7 @@ impl Progress {
                 last_sent: now,
                 last_progress: 0.0,
                 done: false,
+                awaiting: None,
             }),
             wake: Condvar::new(),
         })
@@ -65,6 +68,26 @@ impl Progress {
         if !st.done && st.last_sent.elapsed() >= OUTPUT_GAP {
             self.send(&mut st);
         }
+    }
+
+    /// The run waits for a person's approval (request `id` of `rule`):
+    /// says so at once, and in every notification until [`Progress::approved`].
+    pub fn awaiting(&self, id: &str, rule: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.awaiting = Some(format!(
+            "awaiting approval: rule {rule} requires a person to approve request {id} (vaultctl approvals approve {id}, from another login session)"
+        ));
+        if !st.done {
+            self.send(&mut st);
+        }
+    }
+
+    /// The run was approved and started.
+    pub fn approved(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .awaiting = None;
     }
 
     /// Sends one notification; called with the state locked, so none can
@@ -81,11 +104,14 @@ impl Progress {
             "params": {
                 "progressToken": self.token,
                 "progress": progress,
-                "message": format!(
-                    "running for {} s; {} bytes of output so far",
-                    elapsed.as_secs(),
-                    st.bytes
-                ),
+                "message": match &st.awaiting {
+                    Some(waiting) => format!("{waiting}; waited {} s", elapsed.as_secs()),
+                    None => format!(
+                        "running for {} s; {} bytes of output so far",
+                        elapsed.as_secs(),
+                        st.bytes
+                    ),
+                },
             },
         }));
     }

@@ -155,9 +155,22 @@ pub fn run(
         .result
         .map_err(|e| RunError::Refused(e.message.clone()))?;
     sent?;
-    let resp: Response = read_frame(&mut stream)
+    let mut resp: Response = read_frame(&mut stream)
         .and_then(|b| decode(&b))
         .map_err(|e| lost(cancel, e))?;
+    // A rule that requires approval: the run waits for a person (bounded
+    // by the daemon); the client hears "awaiting approval" meanwhile.
+    while let Ok(Reply::AwaitingApproval(p)) = &resp.result {
+        if let Some(progress) = progress {
+            progress.awaiting(&aivault_proto::approval::format_id(p.id), &p.rule);
+        }
+        resp = read_frame(&mut stream)
+            .and_then(|b| decode(&b))
+            .map_err(|e| lost(cancel, e))?;
+    }
+    if let Some(progress) = progress {
+        progress.approved();
+    }
     let command = match resp.result {
         Ok(Reply::RunStarted { command }) => command,
         Ok(_) => return Err(RunError::Protocol),

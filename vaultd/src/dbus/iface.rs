@@ -96,7 +96,7 @@ impl Vault {
     /// Who sent this call, as the bus says: uid and pid (from the pidfd
     /// where the bus offers one), primary gid from the account database.
     /// Asked once per bus connection of a caller.
-    async fn caller(
+    pub(super) async fn caller(
         &self,
         conn: &Connection,
         hdr: &Header<'_>,

@@ -11,6 +11,7 @@
 //! away cancels its runs. The interface is described in
 //! `docs/dbus.md` and `packaging/dbus/org.aivault.Vault1.xml`.
 
+mod approvals;
 mod args;
 mod error;
 mod iface;
@@ -58,6 +59,7 @@ pub async fn serve(
                 tracing::info!(bus = %bus, name = BUS_NAME, "D-Bus interface ready");
                 delay = Duration::from_secs(1);
                 let mut watcher = tokio::spawn(watch_disconnects(conn.clone(), registry.clone()));
+                let announcer = tokio::spawn(approvals::announce(conn.clone(), daemon.clone()));
                 tokio::select! {
                     _ = conn.closed() => {
                         tracing::warn!(bus = %bus, "D-Bus connection lost; its runs are cancelled");
@@ -70,10 +72,12 @@ pub async fn serve(
                     _ = stopped(&mut stop) => {
                         withdraw(&conn).await;
                         watcher.abort();
+                        announcer.abort();
                         return;
                     }
                 }
                 watcher.abort();
+                announcer.abort();
                 registry.cancel_all();
                 withdraw(&conn).await;
             }
@@ -100,6 +104,10 @@ async fn withdraw(conn: &zbus::Connection) {
         .object_server()
         .remove::<iface::Vault, _>(OBJECT_PATH)
         .await;
+    let _ = conn
+        .object_server()
+        .remove::<approvals::Approvals, _>(OBJECT_PATH)
+        .await;
     let _ = conn.release_name(BUS_NAME).await;
 }
 
@@ -113,7 +121,14 @@ async fn connect(
         _ => zbus::connection::Builder::system()?,
     };
     builder
-        .serve_at(OBJECT_PATH, iface::Vault::new(daemon.clone(), registry))?
+        .serve_at(
+            OBJECT_PATH,
+            iface::Vault::new(daemon.clone(), registry.clone()),
+        )?
+        .serve_at(
+            OBJECT_PATH,
+            approvals::Approvals::new(daemon.clone(), iface::Vault::new(daemon.clone(), registry)),
+        )?
         .name(BUS_NAME)?
         .build()
         .await

@@ -274,15 +274,27 @@ pub async fn start(
     let (ours, theirs) =
         UnixStream::pair().map_err(|_| internal("cannot create the run's stream"))?;
     let decided = crate::run::supervise::decide(&daemon.run_host(), caller, req, None).await?;
-    let give_up = tokio::time::Instant::now() + decided.prepared().timeout + GIVE_UP_AFTER_TIMEOUT;
+    let timeout = decided.prepared().timeout;
     let d = daemon.clone();
     tokio::spawn(async move {
         crate::run::supervise::run(d, decided, theirs, 0, slot).await;
     });
     let (mut reader, writer) = ours.into_split();
-    let first = crate::frames::read(&mut reader)
-        .await
-        .map_err(|_| internal("the run ended before it started"))?;
+    // A run that waits for a person's approval says so first (bounded by
+    // the approval timeout); the method returns once it started or failed.
+    let first = loop {
+        let frame = crate::frames::read(&mut reader)
+            .await
+            .map_err(|_| internal("the run ended before it started"))?;
+        match decode::<Response>(&frame) {
+            Ok(Response {
+                result: Ok(Reply::AwaitingApproval(_)),
+                ..
+            }) => continue,
+            _ => break frame,
+        }
+    };
+    let give_up = tokio::time::Instant::now() + timeout + GIVE_UP_AFTER_TIMEOUT;
     match decode::<Response>(&first) {
         Ok(Response {
             result: Ok(Reply::RunStarted { .. }),

@@ -148,6 +148,7 @@ impl Daemon {
             },
             jail,
             ending_all: Default::default(),
+            approvals: crate::approval::Approvals::new(cfg.approval.clone()),
         };
         Ok(Self {
             cfg,
@@ -279,6 +280,11 @@ impl Daemon {
             RequestBody::Run(_) => Err(err(
                 ErrorCode::BadRequest,
                 "run requests are served on their own connection",
+            )),
+            // Served by `crate::approval::serve::serve` (it may wait on polkit).
+            RequestBody::Approvals(_) => Err(err(
+                ErrorCode::BadRequest,
+                "approvals are served by the connection",
             )),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),

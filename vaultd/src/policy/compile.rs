@@ -47,6 +47,8 @@ pub struct Rule {
     pub allow_interpreter: bool,
     /// Whether runs may use secrets past their expiry.
     pub allow_expired: bool,
+    /// Whether a person must approve each run, and who.
+    pub approval: Option<super::approval::ApprovalRule>,
     /// Why the command is a shell/interpreter/launcher, if it is one.
     pub danger: Option<&'static str>,
     pub warnings: Vec<String>,
@@ -291,6 +293,7 @@ impl Builder {
             return Err(EntryError::Interpreter { command, reason });
         }
         let sandbox = raw.sandbox.build().map_err(EntryError::Sandbox)?;
+        let approval = super::approval::compile(raw.approval, raw.approvers, raw.approval_channel)?;
         let resolved = canonical.filter(|c| *c != command);
 
         let mut rule = Rule {
@@ -310,6 +313,7 @@ impl Builder {
             isolation: raw.isolation,
             allow_interpreter: raw.allow_interpreter,
             allow_expired: raw.allow_expired,
+            approval,
             danger,
             warnings: Vec::new(),
         };

@@ -138,6 +138,7 @@ fn try_rule(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Decision, Miss> {
         pass_env: rule.pass_env.clone(),
         allow_interpreter: rule.allow_interpreter,
         allow_expired: rule.allow_expired,
+        approval: rule.approval.clone(),
     })
 }
 

@@ -90,6 +90,8 @@ pub enum EntryError {
     },
     #[error("{0}")]
     Sandbox(String),
+    #[error("{0}")]
+    Approval(String),
     #[error("{scope} secret {secret} is pinned to other commands by {}", pin_file.display())]
     PinViolated {
         secret: String,

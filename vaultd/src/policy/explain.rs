@@ -114,6 +114,10 @@ fn rule_report(r: &Rule) -> RuleReport {
             " (without Landlock TCP support, before Linux 6.7, network access is not restricted)",
         );
     }
+    if let Some(a) = &r.approval {
+        effect.push_str("; ");
+        effect.push_str(&a.describe());
+    }
     RuleReport {
         rule: r.name.clone(),
         source: r.source.display().to_string(),

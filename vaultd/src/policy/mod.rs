@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod approval;
 pub mod args;
 mod check;
 mod compile;
@@ -163,6 +164,9 @@ pub struct Decision {
     /// Whether the run may use secrets past their expiry.
     #[serde(default)]
     pub allow_expired: bool,
+    /// Whether a person must approve the run before it starts.
+    #[serde(default)]
+    pub approval: Option<approval::ApprovalRule>,
 }
 
 /// Why a run is refused; safe to show the caller.

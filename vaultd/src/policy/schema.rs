@@ -59,6 +59,11 @@ pub struct RawRule {
     pub allow_expired: bool,
     #[serde(default)]
     pub sandbox: RawSandbox,
+    /// Whether a person must approve each run (`approval.rs`).
+    pub approval: Option<super::approval::RawApproval>,
+    pub approvers: Option<super::approval::RawApprovers>,
+    /// `"any"` (default) or `"polkit"`.
+    pub approval_channel: Option<String>,
 }
 
 /// One entry of a rule's `secrets`.

@@ -76,6 +76,13 @@ fn example_policy_loads_and_explains() {
     assert!(gh.effect.contains("/usr/bin/gh"), "{gh:#?}");
     assert!(gh.effect.contains("GITHUB_TOKEN as GH_TOKEN"), "{gh:#?}");
     assert_eq!(gh.source, "/etc/aivault/policy.d/50-test.toml");
+    let aws = report(&r, "aws-s3-ls");
+    assert!(
+        aws.effect
+            .contains("a person must approve once per login session: the caller"),
+        "{aws:#?}"
+    );
+    assert!(!gh.effect.contains("must approve"), "{gh:#?}");
     assert!(serde_json::to_string(&r).is_ok());
     assert_eq!(p.search_path().len(), 6);
 }

@@ -63,6 +63,8 @@ pub struct RunContext {
     pub jail: crate::jail::JailHost,
     /// Set once the daemon, stopping, ends the runs still active.
     pub ending_all: std::sync::atomic::AtomicBool,
+    /// Runs waiting for a person's approval (`crate::approval`).
+    pub approvals: crate::approval::Approvals,
 }
 
 /// What the run path needs from the daemon, and nothing more: its own

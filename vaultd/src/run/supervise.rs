@@ -185,7 +185,21 @@ pub async fn run(
     // the secrets follows only once the record is durable in the log;
     // without it the command never starts. (The audit anchor is brought up
     // to date right after, off this run's path.)
-    let ready = acquire(&daemon, &prepared).await;
+    // A rule that requires a person's approval waits for it here, before
+    // any runner is taken (`crate::approval`); a denial or timeout is the
+    // run's refusal.
+    let approved = crate::approval::wait::before_run(
+        &daemon,
+        &prepared,
+        request_id,
+        |r| relay::offer(&to_caller, &r),
+        || crate::approval::wait::caller_gone(caller_probe.as_fd()),
+    )
+    .await;
+    let ready = match &approved {
+        Ok(()) => acquire(&daemon, &prepared).await,
+        Err(e) => Err((e.message.clone(), None)),
+    };
     let recorded = match durable_rx.await {
         Ok(()) => {
             tokio::spawn(async move {
@@ -203,6 +217,7 @@ pub async fn run(
             ))
         }),
     };
+    let recorded = approved.and(recorded);
     let (outcome, started, leftovers) = match (&recorded, ready) {
         (_, Err((message, leftovers))) => (failed(&message), false, leftovers.map(|l| *l)),
         (Err(e), Ok(r)) => (failed(&e.message), false, Some(r.leftovers)),

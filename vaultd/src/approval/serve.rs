@@ -1,0 +1,235 @@
+//! List, approve and deny, for every front end (the socket and D-Bus):
+//! the caller is who the kernel or the bus says, never an argument.
+//!
+//! An approval is accepted only if, in this order:
+//! 1. the request is pending (and its own record is written);
+//! 2. the rule names the caller as an approver (default: the requester's uid);
+//! 3. the caller's process is in another login session than the request
+//!    (`session` channel: it must be in one; `polkit` channel: the two may
+//!    both be outside any session, as desktop programs are);
+//! 4. for the `polkit` channel (the only one a rule with
+//!    `approval_channel = "polkit"` accepts), polkitd authorizes the
+//!    caller's process for `org.aivault.approve` after its agent has asked
+//!    the user.
+//!
+//! Each refusal and each verdict is audited before it takes effect.
+
+use std::sync::Arc;
+
+use aivault_proto::approval::format_id;
+use aivault_proto::{ApprovalChannel, ApprovalRequest, ErrorCode, Reply, WireError};
+use serde_json::json;
+
+use super::polkit::{self, About, Subject};
+use super::{session, PendingView, Verdict};
+use crate::audit::gate::Entry;
+use crate::caller::Caller;
+use crate::run::RunHost;
+
+/// Answers one approvals request from `caller`.
+pub async fn serve(
+    daemon: &Arc<dyn RunHost>,
+    caller: Caller,
+    req: ApprovalRequest,
+) -> Result<Reply, WireError> {
+    let groups = {
+        let (uid, gid) = (caller.uid, caller.gid);
+        tokio::task::spawn_blocking(move || crate::sys::account_groups(uid, gid))
+            .await
+            .unwrap_or_default()
+    };
+    let approvals = &daemon.runs().approvals;
+    let may_decide = |v: &PendingView| {
+        v.rule
+            .may_approve(v.requester.uid, caller.uid, caller.gid, &groups)
+    };
+    match req {
+        ApprovalRequest::List => {
+            Ok(Reply::Approvals(approvals.list(|v| {
+                caller.is_root() || v.requester.uid == caller.uid || may_decide(v)
+            })))
+        }
+        ApprovalRequest::Deny { id } => {
+            let op = "approval.deny";
+            let Some(view) = approvals.view(id) else {
+                return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
+            };
+            if !may_decide(&view) && view.requester.uid != caller.uid {
+                let e = WireError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("you may not decide approval request {}", format_id(id)),
+                );
+                return Err(refuse(daemon, caller, op, id, e).await);
+            }
+            settle(
+                daemon,
+                caller,
+                &view,
+                Verdict::Denied { by: caller.uid },
+                None,
+            )
+            .await
+        }
+        ApprovalRequest::Approve { id, channel } => {
+            let op = "approval.approve";
+            let Some(view) = approvals.view(id) else {
+                return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
+            };
+            if !may_decide(&view) {
+                let e = WireError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "you may not approve request {}: rule {} names who may",
+                        format_id(id),
+                        view.info.rule
+                    ),
+                );
+                return Err(refuse(daemon, caller, op, id, e).await);
+            }
+            if view.rule.polkit_only && channel != ApprovalChannel::Polkit {
+                let e = WireError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "rule {} accepts approvals through polkit only: use vaultctl approvals approve --polkit",
+                        view.info.rule
+                    ),
+                );
+                return Err(refuse(daemon, caller, op, id, e).await);
+            }
+            let mine = session::audit_session(caller.pid);
+            let why = match channel {
+                ApprovalChannel::Session => session::refuse(mine, view.session),
+                ApprovalChannel::Polkit => match (mine, view.session) {
+                    (Some(a), Some(r)) if a == r => session::refuse(mine, view.session),
+                    _ => None,
+                },
+            };
+            if let Some(why) = why {
+                let e = WireError::new(ErrorCode::PermissionDenied, why);
+                return Err(refuse(daemon, caller, op, id, e).await);
+            }
+            if channel == ApprovalChannel::Polkit {
+                if let Err(e) = ask_polkit(daemon, caller, &view).await {
+                    return Err(refuse(daemon, caller, op, id, e).await);
+                }
+            }
+            let verdict = Verdict::Approved {
+                by: caller.uid,
+                channel,
+            };
+            settle(daemon, caller, &view, verdict, mine).await
+        }
+    }
+}
+
+/// Has polkit authenticate the user of `caller`'s process.
+async fn ask_polkit(
+    daemon: &Arc<dyn RunHost>,
+    caller: Caller,
+    view: &PendingView,
+) -> Result<(), WireError> {
+    let approvals = &daemon.runs().approvals;
+    let start_time = session::start_time(caller.pid).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::PermissionDenied,
+            "cannot identify the approving process for polkit",
+        )
+    })?;
+    let subject = Subject {
+        pid: caller.pid,
+        start_time,
+        uid: caller.uid,
+    };
+    let about = About {
+        request: format_id(view.info.id),
+        rule: view.info.rule.clone(),
+        command: view.info.argv.first().cloned().unwrap_or_default(),
+    };
+    let within = std::time::Duration::from_millis(view.info.expires_in_ms);
+    match polkit::authorized(&approvals.cfg.polkit_bus, subject, &about, within).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            "polkit did not authorize the approval (authentication failed, was dismissed, or no polkit agent could ask)",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "polkit check failed");
+            Err(WireError::new(ErrorCode::PermissionDenied, e.to_string()))
+        }
+    }
+}
+
+/// Takes the request, audits the verdict, then hands it to the waiting run.
+async fn settle(
+    daemon: &Arc<dyn RunHost>,
+    caller: Caller,
+    view: &PendingView,
+    verdict: Verdict,
+    approver_session: Option<u32>,
+) -> Result<Reply, WireError> {
+    let id = view.info.id;
+    let (op, channel) = match verdict {
+        Verdict::Approved { channel, .. } => ("approval.approve", Some(channel.as_str())),
+        Verdict::Denied { .. } => ("approval.deny", None),
+    };
+    let Some(tx) = daemon.runs().approvals.take_visible(id) else {
+        let e = WireError::new(
+            ErrorCode::NotFound,
+            format!(
+                "approval request {} was decided or timed out meanwhile",
+                format_id(id)
+            ),
+        );
+        return Err(refuse(daemon, caller, op, id, e).await);
+    };
+    let detail = json!({
+        "id": format_id(id),
+        "requester_uid": view.requester.uid,
+        "requester_pid": view.requester.pid,
+        "requester_session": view.session,
+        "approver_session": approver_session,
+        "channel": channel,
+        "argv": view.info.argv,
+    });
+    let (d, rule) = (daemon.clone(), view.info.rule.clone());
+    let recorded = tokio::task::spawn_blocking(move || {
+        d.audit()
+            .record(Entry::new(&caller, op).name(Some(&rule)).detail(detail))
+    })
+    .await
+    .unwrap_or_else(|_| Err(WireError::new(ErrorCode::Internal, "internal error")));
+    // Without its record the verdict is not given: dropping the sender
+    // fails the waiting run.
+    recorded?;
+    let _ = tx.send(verdict);
+    Ok(Reply::Done { version: None })
+}
+
+fn not_pending(id: u64) -> WireError {
+    WireError::new(
+        ErrorCode::NotFound,
+        format!("no pending approval request {}", format_id(id)),
+    )
+}
+
+/// Audits a refused approvals request and returns the refusal.
+async fn refuse(
+    daemon: &Arc<dyn RunHost>,
+    caller: Caller,
+    op: &'static str,
+    id: u64,
+    e: WireError,
+) -> WireError {
+    let d = daemon.clone();
+    let session = session::audit_session(caller.pid);
+    tokio::task::spawn_blocking(move || {
+        let detail = json!({
+            "id": format_id(id),
+            "code": e.code.as_str(),
+            "approver_session": session,
+        });
+        d.audit().deny(Entry::new(&caller, op).detail(detail), e)
+    })
+    .await
+    .unwrap_or_else(|_| WireError::new(ErrorCode::Internal, "internal error"))
+}

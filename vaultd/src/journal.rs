@@ -30,6 +30,15 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("policy.check", "a2c259b7d6414f14a99cd4e75c69db49"),
     ("policy.reload", "6bc7d5a5843f46629e722ac22954be05"),
     ("unlock", "d557a8ed66114268b95cbbedc81675aa"),
+    ("secret.backup", "e545e4ef0b72467ea02402d9e16b004a"),
+    ("secret.restore", "4f302b5e456247928f6f01842cc39122"),
+    ("approval.request", "5d1949bfe569417f8b20c88415e94b56"),
+    ("approval.covered", "a229b75217ec470499714b4021745a1c"),
+    ("approval.approve", "70e9f528e8714b4bace3f756894d8c64"),
+    ("approval.deny", "2682b219ae4b40a2bdb34903b0a1885b"),
+    ("approval.timeout", "2cc790db4e9a4344ac495e59bff8ab80"),
+    ("approval.withdrawn", "70e5825c8fe8439f84eee4c38eb8d330"),
+    ("approval.list", "64d63e71a4294f27a1a16d70867244be"),
 ];
 
 /// An audit record of an operation not in [`AUDIT_IDS`].

@@ -550,7 +550,7 @@ fn only_named_approvers_may_approve() {
 
 // ---- polkit: a real polkitd on a private system bus, and pkttyagent on a pty.
 
-const ACTION_FILE: &str = "/usr/share/polkit-1/actions/org.aivault.approve.policy";
+const ACTIONS_DIR: &str = "/usr/share/polkit-1/actions";
 
 /// The private system bus with polkitd on it, and the installed action.
 struct Polkit {
@@ -558,7 +558,6 @@ struct Polkit {
     bus: Child,
     polkitd: Child,
     address: String,
-    installed_action: bool,
 }
 
 impl Polkit {
@@ -600,16 +599,28 @@ impl Polkit {
         let n = bus.stdout.as_mut().unwrap().read(&mut line).unwrap();
         let address = String::from_utf8_lossy(&line[..n]).trim().to_string();
         assert!(address.starts_with("unix:"), "{address}");
-        let installed_action = !Path::new(ACTION_FILE).exists();
-        if installed_action {
-            std::fs::copy(
-                repo().join("packaging/polkit/org.aivault.approve.policy"),
-                ACTION_FILE,
-            )
-            .unwrap();
+        // polkitd reads actions only from /usr/share/polkit-1/actions: it
+        // runs in a mount namespace of its own where a copy of that
+        // directory, with the action added, is mounted there. The host's
+        // directory is never written (the package test looks for leftovers).
+        let actions = dir.path().join("actions");
+        std::fs::create_dir(&actions).unwrap();
+        for e in std::fs::read_dir(ACTIONS_DIR).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), actions.join(e.file_name())).unwrap();
         }
-        let polkitd = Command::new("/usr/lib/polkit-1/polkitd")
-            .arg("--no-debug")
+        std::fs::copy(
+            repo().join("packaging/polkit/org.aivault.approve.policy"),
+            actions.join("org.aivault.approve.policy"),
+        )
+        .unwrap();
+        let polkitd = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind \"$1\" {ACTIONS_DIR} && exec /usr/lib/polkit-1/polkitd --no-debug"
+            ))
+            .arg("sh")
+            .arg(&actions)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -620,7 +631,6 @@ impl Polkit {
             bus,
             polkitd,
             address,
-            installed_action,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -647,9 +657,6 @@ impl Drop for Polkit {
         let _ = self.polkitd.wait();
         let _ = self.bus.kill();
         let _ = self.bus.wait();
-        if self.installed_action {
-            let _ = std::fs::remove_file(ACTION_FILE);
-        }
     }
 }
 

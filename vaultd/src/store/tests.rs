@@ -500,10 +500,23 @@ fn import_decides_about_existing_names_in_its_transaction() {
         Err(StoreError::AlreadyExists { name }) if name == "AAA"
     ));
     assert!(v.meta(ALICE, "NEW").is_none());
-    assert_eq!(v.import(ALICE, entries(), OnExisting::Skip, &MetaUpdate::default()).unwrap(), 1);
+    assert_eq!(
+        v.import(ALICE, entries(), OnExisting::Skip, &MetaUpdate::default())
+            .unwrap(),
+        1
+    );
     assert_eq!(plain(&v, ALICE, "AAA"), b"value-a");
     assert_eq!(plain(&v, ALICE, "NEW"), b"new");
-    assert_eq!(v.import(ALICE, entries(), OnExisting::Replace, &MetaUpdate::default()).unwrap(), 2);
+    assert_eq!(
+        v.import(
+            ALICE,
+            entries(),
+            OnExisting::Replace,
+            &MetaUpdate::default()
+        )
+        .unwrap(),
+        2
+    );
     assert_eq!(plain(&v, ALICE, "AAA"), b"imported");
     assert_eq!(v.meta(ALICE, "NEW").unwrap().version, 2);
     assert_eq!(v.count_in(ALICE), 4);

@@ -233,7 +233,7 @@ fn main() {
         println!(
             "| {n} | {} | {:?} | {:.1} MiB | {:.0} ms | **{m:.0}** | {} | {naive_rate:.1} ({} MiB) | {:.0}× |",
             patterns.len(),
-            format!("{patterns:?}").split("search: ").nth(1).and_then(|s| s.split([',', ' ']).next()).unwrap_or("?"),
+            format!("{patterns:?}").split("search: ").nth(1).and_then(|s| s.split([',', ' ']).next()).unwrap_or("?").trim_matches(['"', '\\']),
             patterns.memory_usage() as f64 / MIB as f64,
             build.as_secs_f64() * 1000.0,
             samples.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>().join(", "),

@@ -21,6 +21,9 @@ settle
 echo "==> run path"
 ./target/release/examples/bench_run
 settle
+echo "==> run path with 1,000 secrets"
+./target/release/examples/bench_run_secrets
+settle
 echo "==> MCP"
 ./target/release/examples/bench_mcp
 settle

@@ -189,7 +189,7 @@ fn main() {
         total / MIB,
         runs
     );
-    println!("| secrets | patterns | automaton | memory | build | median MiB/s | runs MiB/s | naive MiB/s (sample) | speed-up |");
+    println!("| secrets | patterns | search | memory | build | median MiB/s | runs MiB/s | naive MiB/s (sample) | speed-up |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in [1usize, 100, 1000] {
         let (values, list) = secrets(n, &mut rng);
@@ -233,7 +233,7 @@ fn main() {
         println!(
             "| {n} | {} | {:?} | {:.1} MiB | {:.0} ms | **{m:.0}** | {} | {naive_rate:.1} ({} MiB) | {:.0}× |",
             patterns.len(),
-            format!("{patterns:?}").split("kind: ").nth(1).and_then(|s| s.split([',', ' ']).next()).unwrap_or("?"),
+            format!("{patterns:?}").split("search: ").nth(1).and_then(|s| s.split([',', ' ']).next()).unwrap_or("?").trim_matches(['"', '\\']),
             patterns.memory_usage() as f64 / MIB as f64,
             build.as_secs_f64() * 1000.0,
             samples.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>().join(", "),

@@ -54,7 +54,8 @@ impl Encoding {
 /// One encoded form of a secret.
 pub(crate) type Form = (Encoding, Zeroizing<Vec<u8>>);
 
-/// Every form of `value` the redactor looks for, raw bytes first.
+/// Every form of `value` the redactor looks for, raw bytes first. None is
+/// shorter than `value` (`Patterns::occurring_in` relies on it).
 ///
 /// Values shorter than [`MIN_ENCODED_LEN`] yield only their raw bytes: their
 /// encodings are short enough to occur by chance in ordinary output. Forms
@@ -346,6 +347,21 @@ mod tests {
         assert!(has(&f, Encoding::Json, b"a/b\\\"c d\\n\\u0001"));
         assert!(has(&f, Encoding::Json, b"a\\/b\\\"c d\\n\\u0001"));
         assert!(has(&f, Encoding::Shell, b"a/b\\\"c\\ d\n\x01"));
+    }
+
+    #[test]
+    fn no_form_is_shorter_than_its_value() {
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for len in 1..=40usize {
+            values.push((0..len).map(|i| b'a' + (i % 26) as u8).collect());
+            values.push((0..len).map(|i| (i * 37 + 200) as u8).collect());
+            values.push(vec![b'/'; len]);
+        }
+        for v in &values {
+            for (enc, form) in forms(v) {
+                assert!(form.len() >= v.len(), "{enc:?} of {v:?}: {form:?}");
+            }
+        }
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! A run's granted secrets are turned into a [`Secret`] each and compiled
 //! once into [`Patterns`]: every secret's raw bytes plus its base64 (three
 //! alignments, standard and URL-safe, padded or not, also wrapped at 64 or 76
-//! columns), hex, percent, JSON and shell-escaped forms, behind one skip
-//! filter and one Aho-Corasick automaton. Each output stream
+//! columns), hex, percent, JSON and shell-escaped forms, found by one skip
+//! filter (and a small Aho-Corasick automaton for the forms shorter than
+//! five bytes, if any). Each output stream
 //! of the command then gets its own [`Redactor`], which replaces every
 //! occurrence with a label such as `[REDACTED:API_KEY]` or
 //! `[REDACTED:API_KEY:base64]` in one pass, holding back only a possible
-//! partial match. [`redact_all`] does the same for a whole buffer.
+//! partial match. [`redact_all`] does the same for a whole buffer;
+//! [`Patterns::occurring_in`] compiles only the forms present in a few
+//! texts that are redacted once (a command's arguments).
 //!
 //! [`redaction_strength`] tells the CLI whether a value is long enough for
 //! its encoded forms to be redacted too (see [`MIN_ENCODED_LEN`]).
@@ -19,7 +22,9 @@
 #![forbid(unsafe_code)]
 
 mod encode;
+mod find;
 pub mod fuzzing;
+mod occur;
 mod patterns;
 mod search;
 mod skip;

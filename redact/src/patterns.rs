@@ -1,14 +1,14 @@
-//! The compiled pattern set: every encoded form of every secret, one
-//! automaton over all of them, and a prefix index for the holdback.
+//! The compiled pattern set: every encoded form of every secret, a finder
+//! over all of them, and a prefix index for the holdback.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use zeroize::Zeroizing;
 
 use crate::encode::{self, Encoding};
-use crate::skip::SkipFilter;
+use crate::find::Finder;
+use crate::occur::TextIndex;
 use crate::wrapped::{self, Wrapped};
 use crate::{Error, Secret};
 
@@ -31,10 +31,8 @@ pub(crate) struct PatternInfo {
 /// Holds copies of the secret material; they are wiped on drop. `Debug`
 /// prints only counts.
 pub struct Patterns {
-    pub(crate) automaton: AhoCorasick,
-    /// Skips text that cannot hold an occurrence; `None` when some pattern
-    /// is too short for it.
-    pub(crate) skip: Option<SkipFilter>,
+    /// Finds the occurrences that span no line break.
+    pub(crate) finder: Finder,
     /// All pattern bytes, back to back.
     arena: Zeroizing<Vec<u8>>,
     /// `(offset, len)` in `arena` for each pattern id.
@@ -56,11 +54,40 @@ pub struct Patterns {
 }
 
 impl Patterns {
-    /// Compiles the forms of `secrets` into one automaton.
+    /// Compiles the forms of `secrets`.
     ///
     /// Fails on an empty or malformed name, a duplicate name or an empty
     /// value. Errors name the secret, never its value.
     pub fn new(secrets: &[Secret]) -> Result<Patterns, Error> {
+        Patterns::build(secrets, |_| true, |_| true)
+    }
+
+    /// The pattern set of `secrets` reduced to the forms that occur in one
+    /// of `texts`: for each of them [`redact_all`](crate::redact_all) gives
+    /// the same output as with [`Patterns::new`]. For redacting a few short
+    /// texts (a command's arguments) once: the forms are looked up in an
+    /// index of the texts, so when none occurs nothing is compiled at all.
+    ///
+    /// Checks the secrets as [`Patterns::new`] does. Memory: the index is
+    /// 16 bytes per byte of text, the forms are made one secret at a time.
+    pub fn occurring_in(secrets: &[Secret], texts: &[&[u8]]) -> Result<Patterns, Error> {
+        let index = TextIndex::new(texts);
+        let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
+        // No form is shorter than its value (`encode::forms`): a value
+        // longer than every text needs no forms made.
+        Patterns::build(
+            secrets,
+            |value| value.len() <= longest,
+            |form| index.contains(form),
+        )
+    }
+
+    /// Compiles the forms that `keep` of the secrets whose value `may_occur`.
+    fn build(
+        secrets: &[Secret],
+        may_occur: impl Fn(&[u8]) -> bool,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Patterns, Error> {
         let mut seen = BTreeSet::new();
         let mut names = Vec::with_capacity(secrets.len());
         let mut labels: Vec<Box<[u8]>> = Vec::new();
@@ -76,8 +103,14 @@ impl Patterns {
                 return Err(Error::EmptyValue(name.to_owned()));
             }
             names.push(name.to_owned());
+            if !may_occur(secret.value()) {
+                continue;
+            }
             let mut label_of = std::collections::BTreeMap::new();
             for (encoding, bytes) in encode::forms(secret.value()) {
+                if !keep(&bytes) {
+                    continue;
+                }
                 let label = *label_of.entry(encoding).or_insert_with(|| {
                     labels.push(label_text(name, encoding));
                     labels.len() - 1
@@ -96,7 +129,8 @@ impl Patterns {
         order.dedup_by(|later, first| candidates[*later].0 == candidates[*first].0);
         order.sort_unstable();
 
-        let mut arena = Zeroizing::new(Vec::new());
+        let total: usize = order.iter().map(|&i| candidates[i].0.len()).sum();
+        let mut arena = Zeroizing::new(Vec::with_capacity(total));
         let mut spans = Vec::with_capacity(order.len());
         let mut info = Vec::with_capacity(order.len());
         for &i in &order {
@@ -107,21 +141,17 @@ impl Patterns {
         }
         drop(candidates);
 
-        let slices: Vec<&[u8]> = spans
+        let slices: Vec<(u32, &[u8])> = spans
             .iter()
-            .map(|&(at, len)| &arena[at..at + len])
+            .enumerate()
+            .map(|(id, &(at, len))| (to_u32(id), &arena[at..at + len]))
             .collect();
-        let skip = SkipFilter::new(&slices);
-        let automaton = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(pick_kind(&slices, skip.is_some())))
-            .build(&slices)
-            .map_err(Error::Automaton)?;
+        let finder = Finder::new(&slices).map_err(Error::Automaton)?;
         let mut sorted: Vec<u32> = (0..to_u32(slices.len())).collect();
-        sorted.sort_unstable_by(|&a, &b| slices[a as usize].cmp(slices[b as usize]));
+        sorted.sort_unstable_by(|&a, &b| slices[a as usize].1.cmp(slices[b as usize].1));
         let mut first = [false; 256];
         let mut quads = vec![0u64; 1 << (QUAD_BITS - 6)];
-        for s in &slices {
+        for (_, s) in &slices {
             if s.len() >= 2 {
                 first[usize::from(s[0])] = true;
             }
@@ -130,10 +160,16 @@ impl Patterns {
                 quads[bit / 64] |= 1 << (bit % 64);
             }
         }
-        let longest = slices.iter().map(|s| s.len()).max().unwrap_or(0);
-        let base64: Vec<(u32, &[u8])> = (0..slices.len())
-            .filter(|&id| matches!(info[id].encoding, Encoding::Base64 | Encoding::Base64Url))
-            .map(|id| (to_u32(id), slices[id]))
+        let longest = slices.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let base64: Vec<(u32, &[u8])> = slices
+            .iter()
+            .copied()
+            .filter(|&(id, _)| {
+                matches!(
+                    info[id as usize].encoding,
+                    Encoding::Base64 | Encoding::Base64Url
+                )
+            })
             .collect();
         let wrapped = Wrapped::new(&base64, longest)
             .transpose()
@@ -141,8 +177,7 @@ impl Patterns {
         drop(base64);
         drop(slices);
         Ok(Patterns {
-            automaton,
-            skip,
+            finder,
             arena,
             spans,
             info,
@@ -171,10 +206,9 @@ impl Patterns {
         self.spans.is_empty()
     }
 
-    /// Approximate heap bytes used by the automaton and the tables.
+    /// Approximate heap bytes used by the pattern bytes and the tables.
     pub fn memory_usage(&self) -> usize {
-        self.automaton.memory_usage()
-            + self.skip.as_ref().map_or(0, SkipFilter::memory_usage)
+        self.finder.memory_usage()
             + self.arena.capacity()
             + self.spans.capacity() * 16
             + self.info.capacity() * 8
@@ -208,28 +242,11 @@ impl fmt::Debug for Patterns {
             .field("secrets", &self.names.len())
             .field("patterns", &self.spans.len())
             .field("longest", &self.longest)
-            .field("kind", &self.automaton.kind())
-            .field("skip_filter", &self.skip.is_some())
+            .field("search", &self.finder.kind())
             .field("wrapped_base64", &self.wrapped.is_some())
             .finish_non_exhaustive()
     }
 }
-
-/// With the skip filter the automaton only verifies rare candidates, so the
-/// compact contiguous NFA is enough. Without it the automaton reads every
-/// byte: a DFA is faster, but its size grows with patterns × alphabet, so it
-/// is used only up to [`DFA_MAX_PATTERN_BYTES`].
-fn pick_kind(patterns: &[&[u8]], skipping: bool) -> AhoCorasickKind {
-    let total: usize = patterns.iter().map(|p| p.len()).sum();
-    if !skipping && total <= DFA_MAX_PATTERN_BYTES {
-        AhoCorasickKind::DFA
-    } else {
-        AhoCorasickKind::ContiguousNFA
-    }
-}
-
-/// Pattern bytes up to which the DFA is used (see `docs/bench-redaction.md`).
-pub(crate) const DFA_MAX_PATTERN_BYTES: usize = 200_000;
 
 pub(crate) fn quad_bit(four: &[u8]) -> usize {
     let v = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);

@@ -17,8 +17,8 @@ pub(crate) struct Scratch {
 
 impl Patterns {
     /// Calls `f(start, end, pattern)` for every occurrence in `buf`,
-    /// overlapping ones included, in increasing order of `end` (ties in any
-    /// order). `line` describes the line `buf` starts in.
+    /// overlapping ones included, in no particular order. `line` describes
+    /// the line `buf` starts in.
     pub(crate) fn for_each_match(
         &self,
         buf: &[u8],
@@ -26,7 +26,10 @@ impl Patterns {
         scratch: &mut Scratch,
         mut f: impl FnMut(usize, usize, usize),
     ) {
-        self.for_each_plain_match(buf, &mut f);
+        let pattern = |id: u32| self.pattern(id as usize);
+        // Occurrences that do not span a transparent line break.
+        self.finder
+            .for_each_match(buf, pattern, |start, end, id| f(start, end, id as usize));
         if let Some(w) = &self.wrapped {
             wrapped::breaks(buf, line, &mut scratch.breaks);
             w.for_each_match(
@@ -34,34 +37,9 @@ impl Patterns {
                 &scratch.breaks,
                 &mut scratch.norm,
                 &mut scratch.map,
+                pattern,
                 &mut f,
             );
-        }
-    }
-
-    /// Occurrences that do not span a transparent line break.
-    fn for_each_plain_match(&self, buf: &[u8], f: &mut impl FnMut(usize, usize, usize)) {
-        let Some(skip) = &self.skip else {
-            for m in self.automaton.find_overlapping_iter(buf) {
-                f(m.start(), m.end(), m.pattern().as_usize());
-            }
-            return;
-        };
-        // Every occurrence starting at a candidate lies within `longest`
-        // bytes of it; overlapping windows are merged so that no occurrence
-        // is reported twice and the order by `end` is kept.
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
-        skip.candidates(buf, |start| {
-            let end = (start + self.longest).min(buf.len());
-            match ranges.last_mut() {
-                Some(last) if start < last.1 => last.1 = last.1.max(end),
-                _ => ranges.push((start, end)),
-            }
-        });
-        for (from, to) in ranges {
-            for m in self.automaton.find_overlapping_iter(&buf[from..to]) {
-                f(from + m.start(), from + m.end(), m.pattern().as_usize());
-            }
         }
     }
 

@@ -1,9 +1,10 @@
-//! A Wu–Manber-style skip filter in front of the automaton.
+//! A Wu–Manber-style skip filter that finds the patterns itself.
 //!
 //! Stepping an Aho–Corasick automaton costs a few nanoseconds per byte
 //! whatever the prefilter, because log text is full of bytes that begin some
-//! base64 or hex form. Most of the text contains no secret at all, so the
-//! filter looks only at every few bytes:
+//! base64 or hex form, and building one over thousands of patterns costs far
+//! more than the rest of a pattern set. Most of the text contains no secret
+//! at all, so the filter looks only at every few bytes:
 //!
 //! * Let `w` be the length of the shortest pattern (capped at
 //!   [`MAX_WINDOW`]). Every pattern's first `w` bytes form its *window*.
@@ -13,14 +14,16 @@
 //!   only lowers a shift, never raises it.
 //! * Scanning, the filter reads the block ending at the current window end
 //!   and jumps by its shift. A shift of 0 means a window may end here; the
-//!   filter then checks the whole `w` bytes against the set of window hashes
-//!   and reports a candidate start only if they are known.
+//!   filter then looks the hash of the whole `w` bytes up in a sorted table
+//!   of `(window hash, pattern)` and compares the bytes of each pattern
+//!   listed there with the text (a hash collision costs a comparison, never
+//!   a miss).
 //!
 //! No pattern occurrence is ever skipped (a jump of `s` is taken only if the
-//! block read could not sit closer than `s` to any window's end). Only
-//! candidates are then handed to the automaton. The filter is disabled when
-//! the shortest pattern is under [`MIN_WINDOW`] bytes; the automaton then
-//! scans every byte.
+//! block read could not sit closer than `s` to any window's end). Building
+//! the filter hashes each pattern's window once: no automaton. Patterns
+//! shorter than [`MIN_WINDOW`] bytes cannot be filtered; the caller searches
+//! them otherwise (`find.rs`).
 
 const BLOCK: usize = 4;
 
@@ -38,14 +41,15 @@ pub(crate) struct SkipFilter {
     window: usize,
     bits: u32,
     shift: Vec<u8>,
-    /// Sorted hashes of every pattern's window.
-    windows: Vec<u64>,
+    /// `(hash of the window, pattern id)` for every pattern, sorted.
+    windows: Vec<(u64, u32)>,
 }
 
 impl SkipFilter {
-    /// `None` if some pattern is too short for the filter to help.
-    pub(crate) fn new(patterns: &[&[u8]]) -> Option<SkipFilter> {
-        let shortest = patterns.iter().map(|p| p.len()).min()?;
+    /// A filter for `(id, pattern)`; `None` if there are none or some
+    /// pattern is too short for the filter.
+    pub(crate) fn new(patterns: &[(u32, &[u8])]) -> Option<SkipFilter> {
+        let shortest = patterns.iter().map(|(_, p)| p.len()).min()?;
         if shortest < MIN_WINDOW {
             return None;
         }
@@ -58,16 +62,15 @@ impl SkipFilter {
         let full = u8::try_from(window - BLOCK + 1).unwrap_or(u8::MAX);
         let mut shift = vec![full; 1 << bits];
         let mut windows = Vec::with_capacity(patterns.len());
-        for p in patterns {
+        for &(id, p) in patterns {
             for j in 0..=window - BLOCK {
                 let slot = block_slot(&p[j..j + BLOCK], bits);
                 let s = u8::try_from(window - BLOCK - j).unwrap_or(u8::MAX);
                 shift[slot] = shift[slot].min(s);
             }
-            windows.push(window_hash(&p[..window]));
+            windows.push((window_hash(&p[..window]), id));
         }
         windows.sort_unstable();
-        windows.dedup();
         Some(SkipFilter {
             window,
             bits,
@@ -77,13 +80,34 @@ impl SkipFilter {
     }
 
     pub(crate) fn memory_usage(&self) -> usize {
-        self.shift.capacity() + self.windows.capacity() * 8
+        self.shift.capacity() + self.windows.capacity() * 16
     }
 
-    /// Calls `f` with every position of `hay` where a pattern may start, in
-    /// increasing order. Positions closer than the window to the end are not
-    /// reported: no pattern can be complete there.
-    pub(crate) fn candidates(&self, hay: &[u8], mut f: impl FnMut(usize)) {
+    /// Calls `f(start, end, id)` for every occurrence in `hay` of every
+    /// pattern, overlapping ones included, in increasing order of `start`;
+    /// `pattern(id)` gives a pattern's bytes.
+    pub(crate) fn for_each_match<'p>(
+        &self,
+        hay: &[u8],
+        pattern: impl Fn(u32) -> &'p [u8],
+        mut f: impl FnMut(usize, usize, u32),
+    ) {
+        self.candidates(hay, |start, listed| {
+            for &(_, id) in listed {
+                let p = pattern(id);
+                if hay[start..].starts_with(p) {
+                    f(start, start + p.len(), id);
+                }
+            }
+        });
+    }
+
+    /// Calls `f(start, listed)` with every position of `hay` where a
+    /// pattern may start, in increasing order, and the `(hash, id)` entries
+    /// whose window hash is that of the bytes there. Positions closer than
+    /// the window to the end are not reported: no pattern can be complete
+    /// there.
+    pub(crate) fn candidates(&self, hay: &[u8], mut f: impl FnMut(usize, &[(u64, u32)])) {
         let w = self.window;
         let mut end = w; // exclusive end of the current window
         while end <= hay.len() {
@@ -94,12 +118,16 @@ impl SkipFilter {
                 continue;
             }
             let start = end - w;
-            if self
-                .windows
-                .binary_search(&window_hash(&hay[start..end]))
-                .is_ok()
-            {
-                f(start);
+            let hash = window_hash(&hay[start..end]);
+            let from = self.windows.partition_point(|&(h, _)| h < hash);
+            // A few entries share a hash (the forms of one secret that
+            // begin alike); most candidates have none.
+            let listed = self.windows[from..]
+                .iter()
+                .take_while(|&&(h, _)| h == hash)
+                .count();
+            if listed > 0 {
+                f(start, &self.windows[from..from + listed]);
             }
             end += 1;
         }
@@ -128,25 +156,47 @@ fn window_hash(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn ids<'a>(pats: &[&'a [u8]]) -> Vec<(u32, &'a [u8])> {
+        (0u32..).zip(pats.iter().copied()).collect()
+    }
+
     fn starts(f: &SkipFilter, hay: &[u8]) -> Vec<usize> {
         let mut v = Vec::new();
-        f.candidates(hay, |s| v.push(s));
+        f.candidates(hay, |s, _| v.push(s));
         v
     }
 
     #[test]
     fn finds_every_start_and_skips_text() {
         let pats: [&[u8]; 3] = [b"secret-one", b"another-secret", b"cr3t-value-x"];
-        let f = SkipFilter::new(&pats).expect("filter");
+        let f = SkipFilter::new(&ids(&pats)).expect("filter");
         let hay = b"xx secret-one yy another-secret zz cr3t-value-x secret-on".to_vec();
         assert_eq!(starts(&f, &hay), vec![3, 17, 35]);
         assert!(starts(&f, &[b'q'; 1000]).is_empty());
     }
 
     #[test]
+    fn matches_are_confirmed_byte_for_byte() {
+        // Same window (the first 10 bytes), different ends.
+        let pats: [&[u8]; 3] = [b"secret-one", b"secret-one-two", b"secret-onX"];
+        let f = SkipFilter::new(&ids(&pats)).expect("filter");
+        let hay = b"a secret-one-tw secret-one-two secret-onX";
+        let mut found = Vec::new();
+        f.for_each_match(
+            hay,
+            |id| pats[id as usize],
+            |s, e, id| found.push((s, e, id)),
+        );
+        assert_eq!(
+            found,
+            vec![(2, 12, 0), (16, 26, 0), (16, 30, 1), (31, 41, 2)]
+        );
+    }
+
+    #[test]
     fn short_patterns_disable_the_filter() {
         let pats: [&[u8]; 2] = [b"abcd", b"long-enough"];
-        assert!(SkipFilter::new(&pats).is_none());
+        assert!(SkipFilter::new(&ids(&pats)).is_none());
         assert!(SkipFilter::new(&[]).is_none());
     }
 }

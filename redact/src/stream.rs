@@ -219,7 +219,6 @@ impl Engine {
                 matches.push((start, end, id));
             }
         });
-        // Plain and line-wrapped occurrences each come ordered by end.
         matches.sort_by_key(|&(_, end, _)| end);
         // Ordered by end, a new occurrence can only overlap the regions at
         // the top of the stack.
@@ -303,7 +302,7 @@ impl Redactor {
     /// secret form can ever appear before the rest of it is redacted; longer
     /// partial matches stay held until more input or [`finish`](Redactor::finish).
     ///
-    /// Released bytes stay in the automaton's context: if the secret is
+    /// Released bytes stay in the search's context: if the secret is
     /// completed later, its remaining bytes are replaced by a label. Complete
     /// occurrences among the held bytes are replaced as usual.
     pub fn flush_idle(&mut self, out: &mut Vec<u8>) {

@@ -9,17 +9,17 @@
 //!   That is what PEM and MIME encoders write; ordinary text lines almost
 //!   never qualify, so the view is built only around such breaks.
 //! * Around each transparent break (a window of [`Wrapped::reach`] bytes each
-//!   side) the bytes are copied without the breaks and searched with an
-//!   automaton of the base64 forms only. A match that spans at least one
-//!   break is mapped back to the original bytes (breaks included) and
+//!   side) the bytes are copied without the breaks and searched for the
+//!   base64 forms only (a finder of their own). A match that spans at least
+//!   one break is mapped back to the original bytes (breaks included) and
 //!   redacted like any other; matches spanning none are left to the main
-//!   automaton.
+//!   finder.
 //!
 //! Finding the breaks costs a probe every 64 bytes (any run of 64 or more
 //! base64 characters contains a multiple of 64), usually settled by a few
 //! samples 8 bytes apart.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use crate::find::Finder;
 
 /// Line widths of wrapped base64.
 pub const WIDTHS: [usize; 2] = [64, 76];
@@ -187,15 +187,15 @@ fn push_break(buf: &[u8], at: usize, out: &mut Vec<(usize, usize)>) {
 
 /// The base64 forms, searched in the normalised view.
 pub(crate) struct Wrapped {
-    automaton: AhoCorasick,
-    /// Main pattern id of each base64 pattern.
-    ids: Vec<u32>,
+    /// Finds the base64 forms; ids are those of the main pattern set.
+    finder: Finder,
     /// Bytes a match may reach on either side of a break.
     reach: usize,
 }
 
 impl Wrapped {
-    /// `None` if there are no base64 forms.
+    /// `None` if there are no base64 forms. `forms` are `(main pattern
+    /// id, bytes)`.
     pub(crate) fn new(
         forms: &[(u32, &[u8])],
         longest: usize,
@@ -203,30 +203,25 @@ impl Wrapped {
         if forms.is_empty() {
             return None;
         }
-        let slices: Vec<&[u8]> = forms.iter().map(|(_, p)| *p).collect();
-        let built = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::ContiguousNFA))
-            .build(&slices);
-        let ids = forms.iter().map(|(id, _)| *id).collect();
-        Some(built.map(|automaton| Wrapped {
-            automaton,
-            ids,
+        Some(Finder::new(forms).map(|finder| Wrapped {
+            finder,
             reach: max_span(longest),
         }))
     }
 
     pub(crate) fn memory_usage(&self) -> usize {
-        self.automaton.memory_usage() + self.ids.capacity() * 4
+        self.finder.memory_usage()
     }
 
-    /// Calls `f(start, end, pattern)` for each match that spans a break.
-    pub(crate) fn for_each_match(
+    /// Calls `f(start, end, pattern)` for each match that spans a break;
+    /// `pattern(id)` gives the bytes of a pattern.
+    pub(crate) fn for_each_match<'p>(
         &self,
         buf: &[u8],
         breaks: &[(usize, usize)],
         norm: &mut Vec<u8>,
         map: &mut Vec<usize>,
+        pattern: impl Fn(u32) -> &'p [u8] + Copy,
         mut f: impl FnMut(usize, usize, usize),
     ) {
         let mut i = 0;
@@ -241,12 +236,13 @@ impl Wrapped {
             }
             i += 1;
             normalise(buf, from..to, &breaks[first..i], norm, map);
-            for m in self.automaton.find_overlapping_iter(norm.as_slice()) {
-                let (start, end) = (map[m.start()], map[m.end() - 1] + 1);
-                if end - start > m.len() {
-                    f(start, end, self.ids[m.pattern().as_usize()] as usize);
-                }
-            }
+            self.finder
+                .for_each_match(norm.as_slice(), pattern, |start, end, id| {
+                    let (s, e) = (map[start], map[end - 1] + 1);
+                    if e - s > end - start {
+                        f(s, e, id as usize);
+                    }
+                });
         }
     }
 }

@@ -206,4 +206,42 @@ proptest! {
         }
         check(&values, &input, &splits).map_err(TestCaseError::fail)?;
     }
+
+    /// Compiled only for the forms present in some texts, the patterns
+    /// redact each of those texts exactly as the whole set does.
+    #[test]
+    fn the_forms_occurring_in_texts_redact_them_as_all_forms_do(
+        values in values(),
+        texts in prop::collection::vec(
+            prop::collection::vec((text(), 0usize..4, any::<u8>(), any::<bool>()), 0..4),
+            1..4,
+        ),
+    ) {
+        let texts: Vec<Vec<u8>> = texts
+            .iter()
+            .map(|parts| {
+                let mut t = Vec::new();
+                for (plain, which_secret, form, with) in parts {
+                    t.extend_from_slice(plain);
+                    if *with {
+                        let v = &values[which_secret % values.len()];
+                        t.extend_from_slice(&embed(v, *form, b"user:").0);
+                    }
+                }
+                t
+            })
+            .collect();
+        let secrets: Vec<aivault_redact::Secret> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| aivault_redact::Secret::new(format!("S{i}"), v.clone()))
+            .collect();
+        let slices: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+        let some = aivault_redact::Patterns::occurring_in(&secrets, &slices).expect("patterns");
+        let all = patterns_for(&values);
+        prop_assert!(some.len() <= all.len());
+        for t in &texts {
+            prop_assert_eq!(redact_all(&some, t), redact_all(&all, t));
+        }
+    }
 }

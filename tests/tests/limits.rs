@@ -17,13 +17,14 @@ users = ["{}"]
     )
 }
 
-/// As many clients of one user as it may hold runs at once, each starting
-/// its next run as soon as it has the last one's status: none is ever
-/// refused, though earlier runs may still be being torn down.
+/// Sixteen clients of one user against `max_runs_per_user = 16`, each
+/// starting its next run as soon as it has the last one's status: as many
+/// runs in flight as the limit allows, the earlier ones still being torn
+/// down, and none is ever refused.
 #[test]
-fn serial_runs_of_one_user_are_not_refused_while_earlier_ones_are_torn_down() {
-    const MAX: usize = 2;
-    const EACH: usize = 6;
+fn sixteen_serial_clients_of_one_user_are_never_refused_at_a_limit_of_sixteen() {
+    const MAX: usize = 16;
+    const EACH: usize = 4;
     let alice = User::ensure("aivt-alice");
     let d = Daemon::start_new(Options {
         config: format!("[runs]\nmax_runs_per_user = {MAX}\n"),
@@ -50,7 +51,12 @@ fn serial_runs_of_one_user_are_not_refused_while_earlier_ones_are_torn_down() {
             .flat_map(|c| c.join().unwrap())
             .collect()
     });
-    assert!(refusals.is_empty(), "serial runs refused: {refusals:?}");
+    assert!(
+        refusals.is_empty(),
+        "{} of {} serial runs refused: {refusals:?}",
+        refusals.len(),
+        MAX * EACH
+    );
     // Every teardown still completes: the daemon comes to rest and no run
     // directory is left.
     d.resting_fd_count();
@@ -129,6 +135,44 @@ fn users_filling_the_socket_leave_root_its_reserved_connections() {
         status.connections as usize,
         MAX - RESERVED + 1,
         "the other uids hold all but the reserve, root the one more"
+    );
+    let out = d.vaultctl(&User::root(), &["status"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(held);
+}
+
+/// 65 uids each holding as many connections as one uid may, at the
+/// default limits (64 per uid, 4,096 in all, 16 of them root's): more than
+/// the socket takes, and root's `status` still answers.
+#[test]
+fn sixty_five_uids_holding_connections_leave_root_its_status() {
+    const UIDS: u32 = 65;
+    const PER_UID: usize = 64;
+    const MAX: usize = 4096;
+    const RESERVED: usize = 16;
+    // 4,160 asked for: more than the 4,080 the other uids may hold.
+    const _: () = assert!(UIDS as usize * PER_UID > MAX - RESERVED);
+    let d = Daemon::start_new(Options {
+        // Idle connections that never say hello hold their places meanwhile.
+        config: "[limits]\nhandshake_timeout_secs = 300\n".into(),
+        ..Options::default()
+    });
+    let held: Vec<Holder> = (0..UIDS)
+        .map(|u| Holder::start(&d.socket(), 3_910_000 + u, PER_UID))
+        .collect();
+    let mut root = d.client();
+    let status = match root.call(aivault_proto::RequestBody::Status) {
+        Ok(aivault_proto::Reply::Status(s)) => s,
+        other => panic!("root's status: {other:?}"),
+    };
+    assert_eq!(
+        status.connections as usize,
+        MAX - RESERVED + 1,
+        "the other uids hold all but root's reserve, root the one more"
     );
     let out = d.vaultctl(&User::root(), &["status"], b"");
     assert!(

@@ -2,7 +2,6 @@
 //! secrets, the environment. Runs on a blocking thread; writes the audit
 //! record of the decision before anything takes effect.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aivault_proto::{ErrorCode, RunRequest, SecretBytes, WireError, WorkdirMode};
@@ -277,13 +276,7 @@ pub fn prepare_run(
         }
     }
 
-    let patterns = redaction_patterns(&secrets);
-    let argv_redacted = recorded_argv(req.argv.iter().map(|a| match &patterns {
-        Some(p) => {
-            String::from_utf8_lossy(&aivault_redact::redact_all(p, a.as_bytes())).into_owned()
-        }
-        None => a.clone(),
-    }));
+    let argv_redacted = recorded_argv(redacted_argv(&secrets, &req.argv).into_iter());
     let mut argv = req.argv;
     argv[0] = command_text.clone();
     let timeout = req
@@ -381,18 +374,31 @@ pub fn record_run_decision_then(
     host.audit().record_then(entry, durable)
 }
 
-/// The redaction patterns of a run's secrets (None when it has none).
-pub fn redaction_patterns(
-    secrets: &[(String, String, SecretBytes)],
-) -> Option<Arc<aivault_redact::Patterns>> {
+/// `argv` with every form of every secret in it redacted, for the audit
+/// record. Only the forms that occur in the arguments are compiled (usually
+/// none): the runner compiles the whole set for the output, and the daemon
+/// would spend as much again per run on patterns it never uses. Arguments
+/// the patterns cannot be built for are not recorded (fail closed; the
+/// runner refuses such secrets too).
+fn redacted_argv(secrets: &[(String, String, SecretBytes)], argv: &[String]) -> Vec<String> {
     if secrets.is_empty() {
-        return None;
+        return argv.to_vec();
     }
     let list: Vec<aivault_redact::Secret> = secrets
         .iter()
         .map(|(n, _, v)| aivault_redact::Secret::new(n.clone(), v.as_bytes().to_vec()))
         .collect();
-    aivault_redact::Patterns::new(&list).ok().map(Arc::new)
+    let texts: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+    match aivault_redact::Patterns::occurring_in(&list, &texts) {
+        Ok(p) if p.is_empty() => argv.to_vec(),
+        Ok(p) => argv
+            .iter()
+            .map(|a| {
+                String::from_utf8_lossy(&aivault_redact::redact_all(&p, a.as_bytes())).into_owned()
+            })
+            .collect(),
+        Err(e) => vec![format!("[arguments not recorded: {e}]")],
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +414,52 @@ mod tests {
             Some("1970-01-01T00:01:40.000Z")
         );
         assert!(expired_at(Some(0), 100).is_some());
+    }
+
+    #[test]
+    fn argv_is_redacted_for_the_record_with_only_the_forms_it_holds() {
+        let secret = |name: &str, value: &str| {
+            (
+                name.to_owned(),
+                name.to_owned(),
+                SecretBytes::new(value.as_bytes().to_vec()),
+            )
+        };
+        let secrets = vec![
+            secret("TOKEN", "tok-0123456789abcdef"),
+            secret("OTHER", "other-secret-value"),
+        ];
+        let argv: Vec<String> = [
+            "curl",
+            "-H",
+            "Authorization: Bearer tok-0123456789abcdef",
+            // base64 of "user:tok-0123456789abcdef"
+            "dXNlcjp0b2stMDEyMzQ1Njc4OWFiY2RlZg==",
+            "plain",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            redacted_argv(&secrets, &argv),
+            [
+                "curl",
+                "-H",
+                "Authorization: Bearer [REDACTED:TOKEN]",
+                "dXNlcjp[REDACTED:TOKEN:base64]",
+                "plain"
+            ]
+        );
+        let clean: Vec<String> = vec!["ls".into(), "-l".into()];
+        assert_eq!(redacted_argv(&secrets, &clean), clean);
+        assert_eq!(redacted_argv(&[], &argv), argv);
+        let bad = vec![secret("BAD NAME", "tok-0123456789abcdef")];
+        let shown = redacted_argv(&bad, &argv);
+        assert_eq!(shown.len(), 1);
+        assert!(
+            shown[0].starts_with("[arguments not recorded:"),
+            "{shown:?}"
+        );
+        assert!(!shown[0].contains("tok-"), "{shown:?}");
     }
 
     #[test]

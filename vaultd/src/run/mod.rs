@@ -51,7 +51,7 @@ pub struct RunContext {
     /// Runs whose caller has its status but whose teardown is not finished,
     /// under the same limits as `admission`: a run that finds no place here
     /// keeps its run place, and the caller waits for its status, until an
-    /// earlier teardown ends. So at most twice the run limits' worth of runs
+    /// earlier teardown or its own ends. So at most twice the run limits' worth of runs
     /// exist at once, and at most half of them are being torn down.
     pub teardowns: Arc<crate::admission::Admission>,
     pub settings: RunSettings,

@@ -28,6 +28,9 @@ pub use super::relay::{EXIT_OUTPUT_LIMIT, EXIT_TIMEOUT};
 
 /// How long the final status may take to reach a caller that does not read.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a finished run whose caller waits for its status looks for a
+/// free teardown place (the wait ends with the run's own teardown anyway).
+const TEARDOWN_PLACE_POLL: Duration = Duration::from_millis(10);
 /// A runner for this run, handed its job: a warm one if the run may take
 /// one, else one started now. A warm runner that cannot take the job (it
 /// died while idle) is discarded for the next, or a new one.
@@ -152,9 +155,10 @@ pub async fn decide(
 }
 
 /// Runs a decided request on the caller's connection, which it consumes.
-/// `slot` is the run's place ([`super::RunContext::admit`]), given back
-/// before the caller is told the exit status when a teardown place is free
-/// (see [`super::RunContext::teardowns`]), else once the teardown ends.
+/// `slot` is the run's place ([`super::RunContext::admit`]), always given
+/// back before the caller is told the exit status: at once when a teardown
+/// place is free (see [`super::RunContext::teardowns`]), else when one
+/// frees or the run's own teardown ends.
 pub async fn run(
     daemon: Arc<dyn RunHost>,
     decided: Decided,
@@ -284,16 +288,21 @@ pub async fn run(
     // caller that starts its next run as soon as it has this one's status
     // finds it free; what is left of this run then counts against the
     // teardown places. If none is free (earlier runs of this caller, or of
-    // all, are still being torn down) the run keeps its own place until its
-    // teardown is done: teardowns never pile up beyond the run limits, and
-    // a caller outruns them only by as many runs as it may hold at once.
-    let held = match daemon.runs().teardowns.try_admit(slot.uid()) {
-        Ok(place) => {
-            drop(slot);
-            place
+    // all, are still being torn down) the status waits, with the run still
+    // in its place, until one is or until this run's own teardown (already
+    // under way) is done: teardowns never pile up beyond the run limits,
+    // and a caller never holds a place after it has a status.
+    let uid = slot.uid();
+    let held = loop {
+        if let Ok(place) = daemon.runs().teardowns.try_admit(uid) {
+            break Some(place);
         }
-        Err(_) => slot,
+        if teardown.is_finished() {
+            break None;
+        }
+        tokio::time::sleep(TEARDOWN_PLACE_POLL).await;
     };
+    drop(slot);
     let report = report.ok().and_then(|body| to_caller.try_send(body).err());
     if let Some(tokio::sync::mpsc::error::TrySendError::Full(body)) = report {
         let _ = tokio::time::timeout(REPORT_TIMEOUT, to_caller.send(body)).await;

@@ -88,10 +88,30 @@ pub fn hung_up(probe: BorrowedFd<'_>) -> bool {
     let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
     let mut fds = [PollFd::new(probe, rdhup)];
     match poll(&mut fds, PollTimeout::ZERO) {
+        // nix's `revents` is `None` for bits it does not know, and
+        // POLLRDHUP is one: `None` is the peer's shutdown.
         Ok(n) if n > 0 => fds[0]
             .revents()
-            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+            .is_none_or(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hung_up;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_peer_that_closes_or_shuts_down_has_hung_up() {
+        let (a, b) = UnixStream::pair().unwrap();
+        assert!(!hung_up(a.as_fd()), "an open peer");
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(hung_up(a.as_fd()), "a peer that shut down its writing side");
+        let (c, d) = UnixStream::pair().unwrap();
+        drop(d);
+        assert!(hung_up(c.as_fd()), "a closed peer");
     }
 }
 

@@ -168,10 +168,24 @@ pub fn run(ep: &Endpoint, ui: Ui, cmd: SecretsCmd) -> Result<i32, CtlError> {
         } => {
             let meta = meta_input(meta)?;
             let text = read_import(&file)?;
-            let entries =
+            let parsed =
                 dotenv::parse(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+            // Empty values are never stored (as with `set`): skipped, said.
+            let (empty, entries): (Vec<_>, Vec<_>) =
+                parsed.into_iter().partition(|e| e.value.is_empty());
+            for e in &empty {
+                ui.warn(&format!(
+                    "{}: line {}: {} has an empty value; skipped",
+                    file.display(),
+                    e.line,
+                    e.name
+                ));
+            }
             if entries.is_empty() {
-                return Err(usage(format!("{}: no NAME=value lines", file.display())));
+                return Err(usage(format!(
+                    "{}: no NAME=value lines with a value",
+                    file.display()
+                )));
             }
             let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
             // Overwriting needs no list of what exists, except to plan.

@@ -382,3 +382,34 @@ fn the_daemon_decides_import_conflicts_itself() {
         assert_eq!(version(&d, &root, "T"), None, "nothing of it was stored");
     }
 }
+
+/// A quoted value over several lines (a PEM key, as `.env` files of other
+/// tools hold them) is imported whole; an empty value is skipped, said by
+/// name and line, and not stored.
+#[test]
+fn import_takes_multi_line_quoted_values_and_skips_empty_ones() {
+    let alice = User::ensure("aivt-alice");
+    let d = generate_daemon(&alice);
+    let file = b"EMPTY=\nG=\"-----BEGIN TEST KEY-----\nline-two-of-the-key\n-----END TEST KEY-----\"\nALSO_EMPTY=''\n";
+    let out = d.vaultctl(&alice, &["secrets", "import", "-"], file);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("line 1: EMPTY has an empty value; skipped")
+            && said.contains("line 5: ALSO_EMPTY has an empty value; skipped")
+            && said.contains("imported 1 secrets: G"),
+        "{said}"
+    );
+    assert_eq!(version(&d, &alice, "EMPTY"), None);
+    assert_eq!(version(&d, &alice, "ALSO_EMPTY"), None);
+    // The command sees the three lines, joined by line feeds.
+    let lines = sh(
+        &d,
+        &alice,
+        "printf '%s' \"$TOKEN\" | wc -l; case \"$TOKEN\" in '-----BEGIN TEST KEY-----\nline-two-of-the-key\n-----END TEST KEY-----') echo whole;; esac",
+    );
+    assert_eq!(lines, "2\nwhole", "{lines}");
+    // A file of empty values only stores nothing and says why.
+    let err = fails_with(&d.vaultctl(&alice, &["secrets", "import", "-"], b"X=\n"), 2);
+    assert!(err.contains("no NAME=value lines with a value"), "{err}");
+}

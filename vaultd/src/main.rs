@@ -286,7 +286,8 @@ fn check_config(cfg: &Config) -> Result<()> {
             cfg.state_dir.display()
         );
     }
-    let found = Vault::read_header(&cfg.state_dir)?.provider_kind;
+    // Read from a copy: checking never writes, nor migrates an old vault.
+    let found = Vault::inspect(&cfg.state_dir, None)?.provider_kind;
     let configured = cfg.key_provider.kind();
     if found != configured {
         bail!("vault was created for key provider {found:?} but {configured:?} is configured");
@@ -335,7 +336,7 @@ fn check_key(cfg: &Config) -> Result<(Option<aivaultd::audit::AuditKey>, String)
     }
     match keys::load_kek(&cfg.key_provider)? {
         Some(kek) => {
-            Vault::open(&cfg.state_dir, &kek)?;
+            Vault::inspect(&cfg.state_dir, Some(&kek))?;
             Ok((
                 Some(aivaultd::audit::AuditKey::derive(kek.as_bytes())),
                 "unwraps the vault's data key".to_string(),

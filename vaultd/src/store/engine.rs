@@ -198,6 +198,38 @@ fn open_with(path: &Path, mode: Mode, fail: FailSwitch) -> Result<Db, StoreError
     })
 }
 
+/// A copy of the store read into memory, opened there: whatever redb
+/// writes while opening it (a recovery, its open marker) stays in memory,
+/// so inspecting a vault changes nothing on disk and needs no lock the
+/// running daemon holds.
+pub(super) fn open_snapshot(path: &Path) -> Result<Db, StoreError> {
+    let read_err = |source| StoreError::Read {
+        path: path.into(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(read_err)?;
+    let backend = redb::backends::InMemoryBackend::new();
+    backend.set_len(bytes.len() as u64).map_err(storage)?;
+    backend.write(0, &bytes).map_err(storage)?;
+    drop(bytes);
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)
+    }))
+    .map_err(|_| panicked())?;
+    Ok(Db {
+        inner: opened.map_err(database_error)?,
+        broken: AtomicBool::new(false),
+    })
+}
+
 /// Opens an existing store (after a crash, redb recovers the last commit).
 pub(super) fn open(path: &Path, fail: FailSwitch) -> Result<Db, StoreError> {
     open_with(path, Mode::Existing, fail)

@@ -291,6 +291,44 @@ impl Vault {
         })
     }
 
+    /// The header, and with `kek` the proof that it unwraps the data key,
+    /// read without changing anything on disk: the store from a copy in
+    /// memory, an old-format vault without migrating it
+    /// (`aivaultd --check-config`).
+    pub fn inspect(state_dir: &Path, kek: Option<&Kek>) -> Result<VaultHeader, StoreError> {
+        let store = format::store_path(state_dir);
+        if store.symlink_metadata().is_err() && legacy::legacy_path(state_dir).exists() {
+            let file = legacy::read_file(&legacy::legacy_path(state_dir))?;
+            if let Some(k) = kek {
+                seal::unwrap_dek(
+                    k.as_bytes(),
+                    &file.wrapped_dek,
+                    &file.vault_id,
+                    file.dek_generation,
+                )?;
+            }
+            return Ok(VaultHeader {
+                format_version: legacy::LEGACY_VERSION,
+                vault_id: file.vault_id,
+                provider_kind: file.provider_kind,
+                kdf: file.kdf,
+                dek_generation: file.dek_generation,
+            });
+        }
+        let db = engine::open_snapshot(&store)?;
+        let header = format::read_header_row(&db)?;
+        if let Some(k) = kek {
+            unlock(&header, k.as_bytes(), None)?;
+        }
+        Ok(VaultHeader {
+            format_version: format::FORMAT_VERSION,
+            vault_id: header.vault_id,
+            provider_kind: header.provider_kind.clone(),
+            kdf: header.kdf.clone(),
+            dek_generation: header.dek_generation,
+        })
+    }
+
     /// Moves a vault of the old single-file format into the store, if
     /// `state_dir` holds one (see [`super::migrate`]); returns how many
     /// records it moved. Needs no key. The caller holds the state lock.

@@ -104,7 +104,10 @@ fn hierarchical_names_are_stored_and_malformed_ones_refused() {
 fn a_rule_pattern_gives_a_run_exactly_the_callers_matching_secrets() {
     let alice = User::ensure("aivt-alice");
     let bob = User::ensure("aivt-bob");
-    let d = start(sh_rule(&[&alice, &bob], "{ name = \"aws/*\" }"));
+    let d = start(sh_rule(
+        &[&alice, &bob],
+        "{ name = \"aws/*\", envs = [\"AWS_ACCESS_KEY\", \"AWS_SECRET_KEY\", \"AWS_BOB_KEY\"] }",
+    ));
     set_secret(&d, &alice, "aws/access_key", "alice-access-0123456789");
     set_secret(&d, &alice, "aws/secret_key", "alice-secret-0123456789");
     set_secret(&d, &alice, "aws/prod/key", "alice-deep-0123456789");
@@ -141,7 +144,10 @@ fn a_rule_pattern_gives_a_run_exactly_the_callers_matching_secrets() {
 #[test]
 fn run_secret_patterns_select_among_what_the_rule_gives() {
     let alice = User::ensure("aivt-alice");
-    let d = start(sh_rule(&[&alice], "{ name = \"**\" }"));
+    let d = start(sh_rule(
+        &[&alice],
+        "{ name = \"**\", envs = [\"AWS_ACCESS_KEY\", \"AWS_SECRET_KEY\", \"GCP_KEY\", \"AWS_A_B\"] }",
+    ));
     set_secret(&d, &alice, "aws/access_key", "alice-access-0123456789");
     set_secret(&d, &alice, "aws/secret_key", "alice-secret-0123456789");
     set_secret(&d, &alice, "gcp/key", "alice-gcp-0123456789");
@@ -180,7 +186,10 @@ fn run_secret_patterns_select_among_what_the_rule_gives() {
 #[test]
 fn two_secrets_for_one_variable_refuse_the_run_clearly() {
     let alice = User::ensure("aivt-alice");
-    let d = start(sh_rule(&[&alice], "{ name = \"**\" }"));
+    let d = start(sh_rule(
+        &[&alice],
+        "{ name = \"**\", envs = [\"AWS_ACCESS_KEY\", \"AWS_SECRET_KEY\", \"GCP_KEY\", \"AWS_A_B\"] }",
+    ));
     set_secret(&d, &alice, "aws/a_b", "collide-one-0123456789");
     set_secret(&d, &alice, "aws_a/b", "collide-two-0123456789");
     let err = fails_with(

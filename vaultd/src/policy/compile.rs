@@ -75,6 +75,8 @@ impl Rule {
 pub struct GlobGrant {
     pub glob: Glob,
     pub scope: SecretScope,
+    /// The variables its secrets may set (always set for user scope).
+    pub envs: Option<Vec<String>>,
 }
 
 /// A validated `[[grant]]`.
@@ -250,6 +252,16 @@ impl Builder {
                 if s.env.is_some() {
                     return Err(EntryError::GlobEnv(s.name));
                 }
+                let envs = match (s.scope, s.envs) {
+                    (SecretScope::User, None) => return Err(EntryError::GlobEnvs(s.name)),
+                    (_, Some(list)) => {
+                        for e in &list {
+                            check_env_name(e).map_err(EntryError::EnvName)?;
+                        }
+                        Some(list)
+                    }
+                    (SecretScope::System, None) => None,
+                };
                 if secret_globs
                     .iter()
                     .any(|g| g.glob == glob && g.scope == s.scope)
@@ -259,8 +271,12 @@ impl Builder {
                 secret_globs.push(GlobGrant {
                     glob,
                     scope: s.scope,
+                    envs,
                 });
                 continue;
+            }
+            if s.envs.is_some() {
+                return Err(EntryError::EnvsNotPattern(s.name));
             }
             if !valid_secret_name(&s.name) {
                 return Err(EntryError::SecretName(s.name));

@@ -270,6 +270,15 @@ fn glob_selected(p: &Compiled, rule: &Rule, q: &RunQuery) -> Result<Vec<SecretGr
                     g.scope, g.glob, rule.name
                 )
             })?;
+            if g.envs
+                .as_ref()
+                .is_some_and(|allowed| !allowed.contains(&env))
+            {
+                return Err(format!(
+                    "{} secret {name}, selected by pattern {} of rule {}, would set variable {env}, which the pattern's envs do not list",
+                    g.scope, g.glob, rule.name
+                ));
+            }
             out.push(SecretGrant {
                 name: name.clone(),
                 scope: g.scope,

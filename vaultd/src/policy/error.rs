@@ -77,6 +77,10 @@ pub enum EntryError {
     SecretGlob(String, &'static str),
     #[error("secret pattern {0} selects several secrets, so it takes no env: each goes to the variable its name maps to")]
     GlobEnv(String),
+    #[error("secret pattern {0} selects the user's own secrets, whose names the user chooses, and with them the variables they set (VAULT_ADDR, GIT_DIR, ...): list the variables they may set with envs = [...]")]
+    GlobEnvs(String),
+    #[error("secret {0} is a single secret: envs is only for patterns (use env)")]
+    EnvsNotPattern(String),
     #[error("secret {0} is listed twice")]
     DuplicateSecret(String),
     #[error("{0}")]

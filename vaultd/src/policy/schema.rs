@@ -75,6 +75,10 @@ pub struct RawSecret {
     pub scope: SecretScope,
     /// Defaults to the secret's name.
     pub env: Option<String>,
+    /// For a pattern: the only variables the secrets it selects may set.
+    /// Required for a user-scope pattern, whose secrets' names (and so
+    /// their variables) the user chooses.
+    pub envs: Option<Vec<String>>,
 }
 
 /// `[[grant]]`: a system secret made available to users and groups.

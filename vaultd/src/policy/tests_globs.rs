@@ -8,6 +8,10 @@ fn parse(text: &str) -> Result<Policy, PolicyError> {
 
 const ALICE: u32 = 1000;
 
+/// The variables the user-scope patterns of these tests may set.
+const ENVS: &str =
+    "envs = [\"AWS_ACCESS_KEY\", \"AWS_SECRET_KEY\", \"AWS_PROD_KEY\", \"AWS_A_B\", \"GH_TOKEN\"]";
+
 fn rule(secrets: &str) -> String {
     format!(
         "[[rule]]\nname = \"t\"\ncommand = \"/usr/bin/true\"\nusers = [{ALICE}]\nsecrets = [{secrets}]\n"
@@ -83,7 +87,7 @@ fn two_names_for_one_variable_are_refused_when_the_policy_loads() {
 
 #[test]
 fn a_rule_pattern_selects_exactly_the_matching_own_secrets() {
-    let p = parse(&rule("{ name = \"aws/*\" }")).expect("valid");
+    let p = parse(&rule(&format!("{{ name = \"aws/*\", {ENVS} }}"))).expect("valid");
     let own = [
         "aws/access_key",
         "aws/secret_key",
@@ -102,13 +106,13 @@ fn a_rule_pattern_selects_exactly_the_matching_own_secrets() {
     assert!(!given(&p, &query(&[], &[]))
         .iter()
         .any(|(n, _)| n == "aws/system_key"));
-    let deep = parse(&rule("{ name = \"aws/**\" }")).expect("valid");
+    let deep = parse(&rule(&format!("{{ name = \"aws/**\", {ENVS} }}"))).expect("valid");
     assert_eq!(given(&deep, &query(&own, &[])).len(), 3);
 }
 
 #[test]
 fn an_asked_pattern_selects_among_what_the_rule_gives() {
-    let p = parse(&rule("{ name = \"**\" }")).expect("valid");
+    let p = parse(&rule(&format!("{{ name = \"**\", {ENVS} }}"))).expect("valid");
     let own = ["aws/access_key", "aws/secret_key", "gh/token"];
     assert_eq!(
         given(&p, &query(&own, &["aws/*"])),
@@ -130,7 +134,7 @@ fn an_asked_pattern_selects_among_what_the_rule_gives() {
 
 #[test]
 fn selected_secrets_for_one_variable_or_a_refused_one_deny_the_run() {
-    let p = parse(&rule("{ name = \"**\" }")).expect("valid");
+    let p = parse(&rule(&format!("{{ name = \"**\", {ENVS} }}"))).expect("valid");
     let d = p
         .decide(&query(&["aws/a_b", "aws_a/b"], &[]))
         .expect_err("collision");
@@ -169,11 +173,13 @@ fn patterns_in_rules_are_checked_when_the_policy_loads() {
             .to_string();
         assert!(e.contains("secret pattern"), "{bad}: {e}");
     }
-    let e = parse(&rule("{ name = \"aws/*\", env = \"X\" }"))
-        .expect_err("env")
-        .to_string();
+    let e = parse(&rule(&format!(
+        "{{ name = \"aws/*\", env = \"X\", {ENVS} }}"
+    )))
+    .expect_err("env")
+    .to_string();
     assert!(e.contains("takes no env"), "{e}");
-    let p = parse(&rule("{ name = \"aws/*\" }")).expect("valid");
+    let p = parse(&rule(&format!("{{ name = \"aws/*\", {ENVS} }}"))).expect("valid");
     assert!(p.uses_secret_globs());
     let who = Who {
         uid: ALICE,
@@ -182,4 +188,36 @@ fn patterns_in_rules_are_checked_when_the_policy_loads() {
     };
     let shown = p.commands_for(&who);
     assert_eq!(shown[0].secret_patterns[0].pattern, "aws/*");
+}
+
+#[test]
+fn a_user_pattern_sets_only_the_variables_the_rule_lists() {
+    let e = parse(&rule("{ name = \"vault/*\" }"))
+        .expect_err("no envs")
+        .to_string();
+    assert!(e.contains("envs = [...]"), "{e}");
+    let e = parse(&rule("{ name = \"gh_token\", envs = [\"GH_TOKEN\"] }"))
+        .expect_err("envs on a name")
+        .to_string();
+    assert!(e.contains("only for patterns"), "{e}");
+    let e = parse(&rule("{ name = \"x/*\", envs = [\"LD_PRELOAD\"] }"))
+        .expect_err("a forbidden variable listed")
+        .to_string();
+    assert!(e.contains("LD_PRELOAD"), "{e}");
+    // The user names a secret vault/addr: its variable is not listed, so
+    // the run is refused rather than pointed at the user's server.
+    let p = parse(&rule("{ name = \"vault/*\", envs = [\"VAULT_TOKEN\"] }")).expect("valid");
+    assert_eq!(
+        given(&p, &query(&["vault/token"], &[])),
+        pairs(&[("vault/token", "VAULT_TOKEN")])
+    );
+    let d = p
+        .decide(&query(&["vault/token", "vault/addr"], &[]))
+        .expect_err("an unlisted variable");
+    assert!(
+        d.reason.contains("VAULT_ADDR") && d.reason.contains("envs"),
+        "{d}"
+    );
+    // System patterns need no list: root names system secrets.
+    assert!(parse(&rule("{ name = \"aws/*\", scope = \"system\" }")).is_ok());
 }

@@ -16,7 +16,10 @@
 //! migration interrupted at any point before the rename leaves `vault.bin`
 //! untouched (and a temporary file that the next attempt removes); one
 //! interrupted after it leaves a verified store, and the next start removes
-//! the old file.
+//! the old file once it has read that the file holds what the store holds.
+//! An old file that holds something else (an older daemon, after a
+//! downgrade, wrote it again) is never deleted: the start is refused,
+//! naming both files.
 
 use std::fs;
 use std::io;
@@ -102,7 +105,22 @@ pub(super) fn migrate(state_dir: &Path) -> Result<Option<usize>, StoreError> {
     if store.symlink_metadata().is_ok() {
         if old_present {
             // A migration renamed its verified store into place and was
-            // stopped before it removed the old file.
+            // stopped before it removed the old file; the old file then
+            // holds exactly what the store holds. Anything else (an older
+            // daemon that wrote the old file again after a downgrade) is
+            // refused, not deleted.
+            let file = normalize(legacy::read_file(&old)?)?;
+            let db = engine::open(&store, engine::FailSwitch::default())?;
+            let in_store = format::read_all_from(&db)?;
+            drop(db);
+            if in_store != file {
+                return Err(StoreError::Corrupt(format!(
+                    "both {} and {} exist and hold different vaults (was an older aivaultd run after the upgrade?); move the one not to keep out of {}",
+                    old.display(),
+                    store.display(),
+                    state_dir.display()
+                )));
+            }
             remove_if_present(&old)?;
             engine::sync_dir(state_dir)?;
             tracing::info!("removed the old vault file left by an interrupted migration");

@@ -817,19 +817,29 @@ fn an_interrupted_migration_is_redone_or_finished() {
     assert!(!dir.path().join("vault.redb.migrating").exists());
     drop(v);
 
-    // Stopped after the rename: the verified store and the old file; the
-    // next start removes the old file and keeps the store as it is.
+    // Stopped after the rename: the verified store and the old file, the
+    // same vault; the next start removes the old file.
     let old = state();
     let file = legacy_vault(old.path());
     let copy = fs::read(legacy::legacy_path(old.path())).unwrap();
-    let v = Vault::open(old.path(), &kek(1)).unwrap();
-    put(&v, ALICE, "BBB", "newer-than-the-old-file");
-    drop(v);
-    fs::write(legacy::legacy_path(old.path()), copy).unwrap();
+    drop(Vault::open(old.path(), &kek(1)).unwrap());
+    fs::write(legacy::legacy_path(old.path()), &copy).unwrap();
     let v = Vault::open(old.path(), &kek(1)).unwrap();
     assert!(!legacy::legacy_path(old.path()).exists());
-    assert_eq!(plain(&v, ALICE, "BBB"), b"newer-than-the-old-file");
     assert_eq!(v.count().0 + v.count().1, file.records.len());
+
+    // An old file that holds something else (an older daemon ran after
+    // the upgrade and wrote it): refused, and neither file is touched.
+    put(&v, ALICE, "BBB", "newer-than-the-old-file");
+    drop(v);
+    fs::write(legacy::legacy_path(old.path()), &copy).unwrap();
+    let store_before = fs::read(store_file(old.path())).unwrap();
+    match Vault::open(old.path(), &kek(1)) {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains("different vaults"), "{why}"),
+        other => panic!("both files were accepted: {other:?}"),
+    }
+    assert_eq!(fs::read(legacy::legacy_path(old.path())).unwrap(), copy);
+    assert_eq!(fs::read(store_file(old.path())).unwrap(), store_before);
 }
 
 #[test]

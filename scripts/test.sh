@@ -57,7 +57,7 @@ if grep -q -E '^test .* FAILED$' "$log"; then
   echo "==> failed tests:"
   grep -E '^test .* FAILED$' "$log" | sed -e 's/^test /  /' -e 's/ \.\.\. FAILED$//'
   echo "==> why (first lines of each panic):"
-  grep -A4 -E "panicked at" "$log" | head -n 80
+  grep -A4 -E "panicked at" "$log" | cut -c1-400 | head -n 80
 fi
 if [ "$fuzz_failed" -gt 0 ]; then
   echo "==> $fuzz_failed fuzz run(s) failed"

@@ -209,10 +209,8 @@ fn pending_id(d: &Daemon) -> String {
 
 /// Audit records of operation `op` about request `id`.
 fn records(d: &Daemon, op: &str, id: &str) -> Vec<Value> {
-    std::fs::read_to_string(d.audit_log())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    d.audit_records()
+        .into_iter()
         .filter(|r| r["op"] == op && r["detail"]["id"] == id)
         .collect()
 }
@@ -358,12 +356,11 @@ fn once_per_session_covers_later_runs_of_that_session_only() {
     assert_eq!(rc, 0, "{err}");
     assert!(!err.contains("requires approval"), "{err}");
     assert!(second.exists());
-    let covered: Vec<Value> = std::fs::read_to_string(s.d.audit_log())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["op"] == "approval.covered")
-        .collect();
+    let covered: Vec<Value> =
+        s.d.audit_records()
+            .into_iter()
+            .filter(|r| r["op"] == "approval.covered")
+            .collect();
     assert_eq!(covered.len(), 1, "{covered:?}");
     // Another session of the same user must ask again.
     let mut other = Session::new(&s.user);

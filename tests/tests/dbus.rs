@@ -194,11 +194,7 @@ impl Setup {
     }
 
     fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.d.audit_log())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.d.audit_records()
     }
 }
 

@@ -39,13 +39,12 @@ fn secret_vars(d: &Daemon, user: &User, extra: &[&str]) -> Vec<String> {
 
 /// The `secrets` of the last `run` record in the audit log.
 fn last_run_secrets(d: &Daemon) -> Vec<String> {
-    let log = std::fs::read_to_string(d.audit_log()).unwrap();
-    let record = log
-        .lines()
+    let records = d.audit_records();
+    let record = records
+        .iter()
         .rev()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|r| r["op"] == "run" && r["outcome"] == "ok")
-        .unwrap_or_else(|| panic!("no run record in:\n{log}"));
+        .unwrap_or_else(|| panic!("no run record in {records:?}"));
     let text = record.to_string();
     let secrets = record
         .pointer("/detail/secrets")

@@ -554,3 +554,95 @@ fn without_the_drop_in_the_installed_service_says_what_it_lacks() {
         text(&out)
     );
 }
+
+/// Undoes a mount made by a test, whatever the test's outcome.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn sh_root(script: &str) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out));
+}
+
+#[test]
+fn a_directory_is_never_given_more_than_the_caller_has_of_it() {
+    let (d, user, h) = setup();
+    let repo = h.repo.display().to_string();
+    // Read-only where the caller has it: read-only it may be given, never
+    // read-write (the clone's read-only flag would be cleared).
+    sh_root(&format!(
+        "mount --bind '{repo}' '{repo}' && mount -o remount,bind,ro '{repo}'"
+    ));
+    let ro = Mounted(h.repo.clone());
+    let out = vaultctl_in(
+        &d,
+        &user,
+        &h.repo,
+        &["run", "--workdir=read-write", "--", "touch", "made-by-run"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("read-only mount"), "{}", text(&out));
+    assert!(!h.repo.join("made-by-run").exists());
+    ok(&vaultctl_in(
+        &d,
+        &user,
+        &h.repo,
+        &[
+            "run",
+            "--workdir",
+            "--",
+            "/usr/bin/git",
+            "status",
+            "--short",
+        ],
+    ));
+    drop(ro);
+
+    // A mount below the directory would be uncovered by the clone.
+    let below = h.repo.join("covered");
+    ok(&as_user(
+        &user,
+        &h.repo,
+        &h.home,
+        "/usr/bin/mkdir",
+        &["covered"],
+    ));
+    sh_root(&format!(
+        "mount -t tmpfs -o size=1m none '{}'",
+        below.display()
+    ));
+    let covered = Mounted(below);
+    let out = vaultctl_in(
+        &d,
+        &user,
+        &h.repo,
+        &["run", "--workdir", "--", "/usr/bin/git", "status"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("mount below it"), "{}", text(&out));
+    drop(covered);
+
+    // A caller in a mount namespace of its own (as a sandbox puts it),
+    // where the same path is another mount: refused, though the directory
+    // is the same one.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{repo}' '{repo}' && cd '{repo}' && exec setpriv --reuid {} --regid {} --clear-groups \
+             env -i AIVAULT_SOCKET='{}' PATH=/usr/bin:/bin '{}' run --workdir -- /usr/bin/git status",
+            user.uid,
+            user.gid,
+            d.socket().display(),
+            bin("vaultctl").display()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("another mount"), "{}", text(&out));
+}

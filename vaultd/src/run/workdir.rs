@@ -135,6 +135,34 @@ pub fn check(caller_fd: OwnedFd, mode: WorkdirMode, caller: (u32, u32)) -> Resul
     if meta.dev() != theirs.st_dev || meta.ino() != theirs.st_ino {
         return Err(not_here());
     }
+    // The same mount, not only the same directory: a caller in a mount
+    // namespace of its own (a sandbox with read-only binds, or a tmpfs
+    // over a secret below) must not get the daemon's wider view of it.
+    let (theirs_mnt, ours_mnt) = (mount_id(&caller_fd), mount_id(&ours));
+    if theirs_mnt.is_none() || theirs_mnt != ours_mnt {
+        return Err(format!(
+            "the working directory {shown} is on another mount for the caller than for the daemon \
+             (a mount namespace or bind mount of its own); refused"
+        ));
+    }
+    // What is read-only for the caller stays so: the clone's read-only
+    // flag is cleared for read-write.
+    let ro = nix::sys::statvfs::fstatvfs(&caller_fd)
+        .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .map_err(|e| format!("cannot inspect the working directory's mount: {e}"))?;
+    if ro && mode == WorkdirMode::ReadWrite {
+        return Err(format!(
+            "the working directory {shown} is on a read-only mount; it can be given read-only only"
+        ));
+    }
+    // The clone holds that one mount, not the ones below it, which would
+    // uncover what they hide: a directory with mounts below is refused.
+    if let Some(below) = mount_below(&link) {
+        return Err(format!(
+            "the working directory {shown} has a mount below it ({}); choose a directory without one",
+            below.display()
+        ));
+    }
     drop(caller_fd);
     Ok(Workdir {
         dir: OwnedFd::from(ours),
@@ -142,6 +170,57 @@ pub fn check(caller_fd: OwnedFd, mode: WorkdirMode, caller: (u32, u32)) -> Resul
         mode,
         caller,
     })
+}
+
+/// The id of the mount a descriptor's file is on (`mnt_id` in
+/// `/proc/self/fdinfo`, unique across mount namespaces).
+fn mount_id(fd: &impl AsRawFd) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    parse_mnt_id(&info)
+}
+
+fn parse_mnt_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A mount point strictly below `dir` in the daemon's mount namespace.
+fn mount_below(dir: &std::path::Path) -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    first_mount_below(&table, dir)
+}
+
+fn first_mount_below(mountinfo: &str, dir: &std::path::Path) -> Option<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_octal(p)))
+        .find(|p| p != dir && p.starts_with(dir))
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Workdir {
@@ -157,6 +236,36 @@ impl Workdir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_ids_and_mounts_below_are_read_from_the_kernel_tables() {
+        assert_eq!(
+            parse_mnt_id("pos:\t0\nflags:\t0100000\nmnt_id:\t29\nino:\t12\n"),
+            Some(29)
+        );
+        assert_eq!(parse_mnt_id("pos:\t0\n"), None);
+        let table = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                     40 22 0:40 / /home/a/repo\\040x rw - tmpfs none rw\n\
+                     41 22 0:41 / /home/a/repo/.secrets rw - tmpfs none rw\n";
+        let repo = std::path::Path::new("/home/a/repo");
+        assert_eq!(
+            first_mount_below(table, repo),
+            Some(PathBuf::from("/home/a/repo/.secrets"))
+        );
+        // `repo x` is a sibling, not below; the directory's own mount is not below it.
+        assert_eq!(
+            first_mount_below(table, std::path::Path::new("/home/a/repo/.secrets")),
+            None
+        );
+        assert_eq!(
+            first_mount_below("40 22 0:40 / /home/a/repo\\040x rw - tmpfs none rw\n", repo),
+            None
+        );
+        assert_eq!(unescape_octal("a\\040b\\011c"), "a b\tc");
+        // Our own descriptors have a mount id.
+        let f = std::fs::File::open("/").unwrap();
+        assert!(mount_id(&f).is_some());
+    }
 
     fn open(path: &str, flags: i32) -> OwnedFd {
         OwnedFd::from(

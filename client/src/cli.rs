@@ -124,7 +124,12 @@ pub enum PolicyCmd {
     /// Validate the policy files and explain each rule (root only)
     Check,
     /// Make the daemon re-read the policy (root only); an invalid policy is not applied
-    Reload,
+    Reload {
+        /// Apply a policy without rules in place of one with rules (refused
+        /// otherwise, as more likely a file emptied by mistake)
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,9 +22,14 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
         Command::Run(args) => crate::run::run(&ep, ui, args),
         Command::Mcp => Ok(aivault_client::mcp::serve(&path)),
         Command::Approvals(cmd) => crate::approvals::run(&ep, ui, json, cmd),
-        Command::Policy(PolicyCmd::Reload) => {
+        Command::Policy(PolicyCmd::Reload { force }) => {
             let mut c = ep.open()?;
-            let Reply::Done { .. } = c.call(RequestBody::PolicyReload)? else {
+            let Reply::Done { .. } = c.call(if force {
+                RequestBody::PolicyReloadForced
+            } else {
+                RequestBody::PolicyReload
+            })?
+            else {
                 return Err(ClientError::Protocol.into());
             };
             if json {

@@ -248,6 +248,9 @@ pub enum RequestBody {
     },
     /// List, approve or deny pending approvals (appended last).
     Approvals(crate::approval::ApprovalRequest),
+    /// `PolicyReload` that also applies a valid policy without rules in
+    /// place of one with rules (`vaultctl policy reload --force`).
+    PolicyReloadForced,
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -287,6 +290,7 @@ impl RequestBody {
             RequestBody::PolicyShow => "policy.show",
             RequestBody::PolicyCheck => "policy.check",
             RequestBody::PolicyReload => "policy.reload",
+            RequestBody::PolicyReloadForced => "policy.reload",
             RequestBody::SecretGenerate { .. } => "secret.generate",
             RequestBody::SecretImportWith { .. } => "secret.import",
             RequestBody::SecretBackup { .. } => "secret.backup",

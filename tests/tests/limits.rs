@@ -200,7 +200,7 @@ fn a_reload_that_would_remove_every_rule_keeps_the_old_policy_and_says_why() {
     assert!(!out.status.success(), "an emptying reload was applied");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no rules but 1 are in force") && err.contains("restart aivaultd"),
+        err.contains("no rules but 1 are in force") && err.contains("policy reload --force"),
         "{err}"
     );
     ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
@@ -229,6 +229,22 @@ fn a_reload_that_would_remove_every_rule_keeps_the_old_policy_and_says_why() {
     d.write_policy(&true_policy(&alice).replace("name = \"true\"", "name = \"again\""));
     ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
     ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+
+    // On purpose: --force applies the empty policy, and runs are refused.
+    d.write_policy("");
+    ok(&d.vaultctl(&User::root(), &["policy", "reload", "--force"], b""));
+    let out = d.vaultctl(&alice, &["run", "--", "true"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a run was allowed by an empty policy"
+    );
+    assert!(
+        d.audit_records()
+            .iter()
+            .any(|r| r["op"] == "policy.reload" && r["detail"]["forced"] == true),
+        "the forced reload is not in the audit log"
+    );
 }
 
 /// A daemon killed in the middle of a run leaves the run's directory; the

@@ -26,7 +26,7 @@ pub enum ReloadRefused {
     /// emptied or lost by mistake than an intent; every run would be refused.
     #[error(
         "the new policy has no rules but {previous} are in force, so it was not applied; \
-         to run with no rules on purpose, restart aivaultd"
+         to run with no rules on purpose, use `vaultctl policy reload --force`"
     )]
     WouldRemoveEveryRule { previous: usize },
 }
@@ -35,11 +35,17 @@ impl Daemon {
     /// Re-reads the policy; an invalid one, or one without rules replacing
     /// one with rules, is reported and the old one stays.
     pub fn reload_policy(&self) -> Result<usize, ReloadRefused> {
+        self.reload_policy_with(false)
+    }
+
+    /// [`Daemon::reload_policy`]; `force` applies a valid policy without
+    /// rules in place of one with rules.
+    pub fn reload_policy_with(&self, force: bool) -> Result<usize, ReloadRefused> {
         let fresh = Policy::load(&self.cfg.policy_dir)?;
         let rules = fresh.explain().len();
         let mut current = self.policy.write().unwrap_or_else(|p| p.into_inner());
         let previous = current.explain().len();
-        if rules == 0 && previous > 0 {
+        if rules == 0 && previous > 0 && !force {
             return Err(ReloadRefused::WouldRemoveEveryRule { previous });
         }
         *current = std::sync::Arc::new(fresh);
@@ -183,12 +189,18 @@ impl Daemon {
 
     /// Re-reads the policy (root only); an invalid one, or one that would
     /// remove every rule, keeps the old one.
-    pub(super) fn policy_reload(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
+    pub(super) fn policy_reload(
+        &self,
+        caller: &Caller,
+        op: &str,
+        force: bool,
+    ) -> Result<Reply, WireError> {
         self.require_root(caller, op, "only root can reload the policy")?;
-        match self.reload_policy() {
+        match self.reload_policy_with(force) {
             Ok(n) => {
-                self.audit
-                    .record(Entry::new(caller, op).detail(json!({ "entries": n })))?;
+                self.audit.record(
+                    Entry::new(caller, op).detail(json!({ "entries": n, "forced": force })),
+                )?;
                 Ok(Reply::Done { version: None })
             }
             Err(ReloadRefused::Invalid(e)) => Err(self.audit.deny(

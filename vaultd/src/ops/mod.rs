@@ -288,7 +288,8 @@ impl Daemon {
             )),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
-            RequestBody::PolicyReload => self.policy_reload(caller, op),
+            RequestBody::PolicyReload => self.policy_reload(caller, op, false),
+            RequestBody::PolicyReloadForced => self.policy_reload(caller, op, true),
             RequestBody::SecretGenerate {
                 scope,
                 name,

@@ -22,9 +22,9 @@ use serde_json::Value;
 
 /// Runs `scripts/dbus-deps.sh` once per test binary (dbus-daemon, busctl,
 /// gdbus); polkitd comes with `scripts/deps.sh`.
-fn bus_deps() {
+fn bus_deps() -> &'static Path {
     static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"));
+    DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"))
 }
 
 fn policy(user: &User, marks: &Path, extra: &str) -> String {
@@ -988,5 +988,332 @@ fn a_d_bus_run_waits_for_its_approval_then_returns_the_result() {
     let (rc, out, err) = run.wait();
     assert_eq!(rc, 0, "{err}");
     assert!(out.starts_with("isssb 0 \"exited\""), "{out}");
+    assert!(marker.exists());
+}
+
+// ---- The desktop-notifier channel: one-time codes sent to one notifier.
+
+/// A `tests/dbus/notifier.py` process (dbus-next) in a login session.
+struct Notifier {
+    job: Job,
+    pid: i32,
+}
+
+impl Notifier {
+    /// Starts `notifier.py MODE` in `session` and waits for its first line
+    /// (registered, refused, or listening).
+    fn start(session: &mut Session, bus: &Bus, mode: &str) -> (Notifier, Value) {
+        let python = bus_deps().join("venv/bin/python");
+        let script = repo().join("tests/dbus/notifier.py");
+        let job = session.start(
+            &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+            &python,
+            &[&script.display().to_string(), mode],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            if let Some(line) = Notifier::read(&job).into_iter().next() {
+                break line;
+            }
+            assert!(
+                !job.done() && Instant::now() < deadline,
+                "notifier.py {mode} said nothing: {:?}",
+                std::fs::read_to_string(&job.err)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let pid = first["pid"].as_i64().unwrap() as i32;
+        (Notifier { job, pid }, first)
+    }
+
+    fn read(job: &Job) -> Vec<Value> {
+        std::fs::read_to_string(&job.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The ApprovalCode signals that reached it so far.
+    fn codes(&self) -> Vec<Value> {
+        Notifier::read(&self.job)
+            .into_iter()
+            .filter(|l| l["signal"] == "ApprovalCode")
+            .collect()
+    }
+
+    /// Waits (bounded) for the code of request `id`.
+    fn code_for(&self, id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.codes().into_iter().find(|c| c["id"] == id) {
+                return c["code"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no ApprovalCode for {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Waits (bounded) until `n` codes of request `id` are on record, then a
+/// little more: signals are sent right after their record.
+fn codes_recorded(d: &Daemon, id: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = records(d, "approval.code", id);
+        if got.len() >= n {
+            std::thread::sleep(Duration::from_millis(500));
+            return records(d, "approval.code", id);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval.code record for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `busctl call ... Approvals1 METHOD SIG ARGS` in `session`.
+fn approvals_call(session: &mut Session, bus: &Bus, method: &str, sig: &str, args: &[&str]) -> Job {
+    let mut all = vec![
+        "call",
+        "org.aivault.Vault1",
+        "/org/aivault/Vault1",
+        "org.aivault.Approvals1",
+        method,
+        sig,
+    ];
+    all.extend_from_slice(args);
+    busctl(session, bus, &all)
+}
+
+#[test]
+fn a_notifier_in_another_session_gets_a_code_that_approves_from_any_session() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup("aivt-appr-c", &bus.daemon_config(), "");
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("code");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    // The person's notifier, in their own session.
+    let (theirs, first) = Notifier::start(&mut person, &bus, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    assert!(first["lifetime_s"].as_u64().unwrap() > 0, "{first}");
+    // A notifier the agent registers from its own session, and a spy of
+    // the agent's on the bus (a plain and an eavesdropping match rule).
+    let (own, first) = Notifier::start(&mut agent, &bus, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    let (spy, first) = Notifier::start(&mut agent, &bus, "spy");
+    assert_eq!(first["add_match"], true, "{first}");
+    assert_ne!(first["monitor"], "granted", "{first}");
+    // A notifier outside any login session is refused outright.
+    use std::os::unix::process::CommandExt;
+    let mut outside = Command::new(bus_deps().join("venv/bin/python"))
+        .arg(repo().join("tests/dbus/notifier.py"))
+        .arg("register")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .uid(s.user.uid)
+        .gid(s.user.gid)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(outside.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = outside.kill();
+    let _ = outside.wait();
+    let refused: Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in no login session"),
+        "{refused}"
+    );
+
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    assert_eq!(code.len(), 11, "{code}");
+    let issued = codes_recorded(&s.d, &id, 1);
+    // One code, to the person's notifier only: none to the requesting
+    // session, none to the spy (the signal is unicast).
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["uid"], s.user.uid);
+    assert_eq!(
+        issued[0]["detail"]["notifier_session"],
+        person.id().unwrap()
+    );
+    assert_eq!(
+        issued[0]["detail"]["requester_session"],
+        agent.id().unwrap()
+    );
+    assert!(own.codes().is_empty(), "{:?}", own.codes());
+    assert!(spy.codes().is_empty(), "the spy heard {:?}", spy.codes());
+    let signal = &theirs.codes()[0];
+    assert_eq!(signal["rule"], "mark");
+    assert_eq!(signal["requester_uid"], s.user.uid);
+    // The code is in no record and no log line.
+    for file in [s.d.audit_log(), s.d.output_log()] {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(&code), "{} shows the code", file.display());
+    }
+    assert_waiting(&run, &marker);
+
+    // The person reads the code out; typed in the agent's own session, it
+    // approves (a plain approval from there would be refused).
+    let (rc, _, err) = agent
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", &code.to_lowercase()],
+        )
+        .wait();
+    assert_eq!(rc, 0, "{err}");
+    let (rc, _, err) = run.wait();
+    assert_eq!(rc, 0, "{err}");
+    assert!(marker.exists(), "the approved command did not run");
+    let approved = records(&s.d, "approval.approve", &id);
+    assert_eq!(approved.len(), 1, "{approved:?}");
+    assert_eq!(approved[0]["outcome"], "ok");
+    assert_eq!(approved[0]["detail"]["channel"], "code");
+    assert_eq!(
+        approved[0]["detail"]["approver_session"],
+        agent.id().unwrap()
+    );
+    assert_eq!(
+        approved[0]["detail"]["notifier_session"],
+        person.id().unwrap()
+    );
+    // Used once: the request is gone.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 3, "{err}");
+}
+
+#[test]
+fn wrong_codes_are_refused_audited_and_then_revoke_the_right_one() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup("aivt-appr-w", &bus.daemon_config(), "");
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("wrong");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let (theirs, _) = Notifier::start(&mut person, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    // A wrong code differs from the right one in its last symbol.
+    let last = code.chars().last().unwrap();
+    let wrong = format!(
+        "{}{}",
+        &code[..code.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &wrong])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(
+        err.contains("wrong code") && err.contains("2 tries left"),
+        "{err}"
+    );
+    // Over D-Bus too.
+    let (rc, _, err) = approvals_call(
+        &mut agent,
+        &bus,
+        "ApproveWithCode",
+        "ss",
+        &[&id, "ZZZZZ-ZZZZZ"],
+    )
+    .wait();
+    assert_ne!(rc, 0);
+    assert!(err.contains("wrong code"), "{err}");
+    let (rc, _, err) = agent
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", "00000-00000"],
+        )
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("last try"), "{err}");
+    // The right code no longer works; the request still waits.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("revoked"), "{err}");
+    assert_waiting(&run, &marker);
+    let tries = records(&s.d, "approval.approve", &id);
+    assert_eq!(tries.len(), 4, "{tries:?}");
+    assert!(tries.iter().all(|t| t["outcome"] == "denied"), "{tries:?}");
+    assert!(
+        tries
+            .iter()
+            .take(3)
+            .all(|t| t["reason"].as_str().unwrap().contains("wrong code")),
+        "{tries:?}"
+    );
+    assert_eq!(records(&s.d, "approval.code_revoked", &id).len(), 1);
+    let audit = std::fs::read_to_string(s.d.audit_log()).unwrap();
+    assert!(!audit.contains(&code) && !audit.contains(&wrong));
+    // Other channels still decide it.
+    let (rc, _, err) = person.vaultctl(&s.d, &["approvals", "deny", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 4);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_non_approvers_notifier_gets_no_code() {
+    bus_deps();
+    let bus = Bus::start();
+    let other = User::ensure("aivt-appr-b");
+    let s = setup(
+        "aivt-appr-v",
+        &bus.daemon_config(),
+        &format!("approvers = {{ users = [\"{}\"] }}", other.name),
+    );
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("named-code");
+    let mut agent = Session::new(&s.user);
+    // The requester's own notifier in another session: not an approver.
+    let mut mine = Session::new(&s.user);
+    let (not_named, _) = Notifier::start(&mut mine, &bus, "register");
+    let mut bobs = Session::new(&other);
+    let (named, _) = Notifier::start(&mut bobs, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = named.code_for(&id);
+    let issued = codes_recorded(&s.d, &id, 1);
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["uid"], other.uid);
+    assert!(not_named.codes().is_empty(), "{:?}", not_named.codes());
+    // The approver's code does not make the requester an approver.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("names who may"), "{err}");
+    assert_waiting(&run, &marker);
+    // The approver gives it back over D-Bus, from any session of theirs.
+    let (rc, _, err) =
+        approvals_call(&mut bobs, &bus, "ApproveWithCode", "ss", &[&id, &code]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 0);
     assert!(marker.exists());
 }

@@ -4,8 +4,9 @@ Driven by tests/tests/approval.rs as an unprivileged user in a login
 session, on the private system-like bus named by DBUS_SYSTEM_BUS_ADDRESS.
 Prints one JSON object per line, flushed; ends when the bus goes away.
 
-  notifier.py register   call RegisterNotifier, then print every
-                         ApprovalCode signal that reaches this connection
+  notifier.py register   subscribe to ApprovalCode signals, call
+                         RegisterNotifier, then print every ApprovalCode
+                         signal that reaches this connection
   notifier.py spy        without registering, ask for every ApprovalCode
                          signal (a plain match rule and an eavesdropping
                          one), try to become a monitor, and print every
@@ -60,14 +61,17 @@ async def main(mode):
             )
 
     bus.add_message_handler(heard)
+    dbus = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
     if mode == "register":
+        # As a desktop library would: subscribe, so that a broadcast signal
+        # would reach it too (the test's check that the signal is unicast).
+        await call(bus, *dbus, "AddMatch", "s", [RULE])
         reply = await call(bus, NAME, PATH, IFACE, "RegisterNotifier")
         if reply.message_type == MessageType.ERROR:
             say(error=reply.error_name, message=reply.body[0] if reply.body else "", pid=os.getpid())
         else:
             say(registered=bus.unique_name, lifetime_s=reply.body[0], pid=os.getpid())
     elif mode == "spy":
-        dbus = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
         plain = await call(bus, *dbus, "AddMatch", "s", [RULE])
         eaves = await call(bus, *dbus, "AddMatch", "s", [RULE + ",eavesdrop='true'"])
         monitor = await call(

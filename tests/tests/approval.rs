@@ -1023,7 +1023,11 @@ impl Notifier {
             std::thread::sleep(Duration::from_millis(20));
         };
         let pid = first["pid"].as_i64().unwrap() as i32;
-        (Notifier { job, pid }, first)
+        let n = Notifier { job, pid };
+        if mode == "register" {
+            assert!(first["registered"].is_string(), "not registered: {first}");
+        }
+        (n, first)
     }
 
     fn read(job: &Job) -> Vec<Value> {
@@ -1161,8 +1165,8 @@ fn a_notifier_in_another_session_gets_a_code_that_approves_from_any_session() {
         issued[0]["detail"]["requester_session"],
         agent.id().unwrap()
     );
-    assert!(own.codes().is_empty(), "{:?}", own.codes());
     assert!(spy.codes().is_empty(), "the spy heard {:?}", spy.codes());
+    assert!(own.codes().is_empty(), "{:?}", own.codes());
     let signal = &theirs.codes()[0];
     assert_eq!(signal["rule"], "mark");
     assert_eq!(signal["requester_uid"], s.user.uid);

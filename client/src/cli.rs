@@ -67,7 +67,7 @@ pub enum Command {
 pub enum ApprovalsCmd {
     /// The pending requests you may approve, and your own
     List,
-    /// Approve a pending request; refused from the requesting login session
+    /// Approve a pending request; refused from the requesting login session, except with a one-time code (--code)
     Approve {
         /// The request id, as `approvals list` shows it
         id: String,

@@ -1321,3 +1321,157 @@ fn a_non_approvers_notifier_gets_no_code() {
     assert_eq!(run.wait().0, 0);
     assert!(marker.exists());
 }
+
+/// A private bus like [`Bus`], except that its default policy lets every
+/// connection eavesdrop (as a careless local file might): the aivault
+/// policy's mandatory rule must still keep `ApprovalCode` from spies. (The
+/// bus itself lets only root add an eavesdropping match rule.)
+struct EavesdroppingBus {
+    _dir: tempfile::TempDir,
+    child: Child,
+    address: String,
+}
+
+impl EavesdroppingBus {
+    fn start() -> EavesdroppingBus {
+        aivault_tests::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("aivault-ebus-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("system_bus_socket");
+        let template =
+            std::fs::read_to_string(repo().join("tests/dbus/system-like.conf.in")).unwrap();
+        let policy = repo().join("packaging/dbus/org.aivault.Vault1.conf");
+        let conf = template
+            .replace("@SOCKET@", &socket.display().to_string())
+            .replace(
+                "<include>@POLICY@</include>",
+                &format!(
+                    "<include>{}</include>\n  <policy context=\"default\"><allow eavesdrop=\"true\"/></policy>",
+                    policy.display()
+                ),
+            );
+        let conf_path = dir.path().join("bus.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf_path.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = [0u8; 512];
+        let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+        let address = String::from_utf8_lossy(&line[..n]).trim().to_string();
+        assert!(address.starts_with("unix:"), "{address}");
+        EavesdroppingBus {
+            _dir: dir,
+            child,
+            address,
+        }
+    }
+}
+
+impl Drop for EavesdroppingBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_bus_policy_refuses_codes_to_eavesdroppers_even_where_eavesdropping_is_allowed() {
+    bus_deps();
+    let ebus = EavesdroppingBus::start();
+    // The helpers take a `Bus`; only its address matters to them.
+    let s = setup(
+        "aivt-appr-e",
+        &format!("[dbus]\nbus = \"{}\"\n", ebus.address),
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", ebus.address))
+            .args(["call", "org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args([
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                "org.aivault.Vault1",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never took its name");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let marker = s.marks.path().join("eaves");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let start = |session: &mut Session, mode: &str| -> (Notifier, Value) {
+        let python = bus_deps().join("venv/bin/python");
+        let script = repo().join("tests/dbus/notifier.py").display().to_string();
+        let job = session.start(
+            &[("DBUS_SYSTEM_BUS_ADDRESS", &ebus.address)],
+            &python,
+            &[&script, mode],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(first) = Notifier::read(&job).into_iter().next() {
+                let pid = first["pid"].as_i64().unwrap() as i32;
+                return (Notifier { job, pid }, first);
+            }
+            assert!(Instant::now() < deadline, "notifier.py {mode} said nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (theirs, first) = start(&mut person, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    // Only root may add an eavesdropping match rule: the spy runs as root
+    // (not as a monitor, which no bus policy restricts).
+    let spy_dir = tempfile::tempdir().unwrap();
+    let job = Job {
+        out: spy_dir.path().join("spy.out"),
+        err: spy_dir.path().join("spy.err"),
+        rc: spy_dir.path().join("spy.rc"),
+    };
+    let mut spying = Command::new(bus_deps().join("venv/bin/python"))
+        .arg(repo().join("tests/dbus/notifier.py"))
+        .arg("spy")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &ebus.address)
+        .stdout(std::fs::File::create(&job.out).unwrap())
+        .stderr(std::fs::File::create(&job.err).unwrap())
+        .spawn()
+        .unwrap();
+    let spy = Notifier {
+        job,
+        pid: spying.id() as i32,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(first) = Notifier::read(&spy.job).into_iter().next() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "the spy said nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(first["eavesdrop_match"], true, "{first}");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    codes_recorded(&s.d, &id, 1);
+    assert!(spy.codes().is_empty(), "the spy heard {:?}", spy.codes());
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 0);
+    let _ = spying.kill();
+    let _ = spying.wait();
+}

@@ -1170,11 +1170,17 @@ fn a_notifier_in_another_session_gets_a_code_that_approves_from_any_session() {
     let signal = &theirs.codes()[0];
     assert_eq!(signal["rule"], "mark");
     assert_eq!(signal["requester_uid"], s.user.uid);
-    // The code is in no record and no log line.
+    // The code is in no record and no log line; the registrations are.
     for file in [s.d.audit_log(), s.d.output_log()] {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         assert!(!text.contains(&code), "{} shows the code", file.display());
     }
+    let log = std::fs::read_to_string(s.d.output_log()).unwrap();
+    assert_eq!(
+        log.matches("approval notifier registered").count(),
+        2,
+        "{log}"
+    );
     assert_waiting(&run, &marker);
 
     // The person reads the code out; typed in the agent's own session, it
@@ -1474,4 +1480,40 @@ fn the_bus_policy_refuses_codes_to_eavesdroppers_even_where_eavesdropping_is_all
     assert_eq!(run.wait().0, 0);
     let _ = spying.kill();
     let _ = spying.wait();
+}
+
+#[test]
+fn a_rule_that_accepts_polkit_only_sends_no_codes() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup(
+        "aivt-appr-k",
+        &bus.daemon_config(),
+        "approval = \"required\"\napproval_channel = \"polkit\"",
+    );
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("polkit-only");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let (theirs, _) = Notifier::start(&mut person, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    // Codes are sent right after the request is listed: give them time.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(theirs.codes().is_empty(), "{:?}", theirs.codes());
+    assert!(records(&s.d, "approval.code", &id).is_empty());
+    let (rc, _, err) = person
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", "00000-00000"],
+        )
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("through polkit only"), "{err}");
+    assert_waiting(&run, &marker);
+    assert_eq!(
+        person.vaultctl(&s.d, &["approvals", "deny", &id]).wait().0,
+        0
+    );
+    assert_eq!(run.wait().0, 4);
 }

@@ -2,7 +2,10 @@
 //! anything starts, until a person approves it from another login session
 //! (or through a real polkitd and its text agent); denials and timeouts fail
 //! the run with their reason; the requesting session cannot approve its own
-//! request through any interface. Every step is in the audit log.
+//! request through any interface. Every step is in the audit log. A desktop
+//! notifier (`tests/dbus/notifier.py`, dbus-next) registered from another
+//! session gets a one-time code in a signal sent to it alone; that code
+//! approves from any session, and nothing else hears it.
 //!
 //! Login sessions are made the way `pam_loginuid` makes them: a root child
 //! writes `/proc/self/loginuid`, and the kernel gives it a new audit session

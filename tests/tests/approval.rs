@@ -30,11 +30,20 @@ fn bus_deps() -> &'static Path {
     DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"))
 }
 
+/// The rule the tests run. Unless `extra` names a channel, it says
+/// `approval_channel = "session"`, so that a test can approve its own
+/// uid's runs from a second session of that uid (by default that needs
+/// polkit: see `by_default_the_requesters_own_uid_approves_only_through_polkit`).
 fn policy(user: &User, marks: &Path, extra: &str) -> String {
     let approval = if extra.contains("approval =") {
         ""
     } else {
         "approval = \"required\""
+    };
+    let channel = if extra.contains("approval_channel") {
+        ""
+    } else {
+        "approval_channel = \"session\""
     };
     format!(
         r#"
@@ -43,6 +52,7 @@ name = "mark"
 command = "/usr/bin/touch"
 users = ["{u}"]
 {approval}
+{channel}
 {extra}
 [rule.sandbox]
 write = ["{m}"]
@@ -283,6 +293,32 @@ fn a_run_starts_only_once_approved_from_another_session() {
         approved[0]["detail"]["approver_session"],
         person.id().unwrap()
     );
+}
+
+/// A process of the requester's uid can open a second login session by
+/// itself (a crontab line, `ssh localhost`): by default such a session's
+/// approval does not count, only polkit's (or another approver's).
+#[test]
+fn by_default_the_requesters_own_uid_approves_only_through_polkit() {
+    let s = setup("aivt-appr-p", "", "approval_channel = \"any\"");
+    let marker = s.marks.path().join("own-uid");
+    let mut agent = Session::new(&s.user);
+    let mut second = Session::new(&s.user);
+    assert_ne!(agent.id(), second.id());
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let (rc, _, err) = second.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("needs polkit"), "{err}");
+    assert_waiting(&run, &marker);
+    let refused = records(&s.d, "approval.approve", &id);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_ne!(refused[0]["outcome"], "ok", "{refused:?}");
+    // Denying its own request stays possible.
+    let (rc, _, err) = second.vaultctl(&s.d, &["approvals", "deny", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_ne!(run.wait().0, 0);
+    assert!(!marker.exists());
 }
 
 #[test]

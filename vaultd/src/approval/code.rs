@@ -272,7 +272,9 @@ pub async fn issue(daemon: &Arc<dyn RunHost>, bus: &str, id: u64) -> Vec<Deliver
     }
     let mut out = Vec::new();
     for n in approvals.notifiers.on(bus) {
-        if session::refuse(Some(n.session), view.session).is_some() {
+        if session::refuse(Some(n.session), view.session).is_some()
+            || super::serve::own_uid_needs_polkit(&view, n.caller.uid)
+        {
             continue;
         }
         let groups = {

@@ -350,6 +350,7 @@ mod tests {
                 mode: ApprovalMode::Required,
                 approvers: None,
                 polkit_only: false,
+                same_uid_session: false,
             },
         }
     }

@@ -88,6 +88,9 @@ pub async fn serve(
             if view.rule.polkit_only {
                 return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
             }
+            if own_uid_needs_polkit(&view, caller.uid) {
+                return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
+            }
             let Some(checked) = approvals.check_code(id, caller.uid, &code) else {
                 return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
             };
@@ -136,6 +139,9 @@ pub async fn serve(
             }
             if view.rule.polkit_only && channel != ApprovalChannel::Polkit {
                 return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
+            }
+            if channel != ApprovalChannel::Polkit && own_uid_needs_polkit(&view, caller.uid) {
+                return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
             }
             let mine = session::audit_session(caller.pid);
             let why = match channel {
@@ -278,6 +284,25 @@ fn not_named(view: &PendingView) -> WireError {
         format!(
             "you may not approve request {}: rule {} names who may",
             format_id(view.info.id),
+            view.info.rule
+        ),
+    )
+}
+
+/// Whether an approval by `uid` must come through polkit: the requester's
+/// own uid can open another login session without a person (cron, `ssh
+/// localhost`), unless the rule says `approval_channel = "session"`.
+pub(super) fn own_uid_needs_polkit(view: &PendingView, uid: u32) -> bool {
+    uid == view.requester.uid && !view.rule.same_uid_session
+}
+
+fn needs_polkit(view: &PendingView) -> WireError {
+    WireError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "approving a run of your own uid needs polkit (vaultctl approvals approve --polkit): \
+             a process of your uid can open another session by itself; rule {} may accept it \
+             without polkit with approval_channel = \"session\"",
             view.info.rule
         ),
     )

@@ -6,7 +6,9 @@
 //! `--polkit` on a terminal this process first starts polkit's text agent
 //! for itself (`pkttyagent --process <own pid>`, as `pkexec` does), so polkit
 //! asks for the password on this terminal; elsewhere polkit asks through the
-//! session's own agent (a desktop's), if it has one.
+//! session's own agent (a desktop's), if it has one. With `--code` it
+//! gives back the one-time code the daemon sent to the person's desktop
+//! notifier.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -56,7 +58,20 @@ pub fn run(ep: &Endpoint, ui: Ui, json: bool, cmd: ApprovalsCmd) -> Result<i32, 
             }
             Ok(0)
         }
-        ApprovalsCmd::Approve { id, polkit } => {
+        ApprovalsCmd::Approve {
+            id,
+            code: Some(code),
+            ..
+        } => {
+            let id = id_arg(&id)?;
+            let mut c = ep.open()?;
+            c.call(RequestBody::Approvals(ApprovalRequest::ApproveCode {
+                id,
+                code,
+            }))?;
+            decided(ui, json, id, "approved")
+        }
+        ApprovalsCmd::Approve { id, polkit, .. } => {
             let id = id_arg(&id)?;
             let channel = if polkit {
                 ApprovalChannel::Polkit

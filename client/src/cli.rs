@@ -67,13 +67,16 @@ pub enum Command {
 pub enum ApprovalsCmd {
     /// The pending requests you may approve, and your own
     List,
-    /// Approve a pending request; refused from the requesting login session
+    /// Approve a pending request; refused from the requesting login session, except with a one-time code (--code)
     Approve {
         /// The request id, as `approvals list` shows it
         id: String,
         /// Also have polkit authenticate you with your password: on a terminal polkit's text agent asks here, elsewhere your desktop's polkit agent
-        #[arg(long)]
+        #[arg(long, conflicts_with = "code")]
         polkit: bool,
+        /// Approve with the one-time code your desktop notifier (in another login session) showed for this request; accepted from any session
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
     /// Deny a pending request (an approver, or the requester withdrawing its own)
     Deny {

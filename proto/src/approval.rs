@@ -23,8 +23,8 @@ pub struct PendingApproval {
     pub expires_in_ms: u64,
 }
 
-/// What an approver asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an approver asks. Its `Debug` never shows a code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApprovalRequest {
     /// The pending requests this caller may approve, and its own.
     List,
@@ -36,6 +36,31 @@ pub enum ApprovalRequest {
     Deny {
         id: u64,
     },
+    /// With the one-time code the daemon sent to a desktop notifier of
+    /// the caller in another session; from any session.
+    ApproveCode {
+        id: u64,
+        code: String,
+    },
+}
+
+impl std::fmt::Debug for ApprovalRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApprovalRequest::List => f.write_str("List"),
+            ApprovalRequest::Approve { id, channel } => f
+                .debug_struct("Approve")
+                .field("id", id)
+                .field("channel", channel)
+                .finish(),
+            ApprovalRequest::Deny { id } => f.debug_struct("Deny").field("id", id).finish(),
+            ApprovalRequest::ApproveCode { id, .. } => f
+                .debug_struct("ApproveCode")
+                .field("id", id)
+                .field("code", &"<hidden>")
+                .finish(),
+        }
+    }
 }
 
 /// How an approver proves it is a person, not the requester's processes.
@@ -46,6 +71,9 @@ pub enum ApprovalChannel {
     /// As `Session`, and polkit authenticates the approver
     /// (`org.aivault.approve`, `auth_self`) through its agent.
     Polkit,
+    /// A one-time code the daemon sent to the approver's desktop notifier
+    /// (in another session than the request) was given back.
+    Code,
 }
 
 impl ApprovalChannel {
@@ -53,6 +81,7 @@ impl ApprovalChannel {
         match self {
             ApprovalChannel::Session => "session",
             ApprovalChannel::Polkit => "polkit",
+            ApprovalChannel::Code => "code",
         }
     }
 }

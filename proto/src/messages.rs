@@ -301,9 +301,10 @@ impl RequestBody {
             RequestBody::PolicyCheckPage { .. } => "policy.check",
             RequestBody::SecretImportMeta { .. } => "secret.import",
             RequestBody::Approvals(crate::approval::ApprovalRequest::List) => "approval.list",
-            RequestBody::Approvals(crate::approval::ApprovalRequest::Approve { .. }) => {
-                "approval.approve"
-            }
+            RequestBody::Approvals(
+                crate::approval::ApprovalRequest::Approve { .. }
+                | crate::approval::ApprovalRequest::ApproveCode { .. },
+            ) => "approval.approve",
             RequestBody::Approvals(crate::approval::ApprovalRequest::Deny { .. }) => {
                 "approval.deny"
             }

@@ -182,6 +182,9 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         any::<u64>()
             .prop_map(|id| RequestBody::Approvals(aivault_proto::ApprovalRequest::Deny { id })),
+        (any::<u64>(), "[0-9A-Z-]{0,16}").prop_map(|(id, code)| {
+            RequestBody::Approvals(aivault_proto::ApprovalRequest::ApproveCode { id, code })
+        }),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
 }

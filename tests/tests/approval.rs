@@ -2,7 +2,10 @@
 //! anything starts, until a person approves it from another login session
 //! (or through a real polkitd and its text agent); denials and timeouts fail
 //! the run with their reason; the requesting session cannot approve its own
-//! request through any interface. Every step is in the audit log.
+//! request through any interface. Every step is in the audit log. A desktop
+//! notifier (`tests/dbus/notifier.py`, dbus-next) registered from another
+//! session gets a one-time code in a signal sent to it alone; that code
+//! approves from any session, and nothing else hears it.
 //!
 //! Login sessions are made the way `pam_loginuid` makes them: a root child
 //! writes `/proc/self/loginuid`, and the kernel gives it a new audit session
@@ -22,16 +25,25 @@ use serde_json::Value;
 
 /// Runs `scripts/dbus-deps.sh` once per test binary (dbus-daemon, busctl,
 /// gdbus); polkitd comes with `scripts/deps.sh`.
-fn bus_deps() {
+fn bus_deps() -> &'static Path {
     static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"));
+    DONE.get_or_init(|| aivault_tests::install_deps("dbus-deps.sh"))
 }
 
+/// The rule the tests run. Unless `extra` names a channel, it says
+/// `approval_channel = "session"`, so that a test can approve its own
+/// uid's runs from a second session of that uid (by default that needs
+/// polkit: see `by_default_the_requesters_own_uid_approves_only_through_polkit`).
 fn policy(user: &User, marks: &Path, extra: &str) -> String {
     let approval = if extra.contains("approval =") {
         ""
     } else {
         "approval = \"required\""
+    };
+    let channel = if extra.contains("approval_channel") {
+        ""
+    } else {
+        "approval_channel = \"session\""
     };
     format!(
         r#"
@@ -40,6 +52,7 @@ name = "mark"
 command = "/usr/bin/touch"
 users = ["{u}"]
 {approval}
+{channel}
 {extra}
 [rule.sandbox]
 write = ["{m}"]
@@ -278,6 +291,32 @@ fn a_run_starts_only_once_approved_from_another_session() {
         approved[0]["detail"]["approver_session"],
         person.id().unwrap()
     );
+}
+
+/// A process of the requester's uid can open a second login session by
+/// itself (a crontab line, `ssh localhost`): by default such a session's
+/// approval does not count, only polkit's (or another approver's).
+#[test]
+fn by_default_the_requesters_own_uid_approves_only_through_polkit() {
+    let s = setup("aivt-appr-p", "", "approval_channel = \"any\"");
+    let marker = s.marks.path().join("own-uid");
+    let mut agent = Session::new(&s.user);
+    let mut second = Session::new(&s.user);
+    assert_ne!(agent.id(), second.id());
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let (rc, _, err) = second.vaultctl(&s.d, &["approvals", "approve", &id]).wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("needs polkit"), "{err}");
+    assert_waiting(&run, &marker);
+    let refused = records(&s.d, "approval.approve", &id);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_ne!(refused[0]["outcome"], "ok", "{refused:?}");
+    // Denying its own request stays possible.
+    let (rc, _, err) = second.vaultctl(&s.d, &["approvals", "deny", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_ne!(run.wait().0, 0);
+    assert!(!marker.exists());
 }
 
 #[test]
@@ -986,4 +1025,531 @@ fn a_d_bus_run_waits_for_its_approval_then_returns_the_result() {
     assert_eq!(rc, 0, "{err}");
     assert!(out.starts_with("isssb 0 \"exited\""), "{out}");
     assert!(marker.exists());
+}
+
+// ---- The desktop-notifier channel: one-time codes sent to one notifier.
+
+/// A `tests/dbus/notifier.py` process (dbus-next) in a login session.
+struct Notifier {
+    job: Job,
+    pid: i32,
+}
+
+impl Notifier {
+    /// Starts `notifier.py MODE` in `session` and waits for its first line
+    /// (registered, refused, or listening).
+    fn start(session: &mut Session, bus: &Bus, mode: &str) -> (Notifier, Value) {
+        let python = bus_deps().join("venv/bin/python");
+        let script = repo().join("tests/dbus/notifier.py");
+        let job = session.start(
+            &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+            &python,
+            &[&script.display().to_string(), mode],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            if let Some(line) = Notifier::read(&job).into_iter().next() {
+                break line;
+            }
+            assert!(
+                !job.done() && Instant::now() < deadline,
+                "notifier.py {mode} said nothing: {:?}",
+                std::fs::read_to_string(&job.err)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let pid = first["pid"].as_i64().unwrap() as i32;
+        let n = Notifier { job, pid };
+        if mode == "register" {
+            assert!(first["registered"].is_string(), "not registered: {first}");
+        }
+        (n, first)
+    }
+
+    fn read(job: &Job) -> Vec<Value> {
+        std::fs::read_to_string(&job.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The ApprovalCode signals that reached it so far.
+    fn codes(&self) -> Vec<Value> {
+        Notifier::read(&self.job)
+            .into_iter()
+            .filter(|l| l["signal"] == "ApprovalCode")
+            .collect()
+    }
+
+    /// Waits (bounded) for the code of request `id`.
+    fn code_for(&self, id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.codes().into_iter().find(|c| c["id"] == id) {
+                return c["code"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no ApprovalCode for {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Waits (bounded) until `n` codes of request `id` are on record, then a
+/// little more: signals are sent right after their record.
+fn codes_recorded(d: &Daemon, id: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = records(d, "approval.code", id);
+        if got.len() >= n {
+            std::thread::sleep(Duration::from_millis(500));
+            return records(d, "approval.code", id);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval.code record for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `busctl call ... Approvals1 METHOD SIG ARGS` in `session`.
+fn approvals_call(session: &mut Session, bus: &Bus, method: &str, sig: &str, args: &[&str]) -> Job {
+    let mut all = vec![
+        "call",
+        "org.aivault.Vault1",
+        "/org/aivault/Vault1",
+        "org.aivault.Approvals1",
+        method,
+        sig,
+    ];
+    all.extend_from_slice(args);
+    busctl(session, bus, &all)
+}
+
+#[test]
+fn a_notifier_in_another_session_gets_a_code_that_approves_from_any_session() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup("aivt-appr-c", &bus.daemon_config(), "");
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("code");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    // The person's notifier, in their own session.
+    let (theirs, first) = Notifier::start(&mut person, &bus, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    assert!(first["lifetime_s"].as_u64().unwrap() > 0, "{first}");
+    // A notifier the agent registers from its own session, and a spy of
+    // the agent's on the bus (a plain and an eavesdropping match rule).
+    let (own, first) = Notifier::start(&mut agent, &bus, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    let (spy, first) = Notifier::start(&mut agent, &bus, "spy");
+    assert_eq!(first["add_match"], true, "{first}");
+    assert_ne!(first["monitor"], "granted", "{first}");
+    // A notifier outside any login session is refused outright.
+    use std::os::unix::process::CommandExt;
+    let mut outside = Command::new(bus_deps().join("venv/bin/python"))
+        .arg(repo().join("tests/dbus/notifier.py"))
+        .arg("register")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .uid(s.user.uid)
+        .gid(s.user.gid)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(outside.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = outside.kill();
+    let _ = outside.wait();
+    let refused: Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in no login session"),
+        "{refused}"
+    );
+
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    assert_eq!(code.len(), 11, "{code}");
+    let issued = codes_recorded(&s.d, &id, 1);
+    // One code, to the person's notifier only: none to the requesting
+    // session, none to the spy (the signal is unicast).
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["uid"], s.user.uid);
+    assert_eq!(
+        issued[0]["detail"]["notifier_session"],
+        person.id().unwrap()
+    );
+    assert_eq!(
+        issued[0]["detail"]["requester_session"],
+        agent.id().unwrap()
+    );
+    assert!(spy.codes().is_empty(), "the spy heard {:?}", spy.codes());
+    assert!(own.codes().is_empty(), "{:?}", own.codes());
+    let signal = &theirs.codes()[0];
+    assert_eq!(signal["rule"], "mark");
+    assert_eq!(signal["requester_uid"], s.user.uid);
+    // The code is in no record and no log line; the registrations are.
+    for file in [s.d.audit_log(), s.d.output_log()] {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(&code), "{} shows the code", file.display());
+    }
+    let log = std::fs::read_to_string(s.d.output_log()).unwrap();
+    assert_eq!(
+        log.matches("approval notifier registered").count(),
+        2,
+        "{log}"
+    );
+    assert_waiting(&run, &marker);
+
+    // The person reads the code out; typed in the agent's own session, it
+    // approves (a plain approval from there would be refused).
+    let (rc, _, err) = agent
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", &code.to_lowercase()],
+        )
+        .wait();
+    assert_eq!(rc, 0, "{err}");
+    let (rc, _, err) = run.wait();
+    assert_eq!(rc, 0, "{err}");
+    assert!(marker.exists(), "the approved command did not run");
+    let approved = records(&s.d, "approval.approve", &id);
+    assert_eq!(approved.len(), 1, "{approved:?}");
+    assert_eq!(approved[0]["outcome"], "ok");
+    assert_eq!(approved[0]["detail"]["channel"], "code");
+    assert_eq!(
+        approved[0]["detail"]["approver_session"],
+        agent.id().unwrap()
+    );
+    assert_eq!(
+        approved[0]["detail"]["notifier_session"],
+        person.id().unwrap()
+    );
+    // Used once: the request is gone.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 3, "{err}");
+}
+
+#[test]
+fn wrong_codes_are_refused_audited_and_then_revoke_the_right_one() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup("aivt-appr-w", &bus.daemon_config(), "");
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("wrong");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let (theirs, _) = Notifier::start(&mut person, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    // A wrong code differs from the right one in its last symbol.
+    let last = code.chars().last().unwrap();
+    let wrong = format!(
+        "{}{}",
+        &code[..code.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &wrong])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(
+        err.contains("wrong code") && err.contains("2 tries left"),
+        "{err}"
+    );
+    // Over D-Bus too.
+    let (rc, _, err) = approvals_call(
+        &mut agent,
+        &bus,
+        "ApproveWithCode",
+        "ss",
+        &[&id, "ZZZZZ-ZZZZZ"],
+    )
+    .wait();
+    assert_ne!(rc, 0);
+    assert!(err.contains("wrong code"), "{err}");
+    let (rc, _, err) = agent
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", "00000-00000"],
+        )
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("last try"), "{err}");
+    // The right code no longer works; the request still waits.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("revoked"), "{err}");
+    assert_waiting(&run, &marker);
+    let tries = records(&s.d, "approval.approve", &id);
+    assert_eq!(tries.len(), 4, "{tries:?}");
+    assert!(tries.iter().all(|t| t["outcome"] == "denied"), "{tries:?}");
+    assert!(
+        tries
+            .iter()
+            .take(3)
+            .all(|t| t["reason"].as_str().unwrap().contains("wrong code")),
+        "{tries:?}"
+    );
+    assert_eq!(records(&s.d, "approval.code_revoked", &id).len(), 1);
+    let audit = std::fs::read_to_string(s.d.audit_log()).unwrap();
+    assert!(!audit.contains(&code) && !audit.contains(&wrong));
+    // Other channels still decide it.
+    let (rc, _, err) = person.vaultctl(&s.d, &["approvals", "deny", &id]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 4);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_non_approvers_notifier_gets_no_code() {
+    bus_deps();
+    let bus = Bus::start();
+    let other = User::ensure("aivt-appr-b");
+    let s = setup(
+        "aivt-appr-v",
+        &bus.daemon_config(),
+        &format!("approvers = {{ users = [\"{}\"] }}", other.name),
+    );
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("named-code");
+    let mut agent = Session::new(&s.user);
+    // The requester's own notifier in another session: not an approver.
+    let mut mine = Session::new(&s.user);
+    let (not_named, _) = Notifier::start(&mut mine, &bus, "register");
+    let mut bobs = Session::new(&other);
+    let (named, _) = Notifier::start(&mut bobs, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = named.code_for(&id);
+    let issued = codes_recorded(&s.d, &id, 1);
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["uid"], other.uid);
+    assert!(not_named.codes().is_empty(), "{:?}", not_named.codes());
+    // The approver's code does not make the requester an approver.
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("names who may"), "{err}");
+    assert_waiting(&run, &marker);
+    // The approver gives it back over D-Bus, from any session of theirs.
+    let (rc, _, err) =
+        approvals_call(&mut bobs, &bus, "ApproveWithCode", "ss", &[&id, &code]).wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 0);
+    assert!(marker.exists());
+}
+
+/// A private bus like [`Bus`], except that its default policy lets every
+/// connection eavesdrop (as a careless local file might): the aivault
+/// policy's mandatory rule must still keep `ApprovalCode` from spies. (The
+/// bus itself lets only root add an eavesdropping match rule.)
+struct EavesdroppingBus {
+    _dir: tempfile::TempDir,
+    child: Child,
+    address: String,
+}
+
+impl EavesdroppingBus {
+    fn start() -> EavesdroppingBus {
+        aivault_tests::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("aivault-ebus-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("system_bus_socket");
+        let template =
+            std::fs::read_to_string(repo().join("tests/dbus/system-like.conf.in")).unwrap();
+        let policy = repo().join("packaging/dbus/org.aivault.Vault1.conf");
+        let conf = template
+            .replace("@SOCKET@", &socket.display().to_string())
+            .replace(
+                "<include>@POLICY@</include>",
+                &format!(
+                    "<include>{}</include>\n  <policy context=\"default\"><allow eavesdrop=\"true\"/></policy>",
+                    policy.display()
+                ),
+            );
+        let conf_path = dir.path().join("bus.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf_path.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = [0u8; 512];
+        let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+        let address = String::from_utf8_lossy(&line[..n]).trim().to_string();
+        assert!(address.starts_with("unix:"), "{address}");
+        EavesdroppingBus {
+            _dir: dir,
+            child,
+            address,
+        }
+    }
+}
+
+impl Drop for EavesdroppingBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_bus_policy_refuses_codes_to_eavesdroppers_even_where_eavesdropping_is_allowed() {
+    bus_deps();
+    let ebus = EavesdroppingBus::start();
+    // The helpers take a `Bus`; only its address matters to them.
+    let s = setup(
+        "aivt-appr-e",
+        &format!("[dbus]\nbus = \"{}\"\n", ebus.address),
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", ebus.address))
+            .args(["call", "org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args([
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                "org.aivault.Vault1",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never took its name");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let marker = s.marks.path().join("eaves");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let start = |session: &mut Session, mode: &str| -> (Notifier, Value) {
+        let python = bus_deps().join("venv/bin/python");
+        let script = repo().join("tests/dbus/notifier.py").display().to_string();
+        let job = session.start(
+            &[("DBUS_SYSTEM_BUS_ADDRESS", &ebus.address)],
+            &python,
+            &[&script, mode],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(first) = Notifier::read(&job).into_iter().next() {
+                let pid = first["pid"].as_i64().unwrap() as i32;
+                return (Notifier { job, pid }, first);
+            }
+            assert!(Instant::now() < deadline, "notifier.py {mode} said nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (theirs, first) = start(&mut person, "register");
+    assert!(first["registered"].is_string(), "{first}");
+    // Only root may add an eavesdropping match rule: the spy runs as root
+    // (not as a monitor, which no bus policy restricts).
+    let spy_dir = tempfile::tempdir().unwrap();
+    let job = Job {
+        out: spy_dir.path().join("spy.out"),
+        err: spy_dir.path().join("spy.err"),
+        rc: spy_dir.path().join("spy.rc"),
+    };
+    let mut spying = Command::new(bus_deps().join("venv/bin/python"))
+        .arg(repo().join("tests/dbus/notifier.py"))
+        .arg("spy")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &ebus.address)
+        .stdout(std::fs::File::create(&job.out).unwrap())
+        .stderr(std::fs::File::create(&job.err).unwrap())
+        .spawn()
+        .unwrap();
+    let spy = Notifier {
+        job,
+        pid: spying.id() as i32,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(first) = Notifier::read(&spy.job).into_iter().next() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "the spy said nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(first["eavesdrop_match"], true, "{first}");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    let code = theirs.code_for(&id);
+    codes_recorded(&s.d, &id, 1);
+    assert!(spy.codes().is_empty(), "the spy heard {:?}", spy.codes());
+    let (rc, _, err) = agent
+        .vaultctl(&s.d, &["approvals", "approve", &id, "--code", &code])
+        .wait();
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(run.wait().0, 0);
+    let _ = spying.kill();
+    let _ = spying.wait();
+}
+
+#[test]
+fn a_rule_that_accepts_polkit_only_sends_no_codes() {
+    bus_deps();
+    let bus = Bus::start();
+    let s = setup(
+        "aivt-appr-k",
+        &bus.daemon_config(),
+        "approval = \"required\"\napproval_channel = \"polkit\"",
+    );
+    bus.wait_for_name("org.aivault.Vault1", &s.d);
+    let marker = s.marks.path().join("polkit-only");
+    let mut agent = Session::new(&s.user);
+    let mut person = Session::new(&s.user);
+    let (theirs, _) = Notifier::start(&mut person, &bus, "register");
+    let run = agent.vaultctl(&s.d, &["run", "--", "touch", &marker.display().to_string()]);
+    let id = pending_id(&s.d);
+    // Codes are sent right after the request is listed: give them time.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(theirs.codes().is_empty(), "{:?}", theirs.codes());
+    assert!(records(&s.d, "approval.code", &id).is_empty());
+    let (rc, _, err) = person
+        .vaultctl(
+            &s.d,
+            &["approvals", "approve", &id, "--code", "00000-00000"],
+        )
+        .wait();
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("through polkit only"), "{err}");
+    assert_waiting(&run, &marker);
+    assert_eq!(
+        person.vaultctl(&s.d, &["approvals", "deny", &id]).wait().0,
+        0
+    );
+    assert_eq!(run.wait().0, 4);
 }

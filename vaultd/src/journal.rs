@@ -39,6 +39,8 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("approval.timeout", "2cc790db4e9a4344ac495e59bff8ab80"),
     ("approval.withdrawn", "70e5825c8fe8439f84eee4c38eb8d330"),
     ("approval.list", "64d63e71a4294f27a1a16d70867244be"),
+    ("approval.code", "7dad5bd8d8414faa9bb6a2bcb02d4bad"),
+    ("approval.code_revoked", "98c6a6f6ef124277af0e313fa7386e29"),
 ];
 
 /// An audit record of an operation not in [`AUDIT_IDS`].

@@ -15,11 +15,15 @@
 //!   uid), and must be in another login session than the request
 //!   ([`session`]: the kernel's audit session id, which a process cannot
 //!   change); the polkit channel ([`polkit`]) also has polkitd
-//!   authenticate the approver (`org.aivault.approve`, `auth_self`).
+//!   authenticate the approver (`org.aivault.approve`, `auth_self`);
+//! * [`code`] sends a fresh one-time code to each registered desktop
+//!   notifier of an approver in another session; an approval that gives
+//!   the code may come from any session.
 //!
 //! Every request, approval, denial, refusal and timeout is audited through
 //! the audit gate.
 
+pub mod code;
 pub mod polkit;
 pub mod serve;
 pub mod session;
@@ -95,6 +99,8 @@ struct Pending {
     visible: bool,
     deadline: Instant,
     verdict: oneshot::Sender<Verdict>,
+    /// One-time codes sent to notifiers; they expire with the request.
+    codes: code::Codes,
 }
 
 /// An approval that covers later runs of the same rule.
@@ -118,6 +124,8 @@ pub struct Approvals {
     pub cfg: ApprovalConfig,
     table: Mutex<Table>,
     announce: broadcast::Sender<PendingApproval>,
+    /// Desktop notifiers that get one-time codes.
+    pub notifiers: code::Notifiers,
 }
 
 impl Approvals {
@@ -126,6 +134,7 @@ impl Approvals {
             cfg,
             table: Mutex::default(),
             announce: broadcast::channel(64).0,
+            notifiers: code::Notifiers::default(),
         }
     }
 
@@ -217,6 +226,7 @@ impl Approvals {
                 view,
                 deadline,
                 verdict: tx,
+                codes: code::Codes::default(),
             },
         );
         Ok((id, deadline, rx))
@@ -266,6 +276,33 @@ impl Approvals {
         self.lock().pending.remove(&id).map(|p| p.verdict)
     }
 
+    /// Adds a code to visible request `id`; false if it is gone.
+    fn add_code(&self, id: u64, issued: code::Issued) -> bool {
+        let mut t = self.lock();
+        match t.pending.get_mut(&id).filter(|p| p.visible) {
+            Some(p) => {
+                p.codes.add(issued);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Withdraws the code of request `id` sent to `address`.
+    fn drop_code(&self, id: u64, address: &str) {
+        if let Some(p) = self.lock().pending.get_mut(&id) {
+            p.codes.drop_for(address);
+        }
+    }
+
+    /// Checks a code given for visible request `id` by `uid`; `None` if
+    /// the request is gone.
+    fn check_code(&self, id: u64, uid: u32, given: &str) -> Option<code::Checked> {
+        let mut t = self.lock();
+        let p = t.pending.get_mut(&id).filter(|p| p.visible)?;
+        Some(p.codes.check(uid, given))
+    }
+
     /// [`Approvals::take`] for an approver: only a visible request.
     fn take_visible(&self, id: u64) -> Option<oneshot::Sender<Verdict>> {
         let mut t = self.lock();
@@ -313,6 +350,7 @@ mod tests {
                 mode: ApprovalMode::Required,
                 approvers: None,
                 polkit_only: false,
+                same_uid_session: false,
             },
         }
     }

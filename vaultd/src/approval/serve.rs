@@ -12,6 +12,12 @@
 //!    caller's process for `org.aivault.approve` after its agent has asked
 //!    the user.
 //!
+//! An approval with a one-time code ([`super::code`]) replaces 3. and 4.:
+//! the code must be one sent to a notifier of the caller's uid (in another
+//! session than the request), from whatever session it is given; a rule
+//! that accepts polkit only refuses it, and [`code::MAX_WRONG_CODES`]
+//! wrong codes revoke the request's codes.
+//!
 //! Each refusal and each verdict is audited before it takes effect.
 
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use aivault_proto::approval::format_id;
 use aivault_proto::{ApprovalChannel, ApprovalRequest, ErrorCode, Reply, WireError};
 use serde_json::json;
 
+use super::code::{self, Checked};
 use super::polkit::{self, About, Subject};
 use super::{session, PendingView, Verdict};
 use crate::audit::gate::Entry;
@@ -70,31 +77,71 @@ pub async fn serve(
             )
             .await
         }
+        ApprovalRequest::ApproveCode { id, code } => {
+            let op = "approval.approve";
+            let Some(view) = approvals.view(id) else {
+                return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
+            };
+            if !may_decide(&view) {
+                return Err(refuse(daemon, caller, op, id, not_named(&view)).await);
+            }
+            if view.rule.polkit_only {
+                return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
+            }
+            if own_uid_needs_polkit(&view, caller.uid) {
+                return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
+            }
+            let Some(checked) = approvals.check_code(id, caller.uid, &code) else {
+                return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
+            };
+            let hex = format_id(id);
+            match checked {
+                Checked::Right { session, address } => {
+                    let verdict = Verdict::Approved {
+                        by: caller.uid,
+                        channel: ApprovalChannel::Code,
+                    };
+                    let mine = session::audit_session(caller.pid);
+                    let via = json!({ "notifier": address, "notifier_session": session });
+                    settle_with(daemon, caller, &view, verdict, mine, via).await
+                }
+                Checked::None { revoked } => {
+                    let why = if revoked {
+                        format!("the codes of approval request {hex} were revoked after {} wrong ones: approve it another way", code::MAX_WRONG_CODES)
+                    } else {
+                        format!("no code was sent for approval request {hex} to a notifier of yours: approve it another way")
+                    };
+                    let e = WireError::new(ErrorCode::PermissionDenied, why);
+                    Err(refuse(daemon, caller, op, id, e).await)
+                }
+                Checked::Wrong { left } => {
+                    let why = if left == 0 {
+                        format!("wrong code for approval request {hex}; it was the last try: its codes are revoked")
+                    } else {
+                        format!("wrong code for approval request {hex} ({left} tries left)")
+                    };
+                    let e = WireError::new(ErrorCode::PermissionDenied, why);
+                    let e = refuse(daemon, caller, op, id, e).await;
+                    if left == 0 {
+                        revoked(daemon, caller, &view).await;
+                    }
+                    Err(e)
+                }
+            }
+        }
         ApprovalRequest::Approve { id, channel } => {
             let op = "approval.approve";
             let Some(view) = approvals.view(id) else {
                 return Err(refuse(daemon, caller, op, id, not_pending(id)).await);
             };
             if !may_decide(&view) {
-                let e = WireError::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "you may not approve request {}: rule {} names who may",
-                        format_id(id),
-                        view.info.rule
-                    ),
-                );
-                return Err(refuse(daemon, caller, op, id, e).await);
+                return Err(refuse(daemon, caller, op, id, not_named(&view)).await);
             }
             if view.rule.polkit_only && channel != ApprovalChannel::Polkit {
-                let e = WireError::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "rule {} accepts approvals through polkit only: use vaultctl approvals approve --polkit",
-                        view.info.rule
-                    ),
-                );
-                return Err(refuse(daemon, caller, op, id, e).await);
+                return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
+            }
+            if channel != ApprovalChannel::Polkit && own_uid_needs_polkit(&view, caller.uid) {
+                return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
             }
             let mine = session::audit_session(caller.pid);
             let why = match channel {
@@ -103,6 +150,9 @@ pub async fn serve(
                     (Some(a), Some(r)) if a == r => session::refuse(mine, view.session),
                     _ => None,
                 },
+                ApprovalChannel::Code => {
+                    Some("an approval with a code must give the code (vaultctl approvals approve ID --code CODE)".into())
+                }
             };
             if let Some(why) = why {
                 let e = WireError::new(ErrorCode::PermissionDenied, why);
@@ -167,6 +217,26 @@ async fn settle(
     verdict: Verdict,
     approver_session: Option<u32>,
 ) -> Result<Reply, WireError> {
+    settle_with(
+        daemon,
+        caller,
+        view,
+        verdict,
+        approver_session,
+        serde_json::Value::Null,
+    )
+    .await
+}
+
+/// [`settle`], with more for the record (`via`: an object, or null).
+async fn settle_with(
+    daemon: &Arc<dyn RunHost>,
+    caller: Caller,
+    view: &PendingView,
+    verdict: Verdict,
+    approver_session: Option<u32>,
+    via: serde_json::Value,
+) -> Result<Reply, WireError> {
     let id = view.info.id;
     let (op, channel) = match verdict {
         Verdict::Approved { channel, .. } => ("approval.approve", Some(channel.as_str())),
@@ -182,7 +252,7 @@ async fn settle(
         );
         return Err(refuse(daemon, caller, op, id, e).await);
     };
-    let detail = json!({
+    let mut detail = json!({
         "id": format_id(id),
         "requester_uid": view.requester.uid,
         "requester_pid": view.requester.pid,
@@ -191,6 +261,9 @@ async fn settle(
         "channel": channel,
         "argv": view.info.argv,
     });
+    if let (Some(d), serde_json::Value::Object(more)) = (detail.as_object_mut(), via) {
+        d.extend(more);
+    }
     let (d, rule) = (daemon.clone(), view.info.rule.clone());
     let recorded = tokio::task::spawn_blocking(move || {
         d.audit()
@@ -203,6 +276,65 @@ async fn settle(
     recorded?;
     let _ = tx.send(verdict);
     Ok(Reply::Done { version: None })
+}
+
+fn not_named(view: &PendingView) -> WireError {
+    WireError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "you may not approve request {}: rule {} names who may",
+            format_id(view.info.id),
+            view.info.rule
+        ),
+    )
+}
+
+/// Whether an approval by `uid` must come through polkit: the requester's
+/// own uid can open another login session without a person (cron, `ssh
+/// localhost`), unless the rule says `approval_channel = "session"`.
+pub(super) fn own_uid_needs_polkit(view: &PendingView, uid: u32) -> bool {
+    uid == view.requester.uid && !view.rule.same_uid_session
+}
+
+fn needs_polkit(view: &PendingView) -> WireError {
+    WireError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "approving a run of your own uid needs polkit (vaultctl approvals approve --polkit): \
+             a process of your uid can open another session by itself; rule {} may accept it \
+             without polkit with approval_channel = \"session\"",
+            view.info.rule
+        ),
+    )
+}
+
+fn polkit_only(view: &PendingView) -> WireError {
+    WireError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "rule {} accepts approvals through polkit only: use vaultctl approvals approve --polkit",
+            view.info.rule
+        ),
+    )
+}
+
+/// Records that request `view`'s codes were revoked after too many wrong
+/// ones (the request itself stays pending for the other channels).
+async fn revoked(daemon: &Arc<dyn RunHost>, caller: Caller, view: &PendingView) {
+    let (d, rule) = (daemon.clone(), view.info.rule.clone());
+    let detail = json!({
+        "id": format_id(view.info.id),
+        "wrong_codes": code::MAX_WRONG_CODES,
+        "requester_uid": view.requester.uid,
+    });
+    let _ = tokio::task::spawn_blocking(move || {
+        d.audit().record(
+            Entry::new(&caller, "approval.code_revoked")
+                .name(Some(&rule))
+                .detail(detail),
+        )
+    })
+    .await;
 }
 
 fn not_pending(id: u64) -> WireError {

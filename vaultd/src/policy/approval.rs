@@ -6,12 +6,17 @@
 //! approval = "once-per-session"    # the first run in each login session
 //! approval = { ttl = "15m" }       # then again once 15 minutes have passed
 //! approvers = { users = ["alice"], groups = ["admins"] }
-//! approval_channel = "polkit"      # only through polkit (default "any")
+//! approval_channel = "polkit"      # only through polkit
+//! approval_channel = "session"     # also the requester's own uid from
+//!                                  # another session, without polkit
 //! ```
 //!
-//! Without `approvers` the caller approves its own runs — as a person, from
-//! another login session or through polkit, never from the requesting
-//! session (`crate::approval`).
+//! Without `approvers` the caller approves its own runs — as a person,
+//! never from the requesting session. By default (`"any"`) an approval by
+//! the requester's own uid must come through polkit: a process of that uid
+//! can open another session by itself (a crontab line, `ssh localhost`), so
+//! a session of its own proves no person. Another approver may use any
+//! channel (`crate::approval`).
 
 use std::time::Duration;
 
@@ -71,6 +76,11 @@ pub struct ApprovalRule {
     /// Only approvals through polkit count (`approval_channel = "polkit"`).
     #[serde(default)]
     pub polkit_only: bool,
+    /// The requester's own uid may approve from another session, or with a
+    /// code, without polkit (`approval_channel = "session"`: weaker, see
+    /// SECURITY.md).
+    #[serde(default)]
+    pub same_uid_session: bool,
 }
 
 /// Uids and gids that may approve, resolved at load time.
@@ -122,17 +132,18 @@ pub fn compile(
     approvers: Option<RawApprovers>,
     channel: Option<String>,
 ) -> Result<Option<ApprovalRule>, EntryError> {
-    let polkit_only = match channel.as_deref() {
-        None | Some("any") => false,
-        Some("polkit") => true,
+    let (polkit_only, same_uid_session) = match channel.as_deref() {
+        None | Some("any") => (false, false),
+        Some("polkit") => (true, false),
+        Some("session") => (false, true),
         Some(other) => {
             return Err(EntryError::Approval(format!(
-                "approval_channel {other:?} is not \"any\" or \"polkit\""
+                "approval_channel {other:?} is not \"any\", \"polkit\" or \"session\""
             )))
         }
     };
     let Some(raw) = approval else {
-        if approvers.is_some() || polkit_only {
+        if approvers.is_some() || channel.is_some() {
             return Err(EntryError::Approval(
                 "approvers or approval_channel without approval: say approval = \"required\" (or \"once-per-session\", or { ttl = \"15m\" })".into(),
             ));
@@ -171,6 +182,7 @@ pub fn compile(
         mode,
         approvers,
         polkit_only,
+        same_uid_session,
     }))
 }
 

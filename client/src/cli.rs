@@ -323,6 +323,12 @@ pub enum AuditCmd {
         #[arg(long)]
         follow: bool,
     },
-    /// Check the audit log's MAC chain and anchor (root only)
-    Verify,
+    /// Check the audit log's MAC chain and anchor (root only); without --archives only the current file, from its first record on
+    Verify {
+        /// Also verify every archive `audit rotate` left, back to the first record, and that each one ends in the record the next file's rotate record chains to (a deleted, altered or truncated archive fails)
+        #[arg(long)]
+        archives: bool,
+    },
+    /// Archive the audit log next to itself as <log>.<first seq>-<last seq> and start a new file whose first record (audit.rotate) chains to the archive's last (root only); `audit list` then shows the new file only
+    Rotate,
 }

@@ -248,6 +248,13 @@ pub enum RequestBody {
     },
     /// List, approve or deny pending approvals (appended last).
     Approvals(crate::approval::ApprovalRequest),
+    /// Archive the audit log next to itself and start a new file whose
+    /// first record, of `audit.rotate`, chains to the archive's last (root
+    /// only). Answered with `AuditRecords` holding that record.
+    AuditRotate,
+    /// `AuditVerify`, and every archive back to the first record (root
+    /// only). Answered with `AuditVerified`.
+    AuditVerifyArchives,
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -303,6 +310,8 @@ impl RequestBody {
             RequestBody::Approvals(crate::approval::ApprovalRequest::Deny { .. }) => {
                 "approval.deny"
             }
+            RequestBody::AuditRotate => "audit.rotate",
+            RequestBody::AuditVerifyArchives => "audit.verify",
         }
     }
 }

@@ -89,6 +89,7 @@ mod format;
 pub(crate) use format::rfc3339_utc;
 pub mod gate;
 mod logfile;
+mod rotate;
 mod verify;
 
 use std::fmt;
@@ -136,6 +137,8 @@ pub enum AuditError {
     RecordTooLarge(usize),
     #[error("audit sequence numbers exhausted")]
     SeqExhausted,
+    #[error("cannot rotate the audit log: {0}")]
+    Rotate(String),
 }
 
 /// The key that MACs audit records. Wiped on drop; `Debug` shows nothing.
@@ -251,6 +254,7 @@ impl AuditLog {
         anchor_path: &Path,
         key: Option<AuditKey>,
     ) -> Result<AuditLog, AuditError> {
+        rotate::recover(log_path, anchor_path, key.as_ref())?;
         let file = open_log(log_path)?;
         sync_parent(log_path)?;
         let last = last_record(&file).map_err(AuditError::ReadLog)?;
@@ -332,29 +336,7 @@ impl AuditLog {
         if chain.dirty {
             self.adopt_orphan(&mut chain)?;
         }
-        let seq = chain.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let ts = format::rfc3339_utc(SystemTime::now());
-        let prev = hex(&chain.mac);
-        let body = format::body_json(&Body {
-            seq,
-            ts: &ts,
-            uid: ev.actor.uid,
-            gid: ev.actor.gid,
-            pid: ev.actor.pid,
-            op: ev.op,
-            scope: ev.scope,
-            name: ev.name,
-            outcome: ev.outcome,
-            reason: ev.reason,
-            detail: &ev.detail,
-            prev: &prev,
-        })?;
-        let mac = RecordMac::compute(chain.key.as_ref(), body.as_bytes());
-        let mut line = format::splice_mac(&body, &mac);
-        line.push('\n');
-        if line.len() > MAX_RECORD {
-            return Err(AuditError::RecordTooLarge(line.len()));
-        }
+        let (seq, mac, line) = next_line(&chain, ev)?;
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
         if let Err(failed) = write_line(&self.log_path, line.as_bytes(), chain.seq) {
@@ -368,23 +350,45 @@ impl AuditLog {
         let key = chain.key.clone();
         drop(chain);
         durable();
-        tracing::info!(
-            target: "aivault::audit",
-            message_id = crate::journal::audit_message_id(ev.op),
-            seq,
-            uid = ev.actor.uid,
-            gid = ev.actor.gid,
-            pid = ev.actor.pid,
-            op = ev.op,
-            scope = ev.scope,
-            name = ev.name,
-            outcome = ev.outcome.as_str(),
-            reason = ev.reason,
-            "{}",
-            crate::journal::audit_message(ev)
-        );
+        journal(ev, seq);
         self.anchor_at(seq, mac.value(), key.as_ref())?;
         Ok(seq)
+    }
+
+    /// Archives the log and starts a new file whose first record, of
+    /// `audit.rotate` by `actor`, chains to the archive's last (see
+    /// `rotate.rs`). Returns that record's line and the archive's name.
+    pub fn rotate(&self, actor: Actor) -> Result<(String, String), AuditError> {
+        let mut chain = self.lock();
+        if chain.dirty {
+            self.adopt_orphan(&mut chain)?;
+        }
+        let (archive, ev_detail) = rotate::prepare(&self.log_path, chain.seq, &chain.mac)?;
+        let name = archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ev = Event {
+            actor,
+            op: rotate::OP,
+            scope: None,
+            name: Some(&name),
+            outcome: Outcome::Ok,
+            reason: None,
+            detail: ev_detail,
+        };
+        let (seq, mac, line) = next_line(&chain, &ev)?;
+        let unflushed = rotate::switch(&self.log_path, &archive, line.as_bytes())?;
+        chain.seq = seq;
+        chain.mac = *mac.value();
+        let key = chain.key.clone();
+        drop(chain);
+        journal(&ev, seq);
+        if let Some(e) = unflushed {
+            return Err(e);
+        }
+        self.anchor_at(seq, mac.value(), key.as_ref())?;
+        Ok((line.trim_end().to_string(), name))
     }
 
     /// Makes the anchor name record `seq` unless a newer one is anchored.
@@ -433,6 +437,17 @@ impl AuditLog {
         verify::verify(log_path, anchor_path, key, unkeyed_ops)
     }
 
+    /// [`AuditLog::verify`], and every archive back to the first record
+    /// (see `rotate.rs`): a missing, altered or truncated archive shows.
+    pub fn verify_archives(
+        log_path: &Path,
+        anchor_path: &Path,
+        key: &AuditKey,
+        unkeyed_ops: &[&str],
+    ) -> VerifyReport {
+        verify::verify_archives(log_path, anchor_path, key, unkeyed_ops)
+    }
+
     /// What `aivaultd --check-config` checks of the log, reading only: with
     /// the key, the whole chain and the anchor ([`AuditLog::verify`]);
     /// without it (a sealed passphrase vault), that the log still ends at
@@ -479,6 +494,54 @@ impl AuditLog {
         chain.dirty = false;
         Ok(())
     }
+}
+
+/// The record that would follow the chain: its number, MAC and line
+/// (newline included).
+fn next_line(chain: &Chain, ev: &Event<'_>) -> Result<(u64, RecordMac, String), AuditError> {
+    let seq = chain.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+    let ts = format::rfc3339_utc(SystemTime::now());
+    let prev = hex(&chain.mac);
+    let body = format::body_json(&Body {
+        seq,
+        ts: &ts,
+        uid: ev.actor.uid,
+        gid: ev.actor.gid,
+        pid: ev.actor.pid,
+        op: ev.op,
+        scope: ev.scope,
+        name: ev.name,
+        outcome: ev.outcome,
+        reason: ev.reason,
+        detail: &ev.detail,
+        prev: &prev,
+    })?;
+    let mac = RecordMac::compute(chain.key.as_ref(), body.as_bytes());
+    let mut line = format::splice_mac(&body, &mac);
+    line.push('\n');
+    if line.len() > MAX_RECORD {
+        return Err(AuditError::RecordTooLarge(line.len()));
+    }
+    Ok((seq, mac, line))
+}
+
+/// Tells the journal of a record now durable in the log.
+fn journal(ev: &Event<'_>, seq: u64) {
+    tracing::info!(
+        target: "aivault::audit",
+        message_id = crate::journal::audit_message_id(ev.op),
+        seq,
+        uid = ev.actor.uid,
+        gid = ev.actor.gid,
+        pid = ev.actor.pid,
+        op = ev.op,
+        scope = ev.scope,
+        name = ev.name,
+        outcome = ev.outcome.as_str(),
+        reason = ev.reason,
+        "{}",
+        crate::journal::audit_message(ev)
+    );
 }
 
 #[cfg(test)]

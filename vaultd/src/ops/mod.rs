@@ -276,7 +276,9 @@ impl Daemon {
             RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),
             RequestBody::SecretRemove { scope, name } => self.remove(caller, op, scope, &name),
             RequestBody::AuditList { limit } => self.audit_list(caller, op, limit),
-            RequestBody::AuditVerify => self.audit_verify(caller, op),
+            RequestBody::AuditVerify => self.audit_verify(caller, op, false),
+            RequestBody::AuditVerifyArchives => self.audit_verify(caller, op, true),
+            RequestBody::AuditRotate => self.audit_rotate(caller, op),
             RequestBody::Run(_) => Err(err(
                 ErrorCode::BadRequest,
                 "run requests are served on their own connection",

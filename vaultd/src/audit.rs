@@ -53,6 +53,16 @@
 //! elsewhere (the journal receives every record as a structured event, see
 //! [`crate::journal`]).
 //!
+//! # Rotation
+//!
+//! [`AuditLog::rotate`] archives the log next to itself
+//! (`<log>.<first seq>-<last seq>`) and starts a new file whose first record,
+//! of `audit.rotate`, is chained to the archive's last exactly as any next
+//! record would be and names the archive, its last seq and MAC. `verify`
+//! starts the current file's chain from that record; `verify_archives` also
+//! follows the rotate records through every archive. The switch and what a
+//! crash in it leaves are described in `rotate.rs`.
+//!
 //! # Failure and crash behaviour
 //!
 //! * `append` fails closed: any error reaching the log or the anchor is returned
@@ -82,7 +92,8 @@
 //! * [`AuditLog::open`] never refuses to start because the log and the anchor
 //!   disagree: it continues the chain from whichever is further along (the log
 //!   may legitimately be ahead after a crash) and logs an error;
-//!   `verify` reports the damage.
+//!   `verify` reports the damage. Before that it finishes or undoes a
+//!   rotation a crash interrupted (`rotate::recover`).
 
 mod anchor;
 mod format;

@@ -47,7 +47,7 @@ pub enum Command {
     Status,
     /// Unseal a passphrase-protected vault (root only; passphrase from a no-echo prompt or stdin)
     Unlock,
-    /// Read or verify the audit log
+    /// Read, verify or rotate the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Run an allowed command with secrets in its environment; its output comes back redacted

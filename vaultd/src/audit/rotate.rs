@@ -158,10 +158,13 @@ pub(super) fn switch(
         let _ = fs::remove_file(&tmp);
         return Err(AuditError::WriteLog(e));
     }
-    let linked = fs::hard_link(log, archive)
-        .map_err(|e| AuditError::Rotate(format!("cannot create the archive: {e}")))
-        .and_then(|()| sync_parent(log));
-    let renamed = linked.and_then(|()| {
+    if let Err(e) = fs::hard_link(log, archive) {
+        let _ = fs::remove_file(&tmp);
+        return Err(AuditError::Rotate(format!(
+            "cannot create the archive: {e}"
+        )));
+    }
+    let renamed = sync_parent(log).and_then(|()| {
         fs::rename(&tmp, log)
             .map_err(|e| AuditError::Rotate(format!("cannot start the new log: {e}")))
     });

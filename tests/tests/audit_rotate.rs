@@ -238,3 +238,56 @@ fn a_rotation_cut_short_before_the_new_log_leaves_the_old_one() {
     assert_eq!(r["detail"]["archive"], format!("{base}.{first}-{now_last}"));
     assert_ok(&d, true);
 }
+
+#[test]
+fn the_daemon_rotates_by_itself_at_rotate_bytes_and_the_chain_holds() {
+    let d = Daemon::start_new(Options {
+        config: "[audit]\nrotate_bytes = 4096\n".into(),
+        ..Options::default()
+    });
+    let alice = User::ensure("aivt-alice");
+    // About 450 bytes a record, two records a `set`: some 9 sets a file.
+    set_some(&d, &alice, 0, 30);
+    let dir = d.audit_log().parent().unwrap().to_path_buf();
+    let base = d
+        .audit_log()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let archives: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{base}.")) && n != format!("{base}.rotating")
+        })
+        .collect();
+    assert!(archives.len() >= 2, "{archives:?}");
+    for a in &archives {
+        let len = std::fs::metadata(a).unwrap().len();
+        assert!(len >= 4096, "{a:?} has {len} bytes");
+        assert!(len < 4096 + 1024, "{a:?} has {len} bytes");
+    }
+    let head = &d.audit_records()[0];
+    assert_eq!(head["op"], "audit.rotate", "{head}");
+    assert_eq!(head["uid"], 0);
+    assert_ok(&d, false);
+    assert_ok(&d, true);
+}
+
+#[test]
+fn a_rotate_bytes_below_the_minimum_is_refused() {
+    let d = Daemon::init(Options::default());
+    let conf = d.path("aivaultd.toml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\n[audit]\nrotate_bytes = 100\n");
+    std::fs::write(&conf, text).unwrap();
+    let out = d.command().arg("--check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("audit.rotate_bytes: 100 is less than the 4096 allowed"),
+        "{err}"
+    );
+}

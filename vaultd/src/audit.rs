@@ -245,6 +245,8 @@ pub struct AuditLog {
     anchor_path: PathBuf,
     chain: Mutex<Chain>,
     anchor: Mutex<Anchored>,
+    /// Rotate once the log has grown to this many bytes.
+    rotate_bytes: std::sync::OnceLock<u64>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -322,7 +324,16 @@ impl AuditLog {
                 writer: AnchorWriter::default(),
                 seq: 0,
             }),
+            rotate_bytes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Rotates the log by itself once it has grown to `bytes` (`[audit]
+    /// rotate_bytes`); set once, before serving.
+    pub fn set_rotate_bytes(&self, bytes: Option<u64>) {
+        if let Some(b) = bytes {
+            let _ = self.rotate_bytes.set(b);
+        }
     }
 
     /// Supplies the key once the vault is unlocked; later records are keyed.
@@ -363,16 +374,52 @@ impl AuditLog {
         durable();
         journal(ev, seq);
         self.anchor_at(seq, mac.value(), key.as_ref())?;
+        if let Some(&limit) = self.rotate_bytes.get() {
+            self.rotate_if_large(limit);
+        }
         Ok(seq)
+    }
+
+    /// The size threshold's rotation, by the daemon itself. The record just
+    /// written stands whatever happens here: a failure is logged, and the
+    /// next record tries again.
+    fn rotate_if_large(&self, limit: u64) {
+        let actor = Actor {
+            uid: 0,
+            gid: 0,
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+        };
+        if let Err(e) = self.rotate_when(actor, Some(limit)) {
+            tracing::error!(target: "aivault::audit", error = %e, "the audit log reached its rotate_bytes but could not be rotated");
+        }
     }
 
     /// Archives the log and starts a new file whose first record, of
     /// `audit.rotate` by `actor`, chains to the archive's last (see
     /// `rotate.rs`). Returns that record's line and the archive's name.
     pub fn rotate(&self, actor: Actor) -> Result<(String, String), AuditError> {
+        self.rotate_when(actor, None)?
+            .ok_or_else(|| AuditError::Rotate("the log is too small".into()))
+    }
+
+    /// [`AuditLog::rotate`], only if the log holds at least `min_len`
+    /// bytes (checked under the chain's lock): `Ok(None)` if not.
+    fn rotate_when(
+        &self,
+        actor: Actor,
+        min_len: Option<u64>,
+    ) -> Result<Option<(String, String)>, AuditError> {
         let mut chain = self.lock();
         if chain.dirty {
             self.adopt_orphan(&mut chain)?;
+        }
+        if let Some(min) = min_len {
+            let len = std::fs::symlink_metadata(&self.log_path)
+                .map_err(AuditError::ReadLog)?
+                .len();
+            if len < min {
+                return Ok(None);
+            }
         }
         let (archive, ev_detail) = rotate::prepare(&self.log_path, chain.seq, &chain.mac)?;
         let name = archive
@@ -399,7 +446,7 @@ impl AuditLog {
             return Err(e);
         }
         self.anchor_at(seq, mac.value(), key.as_ref())?;
-        Ok((line.trim_end().to_string(), name))
+        Ok(Some((line.trim_end().to_string(), name)))
     }
 
     /// Makes the anchor name record `seq` unless a newer one is anchored.

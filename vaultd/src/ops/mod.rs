@@ -127,6 +127,7 @@ impl Daemon {
             }
         };
         let log = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
+        log.set_rotate_bytes(cfg.audit.rotate_bytes);
         let policy = Policy::load(&cfg.policy_dir)?;
         let runtime = cfg.runtime_dir();
         let runs = RunContext {

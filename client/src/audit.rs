@@ -4,13 +4,21 @@
 //! ones until interrupted.
 //!
 //! The daemon decides which records a caller may read (their own; root:
-//! all); the filters only narrow that down.
+//! all); the filters only narrow that down. It reads the current log file
+//! only: records from before an `audit rotate` are in its archives.
+//!
+//! `vaultctl audit rotate` (root) asks the daemon to archive the log and
+//! start a new file chained to the archive; it prints the new file's first
+//! record.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
+use aivault_proto::{Reply, RequestBody};
 use serde_json::Value;
+
+use aivault_client::ClientError;
 
 use crate::endpoint::Endpoint;
 use crate::error::CtlError;
@@ -120,6 +128,31 @@ pub fn list(ep: &Endpoint, args: ListArgs) -> Result<i32, CtlError> {
             .max()
             .max(last_seq);
     }
+}
+
+/// `audit rotate`: archives the log; prints the archive and the new
+/// file's first record (`--json`: that record as the daemon wrote it).
+pub fn rotate(ep: &Endpoint, json: bool) -> Result<i32, CtlError> {
+    let reply = ep.open()?.call(RequestBody::AuditRotate)?;
+    let Reply::AuditRecords(lines) = reply else {
+        return Err(ClientError::Protocol.into());
+    };
+    let Some(line) = lines.first() else {
+        return Err(ClientError::Protocol.into());
+    };
+    if json {
+        println!("{line}");
+        return Ok(0);
+    }
+    let r: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    let archive = r["detail"]["archive"].as_str().unwrap_or("?");
+    let last = r["detail"]["last_seq"].as_u64().unwrap_or(0);
+    let next = seq(&r).unwrap_or(0);
+    println!(
+        "archived records up to seq {last} as {}; the log goes on from seq {next} (its audit.rotate record)",
+        escape(archive)
+    );
+    Ok(0)
 }
 
 fn seq(r: &Value) -> Option<u64> {

@@ -47,7 +47,7 @@ pub enum Command {
     Status,
     /// Unseal a passphrase-protected vault (root only; passphrase from a no-echo prompt or stdin)
     Unlock,
-    /// Read or verify the audit log
+    /// Read, verify or rotate the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Run an allowed command with secrets in its environment; its output comes back redacted
@@ -331,6 +331,12 @@ pub enum AuditCmd {
         #[arg(long)]
         follow: bool,
     },
-    /// Check the audit log's MAC chain and anchor (root only)
-    Verify,
+    /// Check the audit log's MAC chain and anchor (root only); without --archives only the current file, from its first record on
+    Verify {
+        /// Also verify every archive `audit rotate` left, back to the first record, and that each one ends in the record the next file's rotate record chains to (a deleted, altered or truncated archive fails)
+        #[arg(long)]
+        archives: bool,
+    },
+    /// Archive the audit log next to itself as <log>.<first seq>-<last seq> and start a new file whose first record (audit.rotate) chains to the archive's last (root only); `audit list` then shows the new file only
+    Rotate,
 }

@@ -124,9 +124,15 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
                 json,
             },
         ),
-        Command::Audit(AuditCmd::Verify) => {
+        Command::Audit(AuditCmd::Rotate) => crate::audit::rotate(&ep, json),
+        Command::Audit(AuditCmd::Verify { archives }) => {
             let mut c = ep.open()?;
-            let Reply::AuditVerified(r) = c.call(RequestBody::AuditVerify)? else {
+            let req = if archives {
+                RequestBody::AuditVerifyArchives
+            } else {
+                RequestBody::AuditVerify
+            };
+            let Reply::AuditVerified(r) = c.call(req)? else {
                 return Err(ClientError::Protocol.into());
             };
             if json {

@@ -251,6 +251,13 @@ pub enum RequestBody {
     /// `PolicyReload` that also applies a valid policy without rules in
     /// place of one with rules (`vaultctl policy reload --force`).
     PolicyReloadForced,
+    /// Archive the audit log next to itself and start a new file whose
+    /// first record, of `audit.rotate`, chains to the archive's last (root
+    /// only). Answered with `AuditRecords` holding that record.
+    AuditRotate,
+    /// `AuditVerify`, and every archive back to the first record (root
+    /// only). Answered with `AuditVerified`.
+    AuditVerifyArchives,
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -308,6 +315,8 @@ impl RequestBody {
             RequestBody::Approvals(crate::approval::ApprovalRequest::Deny { .. }) => {
                 "approval.deny"
             }
+            RequestBody::AuditRotate => "audit.rotate",
+            RequestBody::AuditVerifyArchives => "audit.verify",
         }
     }
 }

@@ -53,6 +53,16 @@
 //! elsewhere (the journal receives every record as a structured event, see
 //! [`crate::journal`]).
 //!
+//! # Rotation
+//!
+//! [`AuditLog::rotate`] archives the log next to itself
+//! (`<log>.<first seq>-<last seq>`) and starts a new file whose first record,
+//! of `audit.rotate`, is chained to the archive's last exactly as any next
+//! record would be and names the archive, its last seq and MAC. `verify`
+//! starts the current file's chain from that record; `verify_archives` also
+//! follows the rotate records through every archive. The switch and what a
+//! crash in it leaves are described in `rotate.rs`.
+//!
 //! # Failure and crash behaviour
 //!
 //! * `append` fails closed: any error reaching the log or the anchor is returned
@@ -82,13 +92,15 @@
 //! * [`AuditLog::open`] never refuses to start because the log and the anchor
 //!   disagree: it continues the chain from whichever is further along (the log
 //!   may legitimately be ahead after a crash) and logs an error;
-//!   `verify` reports the damage.
+//!   `verify` reports the damage. Before that it finishes or undoes a
+//!   rotation a crash interrupted (`rotate::recover`).
 
 mod anchor;
 mod format;
 pub(crate) use format::rfc3339_utc;
 pub mod gate;
 mod logfile;
+mod rotate;
 mod verify;
 
 use std::fmt;
@@ -136,6 +148,8 @@ pub enum AuditError {
     RecordTooLarge(usize),
     #[error("audit sequence numbers exhausted")]
     SeqExhausted,
+    #[error("cannot rotate the audit log: {0}")]
+    Rotate(String),
 }
 
 /// The key that MACs audit records. Wiped on drop; `Debug` shows nothing.
@@ -231,6 +245,8 @@ pub struct AuditLog {
     anchor_path: PathBuf,
     chain: Mutex<Chain>,
     anchor: Mutex<Anchored>,
+    /// Rotate once the log has grown to this many bytes.
+    rotate_bytes: std::sync::OnceLock<u64>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -251,6 +267,7 @@ impl AuditLog {
         anchor_path: &Path,
         key: Option<AuditKey>,
     ) -> Result<AuditLog, AuditError> {
+        rotate::recover(log_path, anchor_path, key.as_ref())?;
         let file = open_log(log_path)?;
         sync_parent(log_path)?;
         let last = last_record(&file).map_err(AuditError::ReadLog)?;
@@ -307,7 +324,16 @@ impl AuditLog {
                 writer: AnchorWriter::default(),
                 seq: 0,
             }),
+            rotate_bytes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Rotates the log by itself once it has grown to `bytes` (`[audit]
+    /// rotate_bytes`); set once, before serving.
+    pub fn set_rotate_bytes(&self, bytes: Option<u64>) {
+        if let Some(b) = bytes {
+            let _ = self.rotate_bytes.set(b);
+        }
     }
 
     /// Supplies the key once the vault is unlocked; later records are keyed.
@@ -332,29 +358,7 @@ impl AuditLog {
         if chain.dirty {
             self.adopt_orphan(&mut chain)?;
         }
-        let seq = chain.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let ts = format::rfc3339_utc(SystemTime::now());
-        let prev = hex(&chain.mac);
-        let body = format::body_json(&Body {
-            seq,
-            ts: &ts,
-            uid: ev.actor.uid,
-            gid: ev.actor.gid,
-            pid: ev.actor.pid,
-            op: ev.op,
-            scope: ev.scope,
-            name: ev.name,
-            outcome: ev.outcome,
-            reason: ev.reason,
-            detail: &ev.detail,
-            prev: &prev,
-        })?;
-        let mac = RecordMac::compute(chain.key.as_ref(), body.as_bytes());
-        let mut line = format::splice_mac(&body, &mac);
-        line.push('\n');
-        if line.len() > MAX_RECORD {
-            return Err(AuditError::RecordTooLarge(line.len()));
-        }
+        let (seq, mac, line) = next_line(&chain, ev)?;
         // From here on the log may hold bytes the chain does not account for.
         chain.dirty = true;
         if let Err(failed) = write_line(&self.log_path, line.as_bytes(), chain.seq) {
@@ -368,23 +372,81 @@ impl AuditLog {
         let key = chain.key.clone();
         drop(chain);
         durable();
-        tracing::info!(
-            target: "aivault::audit",
-            message_id = crate::journal::audit_message_id(ev.op),
-            seq,
-            uid = ev.actor.uid,
-            gid = ev.actor.gid,
-            pid = ev.actor.pid,
-            op = ev.op,
-            scope = ev.scope,
-            name = ev.name,
-            outcome = ev.outcome.as_str(),
-            reason = ev.reason,
-            "{}",
-            crate::journal::audit_message(ev)
-        );
+        journal(ev, seq);
         self.anchor_at(seq, mac.value(), key.as_ref())?;
+        if let Some(&limit) = self.rotate_bytes.get() {
+            self.rotate_if_large(limit);
+        }
         Ok(seq)
+    }
+
+    /// The size threshold's rotation, by the daemon itself. The record just
+    /// written stands whatever happens here: a failure is logged, and the
+    /// next record tries again.
+    fn rotate_if_large(&self, limit: u64) {
+        let actor = Actor {
+            uid: 0,
+            gid: 0,
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+        };
+        if let Err(e) = self.rotate_when(actor, Some(limit)) {
+            tracing::error!(target: "aivault::audit", error = %e, "the audit log reached its rotate_bytes but could not be rotated");
+        }
+    }
+
+    /// Archives the log and starts a new file whose first record, of
+    /// `audit.rotate` by `actor`, chains to the archive's last (see
+    /// `rotate.rs`). Returns that record's line and the archive's name.
+    pub fn rotate(&self, actor: Actor) -> Result<(String, String), AuditError> {
+        self.rotate_when(actor, None)?
+            .ok_or_else(|| AuditError::Rotate("the log is too small".into()))
+    }
+
+    /// [`AuditLog::rotate`], only if the log holds at least `min_len`
+    /// bytes (checked under the chain's lock): `Ok(None)` if not.
+    fn rotate_when(
+        &self,
+        actor: Actor,
+        min_len: Option<u64>,
+    ) -> Result<Option<(String, String)>, AuditError> {
+        let mut chain = self.lock();
+        if chain.dirty {
+            self.adopt_orphan(&mut chain)?;
+        }
+        if let Some(min) = min_len {
+            let len = std::fs::symlink_metadata(&self.log_path)
+                .map_err(AuditError::ReadLog)?
+                .len();
+            if len < min {
+                return Ok(None);
+            }
+        }
+        let (archive, ev_detail) = rotate::prepare(&self.log_path, chain.seq, &chain.mac)?;
+        let name = archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ev = Event {
+            actor,
+            op: rotate::OP,
+            scope: None,
+            name: Some(&name),
+            outcome: Outcome::Ok,
+            reason: None,
+            detail: ev_detail,
+        };
+        let (seq, mac, line) = next_line(&chain, &ev)?;
+        let unflushed = rotate::switch(&self.log_path, &archive, line.as_bytes())?;
+        chain.seq = seq;
+        chain.mac = *mac.value();
+        let key = chain.key.clone();
+        drop(chain);
+        journal(&ev, seq);
+        if let Some(e) = unflushed {
+            return Err(e);
+        }
+        self.anchor_at(seq, mac.value(), key.as_ref())?;
+        Ok(Some((line.trim_end().to_string(), name)))
     }
 
     /// Makes the anchor name record `seq` unless a newer one is anchored.
@@ -433,6 +495,17 @@ impl AuditLog {
         verify::verify(log_path, anchor_path, key, unkeyed_ops)
     }
 
+    /// [`AuditLog::verify`], and every archive back to the first record
+    /// (see `rotate.rs`): a missing, altered or truncated archive shows.
+    pub fn verify_archives(
+        log_path: &Path,
+        anchor_path: &Path,
+        key: &AuditKey,
+        unkeyed_ops: &[&str],
+    ) -> VerifyReport {
+        verify::verify_archives(log_path, anchor_path, key, unkeyed_ops)
+    }
+
     /// What `aivaultd --check-config` checks of the log, reading only: with
     /// the key, the whole chain and the anchor ([`AuditLog::verify`]);
     /// without it (a sealed passphrase vault), that the log still ends at
@@ -479,6 +552,54 @@ impl AuditLog {
         chain.dirty = false;
         Ok(())
     }
+}
+
+/// The record that would follow the chain: its number, MAC and line
+/// (newline included).
+fn next_line(chain: &Chain, ev: &Event<'_>) -> Result<(u64, RecordMac, String), AuditError> {
+    let seq = chain.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+    let ts = format::rfc3339_utc(SystemTime::now());
+    let prev = hex(&chain.mac);
+    let body = format::body_json(&Body {
+        seq,
+        ts: &ts,
+        uid: ev.actor.uid,
+        gid: ev.actor.gid,
+        pid: ev.actor.pid,
+        op: ev.op,
+        scope: ev.scope,
+        name: ev.name,
+        outcome: ev.outcome,
+        reason: ev.reason,
+        detail: &ev.detail,
+        prev: &prev,
+    })?;
+    let mac = RecordMac::compute(chain.key.as_ref(), body.as_bytes());
+    let mut line = format::splice_mac(&body, &mac);
+    line.push('\n');
+    if line.len() > MAX_RECORD {
+        return Err(AuditError::RecordTooLarge(line.len()));
+    }
+    Ok((seq, mac, line))
+}
+
+/// Tells the journal of a record now durable in the log.
+fn journal(ev: &Event<'_>, seq: u64) {
+    tracing::info!(
+        target: "aivault::audit",
+        message_id = crate::journal::audit_message_id(ev.op),
+        seq,
+        uid = ev.actor.uid,
+        gid = ev.actor.gid,
+        pid = ev.actor.pid,
+        op = ev.op,
+        scope = ev.scope,
+        name = ev.name,
+        outcome = ev.outcome.as_str(),
+        reason = ev.reason,
+        "{}",
+        crate::journal::audit_message(ev)
+    );
 }
 
 #[cfg(test)]

@@ -151,6 +151,18 @@ struct FileDbus {
     bus: Option<String>,
 }
 
+/// `[audit]`: the audit log's own settings.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rotate the log (as `vaultctl audit rotate` does) once it has grown
+    /// to this many bytes; `None`: only when asked.
+    pub rotate_bytes: Option<u64>,
+}
+
+/// Smallest `[audit] rotate_bytes`: a few records at least per file.
+pub const MIN_ROTATE_BYTES: u64 = 4096;
+
 /// The settings file as written by an administrator; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +180,8 @@ struct FileConfig {
     dbus: Option<FileDbus>,
     #[serde(default)]
     approval: Option<crate::approval::ApprovalConfig>,
+    #[serde(default)]
+    audit: Option<AuditConfig>,
 }
 
 /// Effective configuration.
@@ -184,6 +198,8 @@ pub struct Config {
     pub dbus: BusChoice,
     /// Pending approvals: how long a request waits, how many may wait.
     pub approval: crate::approval::ApprovalConfig,
+    /// The audit log's rotation threshold.
+    pub audit: AuditConfig,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -211,6 +227,7 @@ impl Config {
             runs: RunConfig::default(),
             dbus: BusChoice::System,
             approval: Default::default(),
+            audit: AuditConfig::default(),
         }
     }
 
@@ -296,6 +313,17 @@ impl Config {
         }
         if let Some(v) = file.approval {
             self.approval = v;
+        }
+        if let Some(v) = file.audit {
+            if let Some(n) = v.rotate_bytes.filter(|n| *n < MIN_ROTATE_BYTES) {
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    message: format!(
+                        "audit.rotate_bytes: {n} is less than the {MIN_ROTATE_BYTES} allowed"
+                    ),
+                });
+            }
+            self.audit = v;
         }
         if let Some(v) = file.runs {
             if v.warm_runners > crate::run::warm::MAX_WARM {

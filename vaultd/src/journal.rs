@@ -26,6 +26,7 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("secret.remove", "e1c13ec6f7c448b494056380085e8ad6"),
     ("audit.list", "540ac36c2a1b42c7b26dce01fe04b48e"),
     ("audit.verify", "d2b7367ad90541ad98d58494cb86cc07"),
+    ("audit.rotate", "8e0ac9d051164761ac052a16027720f0"),
     ("policy.show", "39b46092d12147a89308707bf4020237"),
     ("policy.check", "a2c259b7d6414f14a99cd4e75c69db49"),
     ("policy.reload", "6bc7d5a5843f46629e722ac22954be05"),

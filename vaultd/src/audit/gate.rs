@@ -11,12 +11,12 @@
 
 use std::sync::Mutex;
 
-use aivault_proto::{WireError, WireScope};
+use aivault_proto::{ErrorCode, WireError, WireScope};
 use serde_json::json;
 
-use super::{Actor, AuditKey, AuditLog, Event, Outcome};
+use super::{Actor, AuditError, AuditKey, AuditLog, Event, Outcome};
 use crate::caller::Caller;
-use crate::wire_error::audit_unavailable;
+use crate::wire_error::{audit_unavailable, err};
 
 /// One record about to be written. Names only, never values.
 #[derive(Debug, Clone)]
@@ -153,6 +153,30 @@ impl AuditGate {
             .outcome(Outcome::Failed, Some(&failure.message));
         let _ = self.record(entry);
         failure
+    }
+
+    /// Archives the log and starts a new one chained to it, the rotation
+    /// recorded as `audit.rotate` by `caller`: the new file's first record.
+    /// Returns that record (a JSON line) and the archive's file name.
+    pub fn rotate(&self, caller: &Caller) -> Result<(String, String), WireError> {
+        let actor = Actor {
+            uid: caller.uid,
+            gid: caller.gid,
+            pid: caller.pid,
+        };
+        self.log.rotate(actor).map_err(|e| {
+            tracing::error!(error = %e, "audit log rotation failed");
+            match e {
+                AuditError::Rotate(why) => err(
+                    ErrorCode::Internal,
+                    format!("the audit log was not rotated: {why}"),
+                ),
+                _ => err(
+                    ErrorCode::AuditUnavailable,
+                    "the audit log could not be rotated (see the daemon's log)",
+                ),
+            }
+        })
     }
 
     /// A sealed vault was unlocked: records are MACed from now on.

@@ -602,3 +602,75 @@ fn anchor_slots_alternate_by_write_when_records_are_skipped() {
     seqs.sort_unstable();
     assert_eq!(seqs, [6, 8], "the newest anchor and the one before it");
 }
+
+fn root() -> Actor {
+    Actor {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    }
+}
+
+impl Fixture {
+    fn verify_archives(&self) -> VerifyReport {
+        AuditLog::verify_archives(&self.log, &self.anchor, &key(), UNKEYED)
+    }
+}
+
+#[test]
+fn a_rotated_log_verifies_from_its_rotate_record() {
+    let f = fixture();
+    let log = f.with_records(3);
+    let (record, archive) = log.rotate(root()).unwrap();
+    assert_eq!(archive, "audit.jsonl.1-3");
+    let r: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(r["seq"], 4);
+    assert_eq!(r["op"], "audit.rotate");
+    assert_eq!(log.append(&ev(1000, "secret.set", Some("N5"))).unwrap(), 5);
+    assert_eq!(f.lines().len(), 2);
+    assert!(f.verify().ok, "{:?}", f.verify());
+    let all = f.verify_archives();
+    assert!(all.ok, "{all:?}");
+    assert_eq!(all.records, 5);
+}
+
+#[test]
+fn deleting_the_rotate_record_is_caught() {
+    let f = fixture();
+    let log = f.with_records(3);
+    log.rotate(root()).unwrap();
+    log.append(&ev(1000, "secret.set", Some("N5"))).unwrap();
+    let lines = f.lines();
+    f.set_lines(&lines[1..]);
+    assert_problem(&f.verify(), "seq 5 follows 0 (records deleted)");
+}
+
+#[test]
+fn a_rotation_is_refused_when_the_log_does_not_end_where_the_chain_does() {
+    let f = fixture();
+    let log = f.with_records(3);
+    let lines = f.lines();
+    f.set_lines(&lines[..2]);
+    let e = log.rotate(root()).unwrap_err();
+    assert!(matches!(e, AuditError::Rotate(_)), "{e}");
+    assert_eq!(f.lines(), lines[..2].to_vec(), "the log is unchanged");
+    assert!(!f.log.with_file_name("audit.jsonl.1-3").exists());
+    assert!(!f.log.with_file_name("audit.jsonl.rotating").exists());
+}
+
+#[test]
+fn an_archive_that_grew_after_its_rotation_is_caught() {
+    let f = fixture();
+    let log = f.with_records(3);
+    log.rotate(root()).unwrap();
+    let archive = f.log.with_file_name("audit.jsonl.1-3");
+    // A validly chained record appended to the archive afterwards.
+    let other_anchor = f.anchor.with_file_name("other.anchor");
+    let grown = AuditLog::open(&archive, &other_anchor, Some(key())).unwrap();
+    grown.append(&ev(1000, "secret.set", Some("LATE"))).unwrap();
+    assert!(f.verify().ok);
+    assert_problem(
+        &f.verify_archives(),
+        "archive audit.jsonl.1-3: goes on past seq 3 to seq 4",
+    );
+}

@@ -4,12 +4,13 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::anchor::{read_anchor, AnchorProblem};
 use super::format::{check_line, LineError, RecordMac, ZERO};
+use super::rotate::{first_record, rotated_from, RotatedFrom};
 use super::{AuditError, AuditKey, MAX_RECORD};
 
 /// Problems listed in a report before the rest are only counted.
@@ -322,6 +323,7 @@ fn scan<R: Read>(
     let mut expect: Option<(u64, [u8; 32])> = Some((0, ZERO));
     let mut run: Option<UnkeyedRun> = None;
     let mut anchored = None;
+    let mut first = true;
     loop {
         let (no, line) = match lines.next_line() {
             Ok(Some(l)) => l,
@@ -363,6 +365,19 @@ fn scan<R: Read>(
         };
         let seq = c.rec.seq;
         f.rep.records += 1;
+        if first {
+            first = false;
+            // A file started by a rotation continues the chain of its
+            // archive: the rotate record's own MAC, checked below, proves
+            // where it stands.
+            if let Some(r) = rotated_from(&c) {
+                f.note(format!(
+                    "the log starts at seq {seq}, after the archive {} (ending at seq {}), which this check does not read",
+                    r.archive, r.last_seq
+                ));
+                expect = Some((r.last_seq, r.last_mac));
+            }
+        }
         if let Some((pseq, pmac)) = expect {
             if seq <= pseq {
                 f.problem(format!(
@@ -423,4 +438,112 @@ fn scan<R: Read>(
         ));
     }
     anchored
+}
+
+/// Most archives [`verify_archives`] follows back.
+const MAX_ARCHIVES: usize = 100_000;
+
+/// [`verify`], then every archive back to the first record: each rotate
+/// record must name an archive that is there, verifies on its own, and ends
+/// in the record the rotate record names.
+pub(super) fn verify_archives(
+    log_path: &Path,
+    anchor_path: &Path,
+    key: &AuditKey,
+    unkeyed_ops: &[&str],
+) -> VerifyReport {
+    let current = verify(log_path, anchor_path, key, unkeyed_ops);
+    let mut f = Findings {
+        rep: VerifyReport {
+            problems: Vec::new(),
+            notes: Vec::new(),
+            ..current.clone()
+        },
+        omitted: 0,
+    };
+    // Newest first: (the archive, what the record after it says of it, that record's seq).
+    let mut chain: Vec<(PathBuf, RotatedFrom, u64)> = Vec::new();
+    let mut file = log_path.to_path_buf();
+    loop {
+        let first = match first_record(&file) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => {
+                f.problem(format!("cannot read {}: {e}", shown(&file)));
+                break;
+            }
+        };
+        let Some(c) = first else { break };
+        let Some(r) = rotated_from(&c) else { break };
+        if chain.len() >= MAX_ARCHIVES {
+            f.problem("too many archives (or a cycle of rotate records)");
+            break;
+        }
+        let path = file.with_file_name(&r.archive);
+        if std::fs::symlink_metadata(&path).is_err() {
+            f.problem(format!(
+                "archive {} is missing (the rotate record at seq {} names it; deleted or moved)",
+                r.archive, c.rec.seq
+            ));
+            break;
+        }
+        file = path.clone();
+        chain.push((path, r, c.rec.seq));
+    }
+    let mut problems = Vec::new();
+    let mut archived = 0;
+    for (path, r, rotate_seq) in chain.iter().rev() {
+        let mut a = Findings::default();
+        let ends = match open_read(path) {
+            Ok(file) => scan(&mut a, Lines::new(file), key, unkeyed_ops, Some(r.last_seq)),
+            Err(e) => {
+                a.problem(format!("cannot read it: {e}"));
+                None
+            }
+        };
+        match ends {
+            None => a.problem(format!(
+                "does not hold seq {}, which the rotate record at seq {rotate_seq} says it ends with (archive truncated or replaced)",
+                r.last_seq
+            )),
+            Some(m) if m.value() != &r.last_mac => a.problem(format!(
+                "seq {} is not the record the rotate record at seq {rotate_seq} chains to (archive replaced)",
+                r.last_seq
+            )),
+            Some(_) if a.rep.last_seq != r.last_seq => a.problem(format!(
+                "goes on past seq {} to seq {} (records added after the rotation)",
+                r.last_seq, a.rep.last_seq
+            )),
+            Some(_) => {}
+        }
+        archived += a.rep.records;
+        f.rep.unkeyed += a.rep.unkeyed;
+        let a = a.finish();
+        problems.extend(
+            a.problems
+                .into_iter()
+                .map(|p| format!("archive {}: {p}", r.archive)),
+        );
+    }
+    f.rep.records += archived;
+    for p in problems.into_iter().chain(current.problems) {
+        f.problem(p);
+    }
+    f.rep.notes = current
+        .notes
+        .into_iter()
+        .filter(|n| !n.starts_with("the log starts at seq"))
+        .collect();
+    f.note(format!(
+        "{} archive(s) verified, {archived} record(s) in them",
+        chain.len()
+    ));
+    f.finish()
+}
+
+fn shown(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

@@ -144,10 +144,21 @@ impl Daemon {
         ))
     }
 
-    pub(super) fn audit_verify(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
+    /// Verifies the current log, and with `archives` every archive too.
+    pub(super) fn audit_verify(
+        &self,
+        caller: &Caller,
+        op: &str,
+        archives: bool,
+    ) -> Result<Reply, WireError> {
         self.require_root(caller, op, "only root can verify the audit log")?;
         let key = self.audit.key().ok_or_else(sealed)?;
-        let report = AuditLog::verify(
+        let verify = if archives {
+            AuditLog::verify_archives
+        } else {
+            AuditLog::verify
+        };
+        let report = verify(
             &self.cfg.audit_log,
             &self.cfg.audit_anchor(),
             &key,
@@ -159,6 +170,14 @@ impl Daemon {
             last_seq: report.last_seq,
             problems: report.problems,
         }))
+    }
+
+    /// Archives the audit log and starts a new file chained to it (root
+    /// only); the reply holds the new file's first record.
+    pub(super) fn audit_rotate(&self, caller: &Caller, op: &str) -> Result<Reply, WireError> {
+        self.require_root(caller, op, "only root can rotate the audit log")?;
+        let (record, _archive) = self.audit.rotate(caller)?;
+        Ok(Reply::AuditRecords(vec![record]))
     }
 
     /// The commands this caller may run, as JSON.

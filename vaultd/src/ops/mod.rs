@@ -127,6 +127,7 @@ impl Daemon {
             }
         };
         let log = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
+        log.set_rotate_bytes(cfg.audit.rotate_bytes);
         let policy = Policy::load(&cfg.policy_dir)?;
         let runtime = cfg.runtime_dir();
         let runs = RunContext {
@@ -276,7 +277,9 @@ impl Daemon {
             RequestBody::SecretMasked { scope, name } => self.masked(caller, op, scope, &name),
             RequestBody::SecretRemove { scope, name } => self.remove(caller, op, scope, &name),
             RequestBody::AuditList { limit } => self.audit_list(caller, op, limit),
-            RequestBody::AuditVerify => self.audit_verify(caller, op),
+            RequestBody::AuditVerify => self.audit_verify(caller, op, false),
+            RequestBody::AuditVerifyArchives => self.audit_verify(caller, op, true),
+            RequestBody::AuditRotate => self.audit_rotate(caller, op),
             RequestBody::Run(_) => Err(err(
                 ErrorCode::BadRequest,
                 "run requests are served on their own connection",

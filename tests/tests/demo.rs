@@ -129,3 +129,54 @@ fn the_demo_works_and_removes_only_the_user_it_created() {
         "the demo removed a user it did not create"
     );
 }
+
+/// The README's opening says which package registries the test command
+/// reaches: every kind of installer a script of the test suite runs must
+/// have its registry named there (a script that starts using npm, say,
+/// fails this until the README says so).
+#[test]
+fn the_readme_names_every_registry_the_scripts_reach() {
+    let root = repo();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // The opening: up to the first paragraph about the product itself.
+    let opening = readme
+        .split("aivault lets AI agents")
+        .next()
+        .unwrap()
+        .to_string();
+    let mut scripts: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .collect();
+    scripts.push(root.join("redact/fuzz/run.sh"));
+    scripts.push(root.join("proto/fuzz/run.sh"));
+    scripts.push(root.join(".ci/run"));
+    let installers: &[(&str, &str)] = &[
+        ("apt-get install", "Debian"),
+        ("pip install", "PyPI"),
+        ("npm install", "npm"),
+        ("npm ci", "npm"),
+        ("cargo install", "crates.io"),
+    ];
+    let mut seen = 0;
+    for script in &scripts {
+        let text = std::fs::read_to_string(script).unwrap();
+        for (installer, registry) in installers {
+            let used = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.contains(installer));
+            if used {
+                seen += 1;
+                assert!(
+                    opening.contains(registry),
+                    "{} runs `{installer}`, but the README's opening does not name {registry}",
+                    script.display()
+                );
+            }
+        }
+    }
+    // Not vacuous: the suite's scripts do install from registries.
+    assert!(seen >= 4, "only {seen} installer uses found in {scripts:?}");
+}

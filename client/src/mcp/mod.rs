@@ -85,8 +85,18 @@ pub fn serve(socket: &Path) -> i32 {
 /// In-flight tool calls by request id (its JSON text, so `1` and `"1"` differ).
 #[derive(Debug, Default)]
 struct InFlight {
-    calls: Mutex<HashMap<String, Arc<Cancel>>>,
+    calls: Mutex<Calls>,
     idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    /// Calls not yet answered; their ids may not be reused.
+    ids: HashMap<String, Arc<Cancel>>,
+    /// Calls whose answer is being written: their ids are free again (the
+    /// client may reuse one as soon as it has the answer), but at end of
+    /// input the server waits for them.
+    answering: usize,
 }
 
 #[derive(Debug)]
@@ -136,7 +146,7 @@ pub fn serve_io(
         .calls
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    while !calls.is_empty() {
+    while !calls.ids.is_empty() || calls.answering > 0 {
         calls = server
             .in_flight
             .idle
@@ -243,6 +253,7 @@ impl Server {
             .calls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .ids
             .contains_key(&id.to_string())
     }
 
@@ -266,7 +277,7 @@ impl Server {
             .calls
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = calls.get(&req.to_string()) {
+        if let Some(c) = calls.ids.get(&req.to_string()) {
             eprintln!("vaultctl mcp: request {req} cancelled by the client");
             c.cancel();
         }
@@ -281,7 +292,7 @@ impl Server {
                 .calls
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if calls.len() >= MAX_IN_FLIGHT {
+            if calls.ids.len() + calls.answering >= MAX_IN_FLIGHT {
                 drop(calls);
                 return self.out.error(
                     &id,
@@ -291,7 +302,7 @@ impl Server {
                     ),
                 );
             }
-            calls.insert(key.clone(), cancel.clone());
+            calls.ids.insert(key.clone(), cancel.clone());
         }
         let (socket, env, out, in_flight) = (
             self.socket.clone(),
@@ -299,12 +310,23 @@ impl Server {
             self.out.clone(),
             self.in_flight.clone(),
         );
-        let done = {
+        // The id is given back before the answer goes out, so a client may
+        // reuse it as soon as it has read the answer; the call still counts
+        // as answering until the answer is written.
+        let answering = {
             let in_flight = in_flight.clone();
             let key = key.clone();
             move || {
                 let mut calls = in_flight.calls.lock().unwrap_or_else(|p| p.into_inner());
-                calls.remove(&key);
+                calls.ids.remove(&key);
+                calls.answering += 1;
+            }
+        };
+        let done = {
+            let in_flight = in_flight.clone();
+            move || {
+                let mut calls = in_flight.calls.lock().unwrap_or_else(|p| p.into_inner());
+                calls.answering = calls.answering.saturating_sub(1);
                 in_flight.idle.notify_all();
             }
         };
@@ -318,6 +340,7 @@ impl Server {
             .name("mcp-call".into())
             .spawn(move || {
                 let result = tools::call(&socket, &params, &env, &cancel, progress.as_ref());
+                answering();
                 // A cancelled request gets no response (the client stopped
                 // waiting for it).
                 if !cancel.is_cancelled() {
@@ -332,7 +355,7 @@ impl Server {
             });
         if let Err(e) = spawned {
             let mut calls = in_flight.calls.lock().unwrap_or_else(|p| p.into_inner());
-            calls.remove(&key);
+            calls.ids.remove(&key);
             in_flight.idle.notify_all();
             drop(calls);
             self.out.error(

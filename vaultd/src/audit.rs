@@ -598,7 +598,14 @@ fn journal(ev: &Event<'_>, seq: u64) {
         outcome = ev.outcome.as_str(),
         reason = ev.reason,
         "{}",
-        crate::journal::audit_message(ev)
+        crate::journal::audit_message(&crate::journal::Line {
+            op: ev.op,
+            scope: ev.scope,
+            name: ev.name,
+            uid: ev.actor.uid,
+            outcome: ev.outcome.as_str(),
+            reason: ev.reason,
+        })
     );
 }
 

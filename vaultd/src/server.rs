@@ -347,7 +347,7 @@ async fn connection(
                 .acquire_owned()
                 .await
                 .map_err(|_| ConnError::Timeout)?;
-            let result = crate::approval::serve::serve(&daemon.run_host(), caller, req).await;
+            let result = crate::approval::serve::serve(&daemon.approval_host(), caller, req).await;
             send(
                 &mut stream,
                 &Response {

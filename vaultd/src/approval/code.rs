@@ -21,9 +21,9 @@ use aivault_proto::{ErrorCode, PendingApproval, WireError};
 use serde_json::json;
 
 use super::session;
+use super::ApprovalHost;
 use crate::audit::gate::Entry;
 use crate::caller::Caller;
-use crate::run::RunHost;
 
 /// Notifiers registered at once for one uid.
 pub const MAX_NOTIFIERS_PER_UID: usize = 4;
@@ -262,8 +262,8 @@ pub struct Delivery {
 /// may approve it from another session; each is audited (`approval.code`,
 /// without the code) before it is handed out. Nothing for a rule that
 /// accepts polkit only, or a request no longer pending.
-pub async fn issue(daemon: &Arc<dyn RunHost>, bus: &str, id: u64) -> Vec<Delivery> {
-    let approvals = &daemon.runs().approvals;
+pub async fn issue(daemon: &Arc<dyn ApprovalHost>, bus: &str, id: u64) -> Vec<Delivery> {
+    let approvals = &daemon.approvals();
     let Some(view) = approvals.view(id) else {
         return Vec::new();
     };
@@ -273,7 +273,7 @@ pub async fn issue(daemon: &Arc<dyn RunHost>, bus: &str, id: u64) -> Vec<Deliver
     let mut out = Vec::new();
     for n in approvals.notifiers.on(bus) {
         if session::refuse(Some(n.session), view.session).is_some()
-            || super::serve::own_uid_needs_polkit(&view, n.caller.uid)
+            || super::own_uid_needs_polkit(&view, n.caller.uid)
         {
             continue;
         }

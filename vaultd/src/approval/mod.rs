@@ -118,6 +118,21 @@ struct Table {
     grants: Vec<Grant>,
 }
 
+/// Whether an approval by `uid` must come through polkit: the requester's
+/// own uid can open another login session without a person (cron, `ssh
+/// localhost`), unless the rule says `approval_channel = "session"`.
+pub(super) fn own_uid_needs_polkit(view: &PendingView, uid: u32) -> bool {
+    uid == view.requester.uid && !view.rule.same_uid_session
+}
+
+/// What approval needs of the daemon: its table of requests and the audit
+/// gate. The run path's `RunHost` extends it, so the daemon is handed
+/// here as itself, and this module depends on nothing of the run path's.
+pub trait ApprovalHost: Send + Sync + std::fmt::Debug + 'static {
+    fn approvals(&self) -> &Approvals;
+    fn audit(&self) -> &crate::audit::gate::AuditGate;
+}
+
 /// The pending requests and the approvals still in force. One per daemon.
 #[derive(Debug)]
 pub struct Approvals {

@@ -28,14 +28,14 @@ use serde_json::json;
 
 use super::code::{self, Checked};
 use super::polkit::{self, About, Subject};
+use super::ApprovalHost;
 use super::{session, PendingView, Verdict};
 use crate::audit::gate::Entry;
 use crate::caller::Caller;
-use crate::run::RunHost;
 
 /// Answers one approvals request from `caller`.
 pub async fn serve(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     caller: Caller,
     req: ApprovalRequest,
 ) -> Result<Reply, WireError> {
@@ -45,7 +45,7 @@ pub async fn serve(
             .await
             .unwrap_or_default()
     };
-    let approvals = &daemon.runs().approvals;
+    let approvals = &daemon.approvals();
     let may_decide = |v: &PendingView| {
         v.rule
             .may_approve(v.requester.uid, caller.uid, caller.gid, &groups)
@@ -88,7 +88,7 @@ pub async fn serve(
             if view.rule.polkit_only {
                 return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
             }
-            if own_uid_needs_polkit(&view, caller.uid) {
+            if super::own_uid_needs_polkit(&view, caller.uid) {
                 return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
             }
             let Some(checked) = approvals.check_code(id, caller.uid, &code) else {
@@ -140,7 +140,8 @@ pub async fn serve(
             if view.rule.polkit_only && channel != ApprovalChannel::Polkit {
                 return Err(refuse(daemon, caller, op, id, polkit_only(&view)).await);
             }
-            if channel != ApprovalChannel::Polkit && own_uid_needs_polkit(&view, caller.uid) {
+            if channel != ApprovalChannel::Polkit && super::own_uid_needs_polkit(&view, caller.uid)
+            {
                 return Err(refuse(daemon, caller, op, id, needs_polkit(&view)).await);
             }
             let mine = session::audit_session(caller.pid);
@@ -174,11 +175,11 @@ pub async fn serve(
 
 /// Has polkit authenticate the user of `caller`'s process.
 async fn ask_polkit(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     caller: Caller,
     view: &PendingView,
 ) -> Result<(), WireError> {
-    let approvals = &daemon.runs().approvals;
+    let approvals = &daemon.approvals();
     let start_time = session::start_time(caller.pid).ok_or_else(|| {
         WireError::new(
             ErrorCode::PermissionDenied,
@@ -211,7 +212,7 @@ async fn ask_polkit(
 
 /// Takes the request, audits the verdict, then hands it to the waiting run.
 async fn settle(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     caller: Caller,
     view: &PendingView,
     verdict: Verdict,
@@ -230,7 +231,7 @@ async fn settle(
 
 /// [`settle`], with more for the record (`via`: an object, or null).
 async fn settle_with(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     caller: Caller,
     view: &PendingView,
     verdict: Verdict,
@@ -242,7 +243,7 @@ async fn settle_with(
         Verdict::Approved { channel, .. } => ("approval.approve", Some(channel.as_str())),
         Verdict::Denied { .. } => ("approval.deny", None),
     };
-    let Some(tx) = daemon.runs().approvals.take_visible(id) else {
+    let Some(tx) = daemon.approvals().take_visible(id) else {
         let e = WireError::new(
             ErrorCode::NotFound,
             format!(
@@ -289,13 +290,6 @@ fn not_named(view: &PendingView) -> WireError {
     )
 }
 
-/// Whether an approval by `uid` must come through polkit: the requester's
-/// own uid can open another login session without a person (cron, `ssh
-/// localhost`), unless the rule says `approval_channel = "session"`.
-pub(super) fn own_uid_needs_polkit(view: &PendingView, uid: u32) -> bool {
-    uid == view.requester.uid && !view.rule.same_uid_session
-}
-
 fn needs_polkit(view: &PendingView) -> WireError {
     WireError::new(
         ErrorCode::PermissionDenied,
@@ -320,7 +314,7 @@ fn polkit_only(view: &PendingView) -> WireError {
 
 /// Records that request `view`'s codes were revoked after too many wrong
 /// ones (the request itself stays pending for the other channels).
-async fn revoked(daemon: &Arc<dyn RunHost>, caller: Caller, view: &PendingView) {
+async fn revoked(daemon: &Arc<dyn ApprovalHost>, caller: Caller, view: &PendingView) {
     let (d, rule) = (daemon.clone(), view.info.rule.clone());
     let detail = json!({
         "id": format_id(view.info.id),
@@ -346,7 +340,7 @@ fn not_pending(id: u64) -> WireError {
 
 /// Audits a refused approvals request and returns the refusal.
 async fn refuse(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     caller: Caller,
     op: &'static str,
     id: u64,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use aivault_proto::{ErrorCode, PendingApproval, Reply, Response, WireError};
 use serde_json::json;
 
+use super::ApprovalHost;
 use super::{session, PendingView, Verdict};
 use crate::audit::gate::Entry;
 use crate::audit::Outcome;
 use crate::run::prepare::PreparedRun;
-use crate::run::RunHost;
 
 /// How often a waiting run looks whether its caller hung up.
 const CALLER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
@@ -22,7 +22,7 @@ const CALLER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 /// the refusal: denied, timed out, withdrawn, table full, or the audit's
 /// own error.
 pub async fn before_run(
-    daemon: &Arc<dyn RunHost>,
+    daemon: &Arc<dyn ApprovalHost>,
     prepared: &PreparedRun,
     request_id: u64,
     tell: impl FnOnce(Response) -> bool,
@@ -31,7 +31,7 @@ pub async fn before_run(
     let Some(rule) = prepared.decision.approval.clone() else {
         return Ok(());
     };
-    let approvals = &daemon.runs().approvals;
+    let approvals = &daemon.approvals();
     let caller = prepared.caller;
     let requester_session = session::audit_session(caller.pid);
     let rule_name = prepared.decision.rule.clone();

@@ -71,7 +71,7 @@ impl Approvals {
         req: ApprovalRequest,
     ) -> Result<Reply, VaultError> {
         let (caller, _) = self.who.caller(conn, hdr).await?;
-        crate::approval::serve::serve(&self.daemon.run_host(), caller, req)
+        crate::approval::serve::serve(&self.daemon.approval_host(), caller, req)
             .await
             .map_err(VaultError::from)
     }
@@ -245,7 +245,7 @@ async fn watch_notifiers(conn: Connection, daemon: Arc<Daemon>) {
 /// unique name alone.
 async fn send_codes(conn: &Connection, daemon: &Arc<Daemon>, id: u64) {
     let bus = conn.server_guid().to_string();
-    for d in crate::approval::code::issue(&daemon.run_host(), &bus, id).await {
+    for d in crate::approval::code::issue(&daemon.approval_host(), &bus, id).await {
         let Ok(to) = zbus::names::BusName::try_from(d.address.as_str()) else {
             continue;
         };

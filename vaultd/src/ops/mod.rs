@@ -190,6 +190,10 @@ impl Daemon {
         self.clone()
     }
 
+    pub fn approval_host(self: &Arc<Self>) -> Arc<dyn crate::approval::ApprovalHost> {
+        self.clone()
+    }
+
     pub fn is_sealed(&self) -> bool {
         matches!(
             *self.vault.read().unwrap_or_else(|p| p.into_inner()),
@@ -322,13 +326,19 @@ impl Daemon {
     }
 }
 
-impl RunHost for Daemon {
-    fn runs(&self) -> &RunContext {
-        &self.runs
+impl crate::approval::ApprovalHost for Daemon {
+    fn approvals(&self) -> &crate::approval::Approvals {
+        &self.runs.approvals
     }
 
     fn audit(&self) -> &AuditGate {
         &self.audit
+    }
+}
+
+impl RunHost for Daemon {
+    fn runs(&self) -> &RunContext {
+        &self.runs
     }
 
     fn policy(&self) -> Arc<Policy> {

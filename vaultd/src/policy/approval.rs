@@ -24,36 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use super::check::identities;
 use super::error::EntryError;
-use super::schema::RawId;
-use super::units::{parse_duration, Quantity};
+use super::schema::{RawApproval, RawApprovers};
+use super::units::parse_duration;
 
 /// The longest `ttl` accepted.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// `approval` as written.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum RawApproval {
-    Mode(String),
-    Ttl(RawTtl),
-}
-
-/// `approval = { ttl = "15m" }`.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct RawTtl {
-    pub ttl: Quantity,
-}
-
-/// `approvers = { users = [...], groups = [...] }`.
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawApprovers {
-    #[serde(default)]
-    pub users: Vec<RawId>,
-    #[serde(default)]
-    pub groups: Vec<RawId>,
-}
 
 /// How often a person must approve.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

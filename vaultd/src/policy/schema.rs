@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::args::RawArgPattern;
 use super::sandbox::RawSandbox;
+use super::units::Quantity;
 use super::{Isolation, SecretScope};
 
 /// A whole file; entries stay generic until decoded one by one.
@@ -60,8 +61,8 @@ pub struct RawRule {
     #[serde(default)]
     pub sandbox: RawSandbox,
     /// Whether a person must approve each run (`approval.rs`).
-    pub approval: Option<super::approval::RawApproval>,
-    pub approvers: Option<super::approval::RawApprovers>,
+    pub approval: Option<RawApproval>,
+    pub approvers: Option<RawApprovers>,
     /// `"any"` (default) or `"polkit"`.
     pub approval_channel: Option<String>,
 }
@@ -99,4 +100,29 @@ pub struct RawPin {
     pub secret: String,
     pub scope: SecretScope,
     pub commands: Vec<PathBuf>,
+}
+
+/// `approval` as written.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum RawApproval {
+    Mode(String),
+    Ttl(RawTtl),
+}
+
+/// `approval = { ttl = "15m" }`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawTtl {
+    pub ttl: Quantity,
+}
+
+/// `approvers = { users = [...], groups = [...] }`.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovers {
+    #[serde(default)]
+    pub users: Vec<RawId>,
+    #[serde(default)]
+    pub groups: Vec<RawId>,
 }

@@ -71,9 +71,8 @@ pub struct RunContext {
 /// pieces, the audit gate, the policy in force, and a granted secret's
 /// value. The daemon (`ops::Daemon`) implements it; the run path never
 /// sees the vault, the key or the configuration.
-pub trait RunHost: Send + Sync + std::fmt::Debug + 'static {
+pub trait RunHost: crate::approval::ApprovalHost {
     fn runs(&self) -> &RunContext;
-    fn audit(&self) -> &crate::audit::gate::AuditGate;
     /// The policy in force (a snapshot).
     fn policy(&self) -> Arc<crate::policy::Policy>;
     fn is_sealed(&self) -> bool;

@@ -192,8 +192,9 @@ pub async fn run(
     // A rule that requires a person's approval waits for it here, before
     // any runner is taken (`crate::approval`); a denial or timeout is the
     // run's refusal.
+    let host: Arc<dyn crate::approval::ApprovalHost> = daemon.clone();
     let approved = crate::approval::wait::before_run(
-        &daemon,
+        &host,
         &prepared,
         request_id,
         |r| relay::offer(&to_caller, &r),

@@ -25,8 +25,10 @@ use std::sync::Arc;
 use redb::backends::FileBackend;
 use redb::{ReadTransaction, StorageBackend, WriteTransaction};
 
-use super::format::FILE_MODE;
 use super::StoreError;
+
+/// Mode of the store and of every file of the vault: root's only.
+pub const FILE_MODE: u32 = 0o600;
 
 /// redb's page cache. The store's working set is small (names, metadata,
 /// sealed values of at most 64 KiB); redb's default is 1 GiB.

@@ -47,7 +47,7 @@ pub const STORE_FILE: &str = "vault.redb";
 /// The public header copy's file name inside the state directory.
 pub const HEADER_FILE: &str = "vault.header";
 /// Permissions of every vault file.
-pub const FILE_MODE: u32 = 0o600;
+pub use super::engine::FILE_MODE;
 
 const HEADER_LEN: usize = MAGIC.len() + 2;
 

@@ -343,3 +343,29 @@ fn a_runner_that_exits_before_connecting_fails_the_run_with_that_reason() {
     d.resting_fd_count();
     assert!(d.run_dirs().is_empty(), "{:?}", d.run_dirs());
 }
+
+/// A reload is audited before it takes effect: when its record cannot be
+/// written, the new policy (here: no rules, forced) is not applied.
+#[test]
+fn a_reload_that_cannot_be_audited_is_not_applied() {
+    let alice = User::ensure("aivt-alice");
+    let d = Daemon::start_new(Options {
+        policy: true_policy(&alice),
+        ..Options::default()
+    });
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+    d.write_policy("");
+    // A directory stands where the log was: no record can be written.
+    let saved = d.audit_log().with_extension("saved");
+    std::fs::rename(d.audit_log(), &saved).unwrap();
+    std::fs::create_dir(d.audit_log()).unwrap();
+    let out = d.vaultctl(&User::root(), &["policy", "reload", "--force"], b"");
+    std::fs::remove_dir(d.audit_log()).unwrap();
+    std::fs::rename(&saved, d.audit_log()).unwrap();
+    assert!(
+        !out.status.success(),
+        "a reload that was not audited succeeded"
+    );
+    // The old policy is still in force.
+    ok(&d.vaultctl(&alice, &["run", "--", "true"], b""));
+}

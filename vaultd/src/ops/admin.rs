@@ -29,18 +29,41 @@ pub enum ReloadRefused {
          to run with no rules on purpose, use `vaultctl policy reload --force`"
     )]
     WouldRemoveEveryRule { previous: usize },
+    /// The new policy could not be made durable in the audit log, so it was
+    /// not applied (audit before effect).
+    #[error("the reload could not be audited, so it was not applied: {}", .0.message)]
+    NotAudited(WireError),
 }
 
 impl Daemon {
     /// Re-reads the policy; an invalid one, or one without rules replacing
     /// one with rules, is reported and the old one stays.
+    /// The SIGHUP reload: audited as the daemon itself (root, its own pid),
+    /// before the new policy takes effect.
     pub fn reload_policy(&self) -> Result<usize, ReloadRefused> {
-        self.reload_policy_with(false)
+        let me = Caller {
+            uid: 0,
+            gid: 0,
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+        };
+        let record = |n: usize| {
+            self.audit.record(
+                Entry::new(&me, "policy.reload")
+                    .detail(json!({ "entries": n, "forced": false, "signal": "SIGHUP" })),
+            )
+        };
+        self.reload_policy_with(false, record)
     }
 
     /// [`Daemon::reload_policy`]; `force` applies a valid policy without
-    /// rules in place of one with rules.
-    pub fn reload_policy_with(&self, force: bool) -> Result<usize, ReloadRefused> {
+    /// rules in place of one with rules. `durable` (given the new rule
+    /// count) runs before the new policy takes effect, with the policy
+    /// locked; its error leaves the old policy in force.
+    pub fn reload_policy_with(
+        &self,
+        force: bool,
+        durable: impl FnOnce(usize) -> Result<(), WireError>,
+    ) -> Result<usize, ReloadRefused> {
         let fresh = Policy::load(&self.cfg.policy_dir)?;
         let rules = fresh.explain().len();
         let mut current = self.policy.write().unwrap_or_else(|p| p.into_inner());
@@ -48,6 +71,7 @@ impl Daemon {
         if rules == 0 && previous > 0 && !force {
             return Err(ReloadRefused::WouldRemoveEveryRule { previous });
         }
+        durable(rules).map_err(ReloadRefused::NotAudited)?;
         *current = std::sync::Arc::new(fresh);
         Ok(rules)
     }
@@ -215,13 +239,14 @@ impl Daemon {
         force: bool,
     ) -> Result<Reply, WireError> {
         self.require_root(caller, op, "only root can reload the policy")?;
-        match self.reload_policy_with(force) {
-            Ok(n) => {
-                self.audit.record(
-                    Entry::new(caller, op).detail(json!({ "entries": n, "forced": force })),
-                )?;
-                Ok(Reply::Done { version: None })
-            }
+        // Recorded before the new policy takes effect (audit before effect).
+        let record = |n: usize| {
+            self.audit
+                .record(Entry::new(caller, op).detail(json!({ "entries": n, "forced": force })))
+        };
+        match self.reload_policy_with(force, record) {
+            Ok(_) => Ok(Reply::Done { version: None }),
+            Err(ReloadRefused::NotAudited(e)) => Err(e),
             Err(ReloadRefused::Invalid(e)) => Err(self.audit.deny(
                 Entry::new(caller, op),
                 err(

@@ -170,8 +170,10 @@ impl Daemon {
         verify_only: bool,
         conflict: ImportConflict,
     ) -> Result<Reply, WireError> {
-        let mut guard = self.vault.write().unwrap_or_else(|p| p.into_inner());
-        let VaultState::Open(vault) = &mut *guard else {
+        // A read lock, as for an import: the store serialises its own
+        // writes, and other users' runs and reads do not wait for a restore.
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
             return Err(sealed());
         };
         // `System` in the records once the header says the backup holds

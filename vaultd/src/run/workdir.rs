@@ -157,7 +157,7 @@ pub fn check(caller_fd: OwnedFd, mode: WorkdirMode, caller: (u32, u32)) -> Resul
     }
     // The clone holds that one mount, not the ones below it, which would
     // uncover what they hide: a directory with mounts below is refused.
-    if let Some(below) = mount_below(&link) {
+    if let Some(below) = mount_below(&link)? {
         return Err(format!(
             "the working directory {shown} has a mount below it ({}); choose a directory without one",
             below.display()
@@ -186,10 +186,12 @@ fn parse_mnt_id(fdinfo: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A mount point strictly below `dir` in the daemon's mount namespace.
-fn mount_below(dir: &std::path::Path) -> Option<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    first_mount_below(&table, dir)
+/// A mount point strictly below `dir` in the daemon's mount namespace; an
+/// unreadable mount table refuses the directory (never taken for "none").
+fn mount_below(dir: &std::path::Path) -> Result<Option<PathBuf>, String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read the mount table to check the working directory: {e}"))?;
+    Ok(first_mount_below(&table, dir))
 }
 
 fn first_mount_below(mountinfo: &str, dir: &std::path::Path) -> Option<PathBuf> {

@@ -14,6 +14,7 @@
 mod messages;
 
 pub mod approval;
+pub mod broker;
 mod bytes;
 pub mod frame;
 pub mod fuzzing;

@@ -258,6 +258,10 @@ pub enum RequestBody {
     /// `AuditVerify`, and every archive back to the first record (root
     /// only). Answered with `AuditVerified`.
     AuditVerifyArchives,
+    /// The HTTP capabilities the caller may invoke, answered with
+    /// `Capabilities`. (Invoking one is HTTP on the local endpoint, whose
+    /// Unix socket is `http.sock` beside the daemon's socket.)
+    CapabilityList,
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -317,6 +321,7 @@ impl RequestBody {
             }
             RequestBody::AuditRotate => "audit.rotate",
             RequestBody::AuditVerifyArchives => "audit.verify",
+            RequestBody::CapabilityList => "capability.list",
         }
     }
 }
@@ -380,6 +385,33 @@ pub enum Reply {
     AwaitingApproval(crate::approval::PendingApproval),
     /// `Approvals(List)`'s answer.
     Approvals(Vec<crate::approval::PendingApproval>),
+    /// `CapabilityList`'s answer.
+    Capabilities(CapabilityReport),
+}
+
+/// The capabilities a caller may invoke and where the local endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityReport {
+    pub capabilities: Vec<CapabilityInfo>,
+    /// The endpoint's Unix socket, if enabled.
+    pub http_socket: Option<String>,
+    /// The endpoint's loopback TCP address (`127.0.0.1:PORT`), if enabled.
+    pub http_tcp: Option<String>,
+}
+
+/// One capability as a caller sees it: never the secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityInfo {
+    pub name: String,
+    pub provider: Option<String>,
+    /// The host requests go to.
+    pub host: String,
+    pub methods: Vec<String>,
+    /// The path patterns, as policy writes them.
+    pub paths: Vec<String>,
+    /// The secret's name (not its value) and whether it is set now.
+    pub secret: String,
+    pub secret_present: bool,
 }
 
 /// A page of the policy's commands (`PolicyShowPage`) or of its

@@ -293,6 +293,11 @@ impl Daemon {
                 ErrorCode::BadRequest,
                 "approvals are served by the connection",
             )),
+            // Filled in with the broker's daemon side.
+            RequestBody::CapabilityList => Err(err(
+                ErrorCode::BadRequest,
+                "this daemon serves no HTTP capabilities yet",
+            )),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op, false),

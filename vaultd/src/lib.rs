@@ -26,6 +26,7 @@ pub mod admission;
 pub mod approval;
 pub mod audit;
 pub mod backup;
+pub mod broker;
 pub mod caller;
 pub mod cli;
 pub mod config;

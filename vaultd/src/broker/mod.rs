@@ -1,0 +1,63 @@
+//! The daemon's side of the HTTP capability broker (docs/broker.md).
+//!
+//! The daemon never parses HTTP. It accepts connections on the local
+//! endpoint (a Unix socket beside its own, and loopback TCP), learns the
+//! caller's uid from the kernel (`SO_PEERCRED`; for TCP the kernel's socket
+//! table), and hands each connection to the broker process serving that
+//! uid: one `aivault-broker` per caller uid, a kind of the jail host under a
+//! fresh uid, started on first use and stopped when idle or when the policy
+//! changes. Over the control channel (`aivault_proto::broker`) the broker
+//! asks before each request; the daemon decides, rate-limits and audits
+//! here and only then hands over the credential.
+//!
+//! The process side (pool, endpoint, control channel) sees the daemon only
+//! as a [`BrokerHost`]; the decision side implements it on `ops::Daemon`.
+
+use aivault_proto::broker::{BrokerInit, DenyReason};
+use aivault_proto::SecretBytes;
+
+use crate::caller::Caller;
+
+/// One request a broker asks to make, as the daemon records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask<'a> {
+    pub capability: &'a str,
+    pub method: &'a str,
+    /// Query values already replaced by `*`.
+    pub path: &'a str,
+}
+
+/// A request the daemon refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub reason: DenyReason,
+    pub message: String,
+    pub retry_after_s: Option<u32>,
+}
+
+/// How a request ended, as the broker reports it (untrusted: for the
+/// audit record only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<'a> {
+    pub capability: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: Option<u16>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration_us: u64,
+    pub error: Option<&'a str>,
+}
+
+/// What the broker's process side needs from the daemon.
+pub trait BrokerHost: Send + Sync {
+    /// The init message for a broker serving `caller` (its `home` and
+    /// `tmp` are filled in by the pool), or `None` if the policy gives the
+    /// caller no capability (its connections are then refused).
+    fn broker_init(&self, caller: &Caller) -> Option<BrokerInit>;
+    /// Decides one request: policy, rate limits, then the audit record
+    /// (durable before this returns), then the credential.
+    fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<SecretBytes, Denied>;
+    /// Records how a granted request ended.
+    fn finished(&self, caller: &Caller, outcome: &Outcome<'_>);
+}

@@ -1,0 +1,17 @@
+//! The MCP gateway (issue: "MCP gateway"): upstream MCP servers, each a
+//! jailed process under a fresh uid of its own with its own secrets, behind
+//! one filtered and audited `vaultctl mcp`.
+//!
+//! Two halves, one idea per module:
+//! * the **policy of what passes** as pure functions over JSON values:
+//!   which tools are visible and under which name, pinned tool definitions
+//!   (a changed definition hides the tool), argument constraints, and the
+//!   response filters (the vault redactor for the upstream's secrets,
+//!   credential and PII detectors);
+//! * the **session**: JSON-RPC with upstreams over their stdio, the
+//!   aggregated `tools/list`, calls routed by namespace, concurrency,
+//!   cancellation and progress forwarded, `ping` always answered.
+//!
+//! Nothing here is root: the gateway runs as a jailed process, never as
+//! the caller and never inside the root daemon, which does not parse MCP.
+#![forbid(unsafe_code)]

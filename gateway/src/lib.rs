@@ -15,3 +15,15 @@
 //! Nothing here is root: the gateway runs as a jailed process, never as
 //! the caller and never inside the root daemon, which does not parse MCP.
 #![forbid(unsafe_code)]
+
+// The policy of what passes (`docs/mcp-gateway.md`).
+pub mod args;
+pub mod config;
+pub mod detect;
+pub mod digest;
+pub mod filter;
+pub mod glob;
+pub mod pin;
+pub mod secrets;
+pub mod visibility;
+pub mod walk;

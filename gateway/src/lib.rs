@@ -18,6 +18,7 @@
 
 // The policy of what passes (`docs/mcp-gateway.md`).
 pub mod args;
+pub mod call;
 pub mod config;
 pub mod detect;
 pub mod digest;

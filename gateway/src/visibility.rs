@@ -221,7 +221,7 @@ pub struct Route {
     pub upstream: String,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// Hidden, renamed away, never listed: the agent is told no more.
     #[error("unknown tool or prompt {0:?}")]

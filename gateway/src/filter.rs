@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aivault_redact::Patterns;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::detect::{Action, DetectorSet};
@@ -20,7 +21,7 @@ use crate::secrets::redact_str;
 use crate::walk::map_strings;
 
 /// One filter's effect on one result, for the audit record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FilterAction {
     /// A detector's name, or `vault:NAME` for a vault secret.
     pub filter: String,
@@ -30,7 +31,8 @@ pub struct FilterAction {
 }
 
 /// Why a result was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum BlockReason {
     /// A detector whose action is `block` found something.
     Detector(String),
@@ -245,6 +247,23 @@ mod tests {
                 }
             ),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn actions_and_reasons_serialise_for_the_audit() {
+        let a = FilterAction {
+            filter: "vault:API_TOKEN".into(),
+            action: Action::Redact,
+            count: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&a).expect("serialises"),
+            json!({"filter": "vault:API_TOKEN", "action": "redact", "count": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(BlockReason::Detector("jwt".into())).expect("serialises"),
+            json!({"kind": "detector", "detail": "jwt"})
         );
     }
 

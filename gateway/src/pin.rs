@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::digest::{canonical_json, sha256_hex};
@@ -43,7 +44,8 @@ pub fn tool_hash(tool: &Value) -> String {
 }
 
 /// Something about a tool's pin the audit should record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "pin", rename_all = "snake_case")]
 pub enum PinEvent {
     /// The definition no longer matches its pin: hidden until re-pinned.
     Changed {

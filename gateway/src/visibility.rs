@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -52,7 +53,8 @@ impl NameFilter {
 
 /// Something about an upstream's listing the audit should record. None of
 /// these carries a definition's text, only names and hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum ViewEvent {
     /// A pinned definition changed, or a required pin is missing.
     Pin(PinEvent),
@@ -398,6 +400,22 @@ mod tests {
             matches!(&ev[..], [ViewEvent::Pin(PinEvent::Changed { tool, .. })] if tool == "get_issue")
         );
         assert!(Catalog::new([l]).route("gh__get_issue").is_err());
+    }
+
+    #[test]
+    fn events_serialise_without_definitions() {
+        let e = ViewEvent::Pin(PinEvent::Unpinned {
+            tool: "t".into(),
+            current: "ab".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(&e).expect("serialises"),
+            json!({"event": "pin", "pin": "unpinned", "tool": "t", "current": "ab"})
+        );
+        assert_eq!(
+            serde_json::to_value(ViewEvent::Malformed { index: 3 }).expect("serialises"),
+            json!({"event": "malformed", "index": 3})
+        );
     }
 
     #[test]

@@ -587,10 +587,35 @@ impl RawServer {
     }
 }
 
+/// Who is asking, as the daemon knows them from the socket's peer
+/// credentials and the account database.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub uid: u32,
+    pub user: Option<&'a str>,
+    /// Primary and supplementary groups.
+    pub gids: &'a [u32],
+    pub groups: &'a [&'a str],
+}
+
 impl ServerPolicy {
     /// The action configured for a detector, if any (for docs and tests).
     pub fn detector_action(&self, detector: &str) -> Option<Action> {
         self.filters.action_of(detector)
+    }
+
+    /// Whether `caller` may use this server: listed in `users` by name or
+    /// uid, or in one of `groups`. Neither list: nobody.
+    pub fn admits(&self, caller: &Caller<'_>) -> bool {
+        let user = self.users.iter().any(|u| match u {
+            Id::Id(id) => *id == caller.uid,
+            Id::Name(n) => caller.user == Some(n.as_str()),
+        });
+        let group = self.groups.iter().any(|g| match g {
+            Id::Id(id) => caller.gids.contains(id),
+            Id::Name(n) => caller.groups.contains(&n.as_str()),
+        });
+        user || group
     }
 }
 
@@ -651,6 +676,28 @@ max_message = "4MiB"
         assert_eq!(s.detector_action("aws_access_key_id"), Some(Action::Block));
         assert_eq!(s.detector_action("email"), Some(Action::Redact));
         assert!(s.tools.arguments.contains_key("read_file"));
+    }
+
+    #[test]
+    fn only_listed_users_and_groups_are_admitted() {
+        let s = with("name = \"a\"\ncommand = \"/bin/x\"\nusers = [\"alice\", 1001]\ngroups = [\"dev\", 2000]\n")
+            .expect("loads")
+            .remove(0);
+        let who = |uid, user, gids: &'static [u32], groups: &'static [&'static str]| Caller {
+            uid,
+            user,
+            gids,
+            groups,
+        };
+        assert!(s.admits(&who(1000, Some("alice"), &[], &[])));
+        assert!(s.admits(&who(1001, None, &[], &[])));
+        assert!(s.admits(&who(1, Some("bob"), &[2000], &[])));
+        assert!(s.admits(&who(1, Some("bob"), &[], &["dev"])));
+        assert!(!s.admits(&who(1, Some("bob"), &[3], &["ops"])));
+        let nobody = with("name = \"a\"\ncommand = \"/bin/x\"\n")
+            .expect("loads")
+            .remove(0);
+        assert!(!nobody.admits(&who(0, Some("root"), &[0], &["root"])));
     }
 
     #[test]

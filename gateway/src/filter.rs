@@ -268,6 +268,26 @@ mod tests {
     }
 
     #[test]
+    fn a_one_mebibyte_result_passes_filtered() {
+        let set = detectors("credentials = \"redact\"\npii = \"redact\"");
+        let mut text = "lorem ipsum dolor sit amet, ".repeat((1 << 20) / 28);
+        text.push_str(TOKEN);
+        text.push(' ');
+        text.push_str(&ghp());
+        let out = filter_response(&result(&text), Some(&vault()), &set);
+        let Outcome::Pass { value, .. } = out else {
+            panic!("blocked")
+        };
+        let s = value["content"][0]["text"].as_str().expect("text");
+        assert!(s.len() > 1 << 20);
+        assert!(
+            s.ends_with("[REDACTED:API_TOKEN] [REDACTED:github_token]"),
+            "{}",
+            &s[s.len() - 80..]
+        );
+    }
+
+    #[test]
     fn clean_results_pass_unchanged() {
         let set = detectors("credentials = \"block\"\npii = \"block\"");
         let v = result("all quiet");

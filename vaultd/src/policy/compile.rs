@@ -1,4 +1,5 @@
-//! Turning parsed files into validated rules, grants and pins.
+//! Turning parsed files into validated rules, grants and pins (and, through
+//! [`super::capability`], providers and capabilities).
 //!
 //! Everything that can be checked without a request is checked here, and any
 //! failure invalidates the whole policy: paths, hashes, patterns, names,
@@ -9,6 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::args::ArgPattern;
+use super::capability::{Capabilities, Pending};
 use super::check::{
     identities, is_normal_absolute, parse_sha256, valid_rule_name, valid_secret_name,
 };
@@ -105,6 +107,8 @@ pub struct Compiled {
     pub rules: Vec<Rule>,
     pub grants: Vec<Grant>,
     pub pins: Vec<Pin>,
+    /// `[[provider]]` and `[[capability]]` (`capability.rs`).
+    pub broker: Capabilities,
 }
 
 impl Default for Compiled {
@@ -114,6 +118,7 @@ impl Default for Compiled {
             rules: Vec::new(),
             grants: Vec::new(),
             pins: Vec::new(),
+            broker: Capabilities::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ pub struct Builder {
     rules: Vec<Rule>,
     grants: Vec<Grant>,
     pins: Vec<Pin>,
+    broker: Pending,
 }
 
 fn entry_err(path: &Path, entry: String, error: EntryError) -> PolicyError {
@@ -136,14 +142,14 @@ fn entry_err(path: &Path, entry: String, error: EntryError) -> PolicyError {
 }
 
 /// `rule "gh-api"` when the entry has a readable name, else `rule #3`.
-fn label(kind: &str, key: &str, index: usize, v: &toml::Value) -> String {
+pub(super) fn label(kind: &str, key: &str, index: usize, v: &toml::Value) -> String {
     match v.get(key).and_then(toml::Value::as_str) {
         Some(name) => format!("{kind} {name:?}"),
         None => format!("{kind} #{}", index + 1),
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Result<T, EntryError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Result<T, EntryError> {
     v.clone()
         .try_into()
         .map_err(|e: toml::de::Error| EntryError::Schema(e.message().to_owned()))
@@ -185,6 +191,8 @@ impl Builder {
                 .map_err(|e| entry_err(path, entry, e))?;
             self.pins.push(pin);
         }
+        self.broker.add_providers(path, &file.provider)?;
+        self.broker.add_capabilities(path, &file.capability);
         Ok(())
     }
 
@@ -388,10 +396,17 @@ impl Builder {
                 ));
             }
         }
+        let pins = self.pins;
+        let broker = self.broker.finish(|secret, scope| {
+            pins.iter()
+                .find(|p| p.secret == secret && p.scope == scope)
+                .map(|p| p.source.clone())
+        })?;
         let mut compiled = Compiled {
             rules,
             grants: self.grants,
-            pins: self.pins,
+            pins,
+            broker,
             ..Compiled::default()
         };
         if let Some((_, sp)) = self.search_path {

@@ -46,7 +46,7 @@ pub enum PolicyError {
     },
 }
 
-/// What is wrong with one rule, grant or pin.
+/// What is wrong with one rule, grant, pin, provider or capability.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
     #[error("{0}")]
@@ -96,6 +96,20 @@ pub enum EntryError {
     Sandbox(String),
     #[error("{0}")]
     Approval(String),
+    #[error("{0}")]
+    Provider(String),
+    #[error("a provider with this name is already defined in {}", .0.display())]
+    DuplicateProvider(PathBuf),
+    #[error("{0}")]
+    Capability(String),
+    #[error("a capability with this name already exists in {}", .0.display())]
+    DuplicateCapability(PathBuf),
+    #[error("{scope} secret {secret} is pinned to commands by {}, so no capability may send it", pin_file.display())]
+    CapabilityPinned {
+        secret: String,
+        scope: SecretScope,
+        pin_file: PathBuf,
+    },
     #[error("{scope} secret {secret} is pinned to other commands by {}", pin_file.display())]
     PinViolated {
         secret: String,

@@ -52,6 +52,7 @@ pub fn explain(p: &Compiled) -> Vec<RuleReport> {
             warnings: Vec::new(),
         });
     }
+    out.extend(p.broker.explain());
     out
 }
 

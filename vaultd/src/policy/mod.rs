@@ -11,6 +11,8 @@
 //! * [`RunQuery`] → [`Policy::decide`] → [`Decision`] or [`Denial`];
 //! * [`RuleReport`] ([`Policy::explain`]) and [`CommandSummary`]
 //!   ([`Policy::commands_for`]) for `vaultctl policy check/show`;
+//! * [`CapabilityEntry`] ([`Policy::capability`], [`Policy::capabilities_for`]):
+//!   the broker's HTTP capabilities (`[[capability]]`, `[[provider]]`);
 //! * [`resolve::resolve_command`] — turns a command name into an opened,
 //!   root-owned, hashed executable.
 //!
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod approval;
 pub mod args;
+pub mod capability;
 mod check;
 mod compile;
 mod decide;
@@ -42,9 +45,12 @@ mod schema;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_capability;
+#[cfg(test)]
 mod tests_globs;
 pub mod units;
 
+pub use capability::{CapabilityEntry, CapabilitySummary};
 pub use error::{EntryError, PolicyError};
 pub use resolve::{resolve_command, ResolveError, ResolvedCommand};
 pub use sandbox::SandboxProfile;
@@ -329,6 +335,37 @@ impl Policy {
     pub fn uses_groups(&self) -> bool {
         self.inner.rules.iter().any(|r| !r.groups.is_empty())
             || self.inner.grants.iter().any(|g| !g.groups.is_empty())
+            || self
+                .inner
+                .broker
+                .capabilities
+                .iter()
+                .any(|c| !c.groups.is_empty())
+    }
+
+    /// The HTTP capability of this name, if the policy has one.
+    pub fn capability(&self, name: &str) -> Option<&CapabilityEntry> {
+        self.inner.broker.get(name)
+    }
+
+    /// The capabilities `who` may invoke, in merge order.
+    pub fn capabilities_for<'a>(
+        &'a self,
+        who: &'a Who,
+    ) -> impl Iterator<Item = &'a CapabilityEntry> + 'a {
+        self.inner.broker.for_caller(who)
+    }
+
+    /// The capabilities `who` may invoke, as `vaultctl policy show` lists them.
+    pub fn capability_summaries_for(&self, who: &Who) -> Vec<CapabilitySummary> {
+        self.inner.broker.summaries_for(who)
+    }
+
+    /// The policy text a broker serving `who` compiles (every
+    /// `[[provider]]`, the `[[capability]]` tables `who` may invoke), or
+    /// `None` when `who` may invoke none.
+    pub fn broker_text(&self, who: &Who) -> Option<String> {
+        self.inner.broker.broker_text(who)
     }
 }
 

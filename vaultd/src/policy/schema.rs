@@ -1,8 +1,8 @@
 //! The policy file format as serde sees it. Every table refuses unknown keys.
 //!
 //! A file is first read as a generic TOML document (syntax errors are
-//! reported with line and column), then each `[[rule]]`, `[[grant]]` and
-//! `[[pin]]` entry is decoded on its own, so a schema error can name the
+//! reported with line and column), then each `[[rule]]`, `[[grant]]`,
+//! `[[pin]]`, `[[provider]]` and `[[capability]]` entry is decoded on its own, so a schema error can name the
 //! entry it is in.
 
 use std::path::PathBuf;
@@ -25,6 +25,12 @@ pub struct RawFile {
     pub grant: Vec<toml::Value>,
     #[serde(default)]
     pub pin: Vec<toml::Value>,
+    /// `[[provider]]`: registry overrides (`capability.rs`).
+    #[serde(default)]
+    pub provider: Vec<toml::Value>,
+    /// `[[capability]]`: HTTP capabilities of the broker (`capability.rs`).
+    #[serde(default)]
+    pub capability: Vec<toml::Value>,
 }
 
 /// A user or group: a name from the account database, or a numeric id.

@@ -15,6 +15,9 @@ pub struct Cli {
     /// Run every check serving makes (configuration, socket directory, key, audit log, policy) without serving or writing, explain each rule, and exit (0 valid, 1 invalid)
     #[arg(long)]
     pub check_config: bool,
+    /// For test suites only: accept the [broker.testing] configuration (extra trust anchors, resolver overrides, loopback upstreams); never on a real system
+    #[arg(long, global = true)]
+    pub testing: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

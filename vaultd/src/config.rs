@@ -32,6 +32,14 @@ pub enum ConfigError {
     /// The runner and the jail host reach the sockets from elsewhere.
     #[error("socket {path} is not an absolute path")]
     RelativeSocket { path: PathBuf },
+    #[error("config {path}: [broker.testing] is accepted only when aivaultd is started with --testing, which is for test suites only")]
+    TestingOnly { path: PathBuf },
+    #[error("config {path}: broker.testing.extra_roots {roots}: {message}")]
+    ExtraRoots {
+        path: PathBuf,
+        roots: PathBuf,
+        message: String,
+    },
 }
 
 /// Resource limits that keep one caller from starving the others.
@@ -163,6 +171,55 @@ pub struct AuditConfig {
 /// Smallest `[audit] rotate_bytes`: a few records at least per file.
 pub const MIN_ROTATE_BYTES: u64 = 4096;
 
+/// `[broker]`: the HTTP capability broker's local endpoint and processes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBroker {
+    tcp_listen: Option<String>,
+    idle_timeout: Option<crate::policy::units::Quantity>,
+    testing: Option<FileBrokerTesting>,
+}
+
+/// `[broker.testing]`: only with `--testing`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBrokerTesting {
+    extra_roots: Option<PathBuf>,
+    #[serde(default)]
+    allow_loopback: bool,
+    #[serde(default)]
+    resolve: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The broker's settings as the daemon uses them (`[broker]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// The loopback TCP endpoint, if any (`tcp_listen`).
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    /// A broker process with no connection for this long is stopped.
+    pub idle_timeout: Duration,
+    /// `[broker.testing]`, with `extra_roots` read into PEM bytes; only
+    /// ever set when the daemon runs with `--testing`.
+    pub testing: Option<aivault_proto::broker::BrokerTesting>,
+}
+
+/// Default `[broker] idle_timeout`.
+pub const DEFAULT_BROKER_IDLE: Duration = Duration::from_secs(300);
+/// Largest `[broker] idle_timeout`.
+const MAX_BROKER_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// Largest `extra_roots` file.
+const MAX_EXTRA_ROOTS: u64 = 1 << 20;
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            tcp_listen: None,
+            idle_timeout: DEFAULT_BROKER_IDLE,
+            testing: None,
+        }
+    }
+}
+
 /// The settings file as written by an administrator; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +239,8 @@ struct FileConfig {
     approval: Option<crate::approval::ApprovalConfig>,
     #[serde(default)]
     audit: Option<AuditConfig>,
+    #[serde(default)]
+    broker: Option<FileBroker>,
 }
 
 /// Effective configuration.
@@ -200,6 +259,11 @@ pub struct Config {
     pub approval: crate::approval::ApprovalConfig,
     /// The audit log's rotation threshold.
     pub audit: AuditConfig,
+    /// The HTTP capability broker (`[broker]`).
+    pub broker: BrokerConfig,
+    /// Started with `--testing` (test suites only): `[broker.testing]` is
+    /// accepted.
+    pub testing: bool,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -212,6 +276,8 @@ pub struct Overrides {
     pub audit_log: Option<PathBuf>,
     pub key_provider: Option<String>,
     pub dbus: Option<String>,
+    /// `--testing`: accept `[broker.testing]` (test suites only).
+    pub testing: bool,
 }
 
 impl Config {
@@ -228,6 +294,8 @@ impl Config {
             dbus: BusChoice::System,
             approval: Default::default(),
             audit: AuditConfig::default(),
+            broker: BrokerConfig::default(),
+            testing: false,
         }
     }
 
@@ -239,6 +307,7 @@ impl Config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
+        cfg.testing = ov.testing;
         if required || path.exists() {
             cfg.apply_file(&path)?;
         }
@@ -338,6 +407,9 @@ impl Config {
             }
             self.runs = v;
         }
+        if let Some(b) = file.broker {
+            self.broker = broker_config(path, b, self.testing)?;
+        }
         if let Some(v) = file.dbus.and_then(|d| d.bus) {
             self.dbus = v.parse().map_err(|message| ConfigError::Parse {
                 path: path.into(),
@@ -358,6 +430,116 @@ impl Config {
     pub fn audit_anchor(&self) -> PathBuf {
         self.state_dir.join("audit.anchor")
     }
+}
+
+/// `[broker]` checked: a loopback `tcp_listen` with a port, an
+/// `idle_timeout` between a second and a day, and `[broker.testing]` only
+/// in a daemon started with `--testing`.
+fn broker_config(path: &Path, b: FileBroker, testing: bool) -> Result<BrokerConfig, ConfigError> {
+    let bad = |message: String| ConfigError::Parse {
+        path: path.into(),
+        message,
+    };
+    let mut out = BrokerConfig::default();
+    if let Some(t) = b.tcp_listen {
+        let addr: std::net::SocketAddr = t.parse().map_err(|_| {
+            bad(format!(
+                "broker.tcp_listen: {t:?} is not an address and port such as \"127.0.0.1:8787\""
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(bad(format!(
+                "broker.tcp_listen: {addr} is not a loopback address; the endpoint identifies callers by the kernel's table of local sockets"
+            )));
+        }
+        if addr.port() == 0 {
+            return Err(bad("broker.tcp_listen: the address needs a port".into()));
+        }
+        out.tcp_listen = Some(addr);
+    }
+    if let Some(q) = b.idle_timeout {
+        let d = crate::policy::units::parse_duration(&q)
+            .map_err(|m| bad(format!("broker.idle_timeout: {m}")))?;
+        if d < Duration::from_secs(1) || d > MAX_BROKER_IDLE {
+            return Err(bad(
+                "broker.idle_timeout: must be between 1 second and 24 hours".into(),
+            ));
+        }
+        out.idle_timeout = d;
+    }
+    if let Some(t) = b.testing {
+        if !testing {
+            return Err(ConfigError::TestingOnly { path: path.into() });
+        }
+        out.testing = Some(broker_testing(path, t)?);
+    }
+    Ok(out)
+}
+
+fn broker_testing(
+    path: &Path,
+    t: FileBrokerTesting,
+) -> Result<aivault_proto::broker::BrokerTesting, ConfigError> {
+    use aivault_proto::broker::{BrokerTesting, ResolveOverride};
+    let bad = |message: String| ConfigError::Parse {
+        path: path.into(),
+        message,
+    };
+    let mut resolve = Vec::new();
+    for (host, addrs) in t.resolve {
+        if !aivault_broker::registry::valid_host(&host) {
+            return Err(bad(format!(
+                "broker.testing.resolve: {host:?} is not a lower-case host name"
+            )));
+        }
+        if addrs.is_empty() {
+            return Err(bad(format!(
+                "broker.testing.resolve: {host} has no address"
+            )));
+        }
+        let addrs = addrs
+            .iter()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    bad(format!(
+                        "broker.testing.resolve: {host}: {a:?} is not an address and port such as \"127.0.0.1:8443\""
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        resolve.push(ResolveOverride { host, addrs });
+    }
+    let extra_roots_pem = match t.extra_roots {
+        None => None,
+        Some(roots) => Some(read_roots(path, &roots)?),
+    };
+    Ok(BrokerTesting {
+        extra_roots_pem,
+        resolve,
+        allow_loopback: t.allow_loopback,
+    })
+}
+
+/// Reads trust anchors (a root-owned PEM file) once, at start.
+fn read_roots(path: &Path, roots: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let fail = |message: String| ConfigError::ExtraRoots {
+        path: path.into(),
+        roots: roots.into(),
+        message,
+    };
+    crate::secure_fs::check_secure_file(roots).map_err(|e| fail(e.to_string()))?;
+    let mut pem = Vec::new();
+    std::fs::File::open(roots)
+        .and_then(|f| f.take(MAX_EXTRA_ROOTS + 1).read_to_end(&mut pem))
+        .map_err(|e| fail(e.to_string()))?;
+    if pem.len() as u64 > MAX_EXTRA_ROOTS {
+        return Err(fail(format!("larger than {MAX_EXTRA_ROOTS} bytes")));
+    }
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(pem)
 }
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
@@ -414,6 +596,130 @@ mod tests {
             "{err}"
         );
         assert!(load("[runs]\nwarm_runners = -1\n").is_err());
+    }
+
+    fn load_with(text: &str, testing: bool) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = text.replace("@DIR@", &dir.path().display().to_string());
+        let path = dir.path().join("aivaultd.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cfg = Config::load(&Overrides {
+            config: Some(path),
+            testing,
+            ..Overrides::default()
+        });
+        (dir, cfg)
+    }
+
+    const TESTING: &str = "[broker]\ntcp_listen = \"127.0.0.1:8787\"\nidle_timeout = \"2m\"\n[broker.testing]\nallow_loopback = true\nextra_roots = \"@DIR@/ca.pem\"\nresolve = { \"api.openai.com\" = [\"127.0.0.1:8443\", \"[::1]:8443\"] }\n";
+
+    #[test]
+    fn broker_testing_is_refused_without_the_testing_flag() {
+        let (_d, cfg) = load_with("[broker.testing]\nallow_loopback = true\n", false);
+        let e = cfg.unwrap_err().to_string();
+        assert!(
+            e.contains("[broker.testing]") && e.contains("--testing"),
+            "{e}"
+        );
+        // The flag alone changes nothing else.
+        let (_d, cfg) = load_with("[broker]\nidle_timeout = 30\n", true);
+        let cfg = cfg.unwrap();
+        assert!(cfg.testing);
+        assert_eq!(cfg.broker.testing, None);
+        assert_eq!(cfg.broker.idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn broker_testing_with_the_flag_reads_roots_and_overrides() {
+        use std::os::unix::fs::PermissionsExt;
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (d, _) = load_with("", true);
+        std::fs::write(d.path().join("ca.pem"), pem).unwrap();
+        std::fs::set_permissions(
+            d.path().join("ca.pem"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let text = TESTING.replace("@DIR@", &d.path().display().to_string());
+        let path = d.path().join("aivaultd.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&Overrides {
+            config: Some(path.clone()),
+            testing: true,
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.broker.tcp_listen,
+            Some("127.0.0.1:8787".parse().unwrap())
+        );
+        assert_eq!(cfg.broker.idle_timeout, Duration::from_secs(120));
+        let t = cfg.broker.testing.unwrap();
+        assert!(t.allow_loopback);
+        assert_eq!(t.extra_roots_pem.as_deref(), Some(&pem[..]));
+        assert_eq!(t.resolve.len(), 1);
+        assert_eq!(t.resolve[0].host, "api.openai.com");
+        assert_eq!(t.resolve[0].addrs[1], "[::1]:8443".parse().unwrap());
+        // Not a certificate, or writable by others: refused.
+        std::fs::write(d.path().join("ca.pem"), b"hello").unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(path.clone()),
+            testing: true,
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        std::fs::write(d.path().join("ca.pem"), pem).unwrap();
+        std::fs::set_permissions(
+            d.path().join("ca.pem"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(path),
+            testing: true,
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("extra_roots"), "{e}");
+    }
+
+    #[test]
+    fn broker_values_are_checked() {
+        for (text, want) in [
+            (
+                "[broker]\ntcp_listen = \"0.0.0.0:8787\"\n",
+                "not a loopback",
+            ),
+            ("[broker]\ntcp_listen = \"127.0.0.1:0\"\n", "needs a port"),
+            ("[broker]\ntcp_listen = \"localhost:1\"\n", "not an address"),
+            ("[broker]\nidle_timeout = \"0s\"\n", "between 1 second"),
+            ("[broker]\nidle_timeout = \"2d\"\n", "unknown duration unit"),
+            ("[broker]\nport = 1\n", "unknown field"),
+            (
+                "[broker.testing]\nresolve = { \"API.x.com\" = [\"127.0.0.1:1\"] }\n",
+                "not a lower-case host name",
+            ),
+            (
+                "[broker.testing]\nresolve = { \"api.x.com\" = [\"127.0.0.1\"] }\n",
+                "not an address and port",
+            ),
+            (
+                "[broker.testing]\nresolve = { \"api.x.com\" = [] }\n",
+                "no address",
+            ),
+        ] {
+            let (_d, cfg) = load_with(text, true);
+            let e = cfg.unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let (_d, cfg) = load_with("", false);
+        assert_eq!(cfg.unwrap().broker, BrokerConfig::default());
     }
 
     #[test]

@@ -104,8 +104,15 @@ fn run(cli: Cli) -> Result<()> {
         audit_log: cli.paths.audit_log,
         key_provider: cli.paths.key_provider,
         dbus: cli.paths.dbus,
+        testing: cli.testing,
     };
     let cfg = Config::load(&ov)?;
+    if cfg.testing {
+        tracing::warn!(
+            testing = cfg.broker.testing.is_some(),
+            "started with --testing: [broker.testing] is accepted (extra trust anchors, resolver overrides, loopback upstreams); for test suites only"
+        );
+    }
     if cli.check_config {
         return check_config(&cfg);
     }

@@ -163,6 +163,25 @@ fn print_policy(v: &serde_json::Value) {
             println!("the policy lets you run nothing");
         }
         for c in list {
+            // An HTTP capability (after the commands).
+            if let Some(name) = c["capability"].as_str() {
+                let words = |v: &serde_json::Value| -> Vec<String> {
+                    v.as_array().into_iter().flatten().map(s).collect()
+                };
+                println!("http capability {name}  (https://{})", s(&c["host"]));
+                println!(
+                    "    requests:  {} {}",
+                    words(&c["methods"]).join(", "),
+                    words(&c["paths"]).join(", ")
+                );
+                let scope = if c["scope"] == "system" {
+                    "system "
+                } else {
+                    ""
+                };
+                println!("    secret:    {scope}{}", s(&c["secret"]));
+                continue;
+            }
             let mut secrets: Vec<String> = c["secrets"]
                 .as_array()
                 .map(|a| {

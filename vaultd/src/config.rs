@@ -426,6 +426,12 @@ impl Config {
             .map_or_else(|| PathBuf::from("/run/aivault"), Path::to_path_buf)
     }
 
+    /// The broker's local endpoint on a Unix socket: `http.sock` beside
+    /// the daemon's socket.
+    pub fn http_socket(&self) -> PathBuf {
+        self.runtime_dir().join("http.sock")
+    }
+
     /// Where the audit chain's anchor lives: with the vault, not with the log.
     pub fn audit_anchor(&self) -> PathBuf {
         self.state_dir.join("audit.anchor")

@@ -40,6 +40,9 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("approval.list", "64d63e71a4294f27a1a16d70867244be"),
     ("approval.code", "7dad5bd8d8414faa9bb6a2bcb02d4bad"),
     ("approval.code_revoked", "98c6a6f6ef124277af0e313fa7386e29"),
+    ("capability.list", "0ca0925ba83d49d7571f9ef78623e8e4"),
+    ("http.request", "07d126361de5f6e90fd9f487c9299762"),
+    ("http.response", "18c257c0d4972b1310da39bcec91e707"),
 ];
 
 /// An audit record of an operation not in [`AUDIT_IDS`].
@@ -93,6 +96,8 @@ pub fn audit_message(ev: &Line<'_>) -> String {
     if let Some(name) = ev.name {
         let key = if ev.op == "run" || ev.op.starts_with("run.") {
             "rule"
+        } else if ev.op.starts_with("http.") {
+            "capability"
         } else {
             "name"
         };
@@ -157,6 +162,11 @@ mod tests {
         assert_eq!(
             audit_message(&denied),
             "run uid=1000 denied: no rule allows it\\nreally"
+        );
+        let http = event("http.request", Some("openai/chat"), "ok");
+        assert_eq!(
+            audit_message(&http),
+            "http request capability=openai/chat uid=1000 ok"
         );
         let odd = event("secret.remove", Some("a b\"c"), "failed");
         assert_eq!(

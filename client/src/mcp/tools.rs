@@ -385,6 +385,9 @@ fn policy_commands(socket: &Path, args: &Args) -> Result<Value, String> {
                 .collect();
             match parsed {
                 Ok(mut list) => {
+                    // HTTP capabilities follow the commands; capability_list
+                    // is their tool.
+                    list.retain(|c| c.get("capability").is_none());
                     for c in &mut list {
                         if let Some(c) = c.as_object_mut() {
                             if c.contains_key("arg_patterns") {

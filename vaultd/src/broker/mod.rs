@@ -11,7 +11,12 @@
 //! here and only then hands over the credential.
 //!
 //! The process side (pool, endpoint, control channel) sees the daemon only
-//! as a [`BrokerHost`]; the decision side implements it on `ops::Daemon`.
+//! as a [`BrokerHost`]; the decision side implements it on `ops::Daemon`
+//! with [`decide`] (policy, rate limits, audit, credential) and
+//! [`rate_state`] (the rate-limit counters, kept across restarts).
+
+pub mod decide;
+pub mod rate_state;
 
 use aivault_proto::broker::{BrokerInit, DenyReason};
 use aivault_proto::SecretBytes;

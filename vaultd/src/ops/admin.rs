@@ -204,15 +204,27 @@ impl Daemon {
         Ok(Reply::AuditRecords(vec![record]))
     }
 
-    /// The commands this caller may run, as JSON.
+    /// The commands this caller may run, then the HTTP capabilities it may
+    /// invoke (objects with a `capability` member), as JSON.
     pub(super) fn policy_show(&self, caller: &Caller) -> Reply {
         let who = Who {
             uid: caller.uid,
             gid: caller.gid,
             groups: crate::sys::account_groups(caller.uid, caller.gid),
         };
-        let list = self.policy().commands_for(&who);
-        Reply::Policy(serde_json::to_string(&list).unwrap_or_default())
+        let policy = self.policy();
+        let mut list: Vec<serde_json::Value> = policy
+            .commands_for(&who)
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+        list.extend(
+            policy
+                .capability_summaries_for(&who)
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok()),
+        );
+        Reply::Policy(serde_json::Value::Array(list).to_string())
     }
 
     /// Validates the policy on disk and explains each rule (root only).

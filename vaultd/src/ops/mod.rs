@@ -12,12 +12,14 @@
 //!
 //! The operations by area: [`secrets`] (set, import, list, exists, mask,
 //! remove), [`admin`] (status, unlock, the audit log, the policy),
+//! [`broker`] (the broker's [`crate::broker::BrokerHost`], `capability list`),
 //! [`pages`] (the long lists a page at a time). The run
 //! path lives in [`crate::run`] and sees the daemon only as a
 //! [`RunHost`].
 
 pub mod admin;
 pub mod backup;
+pub mod broker;
 pub mod pages;
 pub mod secrets;
 
@@ -60,6 +62,8 @@ pub enum DaemonError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("invalid run uid range: {0}")]
     UidRange(#[from] crate::run::uidpool::PoolError),
+    #[error("{0}")]
+    RateState(#[from] crate::broker::rate_state::RateStateError),
 }
 
 enum VaultState {
@@ -77,6 +81,8 @@ pub struct Daemon {
     audit: AuditGate,
     policy: RwLock<Arc<Policy>>,
     runs: RunContext,
+    /// The broker's rate-limit counters, kept in the state directory.
+    broker_rate: crate::broker::rate_state::RateState,
     /// The policy explanation being read page by page.
     check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
@@ -129,6 +135,7 @@ impl Daemon {
         let log = AuditLog::open(&cfg.audit_log, &cfg.audit_anchor(), key.clone())?;
         log.set_rotate_bytes(cfg.audit.rotate_bytes);
         let policy = Policy::load(&cfg.policy_dir)?;
+        let broker_rate = crate::broker::rate_state::RateState::open(&cfg.state_dir)?;
         let runtime = cfg.runtime_dir();
         let runs = RunContext {
             pool: UidPool::new(cfg.runs.uid_first, cfg.runs.uid_count)?,
@@ -159,6 +166,7 @@ impl Daemon {
             audit: AuditGate::new(log, key),
             policy: RwLock::new(Arc::new(policy)),
             runs,
+            broker_rate,
             check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
@@ -293,11 +301,7 @@ impl Daemon {
                 ErrorCode::BadRequest,
                 "approvals are served by the connection",
             )),
-            // Filled in with the broker's daemon side.
-            RequestBody::CapabilityList => Err(err(
-                ErrorCode::BadRequest,
-                "this daemon serves no HTTP capabilities yet",
-            )),
+            RequestBody::CapabilityList => self.capability_list(caller, op),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op, false),

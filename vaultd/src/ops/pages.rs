@@ -227,12 +227,19 @@ impl Daemon {
             gid: caller.gid,
             groups: crate::sys::account_groups(caller.uid, caller.gid),
         };
-        let items: Vec<String> = self
-            .policy()
+        let policy = self.policy();
+        // The commands, then the HTTP capabilities (a `capability` member).
+        let mut items: Vec<String> = policy
             .commands_for(&who)
             .iter()
             .map(|c| serde_json::to_string(c).unwrap_or_default())
             .collect();
+        items.extend(
+            policy
+                .capability_summaries_for(&who)
+                .iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default()),
+        );
         policy_page(&items, &page).map(Reply::PolicyPage)
     }
 

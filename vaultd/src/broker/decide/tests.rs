@@ -1,0 +1,408 @@
+//! The decisions against a real audit log, rate-limit file and policy,
+//! with a vault that notes what the log held when a value was read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aivault_proto::broker::{BrokerTesting, ResolveOverride};
+use aivault_proto::ErrorCode;
+
+use super::*;
+use crate::audit::{AuditKey, AuditLog};
+
+const SECRET: &[u8] = b"sk-live-0123456789abcdef";
+const NOW: u64 = 60 * 30_000 + 7;
+
+const POLICY: &str = r#"
+[[capability]]
+name = "openai"
+provider = "openai"
+secret = "OPENAI_API_KEY"
+methods = ["GET", "POST"]
+paths = ["/v1/**"]
+users = [1000]
+rate = { per_caller_per_minute = 2 }
+
+[[capability]]
+name = "shared/gh"
+provider = "github"
+secret = "GITHUB_TOKEN"
+scope = "system"
+methods = ["GET"]
+paths = ["/repos/*/*"]
+users = [1000, 1001]
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    audit: AuditGate,
+    policy: Policy,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let key = AuditKey::derive(&[9u8; 32]);
+    let log = AuditLog::open(
+        &dir.path().join("audit.jsonl"),
+        &dir.path().join("state/audit.anchor"),
+        Some(key.clone()),
+    )
+    .unwrap();
+    Fixture {
+        audit: AuditGate::new(log, Some(key)),
+        policy: crate::policy::from_str_for_test("/etc/aivault/policy.toml", POLICY).unwrap(),
+        dir,
+    }
+}
+
+impl Fixture {
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn records(&self) -> Vec<serde_json::Value> {
+        AuditLog::read(&self.log(), None, 1000).unwrap()
+    }
+}
+
+/// A vault of a few values that, whenever one is read, notes the newest
+/// audit record at that moment.
+struct Vault {
+    log: PathBuf,
+    values: HashMap<(Scope, String), Vec<u8>>,
+    expiries: HashMap<(Scope, String), u64>,
+    seen_at_read: Mutex<Vec<serde_json::Value>>,
+}
+
+impl Vault {
+    fn new(log: &Path) -> Vault {
+        let mut values = HashMap::new();
+        values.insert(
+            (Scope::User(1000), "OPENAI_API_KEY".into()),
+            SECRET.to_vec(),
+        );
+        values.insert(
+            (Scope::System, "GITHUB_TOKEN".into()),
+            b"ghp_system".to_vec(),
+        );
+        Vault {
+            log: log.into(),
+            values,
+            expiries: HashMap::new(),
+            seen_at_read: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl SecretSource for Vault {
+    fn expiry(&self, scope: Scope, name: &str) -> Option<u64> {
+        self.expiries.get(&(scope, name.to_owned())).copied()
+    }
+    fn value(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError> {
+        let newest = AuditLog::read(&self.log, None, 1).unwrap().pop();
+        self.seen_at_read
+            .lock()
+            .unwrap()
+            .push(newest.unwrap_or_default());
+        self.values
+            .get(&(scope, name.to_owned()))
+            .map(|v| SecretBytes::new(v.clone()))
+            .ok_or_else(|| WireError::new(ErrorCode::NotFound, format!("secret {name} is not set")))
+    }
+}
+
+fn caller(uid: u32) -> Caller {
+    Caller {
+        uid,
+        gid: uid,
+        pid: 4242,
+    }
+}
+
+fn who(uid: u32) -> Who {
+    Who {
+        uid,
+        gid: uid,
+        groups: Vec::new(),
+    }
+}
+
+fn ask<'a>(capability: &'a str, method: &'a str, path: &'a str) -> Ask<'a> {
+    Ask {
+        capability,
+        method,
+        path,
+    }
+}
+
+fn decide(
+    f: &Fixture,
+    rate: &RateState,
+    vault: &Vault,
+    uid: u32,
+    a: &Ask<'_>,
+) -> Result<SecretBytes, Denied> {
+    let ctx = Context {
+        policy: &f.policy,
+        audit: &f.audit,
+        rate,
+        secrets: vault,
+        now: NOW,
+    };
+    authorize(&ctx, &caller(uid), &who(uid), a)
+}
+
+#[test]
+fn the_grant_is_durable_before_the_secret_is_read_and_no_record_holds_it() {
+    let f = fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    let vault = Vault::new(&f.log());
+    let got = decide(
+        &f,
+        &rate,
+        &vault,
+        1000,
+        &ask("openai", "POST", "/v1/chat/completions?key=abc&stream"),
+    )
+    .unwrap();
+    assert_eq!(got.as_bytes(), SECRET);
+    let seen = vault.seen_at_read.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r["op"], OP_REQUEST, "{r}");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(r["name"], "openai", "{r}");
+    assert_eq!(
+        (r["uid"].clone(), r["gid"].clone(), r["pid"].clone()),
+        (1000.into(), 1000.into(), 4242.into())
+    );
+    assert_eq!(r["scope"], "user");
+    assert_eq!(r["detail"]["method"], "POST");
+    assert_eq!(r["detail"]["secret"], "OPENAI_API_KEY");
+    assert_eq!(r["detail"]["rate"], "counted");
+    // Query values are recorded as `*`, whatever the broker sent.
+    assert_eq!(
+        r["detail"]["path"], "/v1/chat/completions?key=*&stream",
+        "{r}"
+    );
+
+    // A denial, a failure and an outcome later, no record holds a value.
+    let _ = decide(&f, &rate, &vault, 1001, &ask("openai", "GET", "/v1/models"));
+    let _ = decide(
+        &f,
+        &rate,
+        &vault,
+        1001,
+        &ask("shared/gh", "GET", "/repos/a/b"),
+    );
+    finished(
+        &f.audit,
+        &caller(1000),
+        &Outcome {
+            capability: "openai",
+            method: "POST",
+            path: "/v1/chat/completions?key=abc",
+            status: Some(200),
+            request_bytes: 10,
+            response_bytes: 20,
+            duration_us: 300,
+            error: None,
+        },
+    );
+    let raw = std::fs::read(f.log()).unwrap();
+    for v in [SECRET, b"ghp_system".as_slice(), b"abc".as_slice()] {
+        assert!(
+            !raw.windows(v.len()).any(|w| w == v),
+            "{} in the audit log",
+            String::from_utf8_lossy(v)
+        );
+    }
+    let ops: Vec<String> = f
+        .records()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["op"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "http.request ok",
+            "http.request denied",
+            "http.request ok",
+            "http.response ok"
+        ]
+    );
+}
+
+#[test]
+fn another_users_capability_is_refused_like_one_that_does_not_exist() {
+    let f = fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    let vault = Vault::new(&f.log());
+    let other = decide(&f, &rate, &vault, 1001, &ask("openai", "GET", "/v1/models")).unwrap_err();
+    let none = decide(&f, &rate, &vault, 1001, &ask("nosuch", "GET", "/v1/models")).unwrap_err();
+    assert_eq!(other.reason, DenyReason::Forbidden);
+    assert_eq!(none.reason, DenyReason::Forbidden);
+    assert_eq!(
+        other.message.replace("openai", "X"),
+        none.message.replace("nosuch", "X"),
+        "the refusal tells bob that alice's capability exists"
+    );
+    assert!(
+        vault.seen_at_read.lock().unwrap().is_empty(),
+        "a secret was read"
+    );
+    let recs = f.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["outcome"], "denied");
+    assert_eq!(recs[0]["uid"], 1001);
+    assert_eq!(recs[0]["detail"]["why"], "not-allowed");
+    assert_eq!(recs[1]["detail"]["why"], "unknown");
+}
+
+#[test]
+fn method_and_path_are_checked_again() {
+    let f = fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    let vault = Vault::new(&f.log());
+    for (method, path) in [
+        ("DELETE", "/v1/models"),
+        ("GET", "/v2/models"),
+        ("GET", "/v1/../admin"),
+        ("GET", "/v1/%2e%2e/admin"),
+        ("GET", "/v1"),
+        ("get", "/v1/models"),
+    ] {
+        let d = decide(&f, &rate, &vault, 1000, &ask("openai", method, path)).unwrap_err();
+        assert_eq!(d.reason, DenyReason::Forbidden, "{method} {path}");
+    }
+    assert!(vault.seen_at_read.lock().unwrap().is_empty());
+    assert!(f.records().iter().all(|r| r["outcome"] == "denied"));
+    // The system-scope capability, for both its users.
+    for uid in [1000, 1001] {
+        let s = decide(
+            &f,
+            &rate,
+            &vault,
+            uid,
+            &ask("shared/gh", "GET", "/repos/o/r"),
+        )
+        .unwrap();
+        assert_eq!(s.as_bytes(), b"ghp_system");
+    }
+    assert_eq!(f.records().last().unwrap()["scope"], "system");
+}
+
+#[test]
+fn a_rate_limit_holds_across_a_daemon_restart() {
+    let f = fixture();
+    let vault = Vault::new(&f.log());
+    let a = ask("openai", "GET", "/v1/models");
+    {
+        let rate = RateState::open(&f.state()).unwrap();
+        decide(&f, &rate, &vault, 1000, &a).unwrap();
+        decide(&f, &rate, &vault, 1000, &a).unwrap();
+        let d = decide(&f, &rate, &vault, 1000, &a).unwrap_err();
+        assert_eq!(d.reason, DenyReason::RateLimited);
+        assert_eq!(d.retry_after_s, Some(60 - NOW as u32 % 60));
+    }
+    // A new daemon: the counts come back from the state directory.
+    let rate = RateState::open(&f.state()).unwrap();
+    let d = decide(&f, &rate, &vault, 1000, &a).unwrap_err();
+    assert_eq!(d.reason, DenyReason::RateLimited);
+    let last = f.records().pop().unwrap();
+    assert_eq!(last["outcome"], "denied");
+    assert_eq!(last["detail"]["rate"]["limited"], "caller");
+    assert_eq!(last["detail"]["rate"]["limit"], 2);
+    assert_eq!(vault.seen_at_read.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_missing_or_expired_secret_is_unavailable() {
+    let f = fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    let mut vault = Vault::new(&f.log());
+    vault.values.clear();
+    let d = decide(&f, &rate, &vault, 1000, &ask("openai", "GET", "/v1/models")).unwrap_err();
+    assert_eq!(d.reason, DenyReason::Unavailable);
+    assert!(d.message.contains("OPENAI_API_KEY"), "{}", d.message);
+    let recs = f.records();
+    assert_eq!(recs[0]["outcome"], "ok");
+    assert_eq!(recs[1]["outcome"], "failed");
+
+    vault
+        .expiries
+        .insert((Scope::User(1000), "OPENAI_API_KEY".into()), NOW);
+    let d = decide(&f, &rate, &vault, 1000, &ask("openai", "GET", "/v1/models")).unwrap_err();
+    assert_eq!(d.reason, DenyReason::Unavailable);
+    assert!(d.message.contains("expired"), "{}", d.message);
+    assert_eq!(f.records().pop().unwrap()["outcome"], "denied");
+}
+
+#[test]
+fn untrusted_fields_are_bounded_in_the_record() {
+    let f = fixture();
+    let long = "e".repeat(10_000);
+    let name = "n".repeat(1000);
+    finished(
+        &f.audit,
+        &caller(1000),
+        &Outcome {
+            capability: &name,
+            method: "POST",
+            path: &format!("/v1/{long}"),
+            status: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            duration_us: 5,
+            error: Some(&long),
+        },
+    );
+    let r = f.records().pop().unwrap();
+    assert_eq!(r["op"], OP_RESPONSE);
+    assert_eq!(r["outcome"], "failed");
+    assert!(r["reason"].as_str().unwrap().chars().count() <= MAX_ERROR + 1);
+    assert!(r["name"].as_str().unwrap().chars().count() <= MAX_NAME + 1);
+    assert!(r["detail"]["path"].as_str().unwrap().chars().count() <= MAX_PATH + 1);
+    assert_eq!(r["detail"]["status"], serde_json::Value::Null);
+}
+
+#[test]
+fn the_init_names_the_callers_capabilities_and_the_ports_it_may_reach() {
+    let f = fixture();
+    let mut cfg = BrokerConfig::default();
+    assert!(broker_init(&f.policy, &who(1002), &cfg).is_none());
+    let init = broker_init(&f.policy, &who(1001), &cfg).unwrap();
+    assert!(init.capabilities.contains("shared/gh"));
+    assert!(
+        !init.capabilities.contains("OPENAI_API_KEY"),
+        "{}",
+        init.capabilities
+    );
+    assert_eq!(init.tcp_connect, [443]);
+    assert!(init.require_full_landlock);
+    assert_eq!(init.testing, None);
+    cfg.testing = Some(BrokerTesting {
+        extra_roots_pem: None,
+        resolve: vec![ResolveOverride {
+            host: "api.openai.com".into(),
+            addrs: vec![
+                "127.0.0.1:8443".parse().unwrap(),
+                "[::1]:443".parse().unwrap(),
+            ],
+        }],
+        allow_loopback: true,
+    });
+    let init = broker_init(&f.policy, &who(1000), &cfg).unwrap();
+    assert_eq!(init.tcp_connect, [443, 8443]);
+    assert_eq!(init.testing, cfg.testing);
+}

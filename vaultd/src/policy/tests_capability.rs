@@ -331,3 +331,27 @@ fn a_policy_file_on_disk_with_capabilities_is_checked_like_rules() {
     let e = Policy::load(dir.path()).unwrap_err().to_string();
     assert!(e.contains("policy.toml") && e.contains("writable"), "{e}");
 }
+
+#[test]
+fn the_commented_example_loads_when_uncommented() {
+    let example = include_str!("../../../packaging/policy.example.toml");
+    let start = example
+        .find("# [[capability]]")
+        .expect("the example shows a capability");
+    let uncommented: String = example[start..]
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("# ")
+                .or(l.strip_prefix("#").filter(|r| r.is_empty()))
+        })
+        .filter(|l| l.starts_with('[') || l.contains(" = ") || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = format!("{}\n{uncommented}", &example[..start]);
+    let p = parse(&text).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert!(p.capability("openai").is_some());
+    assert_eq!(
+        p.capability("internal/reports").unwrap().cap.hosts,
+        ["api.internal.example"]
+    );
+}

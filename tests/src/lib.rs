@@ -123,6 +123,9 @@ pub struct Options {
     /// installed too (their `CapabilityBoundingSet=` lines add to the
     /// unit's), e.g. `aivaultd-workdir.conf`.
     pub dropins: &'static [&'static str],
+    /// Starts the daemon with `--testing`, which `[broker.testing]` in
+    /// `config` needs (test suites only).
+    pub testing: bool,
 }
 
 impl Default for Options {
@@ -135,6 +138,7 @@ impl Default for Options {
             runtime_on_tmpfs: false,
             unit_capabilities: false,
             dropins: &[],
+            testing: false,
         }
     }
 }
@@ -347,6 +351,9 @@ impl Daemon {
             .arg("--key-provider")
             .arg(provider)
             .env("AIVAULT_LOG", "info");
+        if self.opts.testing {
+            cmd.arg("--testing");
+        }
         cmd
     }
 

@@ -152,6 +152,16 @@ fn capability_list_and_policy_show_give_the_callers_own_capabilities() {
     assert!(caps(shown(&bob)).is_empty(), "bob sees alice's capability");
     let text = ok(&d.vaultctl(&alice, &["policy", "show"], b""));
     assert!(text.contains("http capability openai"), "{text}");
+    // --check-config explains the capabilities and the broker's settings.
+    let out = d.command().arg("--check-config").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("capability openai (") && said.contains("api.openai.com"),
+        "{said}"
+    );
+    assert!(said.contains("and 127.0.0.1:18787"), "{said}");
+    assert!(said.contains("[broker.testing] in force"), "{said}");
     let raw = std::fs::read(d.audit_log()).unwrap();
     assert!(
         !raw.windows(20).any(|w| w == b"sk-integration-value"),

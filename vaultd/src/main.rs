@@ -311,6 +311,20 @@ fn check_config(cfg: &Config) -> Result<()> {
         cfg.dbus
     );
     println!("key: {key_line}");
+    println!(
+        "broker: endpoint {}{}, idle processes stop after {}s{}",
+        cfg.http_socket().display(),
+        cfg.broker
+            .tcp_listen
+            .map(|a| format!(" and {a}"))
+            .unwrap_or_default(),
+        cfg.broker.idle_timeout.as_secs(),
+        if cfg.broker.testing.is_some() {
+            "; [broker.testing] in force (--testing)"
+        } else {
+            ""
+        }
+    );
     println!("audit log: {audit}");
     let reports = policy.explain();
     if reports.is_empty() {

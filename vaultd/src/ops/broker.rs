@@ -29,8 +29,19 @@ fn now() -> u64 {
 }
 
 /// `caller` as the policy judges it: with its account's groups when the
-/// policy names any group.
+/// policy names any group. A caller on loopback TCP (pid 0: the kernel's
+/// socket table names its uid only) is judged by its account's groups
+/// alone, never by a gid the endpoint could only have guessed; without an
+/// account it is in no group.
 fn who(policy: &Policy, caller: &Caller) -> Who {
+    if caller.pid == 0 {
+        let (gid, groups) = crate::sys::account(caller.uid).unwrap_or((NO_GROUP, Vec::new()));
+        return Who {
+            uid: caller.uid,
+            gid,
+            groups,
+        };
+    }
     Who {
         uid: caller.uid,
         gid: caller.gid,
@@ -41,6 +52,9 @@ fn who(policy: &Policy, caller: &Caller) -> Who {
         },
     }
 }
+
+/// `(gid_t) -1`: no group has it.
+const NO_GROUP: u32 = u32::MAX;
 
 impl Daemon {
     /// This daemon as the broker's process side sees it.
@@ -125,5 +139,46 @@ impl BrokerHost for Daemon {
             return;
         }
         decide::finished(&self.audit, caller, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tcp_caller_is_judged_by_its_account_not_by_the_gid_it_came_with() {
+        let p = Policy::empty();
+        // Root's account: gid 0, whatever gid the endpoint passed.
+        let w = who(
+            &p,
+            &Caller {
+                uid: 0,
+                gid: 4242,
+                pid: 0,
+            },
+        );
+        assert_eq!(w.gid, 0);
+        assert!(!w.groups.contains(&4242));
+        // No account: in no group at all (not group 0 by default).
+        let w = who(
+            &p,
+            &Caller {
+                uid: 3_999_999_000,
+                gid: 0,
+                pid: 0,
+            },
+        );
+        assert_eq!((w.gid, w.groups.len()), (NO_GROUP, 0));
+        // A Unix-socket caller keeps the kernel's gid.
+        let w = who(
+            &p,
+            &Caller {
+                uid: 0,
+                gid: 4242,
+                pid: 17,
+            },
+        );
+        assert_eq!(w.gid, 4242);
     }
 }

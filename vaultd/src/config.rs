@@ -207,8 +207,10 @@ pub struct BrokerConfig {
 pub const DEFAULT_BROKER_IDLE: Duration = Duration::from_secs(300);
 /// Largest `[broker] idle_timeout`.
 const MAX_BROKER_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// Largest `extra_roots` file.
-const MAX_EXTRA_ROOTS: u64 = 1 << 20;
+/// Largest `extra_roots` file: it travels in the broker's init message,
+/// which must fit one control datagram (`aivault_proto::broker::MAX_CONTROL`)
+/// with the capabilities' text.
+const MAX_EXTRA_ROOTS: u64 = 128 << 10;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -679,6 +681,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
+        // Larger than an init message can carry.
+        let mut big = pem.to_vec();
+        big.resize(200 << 10, b'\n');
+        std::fs::write(d.path().join("ca.pem"), &big).unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(path.clone()),
+            testing: true,
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("larger than"), "{e}");
         std::fs::write(d.path().join("ca.pem"), pem).unwrap();
         std::fs::set_permissions(
             d.path().join("ca.pem"),

@@ -47,6 +47,10 @@ const MAX_METHOD: usize = 16;
 const MAX_PATH: usize = 1024;
 const MAX_ERROR: usize = 256;
 
+/// Most bytes of capability text and trust anchors in an init message,
+/// leaving room in its datagram for the rest.
+const MAX_INIT_TEXT: usize = aivault_proto::broker::MAX_CONTROL - 16 * 1024;
+
 /// The port every upstream is reached on.
 const HTTPS_PORT: u16 = 443;
 
@@ -71,7 +75,8 @@ pub trait SecretSource {
 }
 
 /// The init message for the broker serving `who`; `home` and `tmp` are
-/// left empty for the pool to fill in.
+/// left empty for the pool to fill in. `None` when `who` may invoke no
+/// capability, or so many that their text would not fit the message.
 pub fn broker_init(policy: &Policy, who: &Who, cfg: &BrokerConfig) -> Option<BrokerInit> {
     let capabilities = policy.broker_text(who)?;
     let mut tcp_connect = vec![HTTPS_PORT];
@@ -84,6 +89,19 @@ pub fn broker_init(policy: &Policy, who: &Who, cfg: &BrokerConfig) -> Option<Bro
     }
     tcp_connect.sort_unstable();
     tcp_connect.dedup();
+    let roots = cfg
+        .testing
+        .as_ref()
+        .and_then(|t| t.extra_roots_pem.as_ref())
+        .map_or(0, Vec::len);
+    if capabilities.len() + roots > MAX_INIT_TEXT {
+        tracing::error!(
+            uid = who.uid,
+            bytes = capabilities.len(),
+            "the capabilities this caller may invoke are too large for a broker's init message; its requests are refused"
+        );
+        return None;
+    }
     Some(BrokerInit {
         capabilities,
         tcp_connect,

@@ -406,3 +406,21 @@ fn the_init_names_the_callers_capabilities_and_the_ports_it_may_reach() {
     assert_eq!(init.tcp_connect, [443, 8443]);
     assert_eq!(init.testing, cfg.testing);
 }
+
+#[test]
+fn an_init_too_large_for_its_datagram_is_not_made() {
+    let one = |i: usize| {
+        format!(
+            "[[capability]]\nname = \"c{i}\"\nprovider = \"openai\"\nsecret = \"OPENAI_API_KEY\"\nmethods = [\"GET\"]\npaths = [\"/v1/**\"]\nusers = [1000]\n"
+        )
+    };
+    let many: String = (0..3000).map(one).collect();
+    let p = crate::policy::from_str_for_test("/etc/aivault/policy.toml", &many).unwrap();
+    assert!(p.broker_text(&who(1000)).unwrap().len() > aivault_proto::broker::MAX_CONTROL);
+    assert!(broker_init(&p, &who(1000), &BrokerConfig::default()).is_none());
+    let few: String = (0..10).map(one).collect();
+    let p = crate::policy::from_str_for_test("/etc/aivault/policy.toml", &few).unwrap();
+    let init = broker_init(&p, &who(1000), &BrokerConfig::default()).unwrap();
+    let bytes = postcard::to_stdvec(&aivault_proto::broker::ToBroker::Init(init)).unwrap();
+    assert!(bytes.len() < aivault_proto::broker::MAX_CONTROL);
+}

@@ -15,3 +15,9 @@
 //! Nothing here is root: the gateway runs as a jailed process, never as
 //! the caller and never inside the root daemon, which does not parse MCP.
 #![forbid(unsafe_code)]
+
+pub mod hooks;
+pub mod jsonrpc;
+pub mod pool;
+pub mod session;
+pub mod upstream;

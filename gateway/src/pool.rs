@@ -180,16 +180,6 @@ impl Pool {
             .map_or(0, |s| s.starts.load(Ordering::Relaxed))
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(failures.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.cfg
-            .backoff_base
-            .saturating_mul(factor)
-            .min(self.cfg.backoff_max)
-    }
-
     /// A live connection to `server`, starting (or restarting) it first.
     pub async fn get(&self, server: &str) -> Result<Lease, PoolError> {
         let slot = self
@@ -211,7 +201,7 @@ impl Pool {
         }
         let failures = slot.failures.load(Ordering::Relaxed);
         if failures > 0 {
-            tokio::time::sleep(self.backoff(failures)).await;
+            tokio::time::sleep(backoff(&self.cfg, failures)).await;
         }
         match self.start(server, &slot).await {
             Ok(l) => {
@@ -309,10 +299,37 @@ impl Pool {
     }
 }
 
+/// The wait before the start that follows `failures` failures in a row.
+fn backoff(cfg: &PoolConfig, failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    cfg.backoff_base.saturating_mul(factor).min(cfg.backoff_max)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ToolsError {
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_per_failure_up_to_its_cap() {
+        let cfg = PoolConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..PoolConfig::default()
+        };
+        let waits: Vec<_> = [1, 2, 3, 4, 5, 40]
+            .iter()
+            .map(|f| backoff(&cfg, *f).as_millis())
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+    }
 }

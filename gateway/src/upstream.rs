@@ -199,12 +199,22 @@ impl Upstream {
     /// forgets the waiter and tells the upstream the request is cancelled.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send_and_wait(id, method, params, None).await
+    }
+
+    async fn send_and_wait(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        token: Option<String>,
+    ) -> Result<Value, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.pending).insert(id, tx);
         let mut guard = InFlight {
             up: self,
             id,
-            token: None,
+            token,
             done: false,
         };
         if let Err(e) = self
@@ -215,7 +225,11 @@ impl Upstream {
             guard.done = true;
             return Err(UpstreamError::Send(e));
         }
+        // Biased: the reader delivers every answer before it marks the
+        // connection closed, so an answer that arrived is never lost to
+        // the end of the stream that followed it.
         let outcome = tokio::select! {
+            biased;
             r = rx => r.map_err(|_| self.ended()),
             () = self.closed() => Err(self.ended()),
         };
@@ -271,28 +285,7 @@ impl Upstream {
             params["_meta"] = json!({"progressToken": token});
             token
         });
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.pending).insert(id, tx);
-        let mut guard = InFlight {
-            up: self,
-            id,
-            token,
-            done: false,
-        };
-        if let Err(e) = self
-            .out
-            .send(&jsonrpc::request(&json!(id), "tools/call", params))
-            .await
-        {
-            guard.done = true;
-            return Err(UpstreamError::Send(e));
-        }
-        let outcome = tokio::select! {
-            r = rx => r.map_err(|_| self.ended()),
-            () = self.closed() => Err(self.ended()),
-        };
-        guard.done = true;
-        outcome?.map_err(UpstreamError::Rpc)
+        self.send_and_wait(id, "tools/call", params, token).await
     }
 
     /// Asks the upstream whether it is alive.

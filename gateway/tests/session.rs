@@ -93,6 +93,29 @@ async fn tools_of_two_upstreams_are_listed_namespaced_and_calls_routed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_start_on_first_use_not_before() {
+    let spawner = two_upstreams(&[]);
+    let starts = spawner.starts.clone();
+    let count = || starts.load(std::sync::atomic::Ordering::Relaxed);
+    let mut agent = Agent::start(config(&["py", "every"]), spawner);
+    agent.initialize().await;
+    assert_eq!(
+        agent.request(json!(1), "ping", json!({})).await["result"],
+        json!({})
+    );
+    assert_eq!(count(), 0, "started before any use");
+    // A call before any listing lists (and so starts) every upstream once.
+    agent.call(json!(2), "py__pid", json!({})).await;
+    assert_eq!(count(), 2);
+    agent
+        .call(json!(3), "every__echo", json!({"message": "m"}))
+        .await;
+    agent.request(json!(4), "tools/list", json!({})).await;
+    assert_eq!(count(), 2, "a live upstream is reused");
+    agent.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_ids_never_reach_the_upstream() {
     let mut agent = Agent::start(config(&["py"]), two_upstreams(&[]));
     agent.initialize().await;

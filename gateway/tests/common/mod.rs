@@ -95,6 +95,8 @@ pub fn everything_server() -> Cmd {
 #[derive(Debug, Default)]
 pub struct ProcessSpawner {
     pub servers: HashMap<String, Cmd>,
+    /// How many processes have been started.
+    pub starts: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Stops the child when dropped, and reaps it.
@@ -117,6 +119,8 @@ impl Spawner for ProcessSpawner {
     fn spawn<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<Spawned, String>> {
         Box::pin(async move {
             let cmd = self.servers.get(server).ok_or("no such server")?;
+            self.starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut child = tokio::process::Command::new(&cmd.program)
                 .args(&cmd.args)
                 .env_clear()

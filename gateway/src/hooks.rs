@@ -55,6 +55,23 @@ impl Refusal {
     }
 }
 
+/// A result the policy let through, and what it did to it on the way
+/// (redactions, detector hits), named for the audit without the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filtered {
+    pub result: Value,
+    pub actions: Vec<String>,
+}
+
+impl Filtered {
+    pub fn unchanged(result: Value) -> Self {
+        Self {
+            result,
+            actions: Vec::new(),
+        }
+    }
+}
+
 /// The filtering half of the gateway. Any error must refuse (fail closed).
 pub trait Policy: Send + Sync {
     /// Whether `tool` (an upstream's definition, as received) is listed,
@@ -64,7 +81,7 @@ pub trait Policy: Send + Sync {
     fn check_call(&self, call: &CallInfo, arguments: &Value) -> Result<(), Refusal>;
     /// What of the upstream's result reaches the agent (tool errors come
     /// as results with `isError`, so they are filtered too).
-    fn filter_result(&self, call: &CallInfo, result: Value) -> Result<Value, Refusal>;
+    fn filter_result(&self, call: &CallInfo, result: Value) -> Result<Filtered, Refusal>;
 }
 
 /// Lists every tool as `server__tool`, passes every call and result.
@@ -81,8 +98,8 @@ impl Policy for PassThrough {
     fn check_call(&self, _: &CallInfo, _: &Value) -> Result<(), Refusal> {
         Ok(())
     }
-    fn filter_result(&self, _: &CallInfo, result: Value) -> Result<Value, Refusal> {
-        Ok(result)
+    fn filter_result(&self, _: &CallInfo, result: Value) -> Result<Filtered, Refusal> {
+        Ok(Filtered::unchanged(result))
     }
 }
 
@@ -117,6 +134,8 @@ pub struct CallRecord {
     pub exposed: String,
     pub argument_digest: String,
     pub decision: Decision,
+    /// What the policy's result filter did (empty when nothing).
+    pub filter_actions: Vec<String>,
     pub duration: Duration,
     /// Bytes of the agent's `params` and of the answer sent back.
     pub request_bytes: usize,

@@ -80,6 +80,8 @@ pub enum PoolError {
     },
     #[error("upstream {0} did not complete the handshake in time")]
     StartTimeout(String),
+    #[error("the session has ended")]
+    ShutDown,
 }
 
 struct Live {
@@ -102,6 +104,10 @@ pub struct Pool {
     spawner: Arc<dyn Spawner>,
     cfg: PoolConfig,
     slots: HashMap<String, Arc<Slot>>,
+    /// The servers in the order policy gave them (the order of listing).
+    order: Vec<String>,
+    /// Set once the session ended: nothing starts after that.
+    shut: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -162,11 +168,13 @@ impl Pool {
             spawner,
             cfg,
             slots,
+            order: servers.to_vec(),
+            shut: Default::default(),
         }
     }
 
     pub fn servers(&self) -> impl Iterator<Item = &str> {
-        self.slots.keys().map(String::as_str)
+        self.order.iter().map(String::as_str)
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -198,6 +206,9 @@ impl Pool {
             // It ended without being told to: a crash.
             *live = None;
             slot.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.shut.load(Ordering::Relaxed) {
+            return Err(PoolError::ShutDown);
         }
         let failures = slot.failures.load(Ordering::Relaxed);
         if failures > 0 {
@@ -293,6 +304,7 @@ impl Pool {
 
     /// Stops every upstream (the session ended).
     pub async fn shutdown(&self) {
+        self.shut.store(true, Ordering::Relaxed);
         for slot in self.slots.values() {
             slot.live.lock().await.take();
         }

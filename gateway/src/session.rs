@@ -265,32 +265,37 @@ fn start_task(ctx: &Arc<Ctx>, id: Value, method: String, params: Value) -> Resul
 /// Lists every upstream's visible tools, each upstream asked on its own
 /// task; an upstream that fails contributes nothing.
 async fn list_tools(ctx: &Arc<Ctx>) -> Result<Value, RpcError> {
-    let asks: Vec<_> = ctx
-        .pool
-        .servers()
-        .map(|s| {
-            let (ctx, server) = (ctx.clone(), s.to_string());
-            tokio::spawn(async move {
-                let tools = ctx.pool.tools(&server).await;
-                (server, tools)
-            })
-        })
-        .collect();
+    // A JoinSet: aborting this task (cancellation, the agent leaving)
+    // aborts the askings too.
+    let mut asks = tokio::task::JoinSet::new();
+    for server in ctx.pool.servers() {
+        let (ctx, server) = (ctx.clone(), server.to_string());
+        asks.spawn(async move {
+            let tools = ctx.pool.tools(&server).await;
+            (server, tools)
+        });
+    }
+    let mut answers = HashMap::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok((server, Ok(tools))) = done {
+            answers.insert(server, tools);
+        }
+    }
     let mut listed = Vec::new();
     let mut routes = HashMap::new();
-    for ask in asks {
-        let Ok((server, Ok(tools))) = ask.await else {
+    for server in ctx.pool.servers() {
+        let Some(tools) = answers.get(server) else {
             continue;
         };
         for tool in tools.iter() {
             let Some(upstream_name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            let Some(visible) = ctx.hooks.policy.visible(&server, tool) else {
+            let Some(visible) = ctx.hooks.policy.visible(server, tool) else {
                 continue;
             };
             let route = Route {
-                server: server.clone(),
+                server: server.to_string(),
                 tool: upstream_name.to_string(),
             };
             if routes.insert(visible.name.clone(), route).is_none() {
@@ -360,6 +365,7 @@ async fn call_tool(ctx: &Arc<Ctx>, params: &Value) -> Result<Value, RpcError> {
             exposed: name.to_string(),
             argument_digest: (ctx.hooks.digest)(&arguments),
             decision: Decision::Cancelled,
+            filter_actions: Vec::new(),
             duration: Duration::ZERO,
             request_bytes: size(params),
             response_bytes: 0,
@@ -433,9 +439,12 @@ async fn call_tool(ctx: &Arc<Ctx>, params: &Value) -> Result<Value, RpcError> {
     };
     drop(lease);
     match ctx.hooks.policy.filter_result(&info, result) {
-        Ok(r) => {
-            rec.finish(decision, size(&r));
-            Ok(r)
+        Ok(filtered) => {
+            if let Some(r) = rec.record.as_mut() {
+                r.filter_actions = filtered.actions;
+            }
+            rec.finish(decision, size(&filtered.result));
+            Ok(filtered.result)
         }
         Err(refusal) => {
             rec.finish(Decision::ResultRefused(refusal.reason.clone()), 0);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aivault_gateway::hooks::{
-    namespaced, CallInfo, Decision, PassThrough, Policy, Refusal, VisibleTool,
+    namespaced, CallInfo, Decision, Filtered, Policy, Refusal, VisibleTool,
 };
 use aivault_gateway::jsonrpc;
 use common::*;
@@ -50,6 +50,11 @@ async fn tools_of_two_upstreams_are_listed_namespaced_and_calls_routed() {
     ] {
         assert!(names.contains(&want.to_string()), "{want} not in {names:?}");
     }
+    let first = |prefix: &str| names.iter().position(|n| n.starts_with(prefix)).unwrap();
+    assert!(
+        first("py__") < first("every__"),
+        "listed in the servers' order: {names:?}"
+    );
     assert!(
         !names.iter().any(|n| n == "echo" || n == "slow"),
         "un-namespaced names leak: {names:?}"
@@ -427,11 +432,17 @@ impl Policy for TestPolicy {
             _ => Ok(()),
         }
     }
-    fn filter_result(&self, call: &CallInfo, result: Value) -> Result<Value, Refusal> {
-        if result.to_string().contains("FORBIDDEN") {
+    fn filter_result(&self, _: &CallInfo, result: Value) -> Result<Filtered, Refusal> {
+        let text = result.to_string();
+        if text.contains("FORBIDDEN") {
             return Err(Refusal::new("result matched a detector"));
         }
-        PassThrough.filter_result(call, result)
+        let actions = if text.contains("aivault-gw-policy") {
+            vec!["noted a log path".to_string()]
+        } else {
+            vec![]
+        };
+        Ok(Filtered { result, actions })
     }
 }
 

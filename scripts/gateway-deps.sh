@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real upstream MCP servers the gateway's session tests drive,
 # if missing:
-#   * the official Python SDK (PyPI `mcp`) in a venv of Debian's python3, for
-#     the Python fixture server gateway/tests/fixtures/pyserver.py,
+#   * the official Python SDK (PyPI `mcp`, 2.x: the fixture uses its
+#     `MCPServer`) in a venv of Debian's python3, for the Python fixture
+#     server gateway/tests/fixtures/pyserver.py and the client test,
 #   * the npm package `@modelcontextprotocol/server-everything` in a local
-#     node_modules, run with the machine's node.
+#     node_modules, run with the machine's node. Pinned: the tests call its
+#     tools by name (echo, get-sum, trigger-long-running-operation), and
+#     releases rename them.
 # Idempotent: does nothing (and needs no network) when all are present.
 # Everything goes under $AIVAULT_GATEWAY_DEPS (default: target/gateway-deps
 # in the workspace). Prints nothing on stdout but the final "ready" line.
@@ -34,16 +37,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if ! "$venv/bin/python" -c 'import mcp.server.mcpserver' 2>/dev/null; then
   echo "==> pip install mcp" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check mcp >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check 'mcp>=2.3,<3' >&2
 fi
 
 mkdir -p "$nodedir"
+everything_version=2026.8.31
 pkg="$nodedir/node_modules/@modelcontextprotocol/server-everything/package.json"
-if [ ! -f "$pkg" ]; then
-  echo "==> npm install @modelcontextprotocol/server-everything" >&2
+if ! grep -q "\"version\": \"$everything_version\"" "$pkg" 2>/dev/null; then
+  echo "==> npm install @modelcontextprotocol/server-everything@$everything_version" >&2
   [ -f "$nodedir/package.json" ] || echo '{"name":"aivault-gateway-test-deps","private":true}' >"$nodedir/package.json"
   (cd "$nodedir" && npm install --no-audit --no-fund --loglevel=error \
-    @modelcontextprotocol/server-everything >&2)
+    "@modelcontextprotocol/server-everything@$everything_version" >&2)
 fi
 ln -sfn "$(command -v node)" "$deps/node-bin"
 echo "gateway deps ready in $deps"

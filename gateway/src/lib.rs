@@ -12,6 +12,13 @@
 //!   aggregated `tools/list`, calls routed by namespace, concurrency,
 //!   cancellation and progress forwarded, `ping` always answered.
 //!
+//! The session half: [`jsonrpc`] (bounded newline framing, [`jsonrpc::Outbox`]),
+//! [`upstream`] (the MCP client of one server, [`upstream::Upstream`]),
+//! [`pool`] (lazy start, restart with backoff, idle stop through a
+//! [`pool::Spawner`]), [`session`] (the aggregating server,
+//! [`session::serve`]), and [`hooks`] (the [`hooks::Policy`] and
+//! [`hooks::Audit`] the other half plugs in).
+//!
 //! Nothing here is root: the gateway runs as a jailed process, never as
 //! the caller and never inside the root daemon, which does not parse MCP.
 #![forbid(unsafe_code)]

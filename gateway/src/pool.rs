@@ -37,6 +37,9 @@ impl std::fmt::Debug for Spawned {
     }
 }
 
+/// Told the name of an upstream whose tool list changed.
+pub type ToolsChangedFn = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Starts the process of a named upstream server.
 pub trait Spawner: Send + Sync {
     fn spawn<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<Spawned, String>>;
@@ -108,6 +111,7 @@ pub struct Pool {
     order: Vec<String>,
     /// Set once the session ended: nothing starts after that.
     shut: std::sync::atomic::AtomicBool,
+    on_tools_changed: Option<ToolsChangedFn>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -170,7 +174,14 @@ impl Pool {
             slots,
             order: servers.to_vec(),
             shut: Default::default(),
+            on_tools_changed: None,
         }
+    }
+
+    /// Calls `f` whenever a live upstream says its tool list changed.
+    pub fn on_tools_changed(mut self, f: ToolsChangedFn) -> Self {
+        self.on_tools_changed = Some(f);
+        self
     }
 
     pub fn servers(&self) -> impl Iterator<Item = &str> {
@@ -250,6 +261,17 @@ impl Pool {
                 server: server.to_string(),
                 source,
             })?;
+        if let Some(f) = self.on_tools_changed.clone() {
+            let (watched, server) = (up.clone(), server.to_string());
+            // Ends with the connection: its reader drops the sender.
+            tokio::spawn(async move {
+                let mut seen = watched.tools_generation();
+                while watched.tools_changed_after(seen).await {
+                    seen = watched.tools_generation();
+                    f(&server);
+                }
+            });
+        }
         Ok(Live {
             up,
             _process: spawned.process,

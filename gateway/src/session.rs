@@ -7,7 +7,8 @@
 //! answered from the read loop itself. `notifications/cancelled` aborts the
 //! call's task; dropping its upstream call forwards the cancellation under
 //! the upstream's id. Progress notifications come back under the agent's
-//! own token. At the end of the agent's stream every task is aborted and
+//! own token; an upstream's `notifications/tools/list_changed` is passed
+//! on as the gateway's own. At the end of the agent's stream every task is aborted and
 //! every upstream stopped.
 
 use std::collections::HashMap;
@@ -101,7 +102,13 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let out = Outbox::spawn(writer, cfg.max_message);
-    let pool = Pool::new(&cfg.servers, spawner, cfg.pool.clone());
+    let changed = out.clone();
+    let pool = Pool::new(&cfg.servers, spawner, cfg.pool.clone()).on_tools_changed(Arc::new(
+        move |_server: &str| {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+            let _ = changed.try_send(&note);
+        },
+    ));
     let mut frames = FrameReader::new(BufReader::new(reader), cfg.max_message);
     let ctx = Arc::new(Ctx {
         cfg,
@@ -216,7 +223,7 @@ fn initialize(params: &Value) -> Value {
         .unwrap_or(PROTOCOL_VERSIONS[0]);
     json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": false}},
+        "capabilities": {"tools": {"listChanged": true}},
         "serverInfo": {"name": "aivault-gateway", "version": env!("CARGO_PKG_VERSION")},
     })
 }

@@ -186,6 +186,14 @@ impl Upstream {
         *self.tools_changed.borrow()
     }
 
+    /// Resolves at the next `notifications/tools/list_changed` after the
+    /// generation `seen`; `false` when the connection ended first.
+    pub async fn tools_changed_after(&self, seen: u64) -> bool {
+        let mut rx = self.tools_changed.clone();
+        let changed = rx.wait_for(|g| *g > seen).await.is_ok();
+        changed
+    }
+
     async fn notify(&self, method: &str, params: Value) -> Result<(), UpstreamError> {
         let msg = if params.is_null() {
             json!({"jsonrpc": "2.0", "method": method})

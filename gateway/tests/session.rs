@@ -121,6 +121,28 @@ async fn upstreams_start_on_first_use_not_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tool_list_is_passed_on_and_listed_afresh() {
+    let mut agent = Agent::start(config(&["py"]), two_upstreams(&[]));
+    let init = agent.initialize().await;
+    assert_eq!(init["result"]["capabilities"]["tools"]["listChanged"], true);
+    let before = tool_names(&agent.request(json!(1), "tools/list", json!({})).await);
+    assert!(!before.contains(&"py__extra".to_string()));
+    assert_eq!(
+        text(&agent.call(json!(2), "py__grow", json!({})).await),
+        "grown"
+    );
+    let note = agent.next_notification().await;
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+    let after = tool_names(&agent.request(json!(3), "tools/list", json!({})).await);
+    assert!(after.contains(&"py__extra".to_string()), "{after:?}");
+    assert_eq!(
+        text(&agent.call(json!(4), "py__extra", json!({})).await),
+        "extra"
+    );
+    agent.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_ids_never_reach_the_upstream() {
     let mut agent = Agent::start(config(&["py"]), two_upstreams(&[]));
     agent.initialize().await;
@@ -150,8 +172,8 @@ async fn a_slow_call_does_not_delay_another_upstream_or_ping() {
         )
         .await;
     // The first progress notification proves the slow call is running.
-    let first = agent.next_notification().await;
-    assert_eq!(first["method"], "notifications/progress");
+    let first = agent.next_progress().await;
+    assert_eq!(first["params"]["progressToken"], 1);
     let echo = agent
         .call(json!("echo"), "every__echo", json!({"message": "quick"}))
         .await;
@@ -185,7 +207,7 @@ async fn notifications_cancelled_stops_the_upstream_call() {
             json!({"name": "py__slow", "arguments": {"seconds": 30}, "_meta": {"progressToken": "t"}}),
         )
         .await;
-    agent.next_notification().await;
+    agent.next_progress().await;
     agent
         .send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}}))
         .await;

@@ -313,6 +313,17 @@ impl Agent {
             .expect("agent reader ended")
     }
 
+    /// The next progress notification, skipping others (server-everything
+    /// says its tool list changed when it starts).
+    pub async fn next_progress(&mut self) -> Value {
+        loop {
+            let n = self.next_notification().await;
+            if n["method"] == "notifications/progress" {
+                return n;
+            }
+        }
+    }
+
     /// Ids of the responses received so far, in arrival order.
     pub fn arrival_order(&self) -> Vec<Value> {
         self.inbox.lock().unwrap().order.clone()

@@ -534,3 +534,93 @@ async fn the_policy_decides_what_is_listed_called_and_returned() {
     agent.disconnect().await;
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_two_upstreams_each_get_their_own_answer() {
+    let mut agent = Agent::start(config(&["py", "every"]), two_upstreams(&[]));
+    agent.initialize().await;
+    let mut pending = Vec::new();
+    for i in 0..24u64 {
+        let (name, args) = if i % 2 == 0 {
+            ("every__echo", json!({"message": format!("m{i}")}))
+        } else {
+            ("py__big", json!({"size": i * 1000}))
+        };
+        let rx = agent
+            .start_request(
+                json!(format!("c{i}")),
+                "tools/call",
+                json!({"name": name, "arguments": args}),
+            )
+            .await;
+        pending.push((i, rx));
+    }
+    for (i, rx) in pending {
+        let r = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r["id"], format!("c{i}"));
+        if i % 2 == 0 {
+            assert_eq!(text(&r), format!("Echo: m{i}"));
+        } else {
+            assert_eq!(text(&r).len() as u64, i * 1000);
+        }
+    }
+    agent.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_bounded_and_their_ids_unique() {
+    let mut cfg = config(&["py"]);
+    cfg.max_in_flight = 1;
+    let mut agent = Agent::start(cfg, two_upstreams(&[]));
+    agent.initialize().await;
+    let slow = agent
+        .start_request(
+            json!(1),
+            "tools/call",
+            json!({"name": "py__slow", "arguments": {"seconds": 1}, "_meta": {"progressToken": "p"}}),
+        )
+        .await;
+    agent.next_progress().await;
+    let busy = agent.call(json!(2), "py__pid", json!({})).await;
+    assert_eq!(
+        busy["error"]["code"],
+        jsonrpc::SERVER_BUSY,
+        "{}",
+        truncate(&busy)
+    );
+    // ping is not a request that waits: answered whatever is in flight.
+    assert_eq!(
+        agent.request(json!(3), "ping", json!({})).await["result"],
+        json!({})
+    );
+    assert_eq!(text(&slow.await.unwrap()), "slept 1.0");
+
+    let mut cfg = config(&["py"]);
+    cfg.max_in_flight = 8;
+    let mut other = Agent::start(cfg, two_upstreams(&[]));
+    other.initialize().await;
+    let first = other
+        .start_request(
+            json!(9),
+            "tools/call",
+            json!({"name": "py__slow", "arguments": {"seconds": 1}, "_meta": {"progressToken": "p"}}),
+        )
+        .await;
+    other.next_progress().await;
+    // A second request under the same id while the first is in flight.
+    other
+        .send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "py__pid"}}))
+        .await;
+    let r = first.await.unwrap();
+    assert_eq!(
+        r["error"]["code"],
+        jsonrpc::INVALID_REQUEST,
+        "the duplicate is refused: {}",
+        truncate(&r)
+    );
+    agent.disconnect().await;
+    other.disconnect().await;
+}

@@ -14,6 +14,15 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_lists_and_calls_namespaced_tools() {
+    drive("legacy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_clients_probe_of_a_newer_revision_falls_back() {
+    drive("auto").await;
+}
+
+async fn drive(mode: &str) {
     let dir = deps();
     let sock = temp_log("sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
@@ -37,6 +46,7 @@ async fn the_official_python_client_lists_and_calls_namespaced_tools() {
     let python = dir.join("venv/bin/python");
     let out = tokio::process::Command::new(&python)
         .arg(fixtures.join("python_client.py"))
+        .arg(mode)
         .arg(&python)
         .arg(fixtures.join("bridge.py"))
         .arg(&sock)
@@ -46,10 +56,15 @@ async fn the_official_python_client_lists_and_calls_namespaced_tools() {
     let _ = std::fs::remove_file(&sock);
     assert!(
         out.status.success(),
-        "python client failed:\n{}",
+        "python client ({mode}) failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = seen["protocol_version"].as_str().unwrap();
+    assert!(
+        aivault_gateway::upstream::PROTOCOL_VERSIONS.contains(&version),
+        "{mode}: negotiated {version}"
+    );
     let tools: Vec<&str> = seen["tools"]
         .as_array()
         .unwrap()

@@ -286,7 +286,11 @@ impl Pool {
         let generation = lease.upstream.tools_generation();
         {
             let live = lease.busy.0.live.lock().await;
-            if let Some((g, tools)) = live.as_ref().and_then(|l| l.tools.as_ref()) {
+            let cached = live
+                .as_ref()
+                .filter(|l| l.up.same_connection(&lease.upstream))
+                .and_then(|l| l.tools.as_ref());
+            if let Some((g, tools)) = cached {
                 if *g == generation {
                     return Ok(tools.clone());
                 }
@@ -295,7 +299,11 @@ impl Pool {
         let tools = Arc::new(lease.upstream.list_tools().await?);
         lease.succeeded();
         let mut live = lease.busy.0.live.lock().await;
-        if let Some(l) = live.as_mut().filter(|l| !l.up.is_closed()) {
+        // Only for the connection that listed them, not a restart since.
+        if let Some(l) = live
+            .as_mut()
+            .filter(|l| l.up.same_connection(&lease.upstream))
+        {
             l.tools = Some((generation, tools.clone()));
         }
         Ok(tools)

@@ -464,10 +464,22 @@ async fn call_tool(ctx: &Arc<Ctx>, params: &Value) -> Result<Value, RpcError> {
 }
 
 /// Sends the upstream's progress to the agent under the agent's token.
+/// Only the numbers pass: a progress `message` is upstream text that no
+/// result filter has seen, so it is dropped rather than sent unfiltered.
 /// Progress may be lost when the agent reads slowly; answers never are.
 fn progress_to_agent(out: Outbox, token: Value) -> ProgressFn {
-    Arc::new(move |mut p: Value| {
-        p["progressToken"] = token.clone();
-        let _ = out.try_send(&jsonrpc::notification("notifications/progress", p));
+    Arc::new(move |p: Value| {
+        let mut params = serde_json::Map::new();
+        params.insert("progressToken".into(), token.clone());
+        for field in ["progress", "total"] {
+            if let Some(n) = p.get(field).filter(|n| n.is_number()) {
+                params.insert(field.into(), n.clone());
+            }
+        }
+        if !params.contains_key("progress") {
+            return;
+        }
+        let note = jsonrpc::notification("notifications/progress", Value::Object(params));
+        let _ = out.try_send(&note);
     })
 }

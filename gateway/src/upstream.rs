@@ -164,6 +164,11 @@ impl Upstream {
         &self.protocol_version
     }
 
+    /// Whether both are handles of one connection (not of a restart).
+    pub fn same_connection(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Whether the upstream's stream has ended.
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()

@@ -174,6 +174,10 @@ async fn a_slow_call_does_not_delay_another_upstream_or_ping() {
     // The first progress notification proves the slow call is running.
     let first = agent.next_progress().await;
     assert_eq!(first["params"]["progressToken"], 1);
+    assert_eq!(first["params"]["total"], 10);
+    // The fixture says "step i of n": upstream text no filter has seen,
+    // not passed on.
+    assert!(first["params"].get("message").is_none(), "{first}");
     let echo = agent
         .call(json!("echo"), "every__echo", json!({"message": "quick"}))
         .await;

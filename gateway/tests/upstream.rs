@@ -196,3 +196,20 @@ async fn an_upstream_that_exits_fails_its_calls() {
     assert!(matches!(err, UpstreamError::Closed(_)), "{err}");
     assert!(up.is_closed());
 }
+
+#[tokio::test]
+async fn the_gateway_pings_the_upstream() {
+    let (client, mut peer) = pair();
+    let server = tokio::spawn(async move {
+        peer.handshake("2025-11-25").await;
+        let ping = peer.recv().await;
+        peer.send(json!({"jsonrpc": "2.0", "id": ping["id"], "result": {}}))
+            .await;
+        ping
+    });
+    let up = connect(client).await.unwrap();
+    up.ping().await.unwrap();
+    let ping = server.await.unwrap();
+    assert_eq!(ping["method"], "ping");
+    assert!(ping["id"].is_u64());
+}

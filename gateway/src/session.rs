@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::hooks::{Audit, CallInfo, CallRecord, Decision, DigestFn, Policy};
 use crate::jsonrpc::{self, FrameError, FrameReader, Message, Outbox, RpcError};
@@ -82,7 +82,7 @@ struct Ctx {
     out: Outbox,
     pool: Pool,
     routes: RwLock<HashMap<String, Route>>,
-    in_flight: Mutex<HashMap<String, AbortHandle>>,
+    in_flight: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,9 +155,14 @@ where
     if let Some(r) = reaper {
         r.abort();
     }
-    let tasks: Vec<AbortHandle> = lock(&ctx.in_flight).drain().map(|(_, h)| h).collect();
-    for t in tasks {
+    // Every call still in flight is aborted, and awaited: its audit record
+    // (cancelled) is written before the session returns.
+    let tasks: Vec<JoinHandle<()>> = lock(&ctx.in_flight).drain().map(|(_, h)| h).collect();
+    for t in &tasks {
         t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
     }
     ctx.pool.shutdown().await;
     ended
@@ -265,7 +270,7 @@ fn start_task(ctx: &Arc<Ctx>, id: Value, method: String, params: Value) -> Resul
         lock(&task_ctx.in_flight).remove(&task_key);
         reply(&task_ctx, &id, outcome).await;
     });
-    in_flight.insert(key, handle.abort_handle());
+    in_flight.insert(key, handle);
     Ok(())
 }
 

@@ -628,3 +628,33 @@ async fn requests_in_flight_are_bounded_and_their_ids_unique() {
     agent.disconnect().await;
     other.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_leaving_mid_call_ends_the_call_and_its_upstream() {
+    let log = temp_log("leave");
+    let log_s = log.display().to_string();
+    let mut agent = Agent::start(config(&["py"]), two_upstreams(&[("FIXTURE_LOG", &log_s)]));
+    agent.initialize().await;
+    let pid: u32 = text(&agent.call(json!(1), "py__pid", json!({})).await)
+        .parse()
+        .unwrap();
+    let _never = agent
+        .start_request(
+            json!(2),
+            "tools/call",
+            json!({"name": "py__slow", "arguments": {"seconds": 600}, "_meta": {"progressToken": 2}}),
+        )
+        .await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the slow call runs", || read().contains("slow started")).await;
+    // The session ends (within disconnect's bound, far below the call's
+    // 600 s) without waiting for the call.
+    agent.disconnect().await;
+    eventually("the upstream is stopped", || !alive(pid)).await;
+    let records = agent.audit.all();
+    assert_eq!(
+        records.last().unwrap().decision,
+        Decision::Cancelled,
+        "{records:?}"
+    );
+}

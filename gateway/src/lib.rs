@@ -12,6 +12,13 @@
 //!   aggregated `tools/list`, calls routed by namespace, concurrency,
 //!   cancellation and progress forwarded, `ping` always answered.
 //!
+//! The session half: [`jsonrpc`] (bounded newline framing, [`jsonrpc::Outbox`]),
+//! [`upstream`] (the MCP client of one server, [`upstream::Upstream`]),
+//! [`pool`] (lazy start, restart with backoff, idle stop through a
+//! [`pool::Spawner`]), [`session`] (the aggregating server,
+//! [`session::serve`]), and [`hooks`] (the [`hooks::Policy`] and
+//! [`hooks::Audit`] the other half plugs in).
+//!
 //! Nothing here is root: the gateway runs as a jailed process, never as
 //! the caller and never inside the root daemon, which does not parse MCP.
 #![forbid(unsafe_code)]
@@ -28,3 +35,10 @@ pub mod pin;
 pub mod secrets;
 pub mod visibility;
 pub mod walk;
+
+// The session (`docs/mcp-gateway-session.md`).
+pub mod hooks;
+pub mod jsonrpc;
+pub mod pool;
+pub mod session;
+pub mod upstream;

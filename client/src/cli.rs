@@ -61,6 +61,53 @@ pub enum Command {
     /// List, approve or deny runs waiting for a person's approval (from another login session than the request's)
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
+    /// Send an HTTP request through a capability: the broker adds the credential and the response comes back redacted
+    #[command(after_help = HTTP_EXIT_CODES)]
+    Http(HttpArgs),
+    /// List the HTTP capabilities you may invoke with `vaultctl http` (and where the local endpoint listens)
+    Capabilities,
+}
+
+pub const HTTP_EXIT_CODES: &str = "\
+The request goes to the Unix socket http.sock beside the daemon's socket, as
+`METHOD /CAPABILITY/PATH`; the response body is written to stdout as it arrives.
+The body of --data is read by vaultctl (from the file, or stdin for `-`).
+
+Exit status of `http`:
+  0   the response's status is below 400
+  22  the response's status is 400 or above (its body is still written; a refusal
+      by the broker is 403, a rate limit 429, a sealed vault or missing secret 503)
+  2   usage error: bad capability name, path or header, unreadable --data file
+  4   permission denied by the endpoint socket's file permissions
+  5   the endpoint is unavailable: no socket, refused, or nothing sent within --timeout
+  8   the response was malformed, or the connection closed before its end";
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The capability's name, as `vaultctl capabilities` lists it (e.g. openai, github/issues)
+    #[arg(required_unless_present = "list", value_name = "CAPABILITY")]
+    pub capability: Option<String>,
+    /// The request method [default: GET, or POST with --data]
+    #[arg(long, short = 'X', value_name = "METHOD")]
+    pub method: Option<String>,
+    /// The path below the capability, with its query (e.g. /v1/models)
+    #[arg(long, short = 'p', default_value = "/", value_name = "PATH")]
+    pub path: String,
+    /// A request header NAME:VALUE (repeatable); credential headers are refused by the broker, which adds the capability's own
+    #[arg(long = "header", short = 'H', value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// The request body: @FILE (opened and read by vaultctl) or - (stdin); at most 64 MiB
+    #[arg(long, short = 'd', value_name = "@FILE|-", allow_hyphen_values = true)]
+    pub data: Option<String>,
+    /// Write the response's status line and headers before its body (to stdout)
+    #[arg(long, short = 'i')]
+    pub include: bool,
+    /// Give up when the endpoint sends nothing for this long (e.g. 30s, 5m) [default: wait]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// List the capabilities instead (as `vaultctl capabilities`)
+    #[arg(long, conflicts_with_all = ["method", "headers", "data", "include"])]
+    pub list: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! A leaf: it imports neither, so `commands` → `run` → `error` is the only
 //! direction between them.
 
+use aivault_client::http::HttpError;
 use aivault_client::ClientError;
 use aivault_proto::ErrorCode;
 
@@ -19,7 +20,15 @@ pub enum CtlError {
     /// This process failed on its own (no descriptor, no memory).
     #[error("{0}")]
     Local(String),
+    /// `vaultctl http` could not make its request or read its answer.
+    #[error("{0}")]
+    Http(#[from] HttpError),
 }
+
+/// `vaultctl http`: the response's status was 400 or above.
+pub const EXIT_HTTP_STATUS: i32 = 22;
+/// `vaultctl http`: the response was malformed or cut short.
+pub const EXIT_HTTP_RESPONSE: i32 = 8;
 
 impl CtlError {
     /// The stable code `--json` reports: the daemon's error code when it
@@ -34,6 +43,12 @@ impl CtlError {
             CtlError::Client(ClientError::Frame(_)) => "connection-lost",
             CtlError::Client(ClientError::Protocol) => "protocol",
             CtlError::Local(_) => "local",
+            CtlError::Http(HttpError::Invalid(_)) => "usage",
+            CtlError::Http(HttpError::ConnectDenied { .. }) => "permission-denied",
+            CtlError::Http(HttpError::Connect { .. } | HttpError::Send(_)) => "unavailable",
+            CtlError::Http(HttpError::Timeout(_)) => "timeout",
+            CtlError::Http(HttpError::Response(_) | HttpError::Read(_)) => "bad-response",
+            CtlError::Http(HttpError::Output(_)) => "local",
         }
     }
 
@@ -51,6 +66,13 @@ impl CtlError {
             CtlError::Client(ClientError::ConnectDenied { .. }) => 4,
             CtlError::Client(_) => 5,
             CtlError::Local(_) => 6,
+            CtlError::Http(e) => match e {
+                HttpError::Invalid(_) => 2,
+                HttpError::ConnectDenied { .. } => 4,
+                HttpError::Connect { .. } | HttpError::Send(_) | HttpError::Timeout(_) => 5,
+                HttpError::Response(_) | HttpError::Read(_) => EXIT_HTTP_RESPONSE,
+                HttpError::Output(_) => 6,
+            },
         }
     }
 }

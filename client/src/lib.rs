@@ -3,7 +3,8 @@
 //!
 //! [`Client`] opens the Unix socket, performs the handshake and sends
 //! [`aivault_proto::RequestBody`]s one at a time; [`pages`] follows the
-//! paged lists to their end. It is deliberately blocking
+//! paged lists to their end; [`http`] speaks HTTP/1.1 to the capability
+//! broker's local endpoint. It is deliberately blocking
 //! and small: a `vaultctl` invocation is one connection and a few requests.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ use aivault_proto::{
 
 pub mod cli;
 pub mod dotenv;
+pub mod http;
 pub mod mcp;
 pub mod pages;
 
@@ -230,6 +232,17 @@ impl Client {
             };
         }
         resp.result.map_err(ClientError::Daemon)
+    }
+}
+
+impl Client {
+    /// The HTTP capabilities this caller may invoke, and where the local
+    /// endpoint listens.
+    pub fn capabilities(&mut self) -> Result<aivault_proto::CapabilityReport, ClientError> {
+        match self.call(RequestBody::CapabilityList)? {
+            Reply::Capabilities(r) => Ok(r),
+            _ => Err(ClientError::Protocol),
+        }
     }
 }
 

@@ -109,12 +109,14 @@ fn vaultctl() -> String {
     aivault_tests::bin("vaultctl").display().to_string()
 }
 
-const TOOLS: [&str; 5] = [
+const TOOLS: [&str; 7] = [
     "secret_list",
     "secret_exists",
     "secret_get_masked",
     "secret_run",
     "policy_commands",
+    "capability_list",
+    "capability_invoke",
 ];
 
 /// The redacted run and the denial, as every client reports them.

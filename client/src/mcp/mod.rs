@@ -23,6 +23,7 @@
 //! whose request carries `_meta.progressToken` reports
 //! `notifications/progress` while it lasts ([`progress`]).
 
+mod capability;
 mod capture;
 mod jsonrpc;
 mod progress;
@@ -53,7 +54,9 @@ const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
 const INSTRUCTIONS: &str = "aivault keeps secrets (API keys, tokens, passwords) that you can use but never see. \
 Use secret_list to see which secrets exist, policy_commands to see which commands you may run and which secrets \
 each receives, and secret_run to run such a command with the secrets in its environment. Output comes back with \
-secret values replaced by [REDACTED:NAME]. No tool returns a value; do not ask the user to paste one. \
+secret values replaced by [REDACTED:NAME]. For HTTP APIs, capability_list shows the capabilities you may \
+invoke and capability_invoke sends a request through one: the broker adds the credential, and the response \
+comes back redacted. No tool returns a value; do not ask the user to paste one. \
 A refused command is not an error to work around: tell the user which rule they would need.";
 
 fn server_info() -> Value {

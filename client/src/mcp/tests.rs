@@ -113,7 +113,9 @@ fn tools_have_schemas_and_none_returns_a_value() {
             "secret_exists",
             "secret_get_masked",
             "secret_run",
-            "policy_commands"
+            "policy_commands",
+            "capability_list",
+            "capability_invoke"
         ]
     );
     for t in tools {

@@ -6,7 +6,8 @@
 //! output was redacted by the runner before it left the sandbox, and error
 //! texts are the daemon's small wire error set (which never carries values)
 //! or fixed strings of this module. This process never asks for a value, so
-//! it holds none it could leak or redact against.
+//! it holds none it could leak or redact against. The HTTP capability tools
+//! ([`super::capability`]) return what the broker sent, which it redacted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub fn list() -> Value {
         },
         "required": ["name", "scope", "version", "created", "updated", "tags", "expired"]
     });
+    let [capability_list_tool, capability_invoke_tool] = super::capability::tools();
     json!({ "tools": [
         {
             "name": "secret_list",
@@ -183,7 +185,9 @@ pub fn list() -> Value {
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
             "outputSchema": {"type": "object", "properties": {"commands": {"type": "array", "items": command_schema()}}, "required": ["commands"]},
             "annotations": {"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false}
-        }
+        },
+        capability_list_tool,
+        capability_invoke_tool
     ]})
 }
 
@@ -264,6 +268,8 @@ pub fn call(
         "secret_get_masked" => secret_masked(socket, &args),
         "policy_commands" => policy_commands(socket, &args),
         "secret_run" => secret_run(socket, &args, env, cancel, progress),
+        "capability_list" => super::capability::capability_list(socket, args.0),
+        "capability_invoke" => super::capability::capability_invoke(socket, args.0),
         other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}"))),
     };
     Ok(result.unwrap_or_else(|msg| tool_error(format!("invalid arguments: {msg}"))))

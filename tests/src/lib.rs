@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod tls_upstream;
 
 use std::fs;
 use std::io::Write;
@@ -276,6 +277,10 @@ impl Daemon {
     }
     pub fn socket(&self) -> PathBuf {
         self.path("run/aivaultd.sock")
+    }
+    /// The broker's local endpoint: `http.sock` beside the daemon's socket.
+    pub fn http_socket(&self) -> PathBuf {
+        aivault_client::http::http_socket_path(&self.socket())
     }
     pub fn state_dir(&self) -> PathBuf {
         self.path("state")

@@ -1,0 +1,71 @@
+"""Drives the broker's local endpoint with the official OpenAI Python SDK
+(PyPI `openai`), configured only through its environment: OPENAI_BASE_URL
+(http://127.0.0.1:PORT/openai/v1) and a dummy OPENAI_API_KEY.
+
+The SDK would send its key as `Authorization: Bearer <key>`; the broker
+refuses caller credentials, so the client is built with that header
+omitted (the SDK's `omit`) and the broker adds the real one.
+
+Usage: openai_client.py chat|stream NONCE
+  chat    one chat.completions.create; prints {"content", "model", "headers"}
+  stream  the same with stream=True and the header x-hold-stream (the test
+          upstream holds its last events until the test releases them):
+          prints "first-content" as soon as the first content delta has
+          arrived, then {"content", "chunks"} at the end.
+Prints JSON on the last line; the Rust test `tests/tests/broker.rs` makes
+the assertions.
+"""
+
+import json
+import sys
+
+import openai
+from openai import OpenAI
+
+
+def main(mode, nonce):
+    client = OpenAI(
+        default_headers={"Authorization": openai.omit},
+        max_retries=0,
+        timeout=120,
+    )
+    messages = [{"role": "user", "content": f"say hello {nonce}"}]
+    if mode == "chat":
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=messages
+        )
+        completion = raw.parse()
+        print(
+            json.dumps(
+                {
+                    "content": completion.choices[0].message.content,
+                    "model": completion.model,
+                    "headers": {k.lower(): v for k, v in raw.headers.items()},
+                }
+            )
+        )
+    elif mode == "stream":
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=messages,
+            stream=True,
+            extra_headers={"x-hold-stream": "1"},
+        )
+        parts, chunks, said = [], 0, False
+        for event in stream:
+            chunks += 1
+            for choice in event.choices:
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+                    if not said:
+                        print("first-content", flush=True)
+                        said = True
+        print(json.dumps({"content": "".join(parts), "chunks": chunks}), flush=True)
+    else:
+        sys.exit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: openai_client.py chat|stream NONCE")
+    main(sys.argv[1], sys.argv[2])

@@ -3,8 +3,9 @@
 (http://127.0.0.1:PORT/openai/v1) and a dummy OPENAI_API_KEY.
 
 The SDK would send its key as `Authorization: Bearer <key>`; the broker
-refuses caller credentials, so the client is built with that header
-omitted (the SDK's `omit`) and the broker adds the real one.
+refuses caller credentials, so each request omits that header (the SDK's
+`omit` in extra_headers, the one place it accepts it) and the broker adds
+the real one.
 
 Usage: openai_client.py chat|stream NONCE
   chat    one chat.completions.create; prints {"content", "model", "headers"}
@@ -24,15 +25,12 @@ from openai import OpenAI
 
 
 def main(mode, nonce):
-    client = OpenAI(
-        default_headers={"Authorization": openai.omit},
-        max_retries=0,
-        timeout=120,
-    )
+    client = OpenAI(max_retries=0, timeout=120)
+    no_key = {"Authorization": openai.omit}
     messages = [{"role": "user", "content": f"say hello {nonce}"}]
     if mode == "chat":
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=messages
+            model="gpt-4o-mini", messages=messages, extra_headers=no_key
         )
         completion = raw.parse()
         print(
@@ -49,7 +47,7 @@ def main(mode, nonce):
             model="gpt-4o-mini",
             messages=messages,
             stream=True,
-            extra_headers={"x-hold-stream": "1"},
+            extra_headers={**no_key, "x-hold-stream": "1"},
         )
         parts, chunks, said = [], 0, False
         for event in stream:

@@ -38,6 +38,9 @@ pub const MAX_HEADER_VALUE: usize = 8 * 1024;
 /// Longest path (with its query), in bytes.
 pub const MAX_PATH: usize = 8 * 1024;
 
+/// Most interim (1xx) answers read before the final one.
+const MAX_INTERIM: usize = 8;
+
 /// The endpoint's socket for the daemon socket `daemon_socket`.
 pub fn http_socket_path(daemon_socket: &Path) -> PathBuf {
     daemon_socket
@@ -275,11 +278,19 @@ pub fn send(
         }
     }
     let mut reader = std::io::BufReader::with_capacity(16 * 1024, stream);
+    // Interim answers (100 Continue, 103 Early Hints) precede the real
+    // one; a few at most.
+    let mut interim = 0;
     let head = loop {
         let h = head::read_head(&mut reader).map_err(|e| HttpError::from_read(e, timeout))?;
-        // Interim answers (100 Continue, 103 Early Hints) precede the real one.
         if !(100..200).contains(&h.status) || h.status == 101 {
             break h;
+        }
+        interim += 1;
+        if interim > MAX_INTERIM {
+            return Err(HttpError::Response(
+                "too many interim (1xx) responses".into(),
+            ));
         }
     };
     let framing =

@@ -349,6 +349,12 @@ fn a_cut_answer_and_a_missing_endpoint_are_errors() {
     ));
     assert_eq!(out, b"01234");
     server.join().unwrap();
+    let (dir, server) = serve(|_| vec![b"HTTP/1.1 100 Continue\r\n\r\n".repeat(9)]);
+    assert!(matches!(
+        send(&dir.path().join(HTTP_SOCKET_NAME), &req("gh", "/"), None),
+        Err(HttpError::Response(_))
+    ));
+    server.join().unwrap();
     let (dir, server) = serve(|_| vec![b"SSH-2.0-OpenSSH\r\n".to_vec()]);
     assert!(matches!(
         send(&dir.path().join(HTTP_SOCKET_NAME), &req("gh", "/"), None),

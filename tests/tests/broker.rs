@@ -709,3 +709,104 @@ fn mcp_capability_invoke_returns_the_echo_redacted() {
     }
     s.assert_not_upstream(&format!("caller-supplied-{nonce}"));
 }
+
+/// A fake endpoint in `dir`: answers each connection with the next of
+/// `answers` after reading the request head; returns the requests seen.
+fn fake_endpoint(dir: &Path, answers: Vec<&'static [u8]>) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("http.sock")).unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for answer in answers {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !aivault_tests::contains(&got, b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = s.write_all(answer);
+            seen.push(String::from_utf8_lossy(&got).to_string());
+        }
+        seen
+    })
+}
+
+#[test]
+fn vaultctl_http_exit_codes_follow_the_answer() {
+    // No broker needed: a fake endpoint beside a (missing) daemon socket.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("aivaultd.sock");
+    let root = User::root();
+    let run = |args: &[&str], stdin: &[u8]| aivault_tests::vaultctl_at(&socket, &root, args, stdin);
+
+    // Checked before connecting: usage errors even with no endpoint.
+    for args in [
+        &["http", "Open AI"][..],
+        &["http", "openai", "-H", "no colon"],
+        &["http", "openai", "-H", "X: a\rb"],
+        &["http", "openai", "-p", "relative"],
+        &["http", "openai", "--data", "inline"],
+        &["http", "openai", "--data", "@/nonexistent/body.json"],
+    ] {
+        let out = run(args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let out = run(&["http", "openai"], b"");
+    assert_eq!(out.status.code(), Some(5), "no endpoint: {}", text(&out));
+
+    let server = fake_endpoint(
+        dir.path(),
+        vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\ndenied\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",
+            b"not http at all\r\n\r\n",
+        ],
+    );
+    let out = run(
+        &[
+            "http",
+            "openai",
+            "-p",
+            "/v1/x?q=1",
+            "-H",
+            "X-A: b",
+            "--data",
+            "-",
+        ],
+        b"{\"a\":1}",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.stdout, b"abc");
+    let out = run(&["http", "openai", "-i"], b"");
+    assert_eq!(out.status.code(), Some(22), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("\r\n\r\ndenied\n"),
+        "the body of an error is written: {stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 403"));
+    let out = run(&["http", "openai"], b"");
+    assert_eq!(out.status.code(), Some(8), "cut short: {}", text(&out));
+    assert_eq!(out.stdout, b"cut");
+    let out = run(&["http", "openai"], b"");
+    assert_eq!(out.status.code(), Some(8), "not HTTP: {}", text(&out));
+    let seen = server.join().unwrap();
+    assert!(
+        seen[0].starts_with("POST /openai/v1/x?q=1 HTTP/1.1\r\n"),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[0].contains("\r\nX-A: b\r\n"), "{}", seen[0]);
+    assert!(seen[0].contains("\r\nContent-Length: 7\r\n"), "{}", seen[0]);
+    assert!(
+        seen[1].starts_with("GET /openai/ HTTP/1.1\r\n"),
+        "{}",
+        seen[1]
+    );
+}

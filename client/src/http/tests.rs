@@ -381,3 +381,48 @@ fn a_silent_endpoint_is_a_timeout() {
     drop(listener);
     assert!(matches!(got, Err(HttpError::Timeout(_))), "{got:?}");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut r = BufReader::new(Cursor::new(bytes.clone()));
+            if let Ok(h) = read_head(&mut r) {
+                if let Ok(f) = Framing::of(&h, "GET") {
+                    let mut out = Vec::new();
+                    let _ = Body::new(r, f, None).read_to_end(&mut out);
+                }
+            }
+            let mut out = Vec::new();
+            let _ = Body::new(BufReader::new(Cursor::new(bytes)), Framing::Chunked, None)
+                .read_to_end(&mut out);
+        }
+
+        #[test]
+        fn chunked_bodies_decode_to_what_was_sent(
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            sizes in proptest::collection::vec(1usize..300, 1..20),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let mut out = Vec::new();
+            Body::new(BufReader::with_capacity(7, Cursor::new(wire)), Framing::Chunked, None)
+                .read_to_end(&mut out)
+                .unwrap();
+            prop_assert_eq!(out, body);
+        }
+    }
+}

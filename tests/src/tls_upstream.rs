@@ -13,7 +13,14 @@
 //! request header `x-hold-stream`, the last events wait for
 //! [`TlsUpstream::release`], so a test can tell that the first ones reached
 //! the caller before the response ended (a broker that buffered would hold
-//! them back) without timing anything. Other paths get a JSON echo.
+//! them back) without timing anything. Other paths, for the guards' tests:
+//!
+//! * `…/redirect?to=URL` answers `302` to `URL` (redirect guards);
+//! * `…/bytes?n=N` answers `N` bytes of `a` (response size limits);
+//! * `…/status/NNN` answers status `NNN` with a `www-authenticate` header
+//!   carrying the credential (stripped response headers);
+//! * anything else a JSON echo: method, path, `authorization` and its
+//!   base64 (`authorization_b64`, for the redactor's encodings), body.
 //!
 //! Every request is recorded ([`TlsUpstream::seen`]).
 
@@ -344,10 +351,49 @@ async fn respond(io: &mut Io, req: &Seen, release: &tokio::sync::Semaphore) -> s
         .to_string();
         return write_whole(io, 200, "OK", &common, "application/json", body.as_bytes()).await;
     }
+    let query = req.target.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    if path.ends_with("/redirect") {
+        let to = param("to").unwrap_or_default();
+        let common = format!("{common}location: {to}\r\n");
+        return write_whole(io, 302, "Found", &common, "text/plain", b"").await;
+    }
+    if path.ends_with("/bytes") {
+        let n: usize = param("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let body = vec![b'a'; n.min(256 * 1024 * 1024)];
+        return write_whole(io, 200, "OK", &common, "application/octet-stream", &body).await;
+    }
+    if let Some(code) = path
+        .rsplit_once("/status/")
+        .and_then(|(_, c)| c.parse::<u16>().ok())
+        .filter(|c| (200..600).contains(c))
+    {
+        let common = format!(
+            "{common}www-authenticate: Bearer realm=\"test\", error=\"{}\"\r\n",
+            auth.unwrap_or("(none)")
+        );
+        let body = json!({"status": code, "authorization": auth}).to_string();
+        return write_whole(
+            io,
+            code,
+            "Test",
+            &common,
+            "application/json",
+            body.as_bytes(),
+        )
+        .await;
+    }
+    use base64::Engine as _;
     let body = json!({
         "method": req.method,
         "path": req.target,
         "authorization": auth,
+        "authorization_b64": auth.map(|a| base64::engine::general_purpose::STANDARD.encode(a)),
         "body": String::from_utf8_lossy(&req.body),
     })
     .to_string();

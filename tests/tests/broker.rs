@@ -329,6 +329,40 @@ fn the_test_upstream_echoes_what_it_got_over_tls_with_its_own_ca() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].sni.as_deref(), Some(HOST));
 
+    // The guards' paths.
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--cacert"])
+            .arg(&up.ca_pem)
+            .args([
+                "--resolve",
+                &resolve,
+                "-H",
+                "Authorization: Bearer direct-key",
+            ])
+            .arg(format!("https://{HOST}:{}{path}", up.port()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {}", text(&out));
+        out
+    };
+    let out = get("/v1/echo?x=1");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v["authorization"], "Bearer direct-key", "{v}");
+    assert_eq!(v["authorization_b64"], "QmVhcmVyIGRpcmVjdC1rZXk=", "{v}");
+    assert_eq!(v["path"], "/v1/echo?x=1", "{v}");
+    let out = get("/v1/redirect?to=https://elsewhere.example/x");
+    assert_eq!(curl_status(&out), 302);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("location: https://elsewhere.example/x\r\n")
+    );
+    let out = get("/v1/status/401");
+    assert_eq!(curl_status(&out), 401);
+    assert!(curl_header_names(&out).contains(&"www-authenticate".to_string()));
+    let out = get("/v1/bytes?n=5");
+    assert!(out.stdout.ends_with(b"\r\n\r\naaaaa"), "{}", text(&out));
+
     // A held stream: its first events arrive, the rest after release().
     let mut child = Command::new("curl")
         .args(["-sS", "-N", "--cacert"])
@@ -808,5 +842,42 @@ fn vaultctl_http_exit_codes_follow_the_answer() {
         seen[1].starts_with("GET /openai/ HTTP/1.1\r\n"),
         "{}",
         seen[1]
+    );
+}
+
+#[test]
+fn the_credential_is_redacted_in_its_encodings_and_credential_headers_are_stripped() {
+    use base64::Engine as _;
+    let s = setup();
+    deps();
+    let out = s.curl(&s.alice, true, "/openai/v1/echo", &[]);
+    let all = text(&out);
+    assert_eq!(curl_status(&out), 200, "{all}");
+    s.assert_clean(&all);
+    // The upstream echoed the header and its base64; neither comes back.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("Bearer {}", s.secret));
+    let inner = &b64[12..b64.len() - 4];
+    assert!(
+        !all.contains(inner),
+        "the base64 of the credential came back: {all}"
+    );
+    assert!(all.contains("[REDACTED"), "{all}");
+    let names = curl_header_names(&out);
+    assert!(!names.contains(&"set-cookie".to_string()), "{all}");
+    let seen = s.up.seen();
+    let r = seen.iter().find(|r| r.target == "/v1/echo").unwrap();
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {}", s.secret).as_str())
+    );
+
+    // An upstream 401 carrying the credential in www-authenticate.
+    let out = s.curl(&s.alice, false, "/openai/v1/status/401", &[]);
+    let all = text(&out);
+    assert_eq!(curl_status(&out), 401, "{all}");
+    s.assert_clean(&all);
+    assert!(
+        !curl_header_names(&out).contains(&"www-authenticate".to_string()),
+        "{all}"
     );
 }

@@ -246,6 +246,29 @@ impl Setup {
         }
     }
 
+    /// Waits (at most 20 s) until `n` audit records match `want`, since a
+    /// response's record is written when the broker reports it done.
+    #[track_caller]
+    fn wait_audit(&self, want: impl Fn(&Value) -> bool, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<Value> = self
+                .d
+                .audit_records()
+                .into_iter()
+                .filter(|r| want(r))
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} matching audit records never came: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `curl` as `user` to `url` (over the Unix socket when `unix`).
     fn curl(&self, user: &User, unix: bool, url_path: &str, args: &[&str]) -> Output {
         let mut cmd = as_user("curl", &self.d, user);
@@ -482,6 +505,27 @@ fn curl_over_the_unix_socket_and_over_tcp_gets_the_echo_redacted() {
         );
         s.assert_injected(&nonce);
     }
+    // Each request is audited as alice's, with no value in the log; a TCP
+    // caller's pid is unknown (0), a Unix one's is not.
+    let requests = s.wait_audit(|r| r["op"] == "http.request" && r["outcome"] == "ok", 2);
+    for r in &requests {
+        assert_eq!(r["uid"], s.alice.uid, "{r}");
+        assert_eq!(r["name"], "openai", "{r}");
+        assert_eq!(r["detail"]["method"], "POST", "{r}");
+        assert_eq!(r["detail"]["path"], "/v1/chat/completions", "{r}");
+    }
+    let pids: Vec<u64> = requests
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    assert!(pids[0] != 0 && pids[1] == 0, "{requests:?}");
+    let responses = s.wait_audit(|r| r["op"] == "http.response", 2);
+    assert!(
+        responses.iter().all(|r| r["detail"]["status"] == 200),
+        "{responses:?}"
+    );
+    let log = std::fs::read(s.d.audit_log()).unwrap();
+    s.assert_clean(&String::from_utf8_lossy(&log));
 }
 
 #[test]

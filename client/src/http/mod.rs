@@ -242,6 +242,17 @@ pub fn send(
     req: &Request,
     timeout: Option<Duration>,
 ) -> Result<Response, HttpError> {
+    send_watched(socket, req, timeout, |_| {})
+}
+
+/// [`send`], handing the connection to `watch` as soon as it is made, so
+/// that another thread can cut it short (`shutdown`) to cancel the request.
+pub fn send_watched(
+    socket: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+    watch: impl FnOnce(&UnixStream),
+) -> Result<Response, HttpError> {
     req.check()?;
     let stream = UnixStream::connect(socket).map_err(|source| {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
@@ -259,6 +270,7 @@ pub fn send(
         .set_read_timeout(timeout)
         .and_then(|()| stream.set_write_timeout(timeout))
         .map_err(HttpError::Send)?;
+    watch(&stream);
     let mut writer = &stream;
     if let Err(e) = writer
         .write_all(&req.encode())

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use super::run::Cancel;
 use crate::http::{self, Request};
 use crate::{Client, ClientError};
 
@@ -197,10 +198,21 @@ fn invoke_request(args: &Map<String, Value>) -> Result<(Request, usize, Duration
     Ok((req, max, Duration::from_secs_f64(timeout)))
 }
 
-pub fn capability_invoke(socket: &Path, args: &Map<String, Value>) -> Result<Value, String> {
+/// `capability_invoke`; `notifications/cancelled` ([`Cancel`]) cuts the
+/// connection, which ends the request at the broker.
+pub fn capability_invoke(
+    socket: &Path,
+    args: &Map<String, Value>,
+    cancel: &Cancel,
+) -> Result<Value, String> {
     let (req, max, timeout) = invoke_request(args)?;
     let endpoint = http::http_socket_path(socket);
-    let resp = match http::send(&endpoint, &req, Some(timeout)) {
+    let watch = |s: &std::os::unix::net::UnixStream| {
+        if let Ok(s) = s.try_clone() {
+            cancel.attach(s);
+        }
+    };
+    let resp = match http::send_watched(&endpoint, &req, Some(timeout), watch) {
         Ok(r) => r,
         Err(e) => return Ok(tool_error(e.to_string())),
     };
@@ -281,6 +293,7 @@ mod tests {
         let r = capability_invoke(
             Path::new("/nonexistent/aivaultd.sock"),
             &args(json!({"capability": "openai"})),
+            &Cancel::default(),
         )
         .unwrap();
         assert_eq!(r["isError"], true);
@@ -306,6 +319,7 @@ mod tests {
         let r = capability_invoke(
             &dir.join("aivaultd.sock"),
             &args(json!({"capability": "gh", "path": "/user", "max_body_bytes": 11})),
+            &Cancel::default(),
         )
         .unwrap();
         let seen = server.join().unwrap();
@@ -320,6 +334,35 @@ mod tests {
         assert_eq!(
             (s["body_bytes"].as_u64(), s["body_truncated"].as_bool()),
             (Some(11), Some(true))
+        );
+    }
+
+    #[test]
+    fn a_cancelled_invoke_cuts_its_connection() {
+        let dir = std::env::temp_dir().join(format!("aivault-mcp-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("http.sock")).unwrap();
+        let cancel = std::sync::Arc::new(Cancel::default());
+        let (c, socket) = (cancel.clone(), dir.join("aivaultd.sock"));
+        let call = std::thread::spawn(move || {
+            capability_invoke(
+                &socket,
+                &args(json!({"capability": "gh", "timeout_seconds": 600})),
+                &c,
+            )
+            .unwrap()
+        });
+        // Accepted and never answered: only the cancel ends the call.
+        let (_held, _) = listener.accept().unwrap();
+        cancel.cancel();
+        let r = call.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(r["isError"], true, "{r}");
+        let text = r["content"][0]["text"].as_str().unwrap();
+        assert!(
+            !text.contains("sent nothing"),
+            "it waited for the timeout: {text}"
         );
     }
 }

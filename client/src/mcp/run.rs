@@ -52,7 +52,7 @@ impl Cancel {
     }
 
     /// Remembers the connection to cut; cuts it at once if already cancelled.
-    fn attach(&self, s: UnixStream) {
+    pub(super) fn attach(&self, s: UnixStream) {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_cancelled() {
             let _ = s.shutdown(Shutdown::Both);

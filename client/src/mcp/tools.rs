@@ -269,7 +269,7 @@ pub fn call(
         "policy_commands" => policy_commands(socket, &args),
         "secret_run" => secret_run(socket, &args, env, cancel, progress),
         "capability_list" => super::capability::capability_list(socket, args.0),
-        "capability_invoke" => super::capability::capability_invoke(socket, args.0),
+        "capability_invoke" => super::capability::capability_invoke(socket, args.0, cancel),
         other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}"))),
     };
     Ok(result.unwrap_or_else(|msg| tool_error(format!("invalid arguments: {msg}"))))

@@ -7,12 +7,14 @@ refuses caller credentials, so each request omits that header (the SDK's
 `omit` in extra_headers, the one place it accepts it) and the broker adds
 the real one.
 
-Usage: openai_client.py chat|stream NONCE
+Usage: openai_client.py chat|stream|plain NONCE
   chat    one chat.completions.create; prints {"content", "model", "headers"}
   stream  the same with stream=True and the header x-hold-stream (the test
           upstream holds its last events until the test releases them):
           prints "first-content" as soon as the first content delta has
           arrived, then {"content", "chunks"} at the end.
+  plain   chat without omitting the header, so the SDK sends its dummy key:
+          prints {"refused": STATUS} (null if it was not refused).
 Prints JSON on the last line; the Rust test `tests/tests/broker.rs` makes
 the assertions.
 """
@@ -59,11 +61,18 @@ def main(mode, nonce):
                         print("first-content", flush=True)
                         said = True
         print(json.dumps({"content": "".join(parts), "chunks": chunks}), flush=True)
+    elif mode == "plain":
+        # The SDK as it comes: its (dummy) key goes out as Authorization.
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            print(json.dumps({"refused": None}))
+        except openai.APIStatusError as e:
+            print(json.dumps({"refused": e.status_code}))
     else:
         sys.exit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: openai_client.py chat|stream NONCE")
+        sys.exit("usage: openai_client.py chat|stream|plain NONCE")
     main(sys.argv[1], sys.argv[2])

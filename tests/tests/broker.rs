@@ -666,6 +666,31 @@ fn a_caller_supplied_credential_header_is_refused() {
             s.assert_not_upstream(&marker);
         }
     }
+    // The OpenAI SDK as it comes sends its (dummy) key: refused too.
+    let dummy = format!("sk-dummy-{}", token(12));
+    let out = as_user(python(), &s.d, &s.alice)
+        .arg(repo().join("tests/broker/openai_client.py"))
+        .args(["plain", &dummy])
+        .env("OPENAI_BASE_URL", format!("http://{}/openai/v1", s.tcp))
+        .env("OPENAI_API_KEY", &dummy)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let v: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
+    .unwrap_or_else(|e| panic!("no JSON ({e}): {all}"));
+    let refused = v["refused"].as_u64().unwrap_or(0);
+    assert!(
+        (400..500).contains(&refused),
+        "the SDK's own key was not refused: {all}"
+    );
+    s.assert_not_upstream(&dummy);
+
     // vaultctl passes the header on and reports the broker's refusal.
     let out = s.d.vaultctl(
         &s.alice,

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+pub mod sockdiag;
 mod spawn;
 mod stack;
 mod workdir;

@@ -477,9 +477,11 @@ fn serve(cfg: Config) -> Result<()> {
     // before any other thread exists, starts and ends every run process.
     let _ = nix::sys::prctl::set_dumpable(false);
     let runner = aivaultd::run::RunSettings::locate_runner(cfg.runs.runner.as_deref());
+    let broker = aivaultd::run::RunSettings::locate_broker(None);
     let jail = aivaultd::jail::JailHost::start(
         &aivaultd::jail::locate(),
         &runner,
+        &broker,
         cfg.runs.uid_first..cfg.runs.uid_first.saturating_add(cfg.runs.uid_count),
         aivaultd::jail::client::host_count(),
     )

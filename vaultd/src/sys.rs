@@ -440,6 +440,19 @@ pub fn inherited_listener() -> Option<std::os::unix::net::UnixListener> {
     Some(listener)
 }
 
+/// Registers `fd` with the runtime's reactor (readable and writable), for
+/// a socket the runtime has no type for (`SOCK_SEQPACKET`). Call it within
+/// the runtime.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nothing else
+    // closes; the `AsyncFd` owns it from here until it is dropped or taken
+    // back, and `as_raw_fd` of an `OwnedFd` always returns that same
+    // number.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+        .map_err(io::Error::from)
+}
+
 /// The pid a pidfd refers to (from `/proc/self/fdinfo`), if it still runs.
 pub fn pidfd_pid(fd: &impl AsFd) -> Option<i32> {
     let info =

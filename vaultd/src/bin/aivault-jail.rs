@@ -3,7 +3,7 @@
 //! `aivaultd::jail`.
 //!
 //! Usage (by the daemon only):
-//! `aivault-jail --fd N --daemon-pid P --runner PATH --run-uids FIRST:COUNT`.
+//! `aivault-jail --fd N --daemon-pid P --runner PATH [--broker PATH] --run-uids FIRST:COUNT`.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use aivaultd::jail::{host, JailKind};
 
 const USAGE: &str = "usage: aivault-jail --fd N --daemon-pid PID --runner PATH \
-                     --run-uids FIRST:COUNT (started by aivaultd; not for interactive use)";
+                     [--broker PATH] --run-uids FIRST:COUNT (started by aivaultd; not for \
+                     interactive use)";
 
 struct Args {
     fd: RawFd,
     daemon_pid: i32,
     runner: PathBuf,
+    /// Without it no broker can be started.
+    broker: Option<PathBuf>,
     run_uids: std::ops::Range<u32>,
 }
 
@@ -30,6 +33,7 @@ fn uid_range(v: &str) -> Option<std::ops::Range<u32>> {
 
 fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, String> {
     let (mut fd, mut daemon_pid, mut runner, mut run_uids) = (None, None, None, None);
+    let mut broker = None;
     while let Some(flag) = argv.next() {
         let value = argv
             .next()
@@ -51,6 +55,13 @@ fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, Str
                 )
             }
             Some("--runner") => runner = Some(PathBuf::from(value)),
+            Some("--broker") => {
+                let path = PathBuf::from(value);
+                if !path.is_absolute() {
+                    return Err("--broker: not an absolute path".into());
+                }
+                broker = Some(path);
+            }
             Some("--run-uids") => {
                 run_uids = Some(
                     value
@@ -68,6 +79,7 @@ fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, Str
                 fd,
                 daemon_pid,
                 runner,
+                broker,
                 run_uids,
             })
         }
@@ -124,5 +136,8 @@ fn main() {
     let _ = blocked.thread_block();
     let mut programs = host::Programs::default();
     programs.by_kind.insert(JailKind::Runner, args.runner);
+    if let Some(broker) = args.broker {
+        programs.by_kind.insert(JailKind::Broker, broker);
+    }
     std::process::exit(host::serve(sock, programs, args.run_uids));
 }

@@ -10,12 +10,24 @@
 //! asks before each request; the daemon decides, rate-limits and audits
 //! here and only then hands over the credential.
 //!
-//! The process side (pool, endpoint, control channel) sees the daemon only
-//! as a [`BrokerHost`]; the decision side implements it on `ops::Daemon`
-//! with [`decide`] (policy, rate limits, audit, credential) and
-//! [`rate_state`] (the rate-limit counters, kept across restarts).
+//! The process side sees the daemon only as a [`BrokerHost`]; the decision
+//! side implements it on `ops::Daemon` with [`decide`] (policy, rate
+//! limits, audit, credential) and [`rate_state`] (the rate-limit counters,
+//! kept across restarts). The process side:
+//!
+//! * [`endpoint`]: `http.sock` and the loopback TCP listener, admission;
+//! * [`peer`]: who is calling, from the kernel (`SO_PEERCRED`, the socket
+//!   table for TCP);
+//! * [`pool`]: one broker process per caller uid, its start, hand-overs,
+//!   control task and end;
+//! * [`control`]: the control channel's daemon end, and the bounds of what
+//!   a broker may send.
 
+pub mod control;
 pub mod decide;
+pub mod endpoint;
+pub mod peer;
+pub mod pool;
 pub mod rate_state;
 
 use aivault_proto::broker::{BrokerInit, DenyReason};

@@ -108,18 +108,20 @@ pub fn host_count() -> usize {
 
 impl JailHost {
     /// Starts `count` jail hosts (the `aivault-jail` binary, `program`),
-    /// each with the runner as the program of [`super::JailKind::Runner`].
+    /// each with `runner` as the program of [`super::JailKind::Runner`] and
+    /// `broker` as that of [`super::JailKind::Broker`].
     /// Call it before any key is loaded and before any other thread exists:
     /// a host's end of its socket is inheritable until that host has
     /// started.
     pub fn start(
         program: &Path,
         runner: &Path,
+        broker: &Path,
         run_uids: std::ops::Range<u32>,
         count: usize,
     ) -> Result<Self, JailError> {
         let hosts = (0..count.max(1))
-            .map(|_| Host::start(program, runner, &run_uids))
+            .map(|_| Host::start(program, runner, broker, &run_uids))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JailHost {
             hosts,
@@ -177,14 +179,36 @@ impl JailHost {
         cgroup: Option<BorrowedFd<'_>>,
         workdir: Option<BorrowedFd<'_>>,
     ) -> Result<Jailed, JailError> {
+        self.spawn_attached(spec, cgroup, workdir, None)
+    }
+
+    /// Starts a jailed process of a kind with a control channel (the
+    /// broker) as `spec` says, with `control`, one end of a socket pair,
+    /// as its descriptor 3.
+    pub fn spawn_with_control(
+        &self,
+        spec: SpawnRequest,
+        control: BorrowedFd<'_>,
+    ) -> Result<Jailed, JailError> {
+        self.spawn_attached(spec, None, None, Some(control))
+    }
+
+    fn spawn_attached(
+        &self,
+        spec: SpawnRequest,
+        cgroup: Option<BorrowedFd<'_>>,
+        workdir: Option<BorrowedFd<'_>>,
+        control: Option<BorrowedFd<'_>>,
+    ) -> Result<Jailed, JailError> {
         if spec.workdir.is_some() != workdir.is_some() {
             return Err(JailError::Protocol);
         }
         let spec = SpawnRequest {
             join_cgroup: cgroup.is_some(),
+            control: control.is_some(),
             ..spec
         };
-        let fds: Vec<BorrowedFd<'_>> = cgroup.into_iter().chain(workdir).collect();
+        let fds: Vec<BorrowedFd<'_>> = cgroup.into_iter().chain(workdir).chain(control).collect();
         let (host, sock) = self.any();
         let answer = self.hosts[host].call(sock, &Request::Spawn(spec), &fds);
         match self.check(answer)? {
@@ -259,6 +283,7 @@ impl Host {
     fn start(
         program: &Path,
         runner: &Path,
+        broker: &Path,
         run_uids: &std::ops::Range<u32>,
     ) -> Result<Self, JailError> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -279,6 +304,8 @@ impl Host {
             .arg(std::process::id().to_string())
             .arg("--runner")
             .arg(runner)
+            .arg("--broker")
+            .arg(broker)
             .arg("--run-uids")
             .arg(format!(
                 "{}:{}",

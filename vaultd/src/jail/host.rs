@@ -91,6 +91,12 @@ pub fn serve(sock: OwnedFd, programs: Programs, run_uids: std::ops::Range<u32>) 
     }
 }
 
+/// Whether `fd` is a `SOCK_SEQPACKET` socket (a control channel).
+fn is_seqpacket(fd: &OwnedFd) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    matches!(getsockopt(fd, sockopt::SockType), Ok(SockType::SeqPacket))
+}
+
 fn failed(step: &str, e: &dyn std::fmt::Display) -> Reply {
     Reply::Failed {
         message: format!("{step}: {e}"),
@@ -137,7 +143,17 @@ impl Host {
                 message: "a run uid starts with its own gid, no groups and no cgroup; any other uid only in a cgroup".into(),
             });
         }
-        let wanted = usize::from(spec.join_cgroup) + usize::from(spec.workdir.is_some());
+        // The broker, and only it, gets a control socket; it runs under a
+        // run uid of its own and never sees a caller's files.
+        let broker = spec.kind == JailKind::Broker;
+        if spec.control != broker || (broker && (!fresh || spec.workdir.is_some())) {
+            return Err(Reply::Failed {
+                message: "a broker, and only a broker, gets a control socket; it runs under a run uid, without a working directory".into(),
+            });
+        }
+        let wanted = usize::from(spec.join_cgroup)
+            + usize::from(spec.workdir.is_some())
+            + usize::from(spec.control);
         if fds.len() != wanted {
             return Err(Reply::Failed {
                 message: "the descriptors attached do not match the request".into(),
@@ -145,9 +161,21 @@ impl Host {
         }
         let mut fds = fds.into_iter();
         let cgroup = if spec.join_cgroup { fds.next() } else { None };
-        let workdir = match (&spec.workdir, fds.next()) {
-            (Some(w), Some(dir)) => Some(self.workdir(spec, w, dir)?),
-            _ => None,
+        let workdir = match &spec.workdir {
+            Some(w) => match fds.next() {
+                Some(dir) => Some(self.workdir(spec, w, dir)?),
+                None => None,
+            },
+            None => None,
+        };
+        let control = match fds.next() {
+            Some(sock) if is_seqpacket(&sock) => Some(sock),
+            Some(_) => {
+                return Err(Reply::Failed {
+                    message: "the control descriptor is not a SOCK_SEQPACKET socket".into(),
+                })
+            }
+            None => None,
         };
         let Some(program) = self.programs.by_kind.get(&spec.kind) else {
             return Err(Reply::Failed {
@@ -180,6 +208,7 @@ impl Host {
             workdir: workdir
                 .as_ref()
                 .map(|(mount, target)| (mount.as_raw_fd(), target.as_c_str())),
+            control: control.as_ref().map(|c| c.as_raw_fd()),
         })
         .map_err(|e| {
             self.wedged |= e.kind() == io::ErrorKind::TimedOut;

@@ -21,6 +21,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub enum JailKind {
     /// `aivault-runner`: executes one allowlisted command with secrets.
     Runner,
+    /// `aivault-broker`: the HTTP capability broker of one caller uid,
+    /// under a fresh uid; its control socket is attached to the request
+    /// and becomes its descriptor 3 (`aivault_proto::broker::CONTROL_FD`).
+    Broker,
 }
 
 impl JailKind {
@@ -28,6 +32,7 @@ impl JailKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JailKind::Runner => "runner",
+            JailKind::Broker => "broker",
         }
     }
 }
@@ -51,6 +56,11 @@ pub struct SpawnRequest {
     /// own.
     #[serde(default)]
     pub workdir: Option<WorkdirRequest>,
+    /// A socket is attached (after the cgroup and the working directory,
+    /// if any): the process gets it as descriptor 3. Exactly the kinds
+    /// that have a control channel ([`JailKind::Broker`]) get one.
+    #[serde(default)]
+    pub control: bool,
 }
 
 /// How a jailed process gets the caller's working directory
@@ -177,6 +187,7 @@ mod tests {
                 caller: Some((1000, 1000)),
                 writable: false,
             }),
+            control: false,
         });
         let file = std::fs::File::open("/dev/null").unwrap();
         send(a.as_fd(), &req, &[file.as_fd()]).unwrap();

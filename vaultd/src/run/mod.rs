@@ -302,4 +302,22 @@ impl RunSettings {
         }
         PathBuf::from("/usr/libexec/aivault/aivault-runner")
     }
+
+    /// The broker binary (`aivault-broker`, the program of
+    /// [`crate::jail::JailKind::Broker`]), found like the runner: the
+    /// configured path, else a sibling of the daemon's executable, else the
+    /// packaged location.
+    pub fn locate_broker(configured: Option<&Path>) -> PathBuf {
+        if let Some(p) = configured {
+            return p.to_path_buf();
+        }
+        if let Some(sibling) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("aivault-broker")))
+            .filter(|p| p.exists())
+        {
+            return sibling;
+        }
+        PathBuf::from("/usr/libexec/aivault/aivault-broker")
+    }
 }

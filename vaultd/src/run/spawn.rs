@@ -184,6 +184,7 @@ pub fn start_runner(
             caller,
             writable: w.writable(),
         }),
+        control: false,
     };
     Ok(jail.spawn(request, cgroup, workdir.map(|(w, _)| w.fd()))?)
 }

@@ -55,6 +55,9 @@ pub struct JailSpawn<'a> {
     /// the child enters a mount namespace of its own first, so the mount
     /// exists there alone.
     pub workdir: Option<(RawFd, &'a CStr)>,
+    /// A control socket that becomes the child's descriptor 3 (the only
+    /// descriptor above 2 it keeps).
+    pub control: Option<RawFd>,
 }
 
 /// Reaps the child `pid` if it has ended; true once it is reaped (or is
@@ -158,6 +161,9 @@ struct ChildArgs {
     /// Its mount point, resolved without following symbolic links.
     workdir_target: *const libc::c_char,
     workdir_how: libc::open_how,
+    /// The control socket to put on descriptor 3, or -1; never 3 itself
+    /// (the parent makes sure), nor is the report pipe then.
+    control: RawFd,
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: *const libc::gid_t,
@@ -269,9 +275,20 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // socket to the daemon above all), before the uid changes. (Kernels
         // before 5.9 lack close_range; the runner closes them at
         // confinement too.)
+        // A control socket goes to descriptor 3 (without close-on-exec),
+        // and is then the one kept above 2. Both it and the report pipe
+        // are above 3 here (the parent made sure), so the copy replaces
+        // nothing in use.
+        let mut first_closed = 3u32;
+        if a.control >= 0 {
+            if libc::syscall(libc::SYS_dup3, a.control, 3, 0) == -1 {
+                return fail(a);
+            }
+            first_closed = 4;
+        }
         let report = a.report as u32;
-        if report > 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, report - 1, 0u32);
+        if report > first_closed {
+            libc::syscall(libc::SYS_close_range, first_closed, report - 1, 0u32);
         }
         libc::syscall(libc::SYS_close_range, report + 1, u32::MAX, 0u32);
         // The working directory is entered as the new uid, so a directory
@@ -314,6 +331,17 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 /// child's pid; the caller reaps it.
 pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // With a control socket for descriptor 3, neither it nor the report
+    // pipe may be 3 in the child: copies above 3 (close-on-exec) if so.
+    let (report_w, control) = match spec.control {
+        None => (report_w, None),
+        Some(fd) => {
+            let copy = above_3(report_w.as_raw_fd())?;
+            // The parent must hold no write end but the one it drops below.
+            drop(report_w);
+            (copy, Some(above_3(fd)?))
+        }
+    };
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -329,6 +357,7 @@ pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
         workdir_target: spec
             .workdir
             .map_or(std::ptr::null(), |(_, target)| target.as_ptr()),
+        control: control.as_ref().map_or(-1, |c| c.as_raw_fd()),
         workdir_how: {
             // SAFETY: `open_how` is plain data; all zero is a valid value.
             let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -368,6 +397,14 @@ pub fn spawn_jailed(spec: &JailSpawn<'_>) -> io::Result<libc::pid_t> {
             Err(e)
         }
     }
+}
+
+/// A close-on-exec copy of `fd` numbered above 3.
+fn above_3(fd: RawFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(4))?;
+    // SAFETY: F_DUPFD_CLOEXEC just made this descriptor; nothing else
+    // owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
 /// Reads the child's report: `None` at end-of-file (executed, or died

@@ -521,6 +521,7 @@ fn serve(cfg: Config) -> Result<()> {
             activated = !bound,
             "aivaultd ready"
         );
+        let broker = start_broker(&daemon, &socket).await?;
         let pool = daemon.runs().pool.clone();
         let _ = tokio::task::spawn_blocking(move || pool.refill(8)).await;
         aivaultd::run::warm::WarmPool::refill(&daemon.run_host());
@@ -541,6 +542,11 @@ fn serve(cfg: Config) -> Result<()> {
         // No new D-Bus calls either while active runs finish.
         let _ = dbus_stop.send(true);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dbus).await;
+        // The brokers end before the runs are drained (their uids are
+        // leased from the same pool).
+        if let Some(endpoint) = broker {
+            endpoint.stop().await;
+        }
         service::drain_runs(&daemon).await;
         if bound {
             let _ = std::fs::remove_file(&socket);
@@ -549,4 +555,54 @@ fn serve(cfg: Config) -> Result<()> {
         drop(lock);
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// What the broker needs from the daemon: its decisions and its settings.
+/// `None` until the daemon implements [`aivaultd::broker::BrokerHost`] and
+/// the configuration has a `[broker]` table; then
+/// `Some((daemon.clone(), BrokerSettings { tcp_listen, idle_timeout }))`
+/// when `[broker]` enables it.
+fn broker_parts(
+    _daemon: &Arc<Daemon>,
+) -> Option<(
+    Arc<dyn aivaultd::broker::BrokerHost>,
+    aivaultd::broker::endpoint::BrokerSettings,
+)> {
+    None
+}
+
+/// Starts the broker's pool and endpoint (`http.sock` beside `socket`,
+/// and loopback TCP if configured) when the configuration enables it.
+async fn start_broker(
+    daemon: &Arc<Daemon>,
+    socket: &Path,
+) -> Result<Option<aivaultd::broker::endpoint::Endpoint>> {
+    use aivaultd::broker::endpoint::{Endpoint, EndpointLimits};
+    use aivaultd::broker::pool::{BrokerPool, FromRunHost, PoolSettings};
+    let Some((host, settings)) = broker_parts(daemon) else {
+        return Ok(None);
+    };
+    let pool = BrokerPool::new(
+        host,
+        Arc::new(FromRunHost(daemon.run_host())),
+        PoolSettings::with_idle_timeout(settings.idle_timeout),
+    );
+    let limits = &daemon.config().limits;
+    let endpoint = Endpoint::start(
+        pool,
+        socket,
+        settings.tcp_listen,
+        EndpointLimits {
+            max_connections: limits.max_connections,
+            max_connections_per_uid: limits.max_connections_per_uid,
+        },
+    )
+    .await
+    .context("starting the broker's endpoint")?;
+    tracing::info!(
+        socket = %endpoint.unix_path().display(),
+        tcp = ?endpoint.tcp_addr(),
+        "broker endpoint listening"
+    );
+    Ok(Some(endpoint))
 }

@@ -450,3 +450,71 @@ async fn the_endpoint_identifies_unix_and_loopback_tcp_callers_by_the_kernel() {
     assert_eq!(pool.live(), 0);
     assert!(!path.exists(), "the socket goes with the endpoint");
 }
+
+#[test]
+fn the_jail_host_gives_a_control_socket_to_a_broker_only_and_only_a_socket() {
+    use aivaultd::jail::{JailError, JailKind, SpawnRequest};
+    use std::os::fd::AsFd;
+    let procs = procs();
+    let lease = procs.uids.acquire().unwrap();
+    let uid = lease.uid();
+    let spec = |kind| SpawnRequest {
+        kind,
+        uid,
+        gid: uid,
+        groups: vec![],
+        cwd: "/".into(),
+        args: vec![],
+        join_cgroup: false,
+        workdir: None,
+        control: false,
+    };
+    let refused = |r: Result<aivaultd::jail::Jailed, JailError>| match r {
+        Err(JailError::Refused(why)) => why,
+        other => panic!("started: {other:?}"),
+    };
+    // A broker without its control socket, a runner with one.
+    let why = refused(procs.jail.spawn(spec(JailKind::Broker), None, None));
+    assert!(
+        why.contains("only a broker, gets a control socket"),
+        "{why}"
+    );
+    let (a, _b) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let why = refused(
+        procs
+            .jail
+            .spawn_with_control(spec(JailKind::Runner), a.as_fd()),
+    );
+    assert!(
+        why.contains("only a broker, gets a control socket"),
+        "{why}"
+    );
+    // Anything but a SOCK_SEQPACKET socket as the control descriptor.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let why = refused(
+        procs
+            .jail
+            .spawn_with_control(spec(JailKind::Broker), file.as_fd()),
+    );
+    assert!(why.contains("not a SOCK_SEQPACKET socket"), "{why}");
+    let (stream, _other) = UnixStream::pair().unwrap();
+    let why = refused(
+        procs
+            .jail
+            .spawn_with_control(spec(JailKind::Broker), stream.as_fd()),
+    );
+    assert!(why.contains("not a SOCK_SEQPACKET socket"), "{why}");
+    // A broker only under a run uid.
+    let mut outside = spec(JailKind::Broker);
+    outside.uid = 50099;
+    outside.gid = 50099;
+    let why = refused(procs.jail.spawn_with_control(outside, a.as_fd()));
+    assert!(why.contains("cgroup") || why.contains("run uid"), "{why}");
+    assert!(!aivaultd::run::uidpool::live_processes_of(uid));
+}

@@ -253,6 +253,10 @@ async fn a_broker_has_its_control_socket_on_fd_3_under_a_leased_uid_without_grou
         "home filled in by the pool"
     );
     assert_eq!(seen.answer.as_deref(), Some("grant s3cret"));
+    eventually("the done reaches the host", || {
+        !host.finished.lock().unwrap().is_empty()
+    })
+    .await;
     let finished = host.finished.lock().unwrap().clone();
     assert_eq!(finished, vec![(50001, "ok".to_string(), Some(200))]);
     let info = pool.brokers();
@@ -295,6 +299,10 @@ async fn one_broker_serves_every_connection_of_a_uid_and_each_uid_its_own() {
     );
     assert_eq!(other.answer.as_deref(), Some("deny Forbidden"));
     assert_eq!(pool.brokers().len(), 2);
+    eventually("six dones reach the host", || {
+        host.finished.lock().unwrap().len() >= 6
+    })
+    .await;
     assert_eq!(
         host.finished.lock().unwrap().len(),
         6,
@@ -517,4 +525,35 @@ fn the_jail_host_gives_a_control_socket_to_a_broker_only_and_only_a_socket() {
     let why = refused(procs.jail.spawn_with_control(outside, a.as_fd()));
     assert!(why.contains("cgroup") || why.contains("run uid"), "{why}");
     assert!(!aivaultd::run::uidpool::live_processes_of(uid));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_for_a_denied_request_kills_and_an_ignored_shutdown_is_a_kill() {
+    let host = FakeHost::with(&[
+        (50051, "cap=nope done-after-deny"),
+        (50052, "ignore-shutdown"),
+    ]);
+    let mut settings = PoolSettings::with_idle_timeout(Duration::from_secs(600));
+    settings.shutdown_grace = Duration::from_millis(300);
+    let pool = BrokerPool::new(host.clone(), procs(), settings);
+    let denied = served(&pool, caller(50051)).await;
+    assert_eq!(denied.answer.as_deref(), Some("deny Forbidden"));
+    eventually(
+        "a broker reporting a denied request as done is killed",
+        || pool.brokers().iter().all(|b| b.caller_uid != 50051),
+    )
+    .await;
+    assert!(host.finished.lock().unwrap().is_empty(), "nothing recorded");
+
+    let stubborn = served(&pool, caller(50052)).await;
+    let pid: i32 = stubborn.fields["pid"].parse().unwrap();
+    eventually("the first broker is torn down", || pool.live() == 1).await;
+    pool.policy_changed();
+    eventually(
+        "a broker ignoring its shutdown is killed after the grace",
+        || pool.live() == 0,
+    )
+    .await;
+    assert!(returned(uid_of(&stubborn)));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }

@@ -5,7 +5,8 @@
 //! connection number, its init), asks to authorize one request and writes
 //! the answer, then says it is done. What it does wrong on purpose is in
 //! the init's `capabilities` text (the tests' host puts it there):
-//! `confine-error`, `bad-conn`, `crash-after-first`, `cap=NAME`.
+//! `confine-error`, `bad-conn`, `crash-after-first`, `done-after-deny`,
+//! `ignore-shutdown`, `cap=NAME`.
 //!
 //! With arguments it is a client instead: `connect-unix PATH` or
 //! `connect-tcp ADDR` connects, sends a request line and prints what comes
@@ -173,7 +174,7 @@ fn main() {
                     }
                 };
                 write_to(fd, &answer);
-                if answer.starts_with("grant") {
+                if answer.starts_with("grant") || mode.contains("done-after-deny") {
                     send(&FromBroker::Done {
                         req: conn,
                         status: Some(200),
@@ -189,6 +190,7 @@ fn main() {
                     std::process::exit(3);
                 }
             }
+            Some((ToBroker::Shutdown, _)) if mode.contains("ignore-shutdown") => {}
             Some((ToBroker::Shutdown, _)) | None => std::process::exit(0),
             Some(_) => {}
         }

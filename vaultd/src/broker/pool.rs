@@ -60,6 +60,8 @@ pub const MAX_REQUESTS: usize = 256;
 /// Connections whose caller (pid, gid) is remembered per broker; older
 /// ones are asked for as the broker's caller.
 const REMEMBERED_CONNECTIONS: usize = 1024;
+/// How long a message to a broker may wait for room in its socket.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Uids kept checked and ready after a broker's uid returns.
 const REFILL: usize = 8;
 
@@ -203,6 +205,8 @@ struct Inner {
     requests: HashMap<u64, Request>,
     last_active: Option<Instant>,
     shutting_down: bool,
+    /// A message could not be sent: it is killed.
+    broken: Option<String>,
 }
 
 enum Request {
@@ -318,6 +322,10 @@ impl BrokerPool {
                 Ok(b) => b,
                 Err(why) => {
                     self.forget(caller.uid, &entry);
+                    // Started under the policy just replaced: once more.
+                    if why == Refused::Stale {
+                        continue;
+                    }
                     return refuse(why, Some(conn));
                 }
             };
@@ -358,16 +366,14 @@ impl BrokerPool {
             inner.last_active = Some(Instant::now());
             number
         };
-        let sent = broker
-            .control
-            .send(&ToBroker::Connection { conn: number }, Some(conn.as_fd()))
-            .await;
+        let sent = send(
+            broker,
+            &ToBroker::Connection { conn: number },
+            Some(conn.as_fd()),
+        )
+        .await;
         drop(conn);
-        sent.map_err(|e| {
-            tracing::warn!(error = %e, uid = broker.uid, "cannot hand a connection to the broker; ending it");
-            broker.stop.notify_one();
-            None
-        })
+        sent.map_err(|()| None)
     }
 
     /// Removes `entry` for `uid` if it is still the one in place.
@@ -498,9 +504,15 @@ impl BrokerPool {
                     Err(e) => break format!("it broke the protocol: {e}"),
                 },
                 () = broker.stop.notified(), if kill_at.is_none() => {
+                    if let Some(why) = broker.lock().broken.take() {
+                        break why;
+                    }
                     kill_at = Some(self.shut_down(&broker).await);
                 }
                 _ = ticks.tick() => {
+                    if let Some(why) = broker.lock().broken.take() {
+                        break why;
+                    }
                     if leftovers.jailed.as_ref().is_none_or(|j| j.has_ended()) {
                         break "it exited".into();
                     }
@@ -538,9 +550,7 @@ impl BrokerPool {
     async fn shut_down(&self, broker: &Arc<Broker>) -> tokio::time::Instant {
         broker.lock().shutting_down = true;
         self.forget_broker(broker);
-        if let Err(e) = broker.control.send(&ToBroker::Shutdown, None).await {
-            tracing::debug!(error = %e, uid = broker.uid, "cannot send the broker its shutdown");
-        }
+        let _ = send(broker, &ToBroker::Shutdown, None).await;
         tokio::time::Instant::now() + self.settings.shutdown_grace
     }
 
@@ -683,9 +693,7 @@ impl BrokerPool {
                 }
             }
         };
-        if let Err(e) = broker.control.send(&answer, None).await {
-            tracing::debug!(error = %e, uid = broker.uid, "cannot answer the broker");
-        }
+        let _ = send(&broker, &answer, None).await;
     }
 
     /// Ends everything of a broker (blocking work on its own thread): every
@@ -724,6 +732,25 @@ impl BrokerPool {
         self.live.fetch_sub(1, Ordering::SeqCst);
         self.torn_down.notify_waiters();
     }
+}
+
+/// Sends `msg` to `broker` within [`SEND_TIMEOUT`]; a broker that does
+/// not take it (it stopped reading) or whose socket failed is marked
+/// broken, and its control task kills it.
+async fn send(
+    broker: &Broker,
+    msg: &ToBroker,
+    conn: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(), ()> {
+    let why = match tokio::time::timeout(SEND_TIMEOUT, broker.control.send(msg, conn)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "it does not read its control socket".into(),
+    };
+    tracing::warn!(uid = broker.uid, error = %why, "cannot send to a broker; ending it");
+    broker.lock().broken = Some(why);
+    broker.stop.notify_one();
+    Err(())
 }
 
 /// Sends `Init` and waits for `Confined(Ok)`.

@@ -286,7 +286,12 @@ fn admit(front: &Arc<Front>, caller: Caller, conn: OwnedFd) {
                     Refused::NoCapability | Refused::RunUid => 403,
                     _ => 503,
                 };
-                answer(&conn, status, &why.to_string());
+                // Why a start failed is the daemon's log's, not the caller's.
+                let message = match why {
+                    Refused::Start(_) => "the broker could not be started".to_string(),
+                    other => other.to_string(),
+                };
+                answer(&conn, status, &message);
             }
         }
     });

@@ -7,7 +7,7 @@
 //! caller no capability, and the connection is refused before anything is
 //! started), a fresh uid leased from the run uid pool, its private
 //! `<runs>/<uid>/{home,tmp}` made as a run's are, a control socket pair,
-//! the jail host asked to start [`JailKind::Broker`] under the uid (its
+//! the jail host asked to start [`crate::jail::JailKind::Broker`] under the uid (its
 //! own gid, no groups) with the pair's other end as descriptor 3, `Init`
 //! sent, and `Confined(Ok)` awaited within [`PoolSettings::start_timeout`].
 //! Anything else ends the process and refuses the connection. Concurrent
@@ -37,23 +37,31 @@
 //! it, or the caller would never see the broker close it): "idle" is
 //! about requests and hand-overs, so a kept-alive connection with no
 //! request for the idle time is closed with its broker.
+//!
+//! Here: the entries and their life; [`launch`] a broker's start and
+//! teardown; [`session`] one broker's control task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aivault_proto::broker::{BrokerInit, FromBroker, ToBroker, MAX_CONTROL};
+use aivault_proto::broker::ToBroker;
 use tokio::sync::{Notify, OnceCell};
 
-use super::control::{self, Control};
-use super::{Ask, BrokerHost, Outcome};
+use super::control;
+use super::BrokerHost;
 use crate::caller::Caller;
-use crate::jail::{JailHost, JailKind, Jailed, SpawnRequest};
-use crate::run::spawn::{self, RunDirs};
-use crate::run::uidpool::{UidLease, UidPool};
+use crate::jail::JailHost;
+use crate::run::uidpool::UidPool;
+
+mod launch;
+mod session;
+
+use launch::{confine, launch};
+use session::{send, Broker};
 
 /// Requests one broker may have in flight (asked and not done).
 pub const MAX_REQUESTS: usize = 256;
@@ -61,9 +69,9 @@ pub const MAX_REQUESTS: usize = 256;
 /// ones are asked for as the broker's caller.
 const REMEMBERED_CONNECTIONS: usize = 1024;
 /// How long a message to a broker may wait for room in its socket.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Uids kept checked and ready after a broker's uid returns.
-const REFILL: usize = 8;
+pub(crate) const REFILL: usize = 8;
 
 /// How the pool times its brokers.
 #[derive(Debug, Clone)]
@@ -184,62 +192,6 @@ struct Entry {
     started: OnceCell<Result<Arc<Broker>, Refused>>,
 }
 
-/// A broker process as the pool follows it.
-struct Broker {
-    caller: Caller,
-    uid: u32,
-    pid: i32,
-    control: Control,
-    inner: Mutex<Inner>,
-    stop: Notify,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// Connections handed over; numbered 1 to `given`.
-    given: u64,
-    /// The callers of the latest connections, by number.
-    callers: HashMap<u64, Caller>,
-    order: VecDeque<u64>,
-    /// Requests asked and not done.
-    requests: HashMap<u64, Request>,
-    last_active: Option<Instant>,
-    shutting_down: bool,
-    /// A message could not be sent: it is killed.
-    broken: Option<String>,
-}
-
-enum Request {
-    Asking,
-    Granted {
-        caller: Caller,
-        capability: String,
-        method: String,
-        path: String,
-    },
-}
-
-/// What a broker leaves to tear down.
-struct Leftovers {
-    lease: UidLease,
-    dirs: RunDirs,
-    jailed: Option<Jailed>,
-}
-
-impl Broker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn info(&self) -> BrokerInfo {
-        BrokerInfo {
-            caller_uid: self.caller.uid,
-            uid: self.uid,
-            pid: self.pid,
-        }
-    }
-}
-
 impl BrokerPool {
     pub fn new(
         host: Arc<dyn BrokerHost>,
@@ -349,22 +301,8 @@ impl BrokerPool {
         caller: Caller,
         conn: OwnedFd,
     ) -> Result<(), Option<OwnedFd>> {
-        let number = {
-            let mut inner = broker.lock();
-            if inner.shutting_down {
-                return Err(Some(conn));
-            }
-            inner.given += 1;
-            let number = inner.given;
-            inner.callers.insert(number, caller);
-            inner.order.push_back(number);
-            if inner.order.len() > REMEMBERED_CONNECTIONS {
-                if let Some(old) = inner.order.pop_front() {
-                    inner.callers.remove(&old);
-                }
-            }
-            inner.last_active = Some(Instant::now());
-            number
+        let Some(number) = broker.number_connection(caller) else {
+            return Err(Some(conn));
         };
         let sent = send(
             broker,
@@ -481,363 +419,5 @@ impl BrokerPool {
         });
         tokio::spawn(self.clone().supervise(broker.clone(), leftovers));
         Ok(broker)
-    }
-
-    /// Follows one broker until it ends, then tears it down.
-    async fn supervise(self: Arc<Self>, broker: Arc<Broker>, leftovers: Leftovers) {
-        let tick = (self.settings.idle_timeout / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let mut ticks = tokio::time::interval(tick);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = Vec::with_capacity(MAX_CONTROL + 1);
-        let mut kill_at: Option<tokio::time::Instant> = None;
-        broker.lock().last_active = Some(Instant::now());
-        let why: String = loop {
-            tokio::select! {
-                got = broker.control.recv(&mut buf) => match got {
-                    Ok(Some(msg)) => {
-                        if let Err(why) = self.on_message(&broker, msg) {
-                            break format!("it broke the protocol: {why}");
-                        }
-                    }
-                    Ok(None) => break "it closed its control socket".into(),
-                    Err(e) => break format!("it broke the protocol: {e}"),
-                },
-                () = broker.stop.notified(), if kill_at.is_none() => {
-                    if let Some(why) = broker.lock().broken.take() {
-                        break why;
-                    }
-                    kill_at = Some(self.shut_down(&broker).await);
-                }
-                _ = ticks.tick() => {
-                    if let Some(why) = broker.lock().broken.take() {
-                        break why;
-                    }
-                    if leftovers.jailed.as_ref().is_none_or(|j| j.has_ended()) {
-                        break "it exited".into();
-                    }
-                    match kill_at {
-                        Some(at) if tokio::time::Instant::now() >= at => {
-                            break "it did not exit after its shutdown".into();
-                        }
-                        Some(_) => {}
-                        None if self.idle(&broker) => {
-                            kill_at = Some(self.shut_down(&broker).await);
-                        }
-                        None => {}
-                    }
-                }
-            }
-        };
-        broker.lock().shutting_down = true;
-        self.forget_broker(&broker);
-        tracing::info!(uid = broker.uid, pid = broker.pid, caller = broker.caller.uid, reason = %why, "broker ended");
-        self.teardown(leftovers).await;
-    }
-
-    /// Whether `broker` has had nothing to do for the idle time.
-    fn idle(&self, broker: &Broker) -> bool {
-        let inner = broker.lock();
-        inner.requests.is_empty()
-            && inner
-                .last_active
-                .is_none_or(|t| t.elapsed() >= self.settings.idle_timeout)
-    }
-
-    /// Marks `broker` shutting down (no connection is handed to it any
-    /// more), takes it out of the pool and sends `Shutdown`; returns when
-    /// it is to be killed if it has not ended.
-    async fn shut_down(&self, broker: &Arc<Broker>) -> tokio::time::Instant {
-        broker.lock().shutting_down = true;
-        self.forget_broker(broker);
-        let _ = send(broker, &ToBroker::Shutdown, None).await;
-        tokio::time::Instant::now() + self.settings.shutdown_grace
-    }
-
-    /// Handles one message of a confined broker; an error ends it.
-    fn on_message(
-        self: &Arc<Self>,
-        broker: &Arc<Broker>,
-        msg: FromBroker,
-    ) -> Result<(), &'static str> {
-        match msg {
-            FromBroker::Confined(_) => Err("a second confinement report"),
-            FromBroker::Authorize {
-                req,
-                conn,
-                capability,
-                method,
-                path,
-            } => {
-                let caller = {
-                    let mut inner = broker.lock();
-                    if conn == 0 || conn > inner.given {
-                        return Err("a connection number it was not given");
-                    }
-                    if inner.requests.contains_key(&req) {
-                        return Err("a request number already in flight");
-                    }
-                    if inner.requests.len() >= MAX_REQUESTS {
-                        return Err("too many requests in flight");
-                    }
-                    inner.requests.insert(req, Request::Asking);
-                    inner.last_active = Some(Instant::now());
-                    inner.callers.get(&conn).copied().unwrap_or(broker.caller)
-                };
-                tokio::spawn(self.clone().authorize(
-                    broker.clone(),
-                    caller,
-                    req,
-                    capability,
-                    method,
-                    path,
-                ));
-                Ok(())
-            }
-            FromBroker::Done {
-                req,
-                status,
-                request_bytes,
-                response_bytes,
-                duration_us,
-                error,
-            } => {
-                let granted = {
-                    let mut inner = broker.lock();
-                    inner.last_active = Some(Instant::now());
-                    match inner.requests.get(&req) {
-                        Some(Request::Granted { .. }) => inner.requests.remove(&req),
-                        _ => return Err("a done for a request not granted"),
-                    }
-                };
-                let Some(Request::Granted {
-                    caller,
-                    capability,
-                    method,
-                    path,
-                }) = granted
-                else {
-                    return Err("a done for a request not granted");
-                };
-                let host = self.host.clone();
-                tokio::task::spawn_blocking(move || {
-                    host.finished(
-                        &caller,
-                        &Outcome {
-                            capability: &capability,
-                            method: &method,
-                            path: &path,
-                            status,
-                            request_bytes,
-                            response_bytes,
-                            duration_us,
-                            error: error.as_deref(),
-                        },
-                    )
-                });
-                Ok(())
-            }
-        }
-    }
-
-    /// Decides one request on a blocking thread and answers the broker.
-    async fn authorize(
-        self: Arc<Self>,
-        broker: Arc<Broker>,
-        caller: Caller,
-        req: u64,
-        capability: String,
-        method: String,
-        path: String,
-    ) {
-        let host = self.host.clone();
-        let decided = tokio::task::spawn_blocking(move || {
-            let ask = Ask {
-                capability: &capability,
-                method: &method,
-                path: &path,
-            };
-            let answer = host.authorize(&caller, &ask);
-            (answer, capability, method, path)
-        })
-        .await;
-        let answer = match decided {
-            Ok((Ok(secret), capability, method, path)) => {
-                broker.lock().requests.insert(
-                    req,
-                    Request::Granted {
-                        caller,
-                        capability,
-                        method,
-                        path,
-                    },
-                );
-                ToBroker::Grant { req, secret }
-            }
-            Ok((Err(denied), ..)) => {
-                broker.lock().requests.remove(&req);
-                ToBroker::Deny {
-                    req,
-                    reason: denied.reason,
-                    message: denied.message,
-                    retry_after_s: denied.retry_after_s,
-                }
-            }
-            Err(_) => {
-                broker.lock().requests.remove(&req);
-                ToBroker::Deny {
-                    req,
-                    reason: aivault_proto::broker::DenyReason::Unavailable,
-                    message: "the request could not be decided".into(),
-                    retry_after_s: None,
-                }
-            }
-        };
-        let _ = send(&broker, &answer, None).await;
-    }
-
-    /// Ends everything of a broker (blocking work on its own thread): every
-    /// process of its uid killed, its directories removed, and the uid
-    /// returned only if nothing of it survives.
-    async fn teardown(&self, leftovers: Leftovers) {
-        let procs = self.procs.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let Leftovers {
-                lease,
-                dirs,
-                mut jailed,
-            } = leftovers;
-            let uid = lease.uid();
-            let clean = crate::run::runner::kill_run_uid(procs.jail(), uid, jailed.as_mut());
-            if let Some(mut j) = jailed {
-                procs.jail().wait(&mut j);
-            }
-            spawn::remove_dirs(&dirs);
-            if clean {
-                drop(lease);
-                procs.uids().refill(REFILL);
-            } else {
-                tracing::error!(
-                    uid,
-                    "withholding the uid of a broker whose processes survive"
-                );
-                std::mem::forget(lease);
-            }
-        })
-        .await;
-        self.ended();
-    }
-
-    fn ended(&self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
-        self.torn_down.notify_waiters();
-    }
-}
-
-/// Sends `msg` to `broker` within [`SEND_TIMEOUT`]; a broker that does
-/// not take it (it stopped reading) or whose socket failed is marked
-/// broken, and its control task kills it.
-async fn send(
-    broker: &Broker,
-    msg: &ToBroker,
-    conn: Option<std::os::fd::BorrowedFd<'_>>,
-) -> Result<(), ()> {
-    let why = match tokio::time::timeout(SEND_TIMEOUT, broker.control.send(msg, conn)).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "it does not read its control socket".into(),
-    };
-    tracing::warn!(uid = broker.uid, error = %why, "cannot send to a broker; ending it");
-    broker.lock().broken = Some(why);
-    broker.stop.notify_one();
-    Err(())
-}
-
-/// Sends `Init` and waits for `Confined(Ok)`.
-async fn confine(control: &Control, init: &BrokerInit) -> Result<(), String> {
-    control
-        .send(&ToBroker::Init(init.clone()), None)
-        .await
-        .map_err(|e| format!("cannot send its init: {e}"))?;
-    let mut buf = Vec::new();
-    match control.recv(&mut buf).await {
-        Ok(Some(FromBroker::Confined(Ok(enforcement)))) => {
-            tracing::debug!(?enforcement, "broker confined");
-            Ok(())
-        }
-        Ok(Some(FromBroker::Confined(Err(why)))) => {
-            Err(format!("it could not confine itself: {why}"))
-        }
-        Ok(Some(_)) => Err("it spoke before confining itself".into()),
-        Ok(None) => Err("it exited before confining itself".into()),
-        Err(e) => Err(format!("it broke the protocol: {e}")),
-    }
-}
-
-type Launched = (BrokerInit, Leftovers);
-
-/// The blocking part of a start: the init, a leased uid, its directories,
-/// the process with `theirs` as its descriptor 3.
-fn launch(
-    host: &dyn BrokerHost,
-    procs: &dyn BrokerProcesses,
-    caller: Caller,
-    theirs: OwnedFd,
-) -> Result<Launched, (Refused, Option<Box<Leftovers>>)> {
-    let start = |e: &dyn std::fmt::Display| Refused::Start(e.to_string());
-    let mut init = host
-        .broker_init(&caller)
-        .ok_or((Refused::NoCapability, None))?;
-    let lease = procs.uids().acquire().map_err(|e| (start(&e), None))?;
-    let uid = lease.uid();
-    let name = uid.to_string();
-    let dirs = match spawn::make_dirs(procs.runs_dir(), &name, uid, uid, false) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create a broker's directories");
-            let dirs = RunDirs::named(procs.runs_dir(), &name);
-            return Err((
-                start(&e),
-                Some(Box::new(Leftovers {
-                    lease,
-                    dirs,
-                    jailed: None,
-                })),
-            ));
-        }
-    };
-    init.home = dirs.home.clone();
-    init.tmp = dirs.tmp.clone();
-    let request = SpawnRequest {
-        kind: JailKind::Broker,
-        uid,
-        gid: uid,
-        groups: Vec::new(),
-        cwd: dirs.home.clone(),
-        args: Vec::new(),
-        join_cgroup: false,
-        workdir: None,
-        control: true,
-    };
-    match procs.jail().spawn_with_control(request, theirs.as_fd()) {
-        Ok(jailed) => Ok((
-            init,
-            Leftovers {
-                lease,
-                dirs,
-                jailed: Some(jailed),
-            },
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a broker");
-            Err((
-                start(&e),
-                Some(Box::new(Leftovers {
-                    lease,
-                    dirs,
-                    jailed: None,
-                })),
-            ))
-        }
     }
 }

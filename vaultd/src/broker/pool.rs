@@ -38,8 +38,8 @@
 //! about requests and hand-overs, so a kept-alive connection with no
 //! request for the idle time is closed with its broker.
 //!
-//! Here: the entries and their life; [`launch`] a broker's start and
-//! teardown; [`session`] one broker's control task.
+//! Here: the entries and their life; `pool/launch.rs` a broker's start and
+//! teardown; `pool/session.rs` one broker's control task.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};

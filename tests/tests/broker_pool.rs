@@ -557,3 +557,64 @@ async fn a_done_for_a_denied_request_kills_and_an_ignored_shutdown_is_a_kill() {
     assert!(returned(uid_of(&stubborn)));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// Runs the stand-in as a client under a bare uid (no account).
+fn client_as_uid(uid: u32, how: &str, target: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aivault-test-broker"))
+        .args([how, target])
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_limit_a_caller_is_told_and_an_unidentifiable_one_just_closed() {
+    let user = User::ensure("aivt-broker1");
+    let accountless = 0x6a00_0000 + std::process::id() % 0x10000;
+    let host = FakeHost::with(&[(user.uid, "plain"), (accountless, "plain")]);
+    let pool = pool(host, Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let endpoint = Endpoint::start(
+        pool.clone(),
+        &dir.path().join("aivaultd.sock"),
+        Some("[::1]:0".parse().unwrap()),
+        EndpointLimits {
+            max_connections: 8,
+            max_connections_per_uid: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let tcp = endpoint.tcp_addr().unwrap().to_string();
+    let sock = endpoint.unix_path().display().to_string();
+    let (u, t) = (user.clone(), tcp.clone());
+    let text = tokio::task::spawn_blocking(move || client_as(&u, "connect-tcp-quiet", &t))
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 503 Service Unavailable")
+            && text.contains("too many connections from this user"),
+        "{text}"
+    );
+    // A TCP caller without an account cannot be known: closed, no word.
+    let t = tcp.clone();
+    let text =
+        tokio::task::spawn_blocking(move || client_as_uid(accountless, "connect-tcp-quiet", &t))
+            .await
+            .unwrap();
+    assert_eq!(text, "", "an unidentifiable caller gets nothing");
+    // Over Unix the kernel's credentials name it: it is identified (and
+    // here refused by the limit).
+    let s = sock.clone();
+    let text =
+        tokio::task::spawn_blocking(move || client_as_uid(accountless, "connect-unix-quiet", &s))
+            .await
+            .unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert_eq!(pool.live(), 0, "nothing was started");
+    endpoint.stop().await;
+}

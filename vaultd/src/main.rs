@@ -544,9 +544,7 @@ fn serve(cfg: Config) -> Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dbus).await;
         // The brokers end before the runs are drained (their uids are
         // leased from the same pool).
-        if let Some(endpoint) = broker {
-            endpoint.stop().await;
-        }
+        broker.stop().await;
         service::drain_runs(&daemon).await;
         if bound {
             let _ = std::fs::remove_file(&socket);
@@ -557,36 +555,23 @@ fn serve(cfg: Config) -> Result<()> {
     })
 }
 
-/// What the broker needs from the daemon: its decisions and its settings.
-/// `None` until the daemon implements [`aivaultd::broker::BrokerHost`] and
-/// the configuration has a `[broker]` table; then
-/// `Some((daemon.clone(), BrokerSettings { tcp_listen, idle_timeout }))`
-/// when `[broker]` enables it.
-fn broker_parts(
-    _daemon: &Arc<Daemon>,
-) -> Option<(
-    Arc<dyn aivaultd::broker::BrokerHost>,
-    aivaultd::broker::endpoint::BrokerSettings,
-)> {
-    None
-}
-
-/// Starts the broker's pool and endpoint (`http.sock` beside `socket`,
-/// and loopback TCP if configured) when the configuration enables it.
+/// Starts the broker's pool and endpoint: `http.sock` beside `socket`
+/// always (a caller the policy gives no capability is refused there), and
+/// loopback TCP if `[broker] tcp_listen` says so. The pool is told of each
+/// policy change through the daemon.
 async fn start_broker(
     daemon: &Arc<Daemon>,
     socket: &Path,
-) -> Result<Option<aivaultd::broker::endpoint::Endpoint>> {
+) -> Result<aivaultd::broker::endpoint::Endpoint> {
     use aivaultd::broker::endpoint::{Endpoint, EndpointLimits};
     use aivaultd::broker::pool::{BrokerPool, FromRunHost, PoolSettings};
-    let Some((host, settings)) = broker_parts(daemon) else {
-        return Ok(None);
-    };
+    let settings = &daemon.config().broker;
     let pool = BrokerPool::new(
-        host,
+        daemon.broker_host(),
         Arc::new(FromRunHost(daemon.run_host())),
         PoolSettings::with_idle_timeout(settings.idle_timeout),
     );
+    daemon.set_broker_pool(pool.clone());
     let limits = &daemon.config().limits;
     let endpoint = Endpoint::start(
         pool,
@@ -604,5 +589,5 @@ async fn start_broker(
         tcp = ?endpoint.tcp_addr(),
         "broker endpoint listening"
     );
-    Ok(Some(endpoint))
+    Ok(endpoint)
 }

@@ -27,15 +27,6 @@ use crate::caller::Caller;
 /// The Unix socket's name, in the daemon socket's directory.
 pub const HTTP_SOCKET: &str = "http.sock";
 
-/// What the daemon's configuration says of the broker (`[broker]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerSettings {
-    /// A loopback address for the TCP endpoint; none without it.
-    pub tcp_listen: Option<SocketAddr>,
-    /// A broker with nothing to do for this long is stopped.
-    pub idle_timeout: Duration,
-}
-
 /// How many connections may be on their way to a broker at once: all
 /// callers together, and each uid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

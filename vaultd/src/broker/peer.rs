@@ -5,11 +5,12 @@
 //! * Loopback TCP: the uid owning the *peer's* socket in the kernel's
 //!   socket table ([`crate::sys::sockdiag`]: an exact `NETLINK_SOCK_DIAG`
 //!   lookup, `/proc/net/tcp{,6}` only where netlink cannot answer), its
-//!   primary gid from the account database; the pid is unknown (0).
+//!   primary gid from the account database (none without an account:
+//!   `(gid_t) -1`); the pid is unknown (0), which tells the decisions to
+//!   judge the caller by its account's groups alone.
 //!
 //! A connection that cannot be identified is refused; so is a TCP peer
-//! that is not on loopback, and a TCP peer whose uid has no account (its
-//! groups could not be known).
+//! that is not on loopback.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -27,8 +28,6 @@ pub enum PeerError {
     Unknown,
     #[error("the kernel's socket table cannot be read: {0}")]
     Table(std::io::Error),
-    #[error("uid {0} has no account")]
-    NoAccount(u32),
 }
 
 /// The caller on a Unix stream connection.
@@ -68,11 +67,14 @@ pub fn tcp_peer_uid(local: SocketAddr, remote: SocketAddr) -> Result<u32, PeerEr
     }
 }
 
+/// `(gid_t) -1`: no group has it.
+const NO_GROUP: u32 = u32::MAX;
+
 /// The caller on a loopback TCP connection (blocking: the socket table
 /// and the account database).
 pub fn tcp_caller(local: SocketAddr, remote: SocketAddr) -> Result<Caller, PeerError> {
     let uid = tcp_peer_uid(local, remote)?;
-    let (gid, _) = crate::sys::account(uid).ok_or(PeerError::NoAccount(uid))?;
+    let gid = crate::sys::account(uid).map_or(NO_GROUP, |(gid, _)| gid);
     Ok(Caller { uid, gid, pid: 0 })
 }
 

@@ -73,6 +73,11 @@ impl Daemon {
         }
         durable(rules).map_err(ReloadRefused::NotAudited)?;
         *current = std::sync::Arc::new(fresh);
+        // Brokers were started with the old policy's capabilities: each
+        // caller's next connection starts one with the new.
+        if let Some(pool) = self.broker_pool.get() {
+            pool.policy_changed();
+        }
         Ok(rules)
     }
 

@@ -83,6 +83,9 @@ pub struct Daemon {
     runs: RunContext,
     /// The broker's rate-limit counters, kept in the state directory.
     broker_rate: crate::broker::rate_state::RateState,
+    /// The broker processes, once the endpoint runs: told of each policy
+    /// change (`admin::reload_policy_with`).
+    broker_pool: std::sync::OnceLock<Arc<crate::broker::pool::BrokerPool>>,
     /// The policy explanation being read page by page.
     check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
@@ -167,6 +170,7 @@ impl Daemon {
             policy: RwLock::new(Arc::new(policy)),
             runs,
             broker_rate,
+            broker_pool: std::sync::OnceLock::new(),
             check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
@@ -191,6 +195,12 @@ impl Daemon {
     /// The audit gate every decision goes through.
     pub fn audit(&self) -> &AuditGate {
         &self.audit
+    }
+
+    /// The broker processes to stop at each policy change (set once, when
+    /// the broker's endpoint starts).
+    pub fn set_broker_pool(&self, pool: Arc<crate::broker::pool::BrokerPool>) {
+        let _ = self.broker_pool.set(pool);
     }
 
     /// This daemon as the run path sees it.

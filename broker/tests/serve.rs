@@ -31,6 +31,7 @@ fn text(b: &[u8]) -> String {
 async fn the_credential_is_injected_upstream_and_redacted_from_the_response() {
     let (up, daemon) = granted(true).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/v1/echo?q=1")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let headers = format!("{:?}", resp.headers());
@@ -55,6 +56,7 @@ async fn the_credential_is_injected_upstream_and_redacted_from_the_response() {
         if capability == "testapi" && path == "/v1/echo?q=*" && method == "GET")
     );
     // A second request on the same caller connection (keep-alive).
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/v1/echo")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let _ = resp.into_body().collect().await.unwrap();
@@ -99,6 +101,7 @@ async fn caller_credential_headers_are_refused_before_the_daemon_is_asked() {
             .header(name, value)
             .body(Full::new(Bytes::new()))
             .unwrap();
+        c.ready().await.unwrap();
         let resp = c.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 400, "{name}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -144,6 +147,7 @@ async fn a_redirect_to_another_host_is_not_followed() {
     );
     let daemon = broker(init, Policy::Grant).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/away")).await.unwrap();
     assert_eq!(resp.status(), 302);
     assert!(
@@ -169,6 +173,7 @@ async fn production_mode_refuses_loopback_and_mapped_addresses_without_contactin
         let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
         let daemon = broker(init(&pki, vec![(HOST.into(), addrs)], false), Policy::Grant).await;
         let mut c = client(daemon.connect()).await;
+        c.ready().await.unwrap();
         let resp = c.send_request(get("/testapi/v1/echo")).await.unwrap();
         assert_eq!(resp.status(), 502);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -187,6 +192,7 @@ async fn one_forbidden_address_refuses_the_host_even_beside_an_allowed_one() {
     let addrs = vec![up.addr, "100.64.0.1:9".parse().unwrap()];
     let daemon = broker(init(&pki, vec![(HOST.into(), addrs)], true), Policy::Grant).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/v1/echo")).await.unwrap();
     assert_eq!(resp.status(), 502);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -216,6 +222,7 @@ async fn an_oversized_request_body_is_413() {
         .header("host", "broker")
         .body(Full::new(Bytes::from(vec![b'a'; 1001])))
         .unwrap();
+    c.ready().await.unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 413);
     // Chunked, without a length up front.
@@ -231,6 +238,7 @@ async fn an_oversized_request_body_is_413() {
         .header("host", "broker")
         .body(Full::new(Bytes::from(vec![b'a'; 1000])))
         .unwrap();
+    c.ready().await.unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.seen().len(), 1);
@@ -240,6 +248,7 @@ async fn an_oversized_request_body_is_413() {
 async fn an_oversized_response_is_cut_and_recorded_as_an_error() {
     let (_up, daemon) = granted(true).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/big")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let got = resp.into_body().collect().await;
@@ -262,6 +271,7 @@ async fn an_oversized_response_is_cut_and_recorded_as_an_error() {
 async fn set_cookie_is_stripped() {
     let (_up, daemon) = granted(true).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/cookie")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("set-cookie").is_none());
@@ -272,6 +282,7 @@ async fn set_cookie_is_stripped() {
 async fn an_sse_event_arrives_before_the_upstream_finishes() {
     let (up, daemon) = granted(true).await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/sse")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -295,6 +306,7 @@ async fn a_denial_is_403_or_429_with_retry_after() {
     )
     .await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/v1/echo")).await.unwrap();
     assert_eq!(resp.status(), 403);
     let daemon = broker(
@@ -303,6 +315,7 @@ async fn a_denial_is_403_or_429_with_retry_after() {
     )
     .await;
     let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
     let resp = c.send_request(get("/testapi/v1/echo")).await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "17");

@@ -19,9 +19,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs go to stderr, which the jail host collects (warnings and above
+/// unless `RUST_LOG` says otherwise); nothing logged carries a credential.
 fn tracing_subscriber_init() {
-    // Logs go to stderr, which the jail host collects; nothing here logs a
-    // credential.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run() -> Result<(), String> {

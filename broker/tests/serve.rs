@@ -61,6 +61,8 @@ async fn the_credential_is_injected_upstream_and_redacted_from_the_response() {
     assert_eq!(resp.status(), 200);
     let _ = resp.into_body().collect().await.unwrap();
     assert_eq!(up.seen().len(), 2);
+    // The upstream connection was kept and reused.
+    assert_eq!(up.accepted(), 1);
     let dones = wait_dones(&daemon, 2).await;
     assert!(
         matches!(
@@ -340,4 +342,70 @@ async fn an_unknown_capability_is_404_and_shutdown_ends_the_service() {
     .await;
     assert_eq!(status_of(&out), 404);
     daemon.shutdown();
+}
+
+#[tokio::test]
+async fn redirects_within_pinned_hosts_are_followed_and_the_credential_stays_on_its_host() {
+    let pki = pki();
+    let up = upstream(&pki).await;
+    let other = upstream(&pki).await;
+    let mut init = init(
+        &pki,
+        vec![
+            (HOST.into(), vec![up.addr]),
+            (OTHER.into(), vec![other.addr]),
+        ],
+        true,
+    );
+    init.capabilities = init.capabilities.replace(
+        &format!("hosts = [\"{HOST}\"]"),
+        &format!("hosts = [\"{HOST}\", \"{OTHER}\"]"),
+    );
+    let daemon = broker(init, Policy::Grant).await;
+    let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/testapi/same")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].path, "/v1/echo?same=1");
+    assert_eq!(seen[1].headers["authorization"], format!("Bearer {SECRET}"));
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/testapi/hop")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = other.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].host, OTHER);
+    assert_eq!(seen[0].path, "/v1/echo?hopped=1");
+    assert!(
+        !seen[0].headers.contains_key("authorization"),
+        "{:?}",
+        seen[0]
+    );
+}
+
+#[tokio::test]
+async fn many_requests_wait_for_the_daemon_at_once() {
+    let (up, daemon) = granted(true).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let caller = daemon.connect();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(caller).await;
+            let resp = c
+                .send_request(get(&format!("/testapi/v1/echo/{i}")))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains(&format!("/v1/echo/{i}")));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.seen().len(), 8);
+    assert_eq!(wait_dones(&daemon, 8).await.len(), 8);
 }

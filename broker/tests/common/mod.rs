@@ -175,6 +175,20 @@ async fn answer(
             .body(full("moved"))
             .unwrap();
     }
+    if p.starts_with("/hop") {
+        return Response::builder()
+            .status(302)
+            .header("location", format!("https://{OTHER}/v1/echo?hopped=1"))
+            .body(full("moved"))
+            .unwrap();
+    }
+    if p.starts_with("/same") {
+        return Response::builder()
+            .status(307)
+            .header("location", "/v1/echo?same=1")
+            .body(full("moved"))
+            .unwrap();
+    }
     if p.starts_with("/big") {
         // 64 KiB chunks, chunked encoding (no length announced).
         let chunks =

@@ -367,6 +367,20 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let encoded = parts
+        .headers
+        .get(hyper::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        let r = refuse(
+            StatusCode::BAD_GATEWAY,
+            "the upstream sent an encoded body, which cannot be redacted",
+        );
+        shared
+            .done(done(Some(status.as_u16()), 0, Some(r.message.clone())))
+            .await;
+        return error_response(&r);
+    }
     if declared.is_some_and(|n| n > cap.max_response_bytes) {
         let r = refuse(
             StatusCode::BAD_GATEWAY,
@@ -442,6 +456,11 @@ async fn exchange(
     let mut target = plan.target.clone();
     let mut method = plan.method.clone();
     let mut headers = plan.headers.clone();
+    // The redactor must see the body as the secret would appear in it: no
+    // compression, and no ranges (a secret fetched in pieces is in no
+    // single response whole).
+    headers.retain(|(n, _)| !matches!(n.as_str(), "accept-encoding" | "range" | "if-range"));
+    headers.push(("accept-encoding".into(), "identity".into()));
     let mut body = body;
     let mut hops = 0;
     loop {
@@ -528,6 +547,37 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_capability_name_of_whole_segments_wins() {
+        let text = r#"
+[[capability]]
+name = "gh"
+provider = "github"
+secret = "GH_A"
+methods = ["GET"]
+paths = ["/**"]
+[[capability]]
+name = "gh/issues"
+provider = "github"
+secret = "GH_B"
+methods = ["GET"]
+paths = ["/**"]
+"#;
+        let caps = crate::serve::compile(text).unwrap();
+        let name = |p: &str| route(&caps, p).map(|(c, rest)| (c.name.clone(), rest));
+        assert_eq!(
+            name("/gh/issues/x"),
+            Some(("gh/issues".into(), "/x".into()))
+        );
+        assert_eq!(
+            name("/gh/issuesx/y"),
+            Some(("gh".into(), "/issuesx/y".into()))
+        );
+        assert_eq!(name("/gh"), Some(("gh".into(), "/".into())));
+        assert_eq!(name("/ghx/y"), None);
+        assert_eq!(name("/other/y"), None);
+    }
 
     #[test]
     fn audit_paths_hide_query_values() {

@@ -106,8 +106,11 @@ impl Upstream {
 
     /// An idle connection to `host`, or a new one.
     pub async fn connect(&self, host: &str) -> Result<Sender, UpstreamError> {
-        if let Some(sender) = self.take_idle(host) {
-            return Ok(sender);
+        while let Some(mut sender) = self.take_idle(host) {
+            // Readiness follows the end of the last body shortly after.
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
         }
         let addrs = self.resolve(host).await?;
         let tcp = connect_any(&addrs).await?;
@@ -147,7 +150,7 @@ impl Upstream {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(host)?;
         while let Some(sender) = list.pop() {
-            if sender.is_ready() && !sender.is_closed() {
+            if !sender.is_closed() {
                 return Some(sender);
             }
         }

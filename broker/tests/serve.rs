@@ -409,3 +409,26 @@ async fn many_requests_wait_for_the_daemon_at_once() {
     assert_eq!(up.seen().len(), 8);
     assert_eq!(wait_dones(&daemon, 8).await.len(), 8);
 }
+
+#[tokio::test]
+async fn the_upstream_is_asked_for_whole_unencoded_bodies_and_an_encoded_one_is_refused() {
+    let (up, daemon) = granted(true).await;
+    let mut c = client(daemon.connect()).await;
+    let req = Request::builder()
+        .uri("/testapi/v1/echo")
+        .header("host", "broker")
+        .header("accept-encoding", "gzip, br")
+        .header("range", "bytes=0-3")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    c.ready().await.unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = up.seen();
+    assert_eq!(seen[0].headers["accept-encoding"], "identity");
+    assert!(!seen[0].headers.contains_key("range"), "{:?}", seen[0]);
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/testapi/gzip")).await.unwrap();
+    assert_eq!(resp.status(), 502);
+}

@@ -175,6 +175,12 @@ async fn answer(
             .body(full("moved"))
             .unwrap();
     }
+    if p.starts_with("/gzip") {
+        return Response::builder()
+            .header("content-encoding", "gzip")
+            .body(full("not really gzip"))
+            .unwrap();
+    }
     if p.starts_with("/hop") {
         return Response::builder()
             .status(302)

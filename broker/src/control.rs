@@ -147,6 +147,9 @@ pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     use nix::sys::socket::{sendmsg as nix_sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
 
+    // Checked first: were `raw` closed, the socketpair below could take its
+    // number, and closing `raw` would close the pair's own end.
+    nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_GETFD).map_err(io::Error::from)?;
     let (a, b) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::DGRAM,
@@ -180,4 +183,83 @@ pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     let adopted = adopted.ok_or_else(|| io::Error::other("descriptor not received"))?;
     nix::unistd::close(raw).map_err(io::Error::from)?;
     Ok(adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::SendAncillaryMessage;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn send_raw(fd: &OwnedFd, bytes: &[u8], attach: Option<BorrowedFd<'_>>) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds;
+        if let Some(a) = attach {
+            fds = [a];
+            assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        }
+        sendmsg(fd, &[IoSlice::new(bytes)], &mut control, SendFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn a_connection_arrives_with_its_socket_and_garbage_or_eof_are_told_apart() {
+        let (daemon, broker) = pair();
+        let (attached, _peer) = pair();
+        let msg = postcard::to_stdvec(&ToBroker::Connection { conn: 9 }).unwrap();
+        send_raw(&daemon, &msg, Some(attached.as_fd()));
+        let got = recv_blocking(&broker).unwrap().unwrap();
+        assert_eq!(got.msg, ToBroker::Connection { conn: 9 });
+        assert_eq!(got.fds.len(), 1);
+        assert_eq!(
+            rustix::net::sockopt::socket_type(&got.fds[0]).unwrap(),
+            SocketType::SEQPACKET
+        );
+        send_raw(&daemon, &[0xff, 0xff, 0xff], None);
+        let e = recv_blocking(&broker).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        drop(daemon);
+        assert!(recv_blocking(&broker).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_inherited_descriptor_is_adopted_and_its_number_closed() {
+        let (a, b) = pair();
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let raw = b.into_raw_fd();
+        let owned = adopt_inherited(raw).unwrap();
+        assert_ne!(owned.as_raw_fd(), raw);
+        send_blocking(
+            &a.try_clone().unwrap(),
+            &FromBroker::Confined(Err("x".into())),
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let n = rustix::net::recv(&owned, &mut buf, RecvFlags::empty())
+            .unwrap()
+            .0;
+        let back: FromBroker = postcard::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(back, FromBroker::Confined(Err("x".into())));
+    }
+
+    #[test]
+    fn a_socket_that_is_not_seqpacket_is_refused() {
+        let (a, _b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        assert!(check_seqpacket(&a).is_err());
+    }
 }

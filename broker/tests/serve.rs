@@ -327,7 +327,7 @@ async fn a_denial_is_403_or_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn an_unknown_capability_is_404_and_shutdown_ends_the_service() {
+async fn an_unknown_capability_is_404() {
     let (_up, daemon) = granted(true).await;
     let out = raw(
         daemon.connect(),
@@ -341,7 +341,27 @@ async fn an_unknown_capability_is_404_and_shutdown_ends_the_service() {
     )
     .await;
     assert_eq!(status_of(&out), 404);
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_then_ends_the_service() {
+    let (up, mut daemon) = granted(true).await;
+    let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/testapi/sse")).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n");
     daemon.shutdown();
+    up.sse_go.notify_one();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"data: two\n\n");
+    let service = daemon.service.take().unwrap();
+    // A hang guard, not a timing assertion.
+    tokio::time::timeout(std::time::Duration::from_secs(30), service)
+        .await
+        .expect("the service did not end after shutdown")
+        .unwrap();
 }
 
 #[tokio::test]

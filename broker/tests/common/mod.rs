@@ -312,6 +312,8 @@ pub struct Daemon {
     pub asked: Arc<Mutex<Vec<FromBroker>>>,
     pub done: Arc<Mutex<Vec<FromBroker>>>,
     next_conn: AtomicUsize,
+    /// The in-process service, when there is one.
+    pub service: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A socketpair as the daemon makes it.
@@ -390,6 +392,7 @@ impl Daemon {
             asked,
             done,
             next_conn: AtomicUsize::new(1),
+            service: None,
         }
     }
 
@@ -414,10 +417,12 @@ impl Daemon {
 pub async fn broker(init: BrokerInit, policy: Policy) -> Daemon {
     let (daemon_end, broker_end) = seqpacket_pair();
     let service = aivault_broker::serve::Service::prepare(&init).unwrap();
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         service.run(broker_end).await.unwrap();
     });
-    Daemon::start(daemon_end, policy)
+    let mut daemon = Daemon::start(daemon_end, policy);
+    daemon.service = Some(handle);
+    daemon
 }
 
 /// A raw HTTP/1.1 exchange: writes `request`, reads until the broker closes

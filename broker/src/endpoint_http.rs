@@ -3,8 +3,8 @@
 //! (whole target through [`crate::path::check`], the capability by the
 //! longest name matching whole segments, body within the capability's
 //! limit, then every guard of [`Capability::plan`]) before the daemon is
-//! asked; after a grant it goes to the upstream, redirects are judged by
-//! [`crate::redirect`], and the response streams back with its headers
+//! asked; after a grant it goes to the upstream ([`crate::exchange`], with
+//! its redirects), and the response streams back with its headers
 //! filtered ([`crate::headers::strip_response`]) and redacted, its body
 //! through [`crate::stream`]. Every answer the broker makes itself is a
 //! status with `{"error": "..."}`; none carries the credential.
@@ -27,9 +27,8 @@ use rustix::net::AddressFamily;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::capability::{self, Capability, Plan, RequestError};
+use crate::capability::{self, Capability, RequestError};
 use crate::path;
-use crate::redirect::{self, Redirect};
 use crate::serve::{Answer, Shared};
 use crate::stream;
 
@@ -39,7 +38,7 @@ type Out = BoxBody<Bytes, std::io::Error>;
 /// asked (every auth shape renders it).
 const PLACEHOLDER: &[u8] = b"placeholder";
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves `fd` until the caller closes it, it fails, or `stop` turns true
 /// (then the request in flight finishes first).
@@ -119,13 +118,13 @@ where
 
 /// A refusal the broker answers itself.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    message: String,
-    retry_after: Option<u32>,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<u32>,
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
@@ -256,9 +255,14 @@ async fn prepare(shared: &Shared, req: Request<Incoming>) -> Result<Prepared, Re
         return Err(too_large());
     }
     let limit = usize::try_from(cap.max_request_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body, limit)
-        .collect()
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+        })?
         .map_err(|_| too_large())?
         .to_bytes();
     let request = capability::Request {
@@ -347,7 +351,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
             return error_response(&r);
         }
     };
-    let exchanged = exchange(&shared, cap, plan, p.body).await;
+    let exchanged = crate::exchange::exchange(&shared, cap, plan, p.body).await;
     let (host, sender, resp, location_refused) = match exchanged {
         Ok(x) => x,
         Err(r) => {
@@ -437,111 +441,6 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     });
     out.body(channel.boxed())
         .unwrap_or_else(|_| error_response(&refuse(StatusCode::BAD_GATEWAY, "bad response")))
-}
-
-type Exchanged = (String, crate::upstream::Sender, Response<Incoming>, bool);
-
-/// Sends the planned request, following redirects as [`redirect::judge`]
-/// allows. The last flag tells the caller's response to lose its
-/// `Location` (a redirect that was not followed).
-async fn exchange(
-    shared: &Shared,
-    cap: &Capability,
-    plan: Plan,
-    body: Bytes,
-) -> Result<Exchanged, Refusal> {
-    let pinned: Vec<&str> = cap.hosts.iter().map(String::as_str).collect();
-    let own_header = cap.auth.own_header().map(str::to_ascii_lowercase);
-    let mut host = plan.host.clone();
-    let mut target = plan.target.clone();
-    let mut method = plan.method.clone();
-    let mut headers = plan.headers.clone();
-    // The redactor must see the body as the secret would appear in it: no
-    // compression, and no ranges (a secret fetched in pieces is in no
-    // single response whole).
-    headers.retain(|(n, _)| !matches!(n.as_str(), "accept-encoding" | "range" | "if-range"));
-    headers.push(("accept-encoding".into(), "identity".into()));
-    let mut body = body;
-    let mut hops = 0;
-    loop {
-        let mut sender = shared
-            .upstream
-            .connect(&host)
-            .await
-            .map_err(|e| refuse(StatusCode::BAD_GATEWAY, e.to_string()))?;
-        let mut req = Request::builder()
-            .method(method.as_str())
-            .uri(target.as_str())
-            .header(hyper::header::HOST, host.as_str());
-        for (n, v) in &headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-            req = req.header(hyper::header::CONTENT_LENGTH, body.len());
-        }
-        let req = req.body(Full::new(body.clone())).map_err(|_| {
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the request cannot be built",
-            )
-        })?;
-        let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the upstream failed: {e}"),
-                ))
-            }
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the upstream did not answer in time",
-                ))
-            }
-        };
-        let status = resp.status();
-        if !status.is_redirection() {
-            return Ok((host, sender, resp, false));
-        }
-        let Some(location) = resp
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        else {
-            return Ok((host, sender, resp, false));
-        };
-        let next = match redirect::judge(&location, &host, &pinned, hops) {
-            Redirect::Refuse(why) => {
-                tracing::debug!("redirect not followed: {why}");
-                return Ok((host, sender, resp, true));
-            }
-            Redirect::SameHost { path } => (host.clone(), path, true),
-            Redirect::OtherPinnedHost { host, path } => (host, path, false),
-        };
-        let (next_host, next_target, keep_credential) = next;
-        if path::check(&next_target).is_err() {
-            return Ok((host, sender, resp, true));
-        }
-        drop(resp);
-        if !keep_credential {
-            headers
-                .retain(|(n, _)| Some(n.as_str()) != own_header.as_deref() && n != "authorization");
-        }
-        // 303, and 301/302 after a POST, turn into a GET without a body.
-        let to_get = status == StatusCode::SEE_OTHER
-            || (method == "POST"
-                && (status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND));
-        if to_get {
-            method = "GET".into();
-            body = Bytes::new();
-            headers.retain(|(n, _)| n != "content-type");
-        }
-        host = next_host;
-        target = next_target;
-        hops += 1;
-    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@
 //!   descriptors as `SCM_RIGHTS`).
 //! * [`endpoint_http`]: HTTP/1.1 on one caller connection, routing,
 //!   authorize, the upstream exchange with its redirects, errors as JSON.
+//! * [`exchange`]: the request sent upstream and its redirects judged.
 //! * [`upstream`]: resolve, judge every address, connect, TLS, reuse.
 //! * [`tls`]: the rustls configuration (ring, web roots compiled in).
 //! * [`stream`]: the response body streamed back, limited and redacted.
@@ -54,6 +55,7 @@ pub mod capability;
 pub mod confine;
 pub mod control;
 pub mod endpoint_http;
+pub mod exchange;
 pub mod headers;
 pub mod path;
 pub mod rate;

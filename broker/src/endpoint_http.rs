@@ -320,17 +320,13 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         }
         Some(Answer::Grant(secret)) => secret,
     };
-    let started = Instant::now();
-    let request_bytes = p.body.len() as u64;
-    let done =
-        move |status: Option<u16>, response_bytes: u64, error: Option<String>| FromBroker::Done {
-            req,
-            status,
-            request_bytes,
-            response_bytes,
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            error,
-        };
+    let report = Report {
+        shared: Arc::clone(&shared),
+        req,
+        request_bytes: p.body.len() as u64,
+        started: Instant::now(),
+        sent: false,
+    };
     let planned = cap
         .plan(&p.request, secret.as_bytes())
         .map_err(|e| refuse(request_status(&e), e.to_string()));
@@ -339,7 +335,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     let (plan, patterns) = match (planned, patterns) {
         (Ok(plan), Ok(patterns)) => (plan, Arc::new(patterns)),
         (Err(r), _) => {
-            shared.done(done(None, 0, Some(r.message.clone()))).await;
+            report.finish(None, 0, Some(r.message.clone())).await;
             return error_response(&r);
         }
         (_, Err(_)) => {
@@ -347,7 +343,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the credential cannot be redacted",
             );
-            shared.done(done(None, 0, Some(r.message.clone()))).await;
+            report.finish(None, 0, Some(r.message.clone())).await;
             return error_response(&r);
         }
     };
@@ -355,7 +351,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     let (host, sender, resp, location_refused) = match exchanged {
         Ok(x) => x,
         Err(r) => {
-            shared.done(done(None, 0, Some(r.message.clone()))).await;
+            report.finish(None, 0, Some(r.message.clone())).await;
             return error_response(&r);
         }
     };
@@ -380,8 +376,8 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
             StatusCode::BAD_GATEWAY,
             "the upstream sent an encoded body, which cannot be redacted",
         );
-        shared
-            .done(done(Some(status.as_u16()), 0, Some(r.message.clone())))
+        report
+            .finish(Some(status.as_u16()), 0, Some(r.message.clone()))
             .await;
         return error_response(&r);
     }
@@ -393,8 +389,8 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
                 cap.max_response_bytes
             ),
         );
-        shared
-            .done(done(Some(status.as_u16()), 0, Some(r.message.clone())))
+        report
+            .finish(Some(status.as_u16()), 0, Some(r.message.clone()))
             .await;
         return error_response(&r);
     }
@@ -417,7 +413,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     if bodiless {
         drop(body);
         shared.upstream.give_back(&host, sender);
-        shared.done(done(Some(status.as_u16()), 0, None)).await;
+        report.finish(Some(status.as_u16()), 0, None).await;
         return out
             .body(Empty::new().map_err(|n| match n {}).boxed())
             .unwrap_or_else(|_| error_response(&refuse(StatusCode::BAD_GATEWAY, "bad response")));
@@ -431,16 +427,60 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         if pumped.complete {
             shared2.upstream.give_back(&host, sender);
         }
-        shared2
-            .done(done(
-                Some(status.as_u16()),
-                pumped.upstream_bytes,
-                pumped.error,
-            ))
+        report
+            .finish(Some(status.as_u16()), pumped.upstream_bytes, pumped.error)
             .await;
     });
     out.body(channel.boxed())
         .unwrap_or_else(|_| error_response(&refuse(StatusCode::BAD_GATEWAY, "bad response")))
+}
+
+/// The `Done` of a granted request: sent once, by [`Report::finish`], or
+/// when dropped unsent (the caller went away before its answer began and
+/// hyper dropped the request's future) as an error.
+struct Report {
+    shared: Arc<Shared>,
+    req: u64,
+    request_bytes: u64,
+    started: Instant,
+    sent: bool,
+}
+
+impl Report {
+    fn message(
+        &self,
+        status: Option<u16>,
+        response_bytes: u64,
+        error: Option<String>,
+    ) -> FromBroker {
+        FromBroker::Done {
+            req: self.req,
+            status,
+            request_bytes: self.request_bytes,
+            response_bytes,
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            error,
+        }
+    }
+
+    async fn finish(mut self, status: Option<u16>, response_bytes: u64, error: Option<String>) {
+        self.sent = true;
+        let msg = self.message(status, response_bytes, error);
+        self.shared.done(msg).await;
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        let msg = self.message(None, 0, Some("the caller went away".into()));
+        let shared = Arc::clone(&self.shared);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { shared.done(msg).await });
+        }
+    }
 }
 
 #[cfg(test)]

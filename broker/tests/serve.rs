@@ -452,3 +452,25 @@ async fn the_upstream_is_asked_for_whole_unencoded_bodies_and_an_encoded_one_is_
     let resp = c.send_request(get("/testapi/gzip")).await.unwrap();
     assert_eq!(resp.status(), 502);
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_before_its_answer_is_still_reported_done() {
+    let (up, daemon) = granted(true).await;
+    let caller = daemon.connect();
+    let mut c = client(caller).await;
+    c.ready().await.unwrap();
+    let pending = tokio::spawn(async move {
+        let _ = c.send_request(get("/testapi/slow")).await;
+    });
+    // Wait until the upstream holds the request, then hang up.
+    while up.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    pending.abort();
+    let dones = wait_dones(&daemon, 1).await;
+    assert!(
+        matches!(&dones[..], [FromBroker::Done { status: None, error: Some(e), .. }] if e.contains("went away")),
+        "{dones:?}"
+    );
+    up.sse_go.notify_one();
+}

@@ -175,6 +175,10 @@ async fn answer(
             .body(full("moved"))
             .unwrap();
     }
+    if p.starts_with("/slow") {
+        sse_go.notified().await;
+        return Response::builder().body(full("late")).unwrap();
+    }
     if p.starts_with("/gzip") {
         return Response::builder()
             .header("content-encoding", "gzip")

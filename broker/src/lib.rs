@@ -27,15 +27,41 @@
 //! * [`rate`]: per-capability and per-caller limits over a sliding minute,
 //!   as plain data the daemon keeps across restarts.
 //!
-//! Every function here decides from its arguments alone, so each guard is
+//! Every function above decides from its arguments alone, so each guard is
 //! tested beside its code, and fuzzed, without a network.
+//!
+//! The broker process (`aivault-broker`, one per caller uid, started by the
+//! daemon through the jail host with its control socket at descriptor 3)
+//! is built from:
+//!
+//! * [`serve`]: [`serve::Service`], the capabilities of an init compiled,
+//!   and the loop over the control socket (connections handed over, the
+//!   daemon's grants and denials routed to the requests waiting).
+//! * [`control`]: the `SOCK_SEQPACKET` control socket (postcard datagrams,
+//!   descriptors as `SCM_RIGHTS`).
+//! * [`endpoint_http`]: HTTP/1.1 on one caller connection, routing,
+//!   authorize, the upstream exchange with its redirects, errors as JSON.
+//! * [`exchange`]: the request sent upstream and its redirects judged.
+//! * [`upstream`]: resolve, judge every address, connect, TLS, reuse.
+//! * [`tls`]: the rustls configuration (ring, web roots compiled in).
+//! * [`stream`]: the response body streamed back, limited and redacted.
+//! * [`confine`]: the process's own confinement (rlimits, landlock,
+//!   seccomp) and the enforcement it reports.
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod auth;
 pub mod capability;
+pub mod confine;
+pub mod control;
+pub mod endpoint_http;
+pub mod exchange;
 pub mod headers;
 pub mod path;
 pub mod rate;
 pub mod redirect;
 pub mod registry;
+pub mod serve;
+pub mod stream;
+pub mod tls;
+pub mod upstream;

@@ -13,6 +13,11 @@ use crate::headers::{self, HeaderError};
 use crate::path::{self, PathError, PathPattern, PatternError};
 use crate::registry::{valid_host, Registry, RegistryError};
 
+/// The key an unmodified SDK or CLI is configured with when it talks to the
+/// broker (`OPENAI_API_KEY=aivault`): it is not a credential, and the
+/// header it renders to is replaced by the capability's own.
+pub const STAND_IN_KEY: &str = "aivault";
+
 /// The largest request and response bodies a capability may allow.
 pub const MAX_BODY_LIMIT: u64 = 64 << 20;
 const DEFAULT_REQUEST_BYTES: u64 = 1 << 20;
@@ -216,6 +221,23 @@ impl Capability {
         })
     }
 
+    /// The caller's headers without the capability's own header where it
+    /// carries exactly what [`STAND_IN_KEY`] renders to (`Authorization:
+    /// Bearer aivault` for OpenAI): an unmodified SDK configured with the
+    /// stand-in key asking for the broker's credential, not a credential.
+    /// Any other value of that header is still refused by the header guard.
+    fn without_stand_in(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        let Ok(Placement::Header { name, value }) = self.auth.render(STAND_IN_KEY.as_bytes())
+        else {
+            return headers.to_vec();
+        };
+        headers
+            .iter()
+            .filter(|(n, v)| !(n.eq_ignore_ascii_case(&name) && v.trim() == value))
+            .cloned()
+            .collect()
+    }
+
     /// Runs the request-side guards over a caller's request and, with the
     /// credential, gives what goes on the wire.
     pub fn plan(&self, req: &Request, secret: &[u8]) -> Result<Plan, RequestError> {
@@ -229,7 +251,8 @@ impl Capability {
         if req.body_len > self.max_request_bytes {
             return Err(RequestError::BodyTooLarge(self.max_request_bytes));
         }
-        let mut headers = headers::check_request(&req.headers, self.auth.own_header())
+        let offered = self.without_stand_in(&req.headers);
+        let mut headers = headers::check_request(&offered, self.auth.own_header())
             .map_err(RequestError::Header)?;
         let mut path = target.path;
         let mut query = target.query;

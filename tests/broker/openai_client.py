@@ -1,11 +1,11 @@
 """Drives the broker's local endpoint with the official OpenAI Python SDK
-(PyPI `openai`), configured only through its environment: OPENAI_BASE_URL
-(http://127.0.0.1:PORT/openai/v1) and a dummy OPENAI_API_KEY.
+(PyPI `openai`), unmodified and configured only through its environment:
+OPENAI_BASE_URL (http://127.0.0.1:PORT/openai/v1) and OPENAI_API_KEY set to
+the broker's stand-in key `aivault`.
 
-The SDK would send its key as `Authorization: Bearer <key>`; the broker
-refuses caller credentials, so each request omits that header (the SDK's
-`omit` in extra_headers, the one place it accepts it) and the broker adds
-the real one.
+The SDK sends its key as `Authorization: Bearer <key>`; the broker replaces
+exactly `Bearer aivault` with the real credential and refuses any other
+caller credential.
 
 Usage: openai_client.py chat|stream|plain NONCE
   chat    one chat.completions.create; prints {"content", "model", "headers"}
@@ -13,8 +13,9 @@ Usage: openai_client.py chat|stream|plain NONCE
           upstream holds its last events until the test releases them):
           prints "first-content" as soon as the first content delta has
           arrived, then {"content", "chunks"} at the end.
-  plain   chat without omitting the header, so the SDK sends its dummy key:
-          prints {"refused": STATUS} (null if it was not refused).
+  plain   chat with whatever key the environment gives (a test passes a
+          key other than the stand-in): prints {"refused": STATUS} (null if
+          it was not refused).
 Prints JSON on the last line; the Rust test `tests/tests/broker.rs` makes
 the assertions.
 """
@@ -28,11 +29,10 @@ from openai import OpenAI
 
 def main(mode, nonce):
     client = OpenAI(max_retries=0, timeout=120)
-    no_key = {"Authorization": openai.omit}
     messages = [{"role": "user", "content": f"say hello {nonce}"}]
     if mode == "chat":
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=messages, extra_headers=no_key
+            model="gpt-4o-mini", messages=messages
         )
         completion = raw.parse()
         print(
@@ -49,7 +49,7 @@ def main(mode, nonce):
             model="gpt-4o-mini",
             messages=messages,
             stream=True,
-            extra_headers={**no_key, "x-hold-stream": "1"},
+            extra_headers={"x-hold-stream": "1"},
         )
         parts, chunks, said = [], 0, False
         for event in stream:
@@ -62,7 +62,7 @@ def main(mode, nonce):
                         said = True
         print(json.dumps({"content": "".join(parts), "chunks": chunks}), flush=True)
     elif mode == "plain":
-        # The SDK as it comes: its (dummy) key goes out as Authorization.
+        # A key other than the stand-in goes out as Authorization.
         try:
             client.chat.completions.create(model="gpt-4o-mini", messages=messages)
             print(json.dumps({"refused": None}))

@@ -453,7 +453,7 @@ fn the_openai_sdk_completes_a_chat_through_the_tcp_endpoint_and_gets_the_echo_re
         .arg(repo().join("tests/broker/openai_client.py"))
         .args(["chat", &nonce])
         .env("OPENAI_BASE_URL", format!("http://{}/openai/v1", s.tcp))
-        .env("OPENAI_API_KEY", "sk-dummy-not-a-key")
+        .env("OPENAI_API_KEY", "aivault")
         .output()
         .unwrap();
     let all = text(&out);
@@ -472,8 +472,9 @@ fn the_openai_sdk_completes_a_chat_through_the_tcp_endpoint_and_gets_the_echo_re
     assert!(!headers.contains_key("set-cookie"), "{v}");
     assert!(!headers.contains_key("www-authenticate"), "{v}");
     s.assert_injected(&nonce);
-    // The SDK's own dummy key went nowhere.
-    s.assert_not_upstream("sk-dummy-not-a-key");
+    // The SDK's stand-in key went nowhere: the broker put the real one
+    // in its place.
+    s.assert_not_upstream("Bearer aivault");
 }
 
 #[test]
@@ -666,7 +667,7 @@ fn a_caller_supplied_credential_header_is_refused() {
             s.assert_not_upstream(&marker);
         }
     }
-    // The OpenAI SDK as it comes sends its (dummy) key: refused too.
+    // The SDK configured with a key other than the stand-in: refused.
     let dummy = format!("sk-dummy-{}", token(12));
     let out = as_user(python(), &s.d, &s.alice)
         .arg(repo().join("tests/broker/openai_client.py"))
@@ -719,7 +720,7 @@ fn server_sent_events_pass_through_the_broker_as_they_arrive() {
         .arg(repo().join("tests/broker/openai_client.py"))
         .args(["stream", &nonce])
         .env("OPENAI_BASE_URL", format!("http://{}/openai/v1", s.tcp))
-        .env("OPENAI_API_KEY", "sk-dummy-not-a-key")
+        .env("OPENAI_API_KEY", "aivault")
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();

@@ -173,3 +173,47 @@ secret = "MY_KEY"
     // Unknown keys are refused by the schema itself.
     assert!(toml::from_str::<RawCapability>(&format!("{CHAT}host_from_caller = true\n")).is_err());
 }
+
+#[test]
+fn the_stand_in_key_of_an_unmodified_sdk_is_replaced_and_any_other_key_refused() {
+    let c = compile(CHAT).unwrap();
+    let p = c
+        .plan(
+            &req(
+                "POST",
+                "/v1/chat/completions",
+                &[("Authorization", "Bearer aivault")],
+            ),
+            b"sk-test",
+        )
+        .unwrap();
+    assert_eq!(
+        p.headers,
+        [("authorization".to_string(), "Bearer sk-test".to_string())]
+    );
+    for other in [
+        "Bearer sk-mine",
+        "Bearer aivault2",
+        "Basic aivault",
+        "aivault",
+    ] {
+        assert!(
+            matches!(
+                c.plan(
+                    &req("POST", "/v1/chat/completions", &[("Authorization", other)]),
+                    b"sk-test"
+                ),
+                Err(RequestError::Header(HeaderError::Credential(_)))
+            ),
+            "{other}"
+        );
+    }
+    // Only the capability's own header: the stand-in elsewhere is refused.
+    assert!(matches!(
+        c.plan(
+            &req("POST", "/v1/chat/completions", &[("x-api-key", "aivault")]),
+            b"sk-test"
+        ),
+        Err(RequestError::Header(HeaderError::Credential(_)))
+    ));
+}

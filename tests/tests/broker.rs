@@ -83,6 +83,15 @@ paths = ["/v1/**"]
 users = ["{a}"]
 
 [[capability]]
+name = "openai-limited"
+provider = "openai"
+secret = "OPENAI_API_KEY"
+methods = ["GET"]
+paths = ["/v1/models"]
+users = ["{a}"]
+rate = {{ per_caller_per_minute = 2 }}
+
+[[capability]]
 name = "bob-openai"
 provider = "openai"
 secret = "OPENAI_API_KEY"
@@ -950,4 +959,46 @@ fn the_credential_is_redacted_in_its_encodings_and_credential_headers_are_stripp
         !curl_header_names(&out).contains(&"www-authenticate".to_string()),
         "{all}"
     );
+}
+
+#[test]
+fn a_rate_limit_holds_across_separate_processes_and_a_daemon_restart() {
+    let mut s = setup();
+    deps();
+    // Two curl processes get through; the third is refused with 429 and a
+    // Retry-After, before the upstream is contacted.
+    for i in 0..2 {
+        let out = s.curl(&s.alice, true, "/openai-limited/v1/models", &[]);
+        assert_eq!(curl_status(&out), 200, "request {i}: {}", text(&out));
+    }
+    let over = |s: &Setup, what: &str| {
+        let marker = token(12);
+        let out = s.curl(
+            &s.alice,
+            true,
+            "/openai-limited/v1/models",
+            &["-H", &format!("x-marker: {marker}")],
+        );
+        let all = text(&out);
+        assert_eq!(curl_status(&out), 429, "{what}: {all}");
+        assert!(
+            curl_header_names(&out).contains(&"retry-after".to_string()),
+            "{what}: {all}"
+        );
+        s.assert_not_upstream(&marker);
+    };
+    over(&s, "third request");
+    // The state is the daemon's, kept on disk: a restart changes nothing.
+    s.d.stop();
+    s.d.start();
+    over(&s, "after a restart");
+    // The unlimited capability of the same caller is not affected.
+    let out = s.curl(&s.alice, true, "/openai/v1/models", &[]);
+    assert_eq!(curl_status(&out), 200, "{}", text(&out));
+    // The refusals are audited with the limit that refused them.
+    let limited = s.wait_audit(
+        |r| r["op"] == "http.request" && r["detail"]["rate"]["limited"].is_string(),
+        2,
+    );
+    assert_eq!(limited.len(), 2, "{limited:?}");
 }

@@ -27,6 +27,9 @@ settle
 echo "==> MCP"
 ./target/release/examples/bench_mcp
 settle
+echo "==> HTTP broker"
+./target/release/examples/bench_broker
+settle
 echo "==> D-Bus"
 scripts/dbus-deps.sh >/dev/null
 ./target/release/examples/bench_dbus

@@ -151,6 +151,9 @@ impl TlsUpstream {
                         _ = &mut stopped => return,
                         accepted = listener.accept() => {
                             let Ok((tcp, _)) = accepted else { continue };
+                            // Answers go out as written (no Nagle wait on a
+                            // client's delayed acknowledgement).
+                            let _ = tcp.set_nodelay(true);
                             let (acceptor, seen, release) = (acceptor.clone(), s.clone(), r.clone());
                             tokio::spawn(async move {
                                 if let Ok(tls) = acceptor.accept(tcp).await {

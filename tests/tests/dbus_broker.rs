@@ -37,6 +37,7 @@ struct Setup {
     _ca_dir: tempfile::TempDir,
     alice: User,
     bob: User,
+    carol: User,
     secret: String,
 }
 
@@ -98,6 +99,7 @@ users = ["{c}"]
         _ca_dir: ca_dir,
         alice,
         bob,
+        carol,
         secret,
     };
     s.bus.wait_for_name(NAME, &s.d);
@@ -249,4 +251,46 @@ fn a_caller_without_a_capability_gets_an_error_and_no_descriptor() {
     let listed = s.wait_audit(|r| r["op"] == "capability.list");
     assert_eq!(listed["uid"], s.bob.uid, "{listed}");
     assert_eq!(listed["detail"]["count"], 0, "{listed}");
+}
+
+#[test]
+fn a_dbus_connection_goes_to_the_callers_own_broker() {
+    // carol has a capability of her own, not alice's: her connection is
+    // served by her broker, which does not know alice's capability (a
+    // connection handed to alice's broker would reach the upstream).
+    let s = setup();
+    set_secret(
+        &s.d,
+        &s.carol,
+        "OPENAI_API_KEY",
+        "sk-carol-0123456789abcdef",
+    );
+    let nonce = token(12);
+    let v = s.http(&s.carol, &chat_request(&nonce));
+    let names: Vec<&str> = v["list"][0]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["carol-openai"], "{v}");
+    let got = v["response"].as_str().unwrap_or_else(|| panic!("{v}"));
+    // Her broker was compiled with her capabilities alone.
+    assert!(
+        got.starts_with("HTTP/1.1 404") && got.contains("no such capability"),
+        "{got}"
+    );
+    assert!(
+        s.up.seen()
+            .iter()
+            .all(|r| !aivault_tests::contains(&r.body, nonce.as_bytes())),
+        "a refused request reached the upstream"
+    );
+    let listed_by: Vec<u64> =
+        s.d.audit_records()
+            .iter()
+            .filter(|r| r["op"] == "capability.list")
+            .map(|r| r["uid"].as_u64().unwrap())
+            .collect();
+    assert_eq!(listed_by, [u64::from(s.carol.uid)]);
 }

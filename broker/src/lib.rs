@@ -62,6 +62,7 @@ pub mod rate;
 pub mod redirect;
 pub mod registry;
 pub mod serve;
+pub mod sigv4;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

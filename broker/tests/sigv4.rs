@@ -23,13 +23,14 @@ fn sigv4_capabilities() -> String {
         r#"
 [[provider]]
 name = "testaws"
-hosts = ["{HOST}"]
+hosts = ["{HOST}", "{OTHER}"]
 secrets = ["TEST_SECRET_KEY", "TEST_KEY_ID"]
 auth = {{ kind = "aws-sigv4", access_key_id = "TEST_KEY_ID" }}
 
 [[capability]]
 name = "store"
 provider = "testaws"
+hosts = ["{HOST}", "{OTHER}"]
 secret = "TEST_SECRET_KEY"
 auth = {{ kind = "aws-sigv4", service = "{SERVICE}", region = "{REGION}", access_key_id = "TEST_KEY_ID" }}
 methods = ["GET", "PUT"]
@@ -41,7 +42,11 @@ paths = ["/**"]
 async fn signing_broker(policy: Policy) -> (Upstream, Daemon) {
     let pki = pki();
     let up = upstream(&pki).await;
-    let mut init = init(&pki, vec![(HOST.into(), vec![up.addr])], true);
+    let mut init = init(
+        &pki,
+        vec![(HOST.into(), vec![up.addr]), (OTHER.into(), vec![up.addr])],
+        true,
+    );
     init.capabilities = sigv4_capabilities();
     let daemon = broker(init, policy).await;
     (up, daemon)
@@ -97,6 +102,54 @@ fn expected_signature(
         key = mac(&key, part);
     }
     hex(&mac(&key, &to_sign))
+}
+
+/// Checks the signature the upstream received on request `seen`.
+fn assert_signed(seen: &Seen) {
+    let got = &seen.headers;
+    let auth = &got["authorization"];
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").unwrap();
+    let fields: BTreeMap<&str, &str> = rest
+        .split(", ")
+        .map(|f| f.split_once('=').unwrap())
+        .collect();
+    let signed: Vec<&str> = fields["SignedHeaders"].split(';').collect();
+    assert_eq!(
+        fields["Signature"],
+        expected_signature("GET", &seen.path, got, &signed),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_same_host_redirect_is_signed_again_and_another_host_gets_no_signature() {
+    let (up, daemon) = signing_broker(both_keys()).await;
+    let mut c = client(daemon.connect()).await;
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/store/same")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].path, "/v1/echo?same=1");
+    assert_signed(&seen[0]);
+    assert_signed(&seen[1]);
+    assert_ne!(
+        seen[0].headers["authorization"],
+        seen[1].headers["authorization"]
+    );
+
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/store/hop")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[3].host, OTHER);
+    assert_signed(&seen[2]);
+    for h in ["authorization", "x-amz-date", "x-amz-content-sha256"] {
+        assert!(!seen[3].headers.contains_key(h), "{h}: {:?}", seen[3]);
+    }
 }
 
 #[tokio::test]

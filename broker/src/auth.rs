@@ -24,8 +24,16 @@ pub enum Auth {
     Basic { username: String, password: String },
     /// A prefix put before the caller's path (`/bot{{secret}}`).
     Path { template: String },
-    /// AWS Signature Version 4 request signing.
-    AwsSigv4,
+    /// AWS Signature Version 4: the request is signed when it is sent
+    /// ([`crate::sigv4`]). The capability's secret is the secret access
+    /// key; `access_key_id` names a second secret, read from the same
+    /// scope. A provider may leave `service` and `region` out; a
+    /// capability must name both.
+    AwsSigv4 {
+        service: Option<String>,
+        region: Option<String>,
+        access_key_id: String,
+    },
 }
 
 /// Why an auth kind or a rendering was refused. Never holds the secret.
@@ -41,16 +49,30 @@ pub enum AuthError {
     PathTemplate,
     #[error("the secret holds bytes that cannot go in a header (control characters or non-ASCII)")]
     SecretNotHeaderSafe,
-    #[error("AWS SigV4 signing is not built yet")]
-    NotBuilt,
+    #[error("aws-sigv4: service {0:?} must be 1-64 characters of a-z, 0-9 and '-'")]
+    Service(String),
+    #[error("aws-sigv4: region {0:?} must be 1-32 characters of a-z, 0-9 and '-'")]
+    Region(String),
+    #[error("aws-sigv4: access_key_id {0:?} must name a secret (1-128 characters of A-Z, a-z, 0-9, '_', '-', '.')")]
+    AccessKeyName(String),
+    #[error("aws-sigv4: a capability must name its service and region")]
+    Sigv4Scope,
 }
 
 /// Where the rendered credential goes on the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Placement {
-    Header { name: String, value: String },
-    QueryParam { name: String, value: String },
+    Header {
+        name: String,
+        value: String,
+    },
+    QueryParam {
+        name: String,
+        value: String,
+    },
     PathPrefix(String),
+    /// Nothing is placed now: the request is signed as it is sent.
+    Signed,
 }
 
 impl Auth {
@@ -90,7 +112,48 @@ impl Auth {
                 }
                 Ok(())
             }
-            Auth::AwsSigv4 => Ok(()),
+            Auth::AwsSigv4 {
+                service,
+                region,
+                access_key_id,
+            } => {
+                if let Some(s) = service.as_deref().filter(|s| !scope_word(s, 64)) {
+                    return Err(AuthError::Service(s.to_owned()));
+                }
+                if let Some(r) = region.as_deref().filter(|r| !scope_word(r, 32)) {
+                    return Err(AuthError::Region(r.to_owned()));
+                }
+                let plain = !access_key_id.is_empty()
+                    && access_key_id.len() <= 128
+                    && access_key_id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                if !plain {
+                    return Err(AuthError::AccessKeyName(access_key_id.clone()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks what a capability (rather than a provider) must say in full.
+    pub fn validate_for_capability(&self) -> Result<(), AuthError> {
+        self.validate()?;
+        match self {
+            Auth::AwsSigv4 {
+                service, region, ..
+            } if service.is_none() || region.is_none() => Err(AuthError::Sigv4Scope),
+            _ => Ok(()),
+        }
+    }
+
+    /// The names of the secrets besides the capability's own that a
+    /// request needs (the access key id of `aws-sigv4`); the daemon hands
+    /// them over with the grant.
+    pub fn extra_secrets(&self) -> Vec<&str> {
+        match self {
+            Auth::AwsSigv4 { access_key_id, .. } => vec![access_key_id.as_str()],
+            _ => Vec::new(),
         }
     }
 
@@ -98,7 +161,7 @@ impl Auth {
     pub fn own_header(&self) -> Option<&str> {
         match self {
             Auth::Header { header, .. } => Some(header),
-            Auth::Basic { .. } => Some("authorization"),
+            Auth::Basic { .. } | Auth::AwsSigv4 { .. } => Some("authorization"),
             _ => None,
         }
     }
@@ -143,9 +206,19 @@ impl Auth {
             Auth::Path { template } => Ok(Placement::PathPrefix(
                 template.replace(PLACEHOLDER, &percent_encode(secret)),
             )),
-            Auth::AwsSigv4 => Err(AuthError::NotBuilt),
+            Auth::AwsSigv4 { .. } => Ok(Placement::Signed),
         }
     }
+}
+
+/// A credential-scope word: lowercase letters, digits, inner '-'.
+fn scope_word(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn once(template: &str) -> Result<(), AuthError> {
@@ -284,6 +357,51 @@ mod tests {
         }
         .validate()
         .is_err());
-        assert_eq!(Auth::AwsSigv4.render(b"x"), Err(AuthError::NotBuilt));
+    }
+
+    fn sigv4(service: Option<&str>, region: Option<&str>, akid: &str) -> Auth {
+        Auth::AwsSigv4 {
+            service: service.map(Into::into),
+            region: region.map(Into::into),
+            access_key_id: akid.into(),
+        }
+    }
+
+    #[test]
+    fn sigv4_scopes_and_key_names_are_checked_at_load() {
+        let good = sigv4(Some("s3"), Some("us-east-1"), "AWS_ACCESS_KEY_ID");
+        assert_eq!(good.validate_for_capability(), Ok(()));
+        assert_eq!(good.render(b"any bytes\n"), Ok(Placement::Signed));
+        assert_eq!(good.extra_secrets(), vec!["AWS_ACCESS_KEY_ID"]);
+        assert_eq!(good.own_header(), Some("authorization"));
+        // A provider may leave the scope to its capabilities; they may not.
+        let provider = sigv4(None, None, "AWS_ACCESS_KEY_ID");
+        assert_eq!(provider.validate(), Ok(()));
+        assert_eq!(
+            provider.validate_for_capability(),
+            Err(AuthError::Sigv4Scope)
+        );
+        assert_eq!(
+            sigv4(Some("s3"), None, "K").validate_for_capability(),
+            Err(AuthError::Sigv4Scope)
+        );
+        for bad in ["S3", "s3/x", "", "-s3", "s 3", "s3\n"] {
+            assert!(matches!(
+                sigv4(Some(bad), Some("us-east-1"), "K").validate(),
+                Err(AuthError::Service(_))
+            ));
+        }
+        for bad in ["us-east-1/aws4_request", "US-EAST-1", "", "us_east_1"] {
+            assert!(matches!(
+                sigv4(Some("s3"), Some(bad), "K").validate(),
+                Err(AuthError::Region(_))
+            ));
+        }
+        for bad in ["", "A B", "A/B", "K\n"] {
+            assert!(matches!(
+                sigv4(Some("s3"), Some("us-east-1"), bad).validate(),
+                Err(AuthError::AccessKeyName(_))
+            ));
+        }
     }
 }

@@ -97,11 +97,18 @@ pub enum CapabilityError {
     Auth(String, AuthError),
     #[error("capability {0:?}: {1}")]
     Pinning(String, RegistryError),
+    #[error("capability {0:?}: {1:?} is its secret; it cannot also be the access key id")]
+    ExtraIsSecret(String, String),
     #[error("capability {0:?}: a body limit must be between 1 byte and {MAX_BODY_LIMIT} bytes")]
     BodyLimit(String),
     #[error("capability {0:?}: a rate of 0 requests per minute allows nothing")]
     ZeroRate(String),
 }
+
+/// Headers an `aws-sigv4` signature is made of, dropped from a caller's
+/// request (`authorization` and `x-amz-security-token`, credentials, are
+/// refused by the header guard).
+pub const SIGNING_HEADERS: &[&str] = &["x-amz-date", "x-amz-content-sha256"];
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -178,8 +185,16 @@ impl Capability {
             (None, Some(p)) => p.auth.clone(),
             (None, None) => return Err(CapabilityError::NoAuth(name)),
         };
-        auth.validate()
+        auth.validate_for_capability()
             .map_err(|e| CapabilityError::Auth(name.clone(), e))?;
+        for extra in auth.extra_secrets() {
+            if extra == raw.secret {
+                return Err(CapabilityError::ExtraIsSecret(name, extra.to_owned()));
+            }
+            registry
+                .check_pinning(extra, &hosts)
+                .map_err(|e| CapabilityError::Pinning(name.clone(), e))?;
+        }
         for m in &raw.methods {
             if !METHODS.contains(&m.as_str()) {
                 return Err(CapabilityError::Method(name, m.clone()));
@@ -274,6 +289,8 @@ impl Capability {
                 });
             }
             Placement::PathPrefix(prefix) => path = format!("{prefix}{path}"),
+            // The broker signs as it sends; the signing headers are its own.
+            Placement::Signed => headers.retain(|(n, _)| !SIGNING_HEADERS.contains(&n.as_str())),
         }
         let target = match query {
             Some(q) => format!("{path}?{q}"),

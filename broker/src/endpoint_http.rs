@@ -27,10 +27,13 @@ use rustix::net::AddressFamily;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::capability::{self, Capability, RequestError};
+use crate::exchange::Signer;
 use crate::path;
 use crate::serve::{Answer, Shared};
 use crate::stream;
+use aivault_proto::SecretBytes;
 
 type Out = BoxBody<Bytes, std::io::Error>;
 
@@ -318,8 +321,9 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
                 retry_after,
             });
         }
-        Some(Answer::Grant(secret)) => secret,
+        Some(Answer::Grant(secret, extra)) => (secret, extra),
     };
+    let (secret, extra) = secret;
     let report = Report {
         shared: Arc::clone(&shared),
         req,
@@ -330,8 +334,26 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     let planned = cap
         .plan(&p.request, secret.as_bytes())
         .map_err(|e| refuse(request_status(&e), e.to_string()));
-    let patterns = Patterns::new(&[Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec())]);
+    // Everything granted is redacted from the response: the credential
+    // and the further secrets (an access key id is no less the caller's
+    // to never see).
+    let mut redacted = vec![Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec())];
+    redacted.extend(
+        extra
+            .iter()
+            .map(|(n, v)| Secret::new(n.as_str(), v.as_bytes().to_vec())),
+    );
+    let patterns = Patterns::new(&redacted);
+    drop(redacted);
+    let signer = match signer(cap, &secret, &extra) {
+        Ok(s) => s,
+        Err(r) => {
+            report.finish(None, 0, Some(r.message.clone())).await;
+            return error_response(&r);
+        }
+    };
     drop(secret);
+    drop(extra);
     let (plan, patterns) = match (planned, patterns) {
         (Ok(plan), Ok(patterns)) => (plan, Arc::new(patterns)),
         (Err(r), _) => {
@@ -347,7 +369,8 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
             return error_response(&r);
         }
     };
-    let exchanged = crate::exchange::exchange(&shared, cap, plan, p.body).await;
+    let exchanged = crate::exchange::exchange(&shared, cap, plan, p.body, signer.as_ref()).await;
+    drop(signer);
     let (host, sender, resp, location_refused) = match exchanged {
         Ok(x) => x,
         Err(r) => {
@@ -433,6 +456,35 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     });
     out.body(channel.boxed())
         .unwrap_or_else(|_| error_response(&refuse(StatusCode::BAD_GATEWAY, "bad response")))
+}
+
+/// The signer of an `aws-sigv4` capability's request, with the access key
+/// id the daemon granted beside the secret.
+fn signer(
+    cap: &Capability,
+    secret: &SecretBytes,
+    extra: &[(String, SecretBytes)],
+) -> Result<Option<Signer>, Refusal> {
+    let Auth::AwsSigv4 {
+        service: Some(service),
+        region: Some(region),
+        access_key_id,
+    } = &cap.auth
+    else {
+        return Ok(None);
+    };
+    let Some((_, akid)) = extra.iter().find(|(n, _)| n == access_key_id) else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the daemon did not grant the access key id {access_key_id}"),
+        ));
+    };
+    Ok(Some(Signer {
+        region: region.clone(),
+        service: service.clone(),
+        access_key_id: akid.clone(),
+        secret: secret.clone(),
+    }))
 }
 
 /// The `Done` of a granted request: sent once, by [`Report::finish`], or

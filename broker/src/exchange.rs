@@ -5,7 +5,9 @@
 //! else is not followed and its answer goes to the caller without its
 //! `Location`. The upstream is asked for whole, unencoded bodies
 //! (`accept-encoding: identity`, no ranges), so the redactor sees every
-//! secret as it would appear.
+//! secret as it would appear. An `aws-sigv4` capability's request is
+//! signed ([`crate::sigv4`]) just before each send, over exactly the
+//! headers and body sent; a redirect to another host is not signed.
 
 use std::time::Duration;
 
@@ -19,12 +21,60 @@ use crate::endpoint_http::{refuse, Refusal};
 use crate::path;
 use crate::redirect::{self, Redirect};
 use crate::serve::Shared;
+use crate::sigv4;
+use aivault_proto::SecretBytes;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The host answered, its connection, the response, and whether the
 /// caller's copy must lose its `Location` (a redirect not followed).
 pub(crate) type Exchanged = (String, crate::upstream::Sender, Response<Incoming>, bool);
+
+/// The keys and scope an `aws-sigv4` request is signed with, for the
+/// duration of one request.
+pub(crate) struct Signer {
+    pub(crate) region: String,
+    pub(crate) service: String,
+    pub(crate) access_key_id: SecretBytes,
+    pub(crate) secret: SecretBytes,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    fn sign(
+        &self,
+        method: &str,
+        host: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, sigv4::SignError> {
+        let keys = sigv4::Keys {
+            access_key_id: self.access_key_id.as_bytes(),
+            secret: self.secret.as_bytes(),
+        };
+        let scope = sigv4::Scope {
+            region: &self.region,
+            service: &self.service,
+        };
+        let req = sigv4::Signable {
+            method,
+            host,
+            target,
+            headers,
+            body,
+        };
+        sigv4::sign(&keys, scope, &req, std::time::SystemTime::now())
+    }
+}
 
 /// Sends the planned request, following redirects as [`redirect::judge`]
 /// allows. The last flag tells the caller's response to lose its
@@ -34,6 +84,7 @@ pub(crate) async fn exchange(
     cap: &Capability,
     plan: Plan,
     body: Bytes,
+    signer: Option<&Signer>,
 ) -> Result<Exchanged, Refusal> {
     let pinned: Vec<&str> = cap.hosts.iter().map(String::as_str).collect();
     let own_header = cap.auth.own_header().map(str::to_ascii_lowercase);
@@ -54,6 +105,7 @@ pub(crate) async fn exchange(
     headers.push(("accept-encoding".into(), "identity".into()));
     let mut body = body;
     let mut hops = 0;
+    let mut signer = signer;
     loop {
         let mut sender = shared
             .upstream
@@ -64,11 +116,18 @@ pub(crate) async fn exchange(
             .method(method.as_str())
             .uri(target.as_str())
             .header(hyper::header::HOST, host.as_str());
-        for (n, v) in &headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
+        let mut send = headers.clone();
         if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-            req = req.header(hyper::header::CONTENT_LENGTH, body.len());
+            send.push(("content-length".into(), body.len().to_string()));
+        }
+        if let Some(s) = signer {
+            let signed = s
+                .sign(&method, &host, &target, &send, &body)
+                .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            send.extend(signed);
+        }
+        for (n, v) in &send {
+            req = req.header(n.as_str(), v.as_str());
         }
         let req = req.body(Full::new(body.clone())).map_err(|_| {
             refuse(
@@ -117,6 +176,7 @@ pub(crate) async fn exchange(
         }
         drop(resp);
         if !keep_credential {
+            signer = None;
             headers
                 .retain(|(n, _)| Some(n.as_str()) != own_header.as_deref() && n != "authorization");
         }

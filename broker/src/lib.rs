@@ -17,7 +17,9 @@
 //!   the injected credential.
 //! * [`auth`]: how a credential is put on a request (header template,
 //!   query parameter, basic, path prefix), refusing a secret that would
-//!   reshape the request.
+//!   reshape the request; `aws-sigv4` is checked here and signed by
+//!   [`sigv4`] as the request is sent.
+//! * [`sigv4`]: AWS Signature Version 4 over exactly what is sent.
 //! * [`registry`]: the shipped providers, their hosts and auth shapes, and
 //!   the pinning of well-known secret names to their provider's hosts.
 //! * [`capability`]: a capability from policy, checked at load (hosts
@@ -62,6 +64,7 @@ pub mod rate;
 pub mod redirect;
 pub mod registry;
 pub mod serve;
+pub mod sigv4;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

@@ -97,10 +97,14 @@ pub enum ToBroker {
     Connection {
         conn: u64,
     },
-    /// The credential for request `req`, after its record is durable.
+    /// The credential for request `req`, after its record is durable, and
+    /// the further secrets its auth kind names (`aws-sigv4`: the access
+    /// key id), each with its name.
     Grant {
         req: u64,
         secret: SecretBytes,
+        #[serde(default)]
+        extra: Vec<(String, SecretBytes)>,
     },
     Deny {
         req: u64,
@@ -147,10 +151,12 @@ mod tests {
         let msg = ToBroker::Grant {
             req: 7,
             secret: SecretBytes::new(b"sk-test-123".to_vec()),
+            extra: vec![("AKID".into(), SecretBytes::new(b"AKIA-test-9".to_vec()))],
         };
         let bytes = postcard::to_stdvec(&msg).unwrap();
         let back: ToBroker = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, msg);
         assert!(!format!("{back:?}").contains("sk-test"));
+        assert!(!format!("{back:?}").contains("AKIA-test"));
     }
 }

@@ -30,7 +30,7 @@ use aivault_proto::{Limits, SecretBytes};
 use aivault_tests::{bin, require_root, User};
 use aivaultd::broker::endpoint::{Endpoint, EndpointLimits};
 use aivaultd::broker::pool::{BrokerPool, BrokerProcesses, PoolSettings, Refused};
-use aivaultd::broker::{Ask, BrokerHost, Denied, Outcome};
+use aivaultd::broker::{Ask, BrokerHost, Denied, Granted, Outcome};
 use aivaultd::caller::Caller;
 use aivaultd::jail::JailHost;
 use aivaultd::run::uidpool::UidPool;
@@ -127,9 +127,12 @@ impl BrokerHost for FakeHost {
         })
     }
 
-    fn authorize(&self, _caller: &Caller, ask: &Ask<'_>) -> Result<SecretBytes, Denied> {
+    fn authorize(&self, _caller: &Caller, ask: &Ask<'_>) -> Result<Granted, Denied> {
         if ask.capability == "ok" {
-            Ok(SecretBytes::new(b"s3cret".to_vec()))
+            Ok(Granted {
+                secret: SecretBytes::new(b"s3cret".to_vec()),
+                extra: Vec::new(),
+            })
         } else {
             Err(Denied {
                 reason: DenyReason::Forbidden,

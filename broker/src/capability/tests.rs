@@ -217,3 +217,96 @@ fn the_stand_in_key_of_an_unmodified_sdk_is_replaced_and_any_other_key_refused()
         Err(RequestError::Header(HeaderError::Credential(_)))
     ));
 }
+
+fn sigv4_cap(auth: &str) -> Result<Vec<Capability>, crate::serve::ServeError> {
+    crate::serve::compile(&format!(
+        r#"
+[[capability]]
+name = "s3"
+provider = "aws"
+hosts = ["s3.us-east-1.amazonaws.com"]
+secret = "AWS_SECRET_ACCESS_KEY"
+methods = ["GET"]
+paths = ["/**"]
+auth = {auth}
+"#
+    ))
+}
+
+#[test]
+fn sigv4_capabilities_are_checked_at_load() {
+    let caps = sigv4_cap(
+        r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }"#,
+    )
+    .unwrap();
+    assert_eq!(caps[0].auth.extra_secrets(), vec!["AWS_ACCESS_KEY_ID"]);
+    // No access key id named: refused.
+    let e = sigv4_cap(r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1" }"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("access_key_id"), "{e}");
+    // The provider's auth alone names no service or region.
+    let e = crate::serve::compile(
+        r#"
+[[capability]]
+name = "s3"
+provider = "aws"
+hosts = ["s3.us-east-1.amazonaws.com"]
+secret = "AWS_SECRET_ACCESS_KEY"
+methods = ["GET"]
+paths = ["/**"]
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("service and region"), "{e}");
+    // A bad region, the secret named twice, a pinned key id sent elsewhere.
+    assert!(sigv4_cap(
+        r#"{ kind = "aws-sigv4", service = "s3", region = "us east", access_key_id = "AWS_ACCESS_KEY_ID" }"#
+    )
+    .is_err());
+    let e = sigv4_cap(
+        r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_SECRET_ACCESS_KEY" }"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("access key id"), "{e}");
+    let e = crate::serve::compile(
+        r#"
+[[capability]]
+name = "elsewhere"
+hosts = ["api.example.com"]
+secret = "MY_KEY"
+methods = ["GET"]
+paths = ["/**"]
+auth = { kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+}
+
+#[test]
+fn sigv4_plans_carry_no_credential_and_drop_the_callers_signing_headers() {
+    let caps = sigv4_cap(
+        r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }"#,
+    )
+    .unwrap();
+    let req = Request {
+        method: "GET".into(),
+        target: "/bucket/key".into(),
+        headers: vec![
+            ("x-amz-date".into(), "19990101T000000Z".into()),
+            ("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()),
+            ("x-amz-meta-a".into(), "b".into()),
+        ],
+        body_len: 0,
+    };
+    let plan = caps[0].plan(&req, b"the-secret").unwrap();
+    assert_eq!(plan.target, "/bucket/key");
+    assert_eq!(
+        plan.headers,
+        vec![("x-amz-meta-a".to_owned(), "b".to_owned())]
+    );
+}

@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 
 pub const SECRET: &str = "sk-test-4f8a2b9c1d7e6f30a5b4";
 pub const HOST: &str = "api.test.example";
+/// The access key id an `aws-sigv4` grant carries beside [`SECRET`].
+pub const AKID: &str = "AKIATESTKEYID7Q3";
 pub const OTHER: &str = "evil.test.example";
 
 /// A test CA and a server certificate for the test host names.
@@ -161,6 +163,13 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let p = parts.uri.path();
+    if p.starts_with("/leak") {
+        // An upstream that repeats both keys of a SigV4 grant.
+        return Response::builder()
+            .header("x-leak", format!("{AKID} {SECRET}"))
+            .body(full(format!("id={AKID} secret={SECRET}")))
+            .unwrap();
+    }
     if p.starts_with("/cookie") {
         return Response::builder()
             .header("set-cookie", "session=abc123")
@@ -263,6 +272,8 @@ fn futures_stream(items: Vec<Result<Frame<Bytes>, std::io::Error>>) -> UpBody {
 #[derive(Debug, Clone)]
 pub enum Policy {
     Grant,
+    /// A grant with these further named secrets.
+    GrantWith(Vec<(String, String)>),
     Deny(DenyReason, Option<u32>),
 }
 
@@ -375,6 +386,17 @@ impl Daemon {
                             Policy::Grant => ToBroker::Grant {
                                 req: *req,
                                 secret: SecretBytes::new(SECRET.as_bytes().to_vec()),
+                                extra: Vec::new(),
+                            },
+                            Policy::GrantWith(extra) => ToBroker::Grant {
+                                req: *req,
+                                secret: SecretBytes::new(SECRET.as_bytes().to_vec()),
+                                extra: extra
+                                    .iter()
+                                    .map(|(n, v)| {
+                                        (n.clone(), SecretBytes::new(v.as_bytes().to_vec()))
+                                    })
+                                    .collect(),
                             },
                             Policy::Deny(reason, retry) => ToBroker::Deny {
                                 req: *req,

@@ -255,6 +255,7 @@ mod tests {
                 &ToBroker::Grant {
                     req: 1,
                     secret: SecretBytes::new(b"s".to_vec()),
+                    extra: Vec::new(),
                 },
                 None,
             )

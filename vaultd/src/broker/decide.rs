@@ -14,8 +14,10 @@
 //!    durably ([`super::rate_state`]);
 //! 5. the grant is recorded (`http.request`, outcome `ok`), durable before
 //!    the secret is read;
-//! 6. the secret is read from the caller's own scope or the system scope;
-//!    one that is missing fails (`failed`) and is not handed over.
+//! 6. the secret is read from the caller's own scope or the system scope,
+//!    then the further secrets its auth kind names (`aws-sigv4`: the
+//!    access key id) from the same scope; one that is missing fails
+//!    (`failed`) and nothing is handed over.
 //!
 //! Everything a broker sends is untrusted: names, methods and paths are
 //! bounded before they are recorded, query values in a path are recorded
@@ -29,7 +31,7 @@ use aivault_proto::{Limits, SecretBytes, WireError, WireScope};
 use serde_json::json;
 
 use super::rate_state::RateState;
-use super::{Ask, Denied, Outcome};
+use super::{Ask, Denied, Granted, Outcome};
 use crate::audit::gate::{AuditGate, Entry};
 use crate::caller::Caller;
 use crate::config::BrokerConfig;
@@ -178,7 +180,7 @@ pub fn authorize(
     caller: &Caller,
     who: &Who,
     ask: &Ask<'_>,
-) -> Result<SecretBytes, Denied> {
+) -> Result<Granted, Denied> {
     let name = bounded(ask.capability, MAX_NAME);
     let method = bounded(ask.method, MAX_METHOD);
     let path = recorded_path(ask.path);
@@ -237,16 +239,20 @@ pub fn authorize(
         SecretScope::User => Scope::User(caller.uid),
         SecretScope::System => Scope::System,
     };
-    if ctx
-        .secrets
-        .expiry(vault_scope, &cap.cap.secret)
-        .is_some_and(|at| at <= ctx.now)
-    {
+    let extra_names = cap.cap.auth.extra_secrets();
+    let expired = std::iter::once(cap.cap.secret.as_str())
+        .chain(extra_names.iter().copied())
+        .find(|n| {
+            ctx.secrets
+                .expiry(vault_scope, n)
+                .is_some_and(|at| at <= ctx.now)
+        });
+    if let Some(expired) = expired {
         return Err(refuse(
             entry(json!({ "why": "expired" })),
             denied(
                 DenyReason::Unavailable,
-                format!("secret {} has expired", cap.cap.secret),
+                format!("secret {expired} has expired"),
             ),
         ));
     }
@@ -294,13 +300,19 @@ pub fn authorize(
             "the audit log cannot be written",
         ));
     }
-    ctx.secrets
-        .value(vault_scope, &cap.cap.secret)
-        .map_err(|e| {
-            let message = format!("secret {} is not available: {}", cap.cap.secret, e.message);
-            ctx.audit.failed(granted, e);
+    let read = |n: &str| {
+        ctx.secrets.value(vault_scope, n).map_err(|e| {
+            let message = format!("secret {n} is not available: {}", e.message);
+            ctx.audit.failed(granted.clone(), e);
             denied(DenyReason::Unavailable, message)
         })
+    };
+    let secret = read(&cap.cap.secret)?;
+    let mut extra = Vec::with_capacity(extra_names.len());
+    for n in extra_names {
+        extra.push((n.to_owned(), read(n)?));
+    }
+    Ok(Granted { secret, extra })
 }
 
 /// The method and path, checked again (cheaply) against the capability.

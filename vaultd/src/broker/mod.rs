@@ -44,6 +44,15 @@ pub struct Ask<'a> {
     pub path: &'a str,
 }
 
+/// What a granted request is handed: the capability's secret, and the
+/// further secrets its auth kind names (`aws-sigv4`: the access key id),
+/// each with its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub secret: SecretBytes,
+    pub extra: Vec<(String, SecretBytes)>,
+}
+
 /// A request the daemon refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
@@ -73,8 +82,8 @@ pub trait BrokerHost: Send + Sync {
     /// caller no capability (its connections are then refused).
     fn broker_init(&self, caller: &Caller) -> Option<BrokerInit>;
     /// Decides one request: policy, rate limits, then the audit record
-    /// (durable before this returns), then the credential.
-    fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<SecretBytes, Denied>;
+    /// (durable before this returns), then the credential(s).
+    fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<Granted, Denied>;
     /// Records how a granted request ended.
     fn finished(&self, caller: &Caller, outcome: &Outcome<'_>);
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{Caller, Daemon, VaultState};
 use crate::audit::gate::Entry;
 use crate::broker::decide::{self, Context, SecretSource};
-use crate::broker::{Ask, BrokerHost, Denied, Outcome};
+use crate::broker::{Ask, BrokerHost, Denied, Granted, Outcome};
 use crate::policy::{Policy, SecretScope, Who};
 use crate::run::RunHost;
 use crate::store::Scope;
@@ -115,7 +115,7 @@ impl BrokerHost for Daemon {
         decide::broker_init(&policy, &who(&policy, caller), &self.cfg.broker)
     }
 
-    fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<SecretBytes, Denied> {
+    fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<Granted, Denied> {
         if self.is_sealed() {
             return Err(Denied {
                 reason: DenyReason::Unavailable,

@@ -238,12 +238,18 @@ fn compile_one(
         who_text,
         table: v.clone(),
     };
-    if let Some(pin_file) = pinned(&entry.cap.secret, entry.scope()) {
-        return Err(EntryError::CapabilityPinned {
-            secret: entry.cap.secret.clone(),
-            scope: entry.scope(),
-            pin_file,
-        });
+    let names = std::iter::once(entry.cap.secret.as_str()).chain(entry.cap.auth.extra_secrets());
+    for name in names {
+        if !valid_secret_name(name) {
+            return Err(EntryError::SecretName(name.to_owned()));
+        }
+        if let Some(pin_file) = pinned(name, entry.scope()) {
+            return Err(EntryError::CapabilityPinned {
+                secret: name.to_owned(),
+                scope: entry.scope(),
+                pin_file,
+            });
+        }
     }
     Ok(entry)
 }
@@ -254,7 +260,15 @@ fn auth_text(a: &Auth) -> String {
         Auth::Query { param } => format!("query {param}"),
         Auth::Basic { .. } => "basic".to_owned(),
         Auth::Path { .. } => "path".to_owned(),
-        Auth::AwsSigv4 => "aws-sigv4".to_owned(),
+        Auth::AwsSigv4 {
+            service,
+            region,
+            access_key_id,
+        } => format!(
+            "aws-sigv4 {} {} with access key id {access_key_id}",
+            service.as_deref().unwrap_or("?"),
+            region.as_deref().unwrap_or("?")
+        ),
     }
 }
 
@@ -382,9 +396,6 @@ fn capability_report(c: &CapabilityEntry) -> RuleReport {
         cap.max_request_bytes, cap.max_response_bytes
     ));
     let mut warnings = Vec::new();
-    if matches!(cap.auth, Auth::AwsSigv4) {
-        warnings.push("aws-sigv4 signing is not built yet: every request is refused".to_owned());
-    }
     if c.scope() == SecretScope::System {
         warnings.push(format!(
             "every caller listed uses the same system secret {}; a [[grant]] is not needed for a capability",

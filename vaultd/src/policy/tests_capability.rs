@@ -355,3 +355,29 @@ fn the_commented_example_loads_when_uncommented() {
         ["api.internal.example"]
     );
 }
+
+const S3: &str = r#"
+[[capability]]
+name = "s3"
+provider = "aws"
+hosts = ["s3.us-east-1.amazonaws.com"]
+secret = "AWS_SECRET_ACCESS_KEY"
+auth = { kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }
+methods = ["GET"]
+paths = ["/**"]
+users = [1000]
+"#;
+
+#[test]
+fn a_sigv4_capability_loads_and_its_access_key_id_is_checked_like_its_secret() {
+    let p = parse(S3).unwrap();
+    assert!(p.capability("s3").is_some());
+    // No access key id named: refused at load.
+    let e = parse_err(&S3.replace(", access_key_id = \"AWS_ACCESS_KEY_ID\"", ""));
+    assert!(e.contains("access_key_id"), "{e}");
+    // The access key id pinned to commands cannot be sent by a capability.
+    let e = parse_err(&format!(
+        "{S3}\n[[pin]]\nsecret = \"AWS_ACCESS_KEY_ID\"\nscope = \"user\"\ncommands = [\"/usr/bin/true\"]\n"
+    ));
+    assert!(e.contains("pinned to commands"), "{e}");
+}

@@ -41,6 +41,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(POLICY)
+}
+
+fn fixture_with(policy: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("state")).unwrap();
     let key = AuditKey::derive(&[9u8; 32]);
@@ -52,7 +56,7 @@ fn fixture() -> Fixture {
     .unwrap();
     Fixture {
         audit: AuditGate::new(log, Some(key)),
-        policy: crate::policy::from_str_for_test("/etc/aivault/policy.toml", POLICY).unwrap(),
+        policy: crate::policy::from_str_for_test("/etc/aivault/policy.toml", policy).unwrap(),
         dir,
     }
 }
@@ -146,6 +150,16 @@ fn decide(
     uid: u32,
     a: &Ask<'_>,
 ) -> Result<SecretBytes, Denied> {
+    decide_all(f, rate, vault, uid, a).map(|g| g.secret)
+}
+
+fn decide_all(
+    f: &Fixture,
+    rate: &RateState,
+    vault: &Vault,
+    uid: u32,
+    a: &Ask<'_>,
+) -> Result<Granted, Denied> {
     let ctx = Context {
         policy: &f.policy,
         audit: &f.audit,
@@ -154,6 +168,66 @@ fn decide(
         now: NOW,
     };
     authorize(&ctx, &caller(uid), &who(uid), a)
+}
+
+const SIGV4_POLICY: &str = r#"
+[[capability]]
+name = "s3"
+provider = "aws"
+hosts = ["s3.us-east-1.amazonaws.com"]
+secret = "AWS_SECRET_ACCESS_KEY"
+auth = { kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }
+methods = ["GET"]
+paths = ["/**"]
+users = [1000]
+"#;
+
+#[test]
+fn a_sigv4_grant_carries_the_access_key_id_read_after_the_record() {
+    let f = fixture_with(SIGV4_POLICY);
+    let rate = RateState::open(&f.state()).unwrap();
+    let mut vault = Vault::new(&f.log());
+    vault.values.insert(
+        (Scope::User(1000), "AWS_SECRET_ACCESS_KEY".into()),
+        b"wJalr-secret".to_vec(),
+    );
+    vault.values.insert(
+        (Scope::User(1000), "AWS_ACCESS_KEY_ID".into()),
+        b"AKIAEXAMPLE1".to_vec(),
+    );
+    let g = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap();
+    assert_eq!(g.secret.as_bytes(), b"wJalr-secret");
+    assert_eq!(g.extra.len(), 1);
+    assert_eq!(g.extra[0].0, "AWS_ACCESS_KEY_ID");
+    assert_eq!(g.extra[0].1.as_bytes(), b"AKIAEXAMPLE1");
+    // Both were read after the grant was recorded.
+    let seen = vault.seen_at_read.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|r| r["op"] == OP_REQUEST && r["outcome"] == "ok"));
+
+    // Without the access key id: unavailable, recorded as failed.
+    vault
+        .values
+        .remove(&(Scope::User(1000), "AWS_ACCESS_KEY_ID".into()));
+    let d = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap_err();
+    assert_eq!(d.reason, DenyReason::Unavailable);
+    assert!(d.message.contains("AWS_ACCESS_KEY_ID"), "{}", d.message);
+    assert_eq!(f.records().pop().unwrap()["outcome"], "failed");
+
+    // An expired access key id refuses before anything is read.
+    vault.values.insert(
+        (Scope::User(1000), "AWS_ACCESS_KEY_ID".into()),
+        b"AKIAEXAMPLE1".to_vec(),
+    );
+    vault
+        .expiries
+        .insert((Scope::User(1000), "AWS_ACCESS_KEY_ID".into()), NOW);
+    let reads = vault.seen_at_read.lock().unwrap().len();
+    let d = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap_err();
+    assert!(d.message.contains("expired"), "{}", d.message);
+    assert_eq!(vault.seen_at_read.lock().unwrap().len(), reads);
 }
 
 #[test]

@@ -265,7 +265,7 @@ impl BrokerPool {
         })
         .await;
         let answer = match decided {
-            Ok((Ok(secret), capability, method, path)) => {
+            Ok((Ok(granted), capability, method, path)) => {
                 broker.lock().requests.insert(
                     req,
                     Request::Granted {
@@ -275,7 +275,11 @@ impl BrokerPool {
                         path,
                     },
                 );
-                ToBroker::Grant { req, secret }
+                ToBroker::Grant {
+                    req,
+                    secret: granted.secret,
+                    extra: granted.extra,
+                }
             }
             Ok((Err(denied), ..)) => {
                 broker.lock().requests.remove(&req);

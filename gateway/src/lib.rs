@@ -32,6 +32,7 @@ pub mod digest;
 pub mod filter;
 pub mod glob;
 pub mod pin;
+pub mod policy;
 pub mod secrets;
 pub mod visibility;
 pub mod walk;

@@ -66,6 +66,8 @@ pub enum Command {
     Http(HttpArgs),
     /// List the HTTP capabilities you may invoke with `vaultctl http` (and where the local endpoint listens)
     Capabilities,
+    /// Serve the MCP gateway on stdin/stdout for an AI agent: the upstream MCP servers the policy gives you, each sandboxed with its own secrets, filtered and audited
+    McpGateway,
 }
 
 pub const HTTP_EXIT_CODES: &str = "\

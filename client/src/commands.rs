@@ -24,6 +24,7 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
         Command::Approvals(cmd) => crate::approvals::run(&ep, ui, json, cmd),
         Command::Http(args) => crate::http_cmd::run(&ep, ui, args),
         Command::Capabilities => crate::http_cmd::capabilities(&ep, json),
+        Command::McpGateway => crate::gateway::run(&ep),
         Command::Policy(PolicyCmd::Reload { force }) => {
             let mut c = ep.open()?;
             let Reply::Done { .. } = c.call(if force {

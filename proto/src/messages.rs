@@ -262,6 +262,11 @@ pub enum RequestBody {
     /// `Capabilities`. (Invoking one is HTTP on the local endpoint, whose
     /// Unix socket is `http.sock` beside the daemon's socket.)
     CapabilityList,
+    /// Start an MCP gateway for this connection (`vaultctl mcp-gateway`):
+    /// answered with `Done` once a gateway process serves the caller, after
+    /// which the connection carries MCP (newline-delimited JSON-RPC) to and
+    /// from that process, never frames; the daemon reads none of it.
+    McpGateway,
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -322,6 +327,7 @@ impl RequestBody {
             RequestBody::AuditRotate => "audit.rotate",
             RequestBody::AuditVerifyArchives => "audit.verify",
             RequestBody::CapabilityList => "capability.list",
+            RequestBody::McpGateway => "mcp.gateway",
         }
     }
 }

@@ -312,6 +312,10 @@ impl Daemon {
                 "approvals are served by the connection",
             )),
             RequestBody::CapabilityList => self.capability_list(caller, op),
+            RequestBody::McpGateway => Err(err(
+                ErrorCode::BadRequest,
+                "mcp gateway requests are served on their own connection",
+            )),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op, false),

@@ -320,4 +320,17 @@ impl RunSettings {
         }
         PathBuf::from("/usr/libexec/aivault/aivault-broker")
     }
+
+    /// The gateway binary (`aivault-gateway`, the program of
+    /// [`crate::jail::JailKind::Gateway`]), found like the broker.
+    pub fn locate_gateway() -> PathBuf {
+        if let Some(sibling) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("aivault-gateway")))
+            .filter(|p| p.exists())
+        {
+            return sibling;
+        }
+        PathBuf::from("/usr/libexec/aivault/aivault-gateway")
+    }
 }

@@ -1,0 +1,444 @@
+//! The daemon's process side of the MCP gateway (docs/mcp-gateway.md):
+//! one jailed `aivault-gateway` per agent connection, under a fresh run
+//! uid of its own, never the caller's.
+//!
+//! A `McpGateway` request ([`start`]) leases a uid, makes the process's
+//! private directories, starts it through the jail host with its control
+//! socket as descriptor 3 ([`control`]), sends it the `[[mcp_server]]`
+//! tables the caller may use and waits until it has confined itself. Only
+//! then is the caller answered; the connection itself is handed to the
+//! process ([`Session::serve`]), and the daemon reads none of its bytes.
+//! From then on the daemon answers the process's requests and writes its
+//! reports to the audit log, each field checked ([`check`]): the process
+//! is untrusted. When the agent disconnects the process exits; its uid's
+//! processes are killed, its directories removed and the uid freed.
+//!
+//! Upstream servers are not started yet: a `StartUpstream` is answered
+//! `UpstreamRefused` (and audited), so the gateway serves no tools.
+
+pub mod control;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use aivault_proto::gateway::{
+    CallAudit, CallDecision, FromGateway, GatewayInit, ToGateway, ToolHidden, MAX_ACTIONS,
+    MAX_CONTROL, MAX_NAME,
+};
+use aivault_proto::{ErrorCode, Limits, WireError};
+use serde_json::json;
+
+use crate::audit::gate::Entry;
+use crate::audit::Outcome;
+use crate::caller::Caller;
+use crate::jail::{JailKind, Jailed, SpawnRequest};
+use crate::ops::Daemon;
+use crate::run::spawn::{self, RunDirs};
+use crate::run::uidpool::UidLease;
+use control::Control;
+
+pub const OP_GATEWAY: &str = "mcp.gateway";
+pub const OP_UPSTREAM: &str = "mcp.upstream";
+pub const OP_CALL: &str = "mcp.call";
+pub const OP_TOOL_HIDDEN: &str = "mcp.tool_hidden";
+
+/// Uids kept leased ahead, as the broker's pool does.
+const REFILL: usize = 8;
+
+/// Processes a gateway may have (its runtime's threads).
+const GATEWAY_PROCESSES: u64 = 64;
+
+/// What a gateway leaves to tear down.
+struct Leftovers {
+    lease: UidLease,
+    dirs: RunDirs,
+    jailed: Option<Jailed>,
+}
+
+/// A confined gateway, waiting for its agent connection.
+pub struct Session {
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    control: Control,
+    leftovers: Option<Leftovers>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("caller", &self.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> WireError {
+    WireError::new(code, message)
+}
+
+fn audit(daemon: &Daemon, entry: Entry<'_>) {
+    // A report the process sends after the fact; a failure changes nothing.
+    let _ = daemon.audit().record(entry);
+}
+
+/// Starts a gateway for `caller`: refused when no `[[mcp_server]]` admits
+/// the caller, when the vault is sealed, or when the process cannot be
+/// started or confined.
+pub async fn start(daemon: Arc<Daemon>, caller: Caller) -> Result<Session, WireError> {
+    let policy = daemon.policy();
+    let who = crate::ops::broker::who(&policy, &caller);
+    let Some(servers) = policy.gateway_text(&who) else {
+        let why = "no [[mcp_server]] of the policy admits this caller";
+        audit(
+            &daemon,
+            Entry::new(&caller, OP_GATEWAY).outcome(Outcome::Denied, Some(why)),
+        );
+        return Err(refused(ErrorCode::PermissionDenied, why));
+    };
+    let (control, theirs) = control::pair(MAX_CONTROL)
+        .map_err(|e| refused(ErrorCode::Internal, format!("control socket: {e}")))?;
+    let d = Arc::clone(&daemon);
+    let launched = tokio::task::spawn_blocking(move || launch(&d, theirs))
+        .await
+        .map_err(|_| refused(ErrorCode::Internal, "starting the gateway failed"))?;
+    let (home, tmp, leftovers) = match launched {
+        Ok(l) => l,
+        Err((why, leftovers)) => {
+            if let Some(l) = leftovers {
+                teardown(&daemon, *l).await;
+            }
+            audit(
+                &daemon,
+                Entry::new(&caller, OP_GATEWAY).outcome(Outcome::Failed, Some(&why)),
+            );
+            return Err(refused(ErrorCode::Internal, why));
+        }
+    };
+    let uid = leftovers.lease.uid();
+    let mut session = Session {
+        daemon: Arc::clone(&daemon),
+        caller,
+        control,
+        leftovers: Some(leftovers),
+    };
+    let init = GatewayInit {
+        caller: format!("uid {}", caller.uid),
+        servers,
+        home,
+        tmp,
+        limits: Limits {
+            processes: GATEWAY_PROCESSES,
+            ..Limits::default()
+        },
+        require_full_landlock: false,
+    };
+    if let Err(why) = confine(&session.control, &init).await {
+        audit(
+            &daemon,
+            Entry::new(&caller, OP_GATEWAY).outcome(Outcome::Failed, Some(&why)),
+        );
+        session.end().await;
+        return Err(refused(ErrorCode::Internal, format!("the gateway: {why}")));
+    }
+    audit(
+        &daemon,
+        Entry::new(&caller, OP_GATEWAY).detail(json!({"event": "start", "gateway_uid": uid})),
+    );
+    Ok(session)
+}
+
+type Launched = (std::path::PathBuf, std::path::PathBuf, Leftovers);
+
+/// Leases a uid, makes its directories, starts the process.
+fn launch(daemon: &Daemon, theirs: OwnedFd) -> Result<Launched, (String, Option<Box<Leftovers>>)> {
+    let runs = daemon.runs();
+    let lease = runs.pool.acquire().map_err(|e| (e.to_string(), None))?;
+    let uid = lease.uid();
+    let name = uid.to_string();
+    let dirs = match spawn::make_dirs(&runs.settings.runs_dir, &name, uid, uid, false) {
+        Ok(d) => d,
+        Err(e) => {
+            let dirs = RunDirs::named(&runs.settings.runs_dir, &name);
+            return Err((
+                e.to_string(),
+                Some(Box::new(Leftovers {
+                    lease,
+                    dirs,
+                    jailed: None,
+                })),
+            ));
+        }
+    };
+    let request = SpawnRequest {
+        kind: JailKind::Gateway,
+        uid,
+        gid: uid,
+        groups: Vec::new(),
+        cwd: dirs.home.clone(),
+        args: Vec::new(),
+        join_cgroup: false,
+        workdir: None,
+        control: true,
+    };
+    match runs.jail.spawn_with_control(request, theirs.as_fd()) {
+        Ok(jailed) => Ok((
+            dirs.home.clone(),
+            dirs.tmp.clone(),
+            Leftovers {
+                lease,
+                dirs,
+                jailed: Some(jailed),
+            },
+        )),
+        Err(e) => Err((
+            format!("cannot start the gateway: {e}"),
+            Some(Box::new(Leftovers {
+                lease,
+                dirs,
+                jailed: None,
+            })),
+        )),
+    }
+}
+
+async fn confine(control: &Control, init: &GatewayInit) -> Result<(), String> {
+    control
+        .send(&ToGateway::Init(init.clone()), None)
+        .await
+        .map_err(|e| format!("cannot send its init: {e}"))?;
+    let mut buf = Vec::new();
+    match control.recv::<FromGateway>(&mut buf).await {
+        Ok(Some(FromGateway::Confined(Ok(enforcement)))) => {
+            tracing::debug!(?enforcement, "gateway confined");
+            Ok(())
+        }
+        Ok(Some(FromGateway::Confined(Err(why)))) => Err(format!(
+            "it could not confine itself: {}",
+            bounded(&why, 4096)
+        )),
+        Ok(Some(_)) => Err("it spoke before confining itself".into()),
+        Ok(None) => Err("it exited before confining itself".into()),
+        Err(e) => Err(format!("it broke the protocol: {e}")),
+    }
+}
+
+/// Every process of the gateway's uid killed, its directories removed,
+/// the uid returned only if nothing of it survives.
+async fn teardown(daemon: &Arc<Daemon>, leftovers: Leftovers) {
+    let d = Arc::clone(daemon);
+    let _ = tokio::task::spawn_blocking(move || {
+        let Leftovers {
+            lease,
+            dirs,
+            mut jailed,
+        } = leftovers;
+        let uid = lease.uid();
+        let jail = &d.runs().jail;
+        let clean = crate::run::runner::kill_run_uid(jail, uid, jailed.as_mut());
+        if let Some(mut j) = jailed {
+            jail.wait(&mut j);
+        }
+        spawn::remove_dirs(&dirs);
+        if clean {
+            drop(lease);
+            d.runs().pool.refill(REFILL);
+        } else {
+            tracing::error!(
+                uid,
+                "withholding the uid of a gateway whose processes survive"
+            );
+            std::mem::forget(lease);
+        }
+    })
+    .await;
+}
+
+fn bounded(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Printable ASCII, no control byte, 1 to [`MAX_NAME`] bytes.
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// The bounds every field a gateway sends must keep.
+pub fn check(msg: &FromGateway) -> Result<(), &'static str> {
+    match msg {
+        FromGateway::Confined(_) => Err("a second confinement report"),
+        FromGateway::StartUpstream { server, .. } if !name_ok(server) => {
+            Err("a server name out of bounds")
+        }
+        FromGateway::StartUpstream { .. } | FromGateway::StopUpstream { .. } => Ok(()),
+        FromGateway::Call(c) => {
+            let names_ok = c.server.as_deref().is_none_or(name_ok)
+                && (c.tool.is_empty() || name_ok(&c.tool))
+                && (c.exposed.is_empty() || name_ok(&c.exposed));
+            if !names_ok {
+                return Err("a call record's names out of bounds");
+            }
+            let hex = c.argument_digest.len() == 64
+                && c.argument_digest.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err("an argument digest that is no SHA-256");
+            }
+            if c.filter_actions.len() > MAX_ACTIONS || !c.filter_actions.iter().all(|a| name_ok(a))
+            {
+                return Err("filter actions out of bounds");
+            }
+            match &c.decision {
+                CallDecision::Refused(why) | CallDecision::ResultRefused(why)
+                    if why.len() > 4 * MAX_NAME =>
+                {
+                    Err("an over-long refusal")
+                }
+                _ => Ok(()),
+            }
+        }
+        FromGateway::ToolHidden(h) => {
+            let hash = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            if !name_ok(&h.server)
+                || !name_ok(&h.tool)
+                || !matches!(h.reason.as_str(), "changed" | "unpinned")
+                || !hash(&h.current)
+                || !h.pinned.as_deref().is_none_or(hash)
+            {
+                return Err("a hidden-tool report out of bounds");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn decision_text(d: &CallDecision) -> (&'static str, Option<&str>) {
+    match d {
+        CallDecision::Allowed => ("allowed", None),
+        CallDecision::UnknownTool => ("unknown_tool", None),
+        CallDecision::Refused(why) => ("refused", Some(why)),
+        CallDecision::ResultRefused(why) => ("result_refused", Some(why)),
+        CallDecision::UpstreamError => ("upstream_error", None),
+        CallDecision::UpstreamUnavailable => ("upstream_unavailable", None),
+        CallDecision::Cancelled => ("cancelled", None),
+    }
+}
+
+fn audit_call(daemon: &Daemon, caller: &Caller, c: &CallAudit) {
+    let (decision, why) = decision_text(&c.decision);
+    let detail = json!({
+        "server": c.server,
+        "tool": c.tool,
+        "exposed": c.exposed,
+        "argument_digest": c.argument_digest,
+        "decision": decision,
+        "filter_actions": c.filter_actions,
+        "duration_us": c.duration_us,
+        "request_bytes": c.request_bytes,
+        "response_bytes": c.response_bytes,
+    });
+    let name = match &c.server {
+        Some(s) => format!("{s}/{}", c.tool),
+        None => c.exposed.clone(),
+    };
+    let entry = Entry::new(caller, OP_CALL)
+        .name(Some(name.as_str()))
+        .detail(detail);
+    let entry = match &c.decision {
+        CallDecision::Allowed => entry,
+        CallDecision::UnknownTool | CallDecision::Refused(_) | CallDecision::ResultRefused(_) => {
+            entry.outcome(Outcome::Denied, why.or(Some(decision)))
+        }
+        _ => entry.outcome(Outcome::Failed, Some(decision)),
+    };
+    audit(daemon, entry);
+}
+
+fn audit_hidden(daemon: &Daemon, caller: &Caller, h: &ToolHidden) {
+    let name = format!("{}/{}", h.server, h.tool);
+    let detail = json!({
+        "server": h.server,
+        "tool": h.tool,
+        "reason": h.reason,
+        "pinned": h.pinned,
+        "current": h.current,
+    });
+    audit(
+        daemon,
+        Entry::new(caller, OP_TOOL_HIDDEN)
+            .name(Some(name.as_str()))
+            .detail(detail),
+    );
+}
+
+impl Session {
+    /// Hands `agent` (the caller's connection) to the gateway and serves
+    /// its control channel until it ends; then tears it down.
+    pub async fn serve(mut self, agent: OwnedFd) {
+        let handed = self
+            .control
+            .send(&ToGateway::Agent, Some(agent.as_fd()))
+            .await;
+        drop(agent);
+        if let Err(e) = handed {
+            tracing::warn!(error = %e, "cannot hand the agent's connection to its gateway");
+        } else {
+            self.control_loop().await;
+        }
+        audit(
+            &self.daemon,
+            Entry::new(&self.caller, OP_GATEWAY).detail(json!({"event": "end"})),
+        );
+        self.end().await;
+    }
+
+    async fn control_loop(&self) {
+        let mut buf = Vec::new();
+        loop {
+            let msg = match self.control.recv::<FromGateway>(&mut buf).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a gateway broke its control protocol; ending it");
+                    return;
+                }
+            };
+            if let Err(why) = check(&msg) {
+                tracing::warn!(why, "a gateway sent a message out of bounds; ending it");
+                return;
+            }
+            match msg {
+                FromGateway::StartUpstream { req, server } => {
+                    let reason = "starting upstream servers is not built yet";
+                    audit(
+                        &self.daemon,
+                        Entry::new(&self.caller, OP_UPSTREAM)
+                            .name(Some(server.as_str()))
+                            .outcome(Outcome::Failed, Some(reason)),
+                    );
+                    let answer = ToGateway::UpstreamRefused {
+                        req,
+                        server,
+                        reason: reason.into(),
+                    };
+                    if self.control.send(&answer, None).await.is_err() {
+                        return;
+                    }
+                }
+                FromGateway::StopUpstream { .. } => {}
+                FromGateway::Call(c) => audit_call(&self.daemon, &self.caller, &c),
+                FromGateway::ToolHidden(h) => audit_hidden(&self.daemon, &self.caller, &h),
+                FromGateway::Confined(_) => return,
+            }
+        }
+    }
+
+    /// Tears down a gateway whose agent went away before it was handed over.
+    pub async fn serve_nothing(mut self) {
+        self.end().await;
+    }
+
+    /// Tears the gateway down (idempotent).
+    async fn end(&mut self) {
+        if let Some(l) = self.leftovers.take() {
+            teardown(&self.daemon, l).await;
+        }
+    }
+}

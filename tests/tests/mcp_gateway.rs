@@ -4,9 +4,8 @@
 //! `[[mcp_server]]` admits is refused; the agent's disconnect ends the
 //! gateway's processes. Needs root.
 //!
-//! Upstream servers are not started by the daemon yet (it answers the
-//! gateway's request with a refusal), so these tests see the session, not
-//! upstream tools.
+//! The upstream is a small MCP server of the standard library's Python
+//! (written out by the test), run through `/usr/bin/python3`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +21,7 @@ fn policy(alice: &User) -> String {
         r#"
 [[mcp_server]]
 name = "fs"
-command = "/usr/bin/true"
+command = "/nonexistent/mcp-server"
 users = ["{a}"]
 [mcp_server.tools]
 allow = ["*"]
@@ -121,7 +120,7 @@ fn a_gateway_serves_the_connection_under_its_own_uid_and_ends_with_it() {
         .iter()
         .all(|(_, uid)| *uid != alice.uid && d.run_uids.contains(uid)));
 
-    // The upstream cannot be started yet: no tools, and calls are refused.
+    // The upstream's command does not exist: no tools, and calls are refused.
     let list = agent.request(2, "tools/list", json!({}));
     assert_eq!(list["result"]["tools"], json!([]), "{list}");
     let call = agent.request(

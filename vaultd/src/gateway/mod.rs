@@ -13,8 +13,12 @@
 //! is untrusted. When the agent disconnects the process exits; its uid's
 //! processes are killed, its directories removed and the uid freed.
 //!
-//! Upstream servers are not started yet: a `StartUpstream` is answered
-//! `UpstreamRefused` (and audited), so the gateway serves no tools.
+//! A `StartUpstream` names a server of the caller's: the daemon resolves
+//! its command (root-owned, hashed, as a rule's), reads its secrets,
+//! audits the start and starts it as a runner job under another fresh uid
+//! (`crate::run::upstream`), its stdio a socket whose other end goes to the
+//! gateway with the secret values (for the gateway's redactor only). Each
+//! upstream is stopped on `StopUpstream` and when the session ends.
 
 pub mod control;
 
@@ -35,6 +39,7 @@ use crate::jail::{JailKind, Jailed, SpawnRequest};
 use crate::ops::Daemon;
 use crate::run::spawn::{self, RunDirs};
 use crate::run::uidpool::UidLease;
+use crate::run::upstream::{RunningUpstream, UpstreamJob};
 use control::Control;
 
 pub const OP_GATEWAY: &str = "mcp.gateway";
@@ -59,7 +64,7 @@ struct Leftovers {
 pub struct Session {
     daemon: Arc<Daemon>,
     caller: Caller,
-    control: Control,
+    control: Arc<Control>,
     leftovers: Option<Leftovers>,
 }
 
@@ -117,7 +122,7 @@ pub async fn start(daemon: Arc<Daemon>, caller: Caller) -> Result<Session, WireE
     let mut session = Session {
         daemon: Arc::clone(&daemon),
         caller,
-        control,
+        control: Arc::new(control),
         leftovers: Some(leftovers),
     };
     let init = GatewayInit {
@@ -250,6 +255,126 @@ async fn teardown(daemon: &Arc<Daemon>, leftovers: Leftovers) {
         }
     })
     .await;
+}
+
+/// The upstreams of one session by the number the gateway knows them by.
+type Upstreams = Arc<std::sync::Mutex<std::collections::HashMap<u64, (String, RunningUpstream)>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What starting upstream `server` for `caller` needs: its policy entry
+/// (one the caller may use), its resolved command, its secrets.
+fn upstream_job(daemon: &Daemon, caller: &Caller, server: &str) -> Result<UpstreamJob, String> {
+    let policy = daemon.policy();
+    let who = crate::ops::broker::who(&policy, caller);
+    let entry = policy
+        .mcp_server(server)
+        .filter(|e| e.allows(&who))
+        .ok_or("no such server for this caller")?;
+    let (command, args) = entry.command().ok_or("url servers are not served yet")?;
+    let command = crate::policy::resolve_command(&command.display().to_string(), &[])
+        .map_err(|e| e.to_string())?;
+    if crate::run::RunHost::is_sealed(daemon) {
+        return Err("the vault is sealed".into());
+    }
+    let mut secrets = Vec::new();
+    for s in &entry.server.secrets {
+        let scope = match s.scope {
+            aivault_gateway::config::Scope::User => crate::store::Scope::User(caller.uid),
+            aivault_gateway::config::Scope::System => crate::store::Scope::System,
+        };
+        let value = crate::run::RunHost::secret_for_run(daemon, scope, &s.secret)
+            .map_err(|e| format!("secret {}: {}", s.secret, e.message))?;
+        secrets.push((s.secret.clone(), s.env.clone(), value));
+    }
+    let sb = &entry.server.sandbox;
+    Ok(UpstreamJob {
+        command,
+        args: args.to_vec(),
+        read: sb.read.clone(),
+        write: sb.write.clone(),
+        tcp_connect: sb.tcp_connect.clone(),
+        tcp_bind: sb.tcp_bind.clone(),
+        memory: sb.memory,
+        processes: sb.processes,
+        file_size: sb.file_size,
+        require_full_landlock: sb.require_full_landlock,
+        secrets,
+    })
+}
+
+/// Starts upstream `server` and answers the gateway's request `req`.
+async fn start_upstream(
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    control: Arc<Control>,
+    upstreams: Upstreams,
+    req: u64,
+    id: u64,
+    server: String,
+) {
+    let refuse = |why: String| {
+        audit(
+            &daemon,
+            Entry::new(&caller, OP_UPSTREAM)
+                .name(Some(server.as_str()))
+                .outcome(Outcome::Failed, Some(why.as_str())),
+        );
+        ToGateway::UpstreamRefused {
+            req,
+            server: server.clone(),
+            reason: why,
+        }
+    };
+    let d = Arc::clone(&daemon);
+    let s = server.clone();
+    let job = tokio::task::spawn_blocking(move || upstream_job(&d, &caller, &s))
+        .await
+        .unwrap_or_else(|_| Err("internal error".into()));
+    let job = match job {
+        Ok(j) => j,
+        Err(why) => {
+            let _ = control.send(&refuse(why), None).await;
+            return;
+        }
+    };
+    // The start is on record before any secret leaves the vault.
+    let names: Vec<&str> = job.secrets.iter().map(|(n, _, _)| n.as_str()).collect();
+    let decided = daemon.audit().record(
+        Entry::new(&caller, OP_UPSTREAM)
+            .name(Some(server.as_str()))
+            .detail(json!({"event": "start", "command": job.command.path, "secrets": names})),
+    );
+    if decided.is_err() {
+        let _ = control
+            .send(&refuse("the audit log cannot be written".into()), None)
+            .await;
+        return;
+    }
+    let values: Vec<(String, aivault_proto::SecretBytes)> = job
+        .secrets
+        .iter()
+        .map(|(n, _, v)| (n.clone(), v.clone()))
+        .collect();
+    match crate::run::upstream::start(daemon.run_host(), job).await {
+        Ok((running, fd)) => {
+            let answer = ToGateway::UpstreamStarted {
+                req,
+                upstream: id,
+                server: server.clone(),
+                secrets: values,
+            };
+            lock(&upstreams).insert(id, (server, running));
+            if control.send(&answer, Some(fd.as_fd())).await.is_err() {
+                lock(&upstreams).remove(&id);
+            }
+        }
+        Err(why) => {
+            let _ = control.send(&refuse(why), None).await;
+        }
+    }
 }
 
 fn bounded(s: &str, max: usize) -> String {
@@ -390,6 +515,8 @@ impl Session {
     }
 
     async fn control_loop(&self) {
+        let upstreams: Upstreams = Arc::default();
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut buf = Vec::new();
         loop {
             let msg = match self.control.recv::<FromGateway>(&mut buf).await {
@@ -406,23 +533,26 @@ impl Session {
             }
             match msg {
                 FromGateway::StartUpstream { req, server } => {
-                    let reason = "starting upstream servers is not built yet";
-                    audit(
-                        &self.daemon,
-                        Entry::new(&self.caller, OP_UPSTREAM)
-                            .name(Some(server.as_str()))
-                            .outcome(Outcome::Failed, Some(reason)),
-                    );
-                    let answer = ToGateway::UpstreamRefused {
-                        req,
-                        server,
-                        reason: reason.into(),
-                    };
-                    if self.control.send(&answer, None).await.is_err() {
-                        return;
+                    let daemon = Arc::clone(&self.daemon);
+                    let control = Arc::clone(&self.control);
+                    let upstreams = Arc::clone(&upstreams);
+                    let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let caller = self.caller;
+                    tokio::spawn(async move {
+                        start_upstream(daemon, caller, control, upstreams, req, id, server).await;
+                    });
+                }
+                FromGateway::StopUpstream { upstream } => {
+                    let stopped = lock(&upstreams).remove(&upstream);
+                    if let Some((server, running)) = stopped {
+                        audit(
+                            &self.daemon,
+                            Entry::new(&self.caller, OP_UPSTREAM)
+                                .name(Some(server.as_str()))
+                                .detail(json!({"event": "stop", "upstream_uid": running.uid})),
+                        );
                     }
                 }
-                FromGateway::StopUpstream { .. } => {}
                 FromGateway::Call(c) => audit_call(&self.daemon, &self.caller, &c),
                 FromGateway::ToolHidden(h) => audit_hidden(&self.daemon, &self.caller, &h),
                 FromGateway::Confined(_) => return,

@@ -27,6 +27,7 @@ pub mod runner;
 pub mod spawn;
 pub mod supervise;
 pub mod uidpool;
+pub mod upstream;
 pub mod warm;
 pub mod workdir;
 

@@ -46,11 +46,16 @@ struct Agent {
 
 impl Agent {
     fn start(d: &Daemon, user: &User) -> Agent {
+        Self::start_with_env(d, user, &[])
+    }
+
+    fn start_with_env(d: &Daemon, user: &User, env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(bin("vaultctl"))
             .arg("mcp-gateway")
             .env_clear()
             .env("AIVAULT_SOCKET", d.socket())
             .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
             .current_dir("/")
             .uid(user.uid)
             .gid(user.gid)
@@ -195,4 +200,224 @@ fn a_caller_no_mcp_server_admits_is_refused_and_audited() {
             .any(|r| r["op"] == "mcp.gateway" && r["uid"] == bob.uid && r["outcome"] == "denied"),
         "{recs:?}"
     );
+}
+
+const TOKEN: &str = "gw-Token-Value-0123456789-abcdef";
+
+/// A small MCP server of Python's standard library: `echo_token` answers
+/// with `API_TOKEN` from its environment, `env_names` with its
+/// environment's names, `read_file` with a file's text (or the error's
+/// type), `delete_all` is there to be denied.
+const FIXTURE: &str = r#"
+import json, os, sys
+TOOLS = [
+    {"name": "echo_token", "description": "returns its token", "inputSchema": {"type": "object"}},
+    {"name": "env_names", "description": "its environment's names", "inputSchema": {"type": "object"}},
+    {"name": "read_file", "description": "reads a file", "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}}}},
+    {"name": "delete_all", "description": "deletes everything", "inputSchema": {"type": "object"}},
+]
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line)
+    mid, method = m.get("id"), m.get("method")
+    if mid is None:
+        continue
+    if method == "initialize":
+        r = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fixture", "version": "1"}}
+    elif method == "tools/list":
+        r = {"tools": TOOLS}
+    elif method == "tools/call":
+        name, args = m["params"]["name"], m["params"].get("arguments") or {}
+        if name == "echo_token":
+            text = "token=" + os.environ.get("API_TOKEN", "")
+        elif name == "env_names":
+            text = " ".join(sorted(os.environ))
+        elif name == "read_file":
+            try:
+                text = open(args["path"]).read()
+            except Exception as e:
+                text = "error: " + type(e).__name__
+        else:
+            text = "done"
+        r = {"content": [{"type": "text", "text": text}]}
+    elif method == "ping":
+        r = {}
+    else:
+        send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": "unknown method"}})
+        continue
+    send({"jsonrpc": "2.0", "id": mid, "result": r})
+"#;
+
+/// A directory any uid may read, holding the fixture server.
+fn fixture_dir(tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("aivt-gw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.join("server.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+fn text_of(answer: &Value) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {answer}"))
+        .to_string()
+}
+
+#[test]
+fn an_upstream_runs_under_its_own_uid_with_its_secret_and_nothing_of_the_callers() {
+    let alice = User::ensure("aivt-gw");
+    let dir = fixture_dir("up");
+    let policy = format!(
+        r#"
+[[mcp_server]]
+name = "fix"
+command = "/usr/bin/python3"
+args = ["{script}"]
+users = ["{a}"]
+secrets = [{{ name = "API_TOKEN", scope = "user" }}]
+[mcp_server.sandbox]
+read = ["{dir}"]
+[mcp_server.tools]
+allow = ["*"]
+deny = ["delete_*"]
+"#,
+        script = dir.join("server.py").display(),
+        dir = dir.display(),
+        a = alice.name
+    );
+    let d = Daemon::start_new(Options {
+        policy,
+        ..Options::default()
+    });
+    aivault_tests::set_secret(&d, &alice, "API_TOKEN", TOKEN);
+    // A file of the caller's (as in its home: its own, 0600, outside the
+    // server's sandbox) that the upstream must not see.
+    let home = fixture_dir("home");
+    let private = home.join("alice-private.txt");
+    std::fs::write(&private, "alice's own").unwrap();
+    std::os::unix::fs::chown(&private, Some(alice.uid), Some(alice.gid)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    let mut agent = Agent::start_with_env(&d, &alice, &[("AIVT_CALLER_MARK", "from-the-caller")]);
+    agent.initialize();
+    let list = agent.request(2, "tools/list", json!({}));
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["fix__echo_token", "fix__env_names", "fix__read_file"],
+        "{list}"
+    );
+
+    // The token reached the upstream's environment and comes back redacted.
+    let echo = text_of(&agent.request(
+        3,
+        "tools/call",
+        json!({"name": "fix__echo_token", "arguments": {}}),
+    ));
+    assert!(!echo.contains(TOKEN), "the token came back: {echo}");
+    assert!(
+        echo.starts_with("token=") && echo.len() > "token=".len(),
+        "{echo}"
+    );
+    let env = text_of(&agent.request(
+        4,
+        "tools/call",
+        json!({"name": "fix__env_names", "arguments": {}}),
+    ));
+    assert!(env.split(' ').any(|n| n == "API_TOKEN"), "{env}");
+    assert!(
+        !env.contains("AIVT_CALLER_MARK"),
+        "the caller's environment leaked: {env}"
+    );
+    let read = text_of(&agent.request(
+        5,
+        "tools/call",
+        json!({"name": "fix__read_file", "arguments": {"path": private.display().to_string()}}),
+    ));
+    assert!(
+        read.starts_with("error: "),
+        "the caller's file was readable: {read}"
+    );
+    // The denied tool is refused by its namespaced and its upstream name.
+    for (id, name) in [(6, "fix__delete_all"), (7, "delete_all")] {
+        let refused = agent.request(id, "tools/call", json!({"name": name, "arguments": {}}));
+        assert!(refused.get("error").is_some(), "{name}: {refused}");
+    }
+
+    // The upstream runs under a run uid of its own; the caller cannot read
+    // its environment.
+    let start = d
+        .audit_records()
+        .into_iter()
+        .find(|r| r["op"] == "mcp.gateway" && r["detail"]["event"] == "start")
+        .unwrap();
+    let gw_uid = start["detail"]["gateway_uid"].as_u64().unwrap() as u32;
+    let upstream: Vec<(i32, u32)> = d
+        .run_processes()
+        .into_iter()
+        .filter(|(_, uid)| *uid != gw_uid)
+        .collect();
+    assert!(!upstream.is_empty(), "no upstream process");
+    for (pid, uid) in &upstream {
+        assert_ne!(*uid, alice.uid);
+        let out = Command::new("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .uid(alice.uid)
+            .gid(alice.gid)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the caller read the upstream's environment"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+    }
+
+    let status = agent.finish();
+    assert!(status.success(), "{status}");
+    eventually("the gateway's and the upstream's processes end", || {
+        d.run_processes().is_empty()
+    });
+    let recs = d.audit_records();
+    let log = serde_json::to_string(&recs).unwrap();
+    assert!(!log.contains(TOKEN), "a secret value reached the audit log");
+    let started = recs
+        .iter()
+        .find(|r| r["op"] == "mcp.upstream" && r["detail"]["event"] == "start")
+        .unwrap_or_else(|| panic!("no upstream start record: {recs:?}"));
+    assert_eq!(started["name"], "fix");
+    assert_eq!(started["detail"]["secrets"], json!(["API_TOKEN"]));
+    let echoed = recs
+        .iter()
+        .find(|r| r["op"] == "mcp.call" && r["detail"]["tool"] == "echo_token")
+        .unwrap_or_else(|| panic!("no call record: {recs:?}"));
+    assert_eq!(echoed["detail"]["decision"], "allowed");
+    assert_eq!(
+        echoed["detail"]["filter_actions"],
+        json!(["vault:API_TOKEN redact 1"])
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["op"] == "mcp.upstream" && r["detail"]["event"] == "stop")
+            || recs
+                .iter()
+                .any(|r| r["op"] == "mcp.gateway" && r["detail"]["event"] == "end")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -37,7 +37,7 @@ pub mod secrets;
 pub mod visibility;
 pub mod walk;
 
-// The session (`docs/mcp-gateway-session.md`).
+// The session (`docs/mcp-gateway.md`, "The session").
 pub mod hooks;
 pub mod jsonrpc;
 pub mod pool;

@@ -572,3 +572,99 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(server: Option<&str>, tool: &str, digest: &str, actions: &[&str]) -> FromGateway {
+        FromGateway::Call(CallAudit {
+            server: server.map(str::to_owned),
+            tool: tool.into(),
+            exposed: format!("x__{tool}"),
+            argument_digest: digest.into(),
+            decision: CallDecision::Allowed,
+            filter_actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            duration_us: 1,
+            request_bytes: 1,
+            response_bytes: 1,
+        })
+    }
+
+    fn hidden(tool: &str, reason: &str, current: &str) -> FromGateway {
+        FromGateway::ToolHidden(ToolHidden {
+            server: "fs".into(),
+            tool: tool.into(),
+            reason: reason.into(),
+            pinned: None,
+            current: current.into(),
+        })
+    }
+
+    #[test]
+    fn what_a_gateway_reports_is_checked_before_it_is_audited() {
+        let digest = "a".repeat(64);
+        assert!(check(&call(Some("fs"), "read", &digest, &["vault:T redact 1"])).is_ok());
+        assert!(check(&hidden("read", "changed", &digest)).is_ok());
+        assert!(check(&FromGateway::StartUpstream {
+            req: 1,
+            server: "fs".into()
+        })
+        .is_ok());
+        let too_many: Vec<&str> = vec!["a"; MAX_ACTIONS + 1];
+        for bad in [
+            call(Some("fs"), "read", "not-a-digest", &[]),
+            call(Some("fs"), "read", &"g".repeat(64), &[]),
+            call(Some("a\nb"), "read", &digest, &[]),
+            call(Some("fs"), &"t".repeat(MAX_NAME + 1), &digest, &[]),
+            call(Some("fs"), "read", &digest, &too_many),
+            call(Some("fs"), "read", &digest, &["a\u{1b}[2J"]),
+            hidden("read", "because", &digest),
+            hidden("read", "changed", "short"),
+            hidden("", "changed", &digest),
+            FromGateway::StartUpstream {
+                req: 1,
+                server: String::new(),
+            },
+            FromGateway::Confined(Err("again".into())),
+        ] {
+            assert!(check(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_cross_the_control_pair_and_descriptors_from_the_process_are_refused() {
+        let (control, theirs) = control::pair(MAX_CONTROL).unwrap();
+        let (conn, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        control
+            .send(&ToGateway::Agent, Some(conn.as_fd()))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; MAX_CONTROL];
+        let (n, fds) = crate::sys::recv_with_fds(&theirs, &mut buf).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ToGateway>(&buf[..n]).unwrap(),
+            ToGateway::Agent
+        );
+        assert_eq!(fds.len(), 1);
+        let stop = FromGateway::StopUpstream { upstream: 3 };
+        crate::jail::wire::send(theirs.as_fd(), &stop, &[]).unwrap();
+        let mut rbuf = Vec::new();
+        assert_eq!(
+            control.recv::<FromGateway>(&mut rbuf).await.unwrap(),
+            Some(stop.clone())
+        );
+        crate::jail::wire::send(theirs.as_fd(), &stop, &[conn.as_fd()]).unwrap();
+        assert!(matches!(
+            control.recv::<FromGateway>(&mut rbuf).await,
+            Err(control::ControlError::Descriptors)
+        ));
+        nix::unistd::write(&theirs, &[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(
+            control.recv::<FromGateway>(&mut rbuf).await,
+            Err(control::ControlError::Malformed)
+        ));
+        drop(theirs);
+        assert_eq!(control.recv::<FromGateway>(&mut rbuf).await.unwrap(), None);
+    }
+}

@@ -11,6 +11,22 @@ use std::net::Shutdown;
 use crate::endpoint::Endpoint;
 use crate::error::CtlError;
 
+/// `vaultctl mcp-gateway pin SERVER`: prints `pins = { … }` for the
+/// server's `[mcp_server.tools]` (the daemon's gateway started the server
+/// and hashed what it lists).
+pub fn pin(ep: &Endpoint, server: String) -> Result<i32, CtlError> {
+    let mut c = ep.open()?;
+    // Starting the server may take longer than an ordinary answer.
+    let _ = c.set_timeout(Some(std::time::Duration::from_secs(90)));
+    match c.call(aivault_proto::RequestBody::McpGatewayPin { server })? {
+        aivault_proto::Reply::Policy(pins) => {
+            println!("{pins}");
+            Ok(0)
+        }
+        _ => Err(aivault_client::ClientError::Protocol.into()),
+    }
+}
+
 pub fn run(ep: &Endpoint) -> Result<i32, CtlError> {
     let stream = ep.open()?.into_mcp_gateway()?;
     let mut up = stream

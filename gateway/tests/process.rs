@@ -177,6 +177,7 @@ pins = {{ read = "{approved}" }}
             tmp,
             limits: Limits::default(),
             require_full_landlock: false,
+            pin: None,
         }),
         None,
     );

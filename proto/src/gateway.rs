@@ -63,6 +63,9 @@ pub struct GatewayInit {
     pub limits: Limits,
     /// Refuse to serve unless every landlock feature asked for is enforced.
     pub require_full_landlock: bool,
+    /// Pin mode: start this server, answer [`FromGateway::Pins`] with the
+    /// pins of its tools as it lists them, and exit (no agent connection).
+    pub pin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +152,9 @@ pub enum FromGateway {
     },
     Call(CallAudit),
     ToolHidden(ToolHidden),
+    /// Pin mode's answer: `pins = { … }` TOML of the server's tools (names
+    /// and hashes only), or why not.
+    Pins(Result<String, String>),
 }
 
 #[cfg(test)]

@@ -267,6 +267,12 @@ pub enum RequestBody {
     /// which the connection carries MCP (newline-delimited JSON-RPC) to and
     /// from that process, never frames; the daemon reads none of it.
     McpGateway,
+    /// The pins of `server`'s current tools, as `[mcp_server.tools]` TOML
+    /// (`vaultctl mcp-gateway pin`, root only): a gateway starts the
+    /// server and hashes its definitions. Answered with `Policy`.
+    McpGatewayPin {
+        server: String,
+    },
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -328,6 +334,7 @@ impl RequestBody {
             RequestBody::AuditVerifyArchives => "audit.verify",
             RequestBody::CapabilityList => "capability.list",
             RequestBody::McpGateway => "mcp.gateway",
+            RequestBody::McpGatewayPin { .. } => "mcp.pin",
         }
     }
 }

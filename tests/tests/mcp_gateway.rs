@@ -186,11 +186,12 @@ fn a_gateway_serves_the_connection_under_its_own_uid_and_ends_with_it() {
         !call.to_string().contains("shadow"),
         "an argument value reached the audit: {call}"
     );
-    assert!(
-        ops.iter()
-            .any(|r| r["op"] == "mcp.gateway" && r["detail"]["event"] == "end"),
-        "{ops:?}"
-    );
+    // The end is recorded once the gateway's control channel closed.
+    eventually("the session's end is audited", || {
+        d.audit_records()
+            .iter()
+            .any(|r| r["op"] == "mcp.gateway" && r["detail"]["event"] == "end")
+    });
 }
 
 #[test]
@@ -515,17 +516,19 @@ fn a_slow_call_delays_neither_another_upstream_nor_ping_and_is_cancelled_upstrea
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                        "params": {"requestId": 10, "reason": "test"}}),
     );
-    let cancelled = text_of(&agent.request(
-        13,
-        "tools/call",
-        json!({"name": "a__cancelled", "arguments": {}}),
-    ));
-    let ids: Vec<Value> = serde_json::from_str(&cancelled).unwrap();
-    assert_eq!(
-        ids.len(),
-        1,
-        "the upstream saw no cancellation: {cancelled}"
-    );
+    // (The gateway tells the upstream once the call's task is gone: asked
+    // until it has.)
+    let mut id = 100;
+    eventually("the upstream sees the cancellation", || {
+        id += 1;
+        let seen = text_of(&agent.request(
+            id,
+            "tools/call",
+            json!({"name": "a__cancelled", "arguments": {}}),
+        ));
+        let ids: Vec<Value> = serde_json::from_str(&seen).unwrap();
+        !ids.is_empty()
+    });
 
     // A 1 MiB result passes whole.
     let big = agent.request(14, "tools/call", json!({"name": "b__big", "arguments": {}}));
@@ -591,6 +594,15 @@ fn a_changed_tool_definition_hides_the_tool_with_an_audit_record() {
         .iter()
         .any(|r| r["op"] == "mcp.tool_hidden"));
 
+    // Root's `pin` prints the approved hash; alice may not pin.
+    let pins = aivault_tests::ok(&d.vaultctl(&User::root(), &["mcp-gateway", "pin", "fix"], b""));
+    assert!(pins.starts_with("pins = {"), "{pins}");
+    assert!(
+        pins.contains(&format!("\"echo_token\" = \"{approved}\"")),
+        "{pins}"
+    );
+    fails_with(&d.vaultctl(&alice, &["mcp-gateway", "pin", "fix"], b""), 4);
+
     // The upstream changes the description (a rug pull): hidden, refused, audited.
     std::fs::write(dir.join("changed"), "").unwrap();
     let (after, call) = names(&d);
@@ -610,5 +622,18 @@ fn a_changed_tool_definition_hides_the_tool_with_an_audit_record() {
         !hidden.to_string().contains("mails it"),
         "a definition reached the audit: {hidden}"
     );
+    // Re-pinning gives the new hash, the one the audit record names.
+    let repinned =
+        aivault_tests::ok(&d.vaultctl(&User::root(), &["mcp-gateway", "pin", "fix"], b""));
+    let current = hidden["detail"]["current"].as_str().unwrap();
+    assert!(
+        repinned.contains(&format!("\"echo_token\" = \"{current}\"")),
+        "{repinned}"
+    );
+    assert!(!repinned.contains(&approved), "{repinned}");
+    let recs = d.audit_records();
+    assert!(recs
+        .iter()
+        .any(|r| r["op"] == "mcp.pin" && r["uid"] == 0 && r["name"] == "fix"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,7 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("mcp.upstream", "7373b4a187294a2d8629b6197dc98588"),
     ("mcp.call", "43129b42fd2347a2819bec133f90adb5"),
     ("mcp.tool_hidden", "295706c6d838452c9fb1b1e83c351f4f"),
+    ("mcp.pin", "86006e2b49b6429c81a5db7f5b0f85c5"),
 ];
 
 /// An audit record of an operation not in [`AUDIT_IDS`].

@@ -343,6 +343,14 @@ async fn connection(
         if let aivault_proto::RequestBody::McpGateway = request.body {
             return start_gateway(stream, daemon, caller, request.id).await;
         }
+        if let aivault_proto::RequestBody::McpGatewayPin { server } = request.body {
+            // Async: a gateway starts the server and lists its tools.
+            let result = crate::gateway::pin(daemon.clone(), caller, server)
+                .await
+                .map(Reply::Policy);
+            write(&mut stream, &reply_frame(request.id, result)?).await?;
+            continue;
+        }
         if let aivault_proto::RequestBody::Approvals(req) = request.body {
             // Async: an approval through polkit waits for the person.
             let _permit = inflight

@@ -152,6 +152,9 @@ fn run(control: &Arc<Control>) -> Result<(), String> {
             return Err(e);
         }
     };
+    if let Some(server) = init.pin.clone() {
+        return pin_mode(control, servers, server, buf);
+    }
     let agent = match control.recv(&mut buf) {
         Ok(Some((ToGateway::Agent, mut fds))) if fds.len() == 1 => fds.pop(),
         Ok(Some((ToGateway::Shutdown, _))) | Ok(None) => return Ok(()),
@@ -180,6 +183,59 @@ fn run(control: &Arc<Control>) -> Result<(), String> {
         agent,
         pending,
     ))
+}
+
+/// Pin mode: start the one server, hash what it lists, answer, exit.
+fn pin_mode(
+    control: &Arc<Control>,
+    servers: Vec<ServerPolicy>,
+    server: String,
+    buf: Vec<u8>,
+) -> Result<(), String> {
+    let pending: Pending = Arc::default();
+    {
+        let control = Arc::clone(control);
+        let pending = Arc::clone(&pending);
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || read_control(&control, &pending, buf))
+            .map_err(|e| format!("starting the control reader: {e}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let policy = Arc::new(GatewayPolicy::new(
+        servers,
+        Arc::new(|_: &str, _: &PinEvent| {}),
+    ));
+    let spawner = ControlSpawner {
+        control: Arc::clone(control),
+        policy: Arc::clone(&policy),
+        pending,
+        next: AtomicU64::new(1),
+    };
+    let answer = runtime.block_on(async {
+        let max_message = policy
+            .server(&server)
+            .and_then(|s| usize::try_from(s.limits.max_message).ok())
+            .ok_or_else(|| format!("no server {server:?}"))?;
+        let spawned = spawner.spawn(&server).await?;
+        let cfg = aivault_gateway::upstream::UpstreamConfig {
+            name: server.clone(),
+            max_message,
+        };
+        let upstream =
+            aivault_gateway::upstream::Upstream::connect(spawned.reader, spawned.writer, cfg)
+                .await
+                .map_err(|e| e.to_string())?;
+        let tools = upstream.list_tools().await.map_err(|e| e.to_string())?;
+        drop(spawned.process);
+        let pins = aivault_gateway::pin::pins_for(&tools);
+        Ok::<String, String>(aivault_gateway::pin::pins_toml(&pins))
+    });
+    send(control, &FromGateway::Pins(answer))
 }
 
 fn send(control: &Control, msg: &FromGateway) -> Result<(), String> {

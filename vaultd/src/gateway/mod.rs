@@ -46,6 +46,7 @@ pub const OP_GATEWAY: &str = "mcp.gateway";
 pub const OP_UPSTREAM: &str = "mcp.upstream";
 pub const OP_CALL: &str = "mcp.call";
 pub const OP_TOOL_HIDDEN: &str = "mcp.tool_hidden";
+pub const OP_PIN: &str = "mcp.pin";
 
 /// Uids kept leased ahead, as the broker's pool does.
 const REFILL: usize = 8;
@@ -64,6 +65,8 @@ struct Leftovers {
 pub struct Session {
     daemon: Arc<Daemon>,
     caller: Caller,
+    /// Pin mode (root): any server of the policy may be started.
+    pinning: bool,
     control: Arc<Control>,
     leftovers: Option<Leftovers>,
 }
@@ -99,6 +102,72 @@ pub async fn start(daemon: Arc<Daemon>, caller: Caller) -> Result<Session, WireE
         );
         return Err(refused(ErrorCode::PermissionDenied, why));
     };
+    start_with(daemon, caller, servers, None).await
+}
+
+/// The pins of `server`'s current tools (`pins = { … }` TOML), for root:
+/// a gateway in pin mode starts the server, hashes what it lists, exits.
+pub async fn pin(daemon: Arc<Daemon>, caller: Caller, server: String) -> Result<String, WireError> {
+    let denied = |why: &str| {
+        audit(
+            &daemon,
+            Entry::new(&caller, OP_PIN)
+                .name(Some(server.as_str()))
+                .outcome(Outcome::Denied, Some(why)),
+        );
+    };
+    if !caller.is_root() {
+        denied("root only");
+        return Err(refused(
+            ErrorCode::PermissionDenied,
+            "only root pins a server's tools",
+        ));
+    }
+    let policy = daemon.policy();
+    let Some(entry) = policy.mcp_server(&server) else {
+        denied("no such server");
+        return Err(refused(
+            ErrorCode::NotFound,
+            format!("no [[mcp_server]] named {server:?}"),
+        ));
+    };
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "mcp_server".into(),
+        toml::Value::Array(vec![entry.table.clone()]),
+    );
+    let text = toml::to_string(&doc)
+        .map_err(|e| refused(ErrorCode::Internal, format!("the server's table: {e}")))?;
+    let session = start_with(Arc::clone(&daemon), caller, text, Some(server.clone())).await?;
+    let answer = tokio::time::timeout(PIN_TIMEOUT, session.serve_pin()).await;
+    let result = match answer {
+        Ok(Some(Ok(pins))) => Ok(pins),
+        Ok(Some(Err(why))) => Err(bounded(&why, 4096)),
+        Ok(None) => Err("the gateway ended without an answer".into()),
+        Err(_) => Err("the server did not list its tools in time".into()),
+    };
+    let entry = Entry::new(&caller, OP_PIN).name(Some(server.as_str()));
+    match result {
+        Ok(pins) => {
+            audit(&daemon, entry);
+            Ok(pins)
+        }
+        Err(why) => {
+            audit(&daemon, entry.outcome(Outcome::Failed, Some(why.as_str())));
+            Err(refused(ErrorCode::Internal, why))
+        }
+    }
+}
+
+/// How long pinning may take, the server's start included.
+const PIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn start_with(
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    servers: String,
+    pin: Option<String>,
+) -> Result<Session, WireError> {
     let (control, theirs) = control::pair(MAX_CONTROL)
         .map_err(|e| refused(ErrorCode::Internal, format!("control socket: {e}")))?;
     let d = Arc::clone(&daemon);
@@ -122,6 +191,7 @@ pub async fn start(daemon: Arc<Daemon>, caller: Caller) -> Result<Session, WireE
     let mut session = Session {
         daemon: Arc::clone(&daemon),
         caller,
+        pinning: pin.is_some(),
         control: Arc::new(control),
         leftovers: Some(leftovers),
     };
@@ -135,6 +205,7 @@ pub async fn start(daemon: Arc<Daemon>, caller: Caller) -> Result<Session, WireE
             ..Limits::default()
         },
         require_full_landlock: false,
+        pin,
     };
     if let Err(why) = confine(&session.control, &init).await {
         audit(
@@ -266,12 +337,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// What starting upstream `server` for `caller` needs: its policy entry
 /// (one the caller may use), its resolved command, its secrets.
-fn upstream_job(daemon: &Daemon, caller: &Caller, server: &str) -> Result<UpstreamJob, String> {
+/// `any`: pin mode, where root may start any server.
+fn upstream_job(
+    daemon: &Daemon,
+    caller: &Caller,
+    any: bool,
+    server: &str,
+) -> Result<UpstreamJob, String> {
     let policy = daemon.policy();
     let who = crate::ops::broker::who(&policy, caller);
     let entry = policy
         .mcp_server(server)
-        .filter(|e| e.allows(&who))
+        .filter(|e| any || e.allows(&who))
         .ok_or("no such server for this caller")?;
     let (command, args) = entry.command().ok_or("url servers are not served yet")?;
     let command = crate::policy::resolve_command(&command.display().to_string(), &[])
@@ -306,9 +383,11 @@ fn upstream_job(daemon: &Daemon, caller: &Caller, server: &str) -> Result<Upstre
 }
 
 /// Starts upstream `server` and answers the gateway's request `req`.
+#[allow(clippy::too_many_arguments)]
 async fn start_upstream(
     daemon: Arc<Daemon>,
     caller: Caller,
+    any: bool,
     control: Arc<Control>,
     upstreams: Upstreams,
     req: u64,
@@ -330,7 +409,7 @@ async fn start_upstream(
     };
     let d = Arc::clone(&daemon);
     let s = server.clone();
-    let job = tokio::task::spawn_blocking(move || upstream_job(&d, &caller, &s))
+    let job = tokio::task::spawn_blocking(move || upstream_job(&d, &caller, any, &s))
         .await
         .unwrap_or_else(|_| Err("internal error".into()));
     let job = match job {
@@ -390,6 +469,8 @@ fn name_ok(s: &str) -> bool {
 pub fn check(msg: &FromGateway) -> Result<(), &'static str> {
     match msg {
         FromGateway::Confined(_) => Err("a second confinement report"),
+        FromGateway::Pins(Ok(text)) if text.len() > MAX_CONTROL => Err("over-long pins"),
+        FromGateway::Pins(_) => Ok(()),
         FromGateway::StartUpstream { server, .. } if !name_ok(server) => {
             Err("a server name out of bounds")
         }
@@ -514,22 +595,31 @@ impl Session {
         self.end().await;
     }
 
-    async fn control_loop(&self) {
+    /// Pin mode: serves the control channel until the gateway's answer.
+    async fn serve_pin(mut self) -> Option<Result<String, String>> {
+        let answer = self.control_loop().await;
+        self.end().await;
+        answer
+    }
+
+    /// Serves the control channel until the gateway ends (or answers in
+    /// pin mode: that answer).
+    async fn control_loop(&self) -> Option<Result<String, String>> {
         let upstreams: Upstreams = Arc::default();
         let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut buf = Vec::new();
         loop {
             let msg = match self.control.recv::<FromGateway>(&mut buf).await {
                 Ok(Some(m)) => m,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(error = %e, "a gateway broke its control protocol; ending it");
-                    return;
+                    return None;
                 }
             };
             if let Err(why) = check(&msg) {
                 tracing::warn!(why, "a gateway sent a message out of bounds; ending it");
-                return;
+                return None;
             }
             match msg {
                 FromGateway::StartUpstream { req, server } => {
@@ -538,8 +628,10 @@ impl Session {
                     let upstreams = Arc::clone(&upstreams);
                     let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let caller = self.caller;
+                    let any = self.pinning;
                     tokio::spawn(async move {
-                        start_upstream(daemon, caller, control, upstreams, req, id, server).await;
+                        start_upstream(daemon, caller, any, control, upstreams, req, id, server)
+                            .await;
                     });
                 }
                 FromGateway::StopUpstream { upstream } => {
@@ -555,7 +647,8 @@ impl Session {
                 }
                 FromGateway::Call(c) => audit_call(&self.daemon, &self.caller, &c),
                 FromGateway::ToolHidden(h) => audit_hidden(&self.daemon, &self.caller, &h),
-                FromGateway::Confined(_) => return,
+                FromGateway::Pins(answer) if self.pinning => return Some(answer),
+                FromGateway::Pins(_) | FromGateway::Confined(_) => return None,
             }
         }
     }

@@ -312,7 +312,7 @@ impl Daemon {
                 "approvals are served by the connection",
             )),
             RequestBody::CapabilityList => self.capability_list(caller, op),
-            RequestBody::McpGateway => Err(err(
+            RequestBody::McpGatewayPin { .. } | RequestBody::McpGateway => Err(err(
                 ErrorCode::BadRequest,
                 "mcp gateway requests are served on their own connection",
             )),

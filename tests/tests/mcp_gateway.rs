@@ -637,3 +637,40 @@ fn a_changed_tool_definition_hides_the_tool_with_an_audit_record() {
         .any(|r| r["op"] == "mcp.pin" && r["uid"] == 0 && r["name"] == "fix"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_policy_reload_ends_the_session_and_its_upstream() {
+    let alice = User::ensure("aivt-gw");
+    let dir = fixture_dir("reload");
+    let policy = fixture_server("fix", &dir, &alice, "");
+    let d = Daemon::start_new(Options {
+        policy: policy.clone(),
+        ..Options::default()
+    });
+    let mut agent = Agent::start(&d, &alice);
+    agent.initialize();
+    let list = agent.request(2, "tools/list", json!({}));
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{list}"
+    );
+    // The gateway and its upstream: two run uids.
+    let uids: std::collections::BTreeSet<u32> =
+        d.run_processes().into_iter().map(|(_, u)| u).collect();
+    assert_eq!(uids.len(), 2, "{uids:?}");
+
+    d.write_policy(&policy);
+    aivault_tests::ok(&d.vaultctl(&User::root(), &["policy", "reload"], b""));
+    eventually("the session's processes end at the reload", || {
+        d.run_processes().is_empty()
+    });
+    // The agent's connection ends with its gateway.
+    assert!(
+        agent.lines.next().is_none(),
+        "the session went on after the reload"
+    );
+    assert!(agent.finish().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,7 +18,9 @@
 //! audits the start and starts it as a runner job under another fresh uid
 //! (`crate::run::upstream`), its stdio a socket whose other end goes to the
 //! gateway with the secret values (for the gateway's redactor only). Each
-//! upstream is stopped on `StopUpstream` and when the session ends.
+//! upstream is stopped on `StopUpstream` and when the session ends. A
+//! policy change ends every session (and its upstreams): the agent's next
+//! connection is served under the new policy.
 
 pub mod control;
 
@@ -607,9 +609,17 @@ impl Session {
     async fn control_loop(&self) -> Option<Result<String, String>> {
         let upstreams: Upstreams = Arc::default();
         let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let mut policy_changed = self.daemon.gateway_policy_changes();
         let mut buf = Vec::new();
         loop {
-            let msg = match self.control.recv::<FromGateway>(&mut buf).await {
+            let received = tokio::select! {
+                r = self.control.recv::<FromGateway>(&mut buf) => r,
+                _ = policy_changed.changed() => {
+                    tracing::info!("the policy changed: ending a gateway session started under the old one");
+                    return None;
+                }
+            };
+            let msg = match received {
                 Ok(Some(m)) => m,
                 Ok(None) => return None,
                 Err(e) => {

@@ -86,6 +86,9 @@ pub struct Daemon {
     /// The broker processes, once the endpoint runs: told of each policy
     /// change (`admin::reload_policy_with`).
     broker_pool: std::sync::OnceLock<Arc<crate::broker::pool::BrokerPool>>,
+    /// Bumped at each policy change: every MCP gateway session (started
+    /// under the old policy) ends, its upstreams with it.
+    gateway_policy: tokio::sync::watch::Sender<u64>,
     /// The policy explanation being read page by page.
     check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
@@ -171,6 +174,7 @@ impl Daemon {
             runs,
             broker_rate,
             broker_pool: std::sync::OnceLock::new(),
+            gateway_policy: tokio::sync::watch::Sender::new(0),
             check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
@@ -201,6 +205,11 @@ impl Daemon {
     /// the broker's endpoint starts).
     pub fn set_broker_pool(&self, pool: Arc<crate::broker::pool::BrokerPool>) {
         let _ = self.broker_pool.set(pool);
+    }
+
+    /// Changes when the policy does (`crate::gateway` ends its sessions).
+    pub fn gateway_policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gateway_policy.subscribe()
     }
 
     /// This daemon as the run path sees it.

@@ -131,6 +131,33 @@ mod tests {
     }
 
     #[test]
+    fn a_job_takes_its_executable_and_at_most_one_socket() {
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        let file = std::fs::File::open("/proc/self/exe").expect("open");
+        let (sock, _peer) = UnixStream::pair().expect("pair");
+        let bytes = frame(b"job body");
+        send_frame_with_fds(a.as_fd(), &bytes, &[file.as_fd(), sock.as_fd()]).expect("send");
+        let (body, _exe, stdio) = recv_job_frame(&mut b).expect("recv");
+        assert_eq!(body, b"job body");
+        let stdio = stdio.expect("the socket arrived");
+        assert!(std::os::unix::net::UnixStream::from(stdio)
+            .peer_addr()
+            .is_ok());
+        // The plain hand-off still wants exactly one.
+        send_frame_with_fds(a.as_fd(), &bytes, &[file.as_fd(), sock.as_fd()]).expect("send");
+        assert!(matches!(
+            recv_frame_with_fd(&mut b),
+            Err(HandoffError::NoDescriptor)
+        ));
+        // Without the executable, a job is refused.
+        std::io::Write::write_all(&mut &a, &bytes).expect("write");
+        assert!(matches!(
+            recv_job_frame(&mut b),
+            Err(HandoffError::NoDescriptor)
+        ));
+    }
+
+    #[test]
     fn a_frame_without_a_descriptor_is_refused() {
         let (mut a, mut b) = UnixStream::pair().expect("pair");
         std::io::Write::write_all(&mut a, &frame(b"job body")).expect("write");

@@ -66,6 +66,20 @@ pub enum Command {
     Http(HttpArgs),
     /// List the HTTP capabilities you may invoke with `vaultctl http` (and where the local endpoint listens)
     Capabilities,
+    /// Serve the MCP gateway on stdin/stdout for an AI agent: the upstream MCP servers the policy gives you, each sandboxed with its own secrets, filtered and audited
+    McpGateway {
+        #[command(subcommand)]
+        cmd: Option<GatewayCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// Print the pins of a server's current tools, for its [mcp_server.tools] in policy (root only)
+    Pin {
+        /// The [[mcp_server]] name
+        server: String,
+    },
 }
 
 pub const HTTP_EXIT_CODES: &str = "\

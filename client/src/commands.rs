@@ -6,7 +6,7 @@ use aivault_client::ClientError;
 use aivault_proto::{Reply, RequestBody, SecretBytes};
 use serde_json::json;
 
-use aivault_client::cli::{AuditCmd, Cli, Command, PolicyCmd};
+use aivault_client::cli::{AuditCmd, Cli, Command, GatewayCmd, PolicyCmd};
 
 use crate::endpoint::Endpoint;
 use crate::error::CtlError;
@@ -24,6 +24,10 @@ pub fn run(cli: Cli, ui: Ui) -> Result<i32, CtlError> {
         Command::Approvals(cmd) => crate::approvals::run(&ep, ui, json, cmd),
         Command::Http(args) => crate::http_cmd::run(&ep, ui, args),
         Command::Capabilities => crate::http_cmd::capabilities(&ep, json),
+        Command::McpGateway { cmd: None } => crate::gateway::run(&ep),
+        Command::McpGateway {
+            cmd: Some(GatewayCmd::Pin { server }),
+        } => crate::gateway::pin(&ep, server),
         Command::Policy(PolicyCmd::Reload { force }) => {
             let mut c = ep.open()?;
             let Reply::Done { .. } = c.call(if force {

@@ -201,6 +201,22 @@ impl Client {
         self.stream.set_read_timeout(timeout)
     }
 
+    /// Asks for an MCP gateway (`McpGateway`); once the daemon says it
+    /// serves, the connection carries MCP to and from the gateway process,
+    /// and is returned without timeouts for the caller to relay.
+    pub fn into_mcp_gateway(mut self) -> Result<UnixStream, ClientError> {
+        match self.call(RequestBody::McpGateway)? {
+            Reply::Done { .. } => {}
+            _ => return Err(ClientError::Protocol),
+        }
+        let cleared = self
+            .stream
+            .set_read_timeout(None)
+            .and_then(|()| self.stream.set_write_timeout(None));
+        cleared.map_err(|_| ClientError::Protocol)?;
+        Ok(self.stream)
+    }
+
     /// Sends one request and waits for its reply.
     pub fn call(&mut self, body: RequestBody) -> Result<Reply, ClientError> {
         self.call_with_fd(body, None)

@@ -6,6 +6,7 @@ mod backup;
 mod commands;
 mod endpoint;
 mod error;
+mod gateway;
 mod http_cmd;
 mod report;
 mod run;

@@ -32,11 +32,12 @@ pub mod digest;
 pub mod filter;
 pub mod glob;
 pub mod pin;
+pub mod policy;
 pub mod secrets;
 pub mod visibility;
 pub mod walk;
 
-// The session (`docs/mcp-gateway-session.md`).
+// The session (`docs/mcp-gateway.md`, "The session").
 pub mod hooks;
 pub mod jsonrpc;
 pub mod pool;

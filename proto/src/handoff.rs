@@ -20,13 +20,24 @@ pub fn send_frame_with_fd(
     bytes: &[u8],
     fd: BorrowedFd<'_>,
 ) -> io::Result<usize> {
+    send_frame_with_fds(socket, bytes, &[fd])
+}
+
+/// [`send_frame_with_fd`] with several descriptors: the executable, then
+/// for a job whose command talks over a socket, that socket (it becomes
+/// the command's stdin and stdout).
+pub fn send_frame_with_fds(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     if bytes.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a descriptor needs at least one byte to travel with",
         ));
     }
-    let fds = [fd.as_raw_fd()];
+    let fds: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(bytes)];
     sendmsg::<()>(

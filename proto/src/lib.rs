@@ -18,6 +18,7 @@ pub mod broker;
 mod bytes;
 pub mod frame;
 pub mod fuzzing;
+pub mod gateway;
 pub mod handoff;
 pub mod run;
 pub mod sandbox;

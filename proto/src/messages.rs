@@ -262,6 +262,17 @@ pub enum RequestBody {
     /// `Capabilities`. (Invoking one is HTTP on the local endpoint, whose
     /// Unix socket is `http.sock` beside the daemon's socket.)
     CapabilityList,
+    /// Start an MCP gateway for this connection (`vaultctl mcp-gateway`):
+    /// answered with `Done` once a gateway process serves the caller, after
+    /// which the connection carries MCP (newline-delimited JSON-RPC) to and
+    /// from that process, never frames; the daemon reads none of it.
+    McpGateway,
+    /// The pins of `server`'s current tools, as `[mcp_server.tools]` TOML
+    /// (`vaultctl mcp-gateway pin`, root only): a gateway starts the
+    /// server and hashes its definitions. Answered with `Policy`.
+    McpGatewayPin {
+        server: String,
+    },
 }
 
 /// Where a page of a list starts and how large it may be. Each page is
@@ -322,6 +333,8 @@ impl RequestBody {
             RequestBody::AuditRotate => "audit.rotate",
             RequestBody::AuditVerifyArchives => "audit.verify",
             RequestBody::CapabilityList => "capability.list",
+            RequestBody::McpGateway => "mcp.gateway",
+            RequestBody::McpGatewayPin { .. } => "mcp.pin",
         }
     }
 }

@@ -103,6 +103,7 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
 pub fn spawn(
     exe: BorrowedFd<'_>,
     pipes: Pipes,
+    stdio: Option<BorrowedFd<'_>>,
     vectors: &ExecVectors,
 ) -> Result<Started, SpawnError> {
     let Pipes {
@@ -113,7 +114,13 @@ pub fn spawn(
     } = pipes;
     let fds = ChildFds {
         exe,
-        stdio: [stdin.0.as_fd(), stdout.1.as_fd(), stderr.1.as_fd()],
+        // With a socket for stdin and stdout, the pipes' child ends are
+        // closed unused: the pump sees its stdout end at once and writes
+        // no input (the daemon sends none).
+        stdio: match stdio {
+            Some(sock) => [sock, sock, stderr.1.as_fd()],
+            None => [stdin.0.as_fd(), stdout.1.as_fd(), stderr.1.as_fd()],
+        },
         status: status.1.as_fd(),
     };
     let pid = sys::fork_exec(&fds, vectors).map_err(SpawnError::Fork)?;

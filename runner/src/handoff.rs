@@ -14,14 +14,14 @@ use aivault_proto::frame::check_len;
 use aivault_proto::{FrameError, FRAME_HEADER_LEN};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-pub use aivault_proto::handoff::send_frame_with_fd;
+pub use aivault_proto::handoff::{send_frame_with_fd, send_frame_with_fds};
 
 /// Why a job frame and its descriptor could not be received.
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
     #[error("{0}")]
     Frame(#[from] FrameError),
-    #[error("the job arrived without exactly one executable descriptor")]
+    #[error("the job arrived without exactly one executable descriptor (and at most one socket)")]
     NoDescriptor,
 }
 
@@ -31,9 +31,35 @@ pub enum HandoffError {
 pub fn recv_frame_with_fd<S: Read + AsRawFd>(
     socket: &mut S,
 ) -> Result<(Vec<u8>, OwnedFd), HandoffError> {
+    let (body, mut fds) = recv_frame_with_fds(socket)?;
+    match (fds.pop(), fds.is_empty()) {
+        (Some(fd), true) => Ok((body, fd)),
+        _ => Err(HandoffError::NoDescriptor),
+    }
+}
+
+/// A job frame: the executable, and, for a job whose command talks over
+/// a socket instead of the runner's pumped pipes (an MCP gateway's
+/// upstream server), that socket as a second descriptor; it becomes the
+/// command's stdin and stdout. One or two descriptors, else refused.
+pub fn recv_job_frame<S: Read + AsRawFd>(
+    socket: &mut S,
+) -> Result<(Vec<u8>, OwnedFd, Option<OwnedFd>), HandoffError> {
+    let (body, fds) = recv_frame_with_fds(socket)?;
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(exe), stdio, None) => Ok((body, exe, stdio)),
+        _ => Err(HandoffError::NoDescriptor),
+    }
+}
+
+/// One frame and every descriptor on its first byte (at most two).
+fn recv_frame_with_fds<S: Read + AsRawFd>(
+    socket: &mut S,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), HandoffError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut space = nix::cmsg_space!([RawFd; 2]);
-    let (got, mut received) = loop {
+    let (got, received) = loop {
         let mut iov = [IoSliceMut::new(&mut header)];
         match recvmsg::<()>(
             socket.as_raw_fd(),
@@ -67,10 +93,7 @@ pub fn recv_frame_with_fd<S: Read + AsRawFd>(
     let len = check_len(header)?;
     let mut body = vec![0u8; len];
     socket.read_exact(&mut body).map_err(FrameError::Io)?;
-    match (received.pop(), received.is_empty()) {
-        (Some(fd), true) => Ok((body, fd)),
-        _ => Err(HandoffError::NoDescriptor),
-    }
+    Ok((body, received))
 }
 
 #[cfg(test)]
@@ -105,6 +128,33 @@ mod tests {
         let b_meta = std::fs::File::from(fd).metadata().expect("meta");
         use std::os::unix::fs::MetadataExt;
         assert_eq!((a_meta.dev(), a_meta.ino()), (b_meta.dev(), b_meta.ino()));
+    }
+
+    #[test]
+    fn a_job_takes_its_executable_and_at_most_one_socket() {
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        let file = std::fs::File::open("/proc/self/exe").expect("open");
+        let (sock, _peer) = UnixStream::pair().expect("pair");
+        let bytes = frame(b"job body");
+        send_frame_with_fds(a.as_fd(), &bytes, &[file.as_fd(), sock.as_fd()]).expect("send");
+        let (body, _exe, stdio) = recv_job_frame(&mut b).expect("recv");
+        assert_eq!(body, b"job body");
+        let stdio = stdio.expect("the socket arrived");
+        assert!(std::os::unix::net::UnixStream::from(stdio)
+            .peer_addr()
+            .is_ok());
+        // The plain hand-off still wants exactly one.
+        send_frame_with_fds(a.as_fd(), &bytes, &[file.as_fd(), sock.as_fd()]).expect("send");
+        assert!(matches!(
+            recv_frame_with_fd(&mut b),
+            Err(HandoffError::NoDescriptor)
+        ));
+        // Without the executable, a job is refused.
+        std::io::Write::write_all(&mut &a, &bytes).expect("write");
+        assert!(matches!(
+            recv_job_frame(&mut b),
+            Err(HandoffError::NoDescriptor)
+        ));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! 1. [`lock_down`]: `no_new_privs` and the seccomp filters, which need
 //!    nothing from a job; connect to the socket; read one [`RunnerJob`]
 //!    with the command's open executable attached
-//!    ([`aivault_runner::handoff`]; close-on-exec),
+//!    ([`aivault_runner::handoff`]; close-on-exec), and for an MCP
+//!    gateway's upstream server the socket that is its stdin and stdout,
 //! 2. check the job and create the pipes ([`job::stage`], [`exec`]),
 //! 3. [`confine_locked`] (descriptors, rlimits, identity, Landlock),
 //!    keeping the socket, the executable and the pipes, report
@@ -42,7 +43,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aivault_proto::{FrameError, RunnerEvent, RunnerJob, RunnerSecrets};
-use aivault_runner::handoff::{recv_frame_with_fd, HandoffError};
+use aivault_runner::handoff::{recv_job_frame, HandoffError};
 use aivault_runner::{confine_locked, lock_down};
 use nix::fcntl::{fcntl, FcntlArg};
 use zeroize::Zeroizing;
@@ -128,7 +129,9 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
     let mut sock = UnixStream::connect(socket).map_err(RunnerError::Connect)?;
 
     // A warm runner waits here, idle, until a run takes it.
-    let (body, exe) = match recv_frame_with_fd(&mut sock) {
+    // A second descriptor: the command talks over that socket (its stdin
+    // and stdout) instead of the pumped pipes; only stderr is pumped.
+    let (body, exe, stdio) = match recv_job_frame(&mut sock) {
         Ok(received) => received,
         Err(HandoffError::Frame(FrameError::Closed)) => return Err(RunnerError::Withdrawn),
         Err(e) => return Err(RunnerError::Handoff(e)),
@@ -150,6 +153,7 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
     };
 
     let mut keep = vec![sock.as_fd(), exe.as_fd()];
+    keep.extend(stdio.as_ref().map(|s| s.as_fd()));
     keep.extend(pipes.all());
     let confined = locked.and_then(|locked| confine_locked(&staged.spec, &keep, &locked));
     let enforcement = match confined {
@@ -186,10 +190,17 @@ fn run(socket: &std::path::Path) -> Result<(), RunnerError> {
 
     // Only a fresh run uid may be swept with kill(-1) (see `pump::run`).
     let sweep_uid = staged.spec.isolation == aivault_runner::Isolation::DynamicUid;
-    let spawned = exec::spawn(exe.as_fd(), pipes, &vectors);
-    // The parent has no use for the environment (it holds the secrets).
+    let spawned = exec::spawn(
+        exe.as_fd(),
+        pipes,
+        stdio.as_ref().map(|s| s.as_fd()),
+        &vectors,
+    );
+    // The parent has no use for the environment (it holds the secrets),
+    // nor for the command's socket.
     drop(vectors);
     drop(exe);
+    drop(stdio);
     let started = match spawned {
         Ok(started) => started,
         Err(e) => return report_failure(&mut sock, e.exit_code(), e.to_string()),

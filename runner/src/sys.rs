@@ -38,6 +38,17 @@ pub fn adopt_received_fds(raw: Vec<RawFd>) -> impl Iterator<Item = OwnedFd> {
     })
 }
 
+/// Takes ownership of descriptor `fd` as this process inherited it at
+/// `exec` (a jailed process's control socket, descriptor 3), if it is open.
+/// Call it once per number, before anything else could have opened it.
+pub fn adopt_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // SAFETY: the number is open (checked just now) and was installed by
+    // exec from the parent's attachment; the caller takes it exactly once
+    // at start, so no other object of this process owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Closes every descriptor in `first..=last` (inclusive, as raw numbers).
 pub(crate) fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // SAFETY: close_range takes two integers and a flag word and touches no

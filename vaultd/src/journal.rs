@@ -43,6 +43,11 @@ pub const AUDIT_IDS: &[(&str, &str)] = &[
     ("capability.list", "0ca0925ba83d49d7571f9ef78623e8e4"),
     ("http.request", "07d126361de5f6e90fd9f487c9299762"),
     ("http.response", "18c257c0d4972b1310da39bcec91e707"),
+    ("mcp.gateway", "7127b05048914b77a9b9983e724995f7"),
+    ("mcp.upstream", "7373b4a187294a2d8629b6197dc98588"),
+    ("mcp.call", "43129b42fd2347a2819bec133f90adb5"),
+    ("mcp.tool_hidden", "295706c6d838452c9fb1b1e83c351f4f"),
+    ("mcp.pin", "86006e2b49b6429c81a5db7f5b0f85c5"),
 ];
 
 /// An audit record of an operation not in [`AUDIT_IDS`].

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod dbus;
 pub mod frames;
+pub mod gateway;
 pub mod jail;
 pub mod journal;
 pub mod keys;

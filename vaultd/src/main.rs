@@ -478,10 +478,12 @@ fn serve(cfg: Config) -> Result<()> {
     let _ = nix::sys::prctl::set_dumpable(false);
     let runner = aivaultd::run::RunSettings::locate_runner(cfg.runs.runner.as_deref());
     let broker = aivaultd::run::RunSettings::locate_broker(None);
-    let jail = aivaultd::jail::JailHost::start(
+    let gateway = aivaultd::run::RunSettings::locate_gateway();
+    let jail = aivaultd::jail::JailHost::start_with_gateway(
         &aivaultd::jail::locate(),
         &runner,
         &broker,
+        Some(&gateway),
         cfg.runs.uid_first..cfg.runs.uid_first.saturating_add(cfg.runs.uid_count),
         aivaultd::jail::client::host_count(),
     )

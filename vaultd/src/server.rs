@@ -340,6 +340,17 @@ async fn connection(
         if let aivault_proto::RequestBody::Run(req) = request.body {
             return start_run(stream, daemon, caller, request.id, req).await;
         }
+        if let aivault_proto::RequestBody::McpGateway = request.body {
+            return start_gateway(stream, daemon, caller, request.id).await;
+        }
+        if let aivault_proto::RequestBody::McpGatewayPin { server } = request.body {
+            // Async: a gateway starts the server and lists its tools.
+            let result = crate::gateway::pin(daemon.clone(), caller, server)
+                .await
+                .map(Reply::Policy);
+            write(&mut stream, &reply_frame(request.id, result)?).await?;
+            continue;
+        }
         if let aivault_proto::RequestBody::Approvals(req) = request.body {
             // Async: an approval through polkit waits for the person.
             let _permit = inflight
@@ -399,6 +410,39 @@ fn reply_frame(id: u64, result: Result<Reply, WireError>) -> Result<Vec<u8>, Con
         ),
     );
     Ok(encode(&Response { id, result: Err(e) })?)
+}
+
+/// Serves an MCP gateway request: once a gateway process is confined for
+/// the caller, the answer goes out and the connection is handed to that
+/// process (the daemon reads nothing more of it).
+async fn start_gateway(
+    mut stream: UnixStream,
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    id: u64,
+) -> Result<(), ConnError> {
+    let session = match crate::gateway::start(Arc::clone(&daemon), caller).await {
+        Ok(s) => s,
+        Err(e) => return send(&mut stream, &Response { id, result: Err(e) }).await,
+    };
+    let done = Response {
+        id,
+        result: Ok(Reply::Done { version: None }),
+    };
+    if let Err(e) = send(&mut stream, &done).await {
+        session.serve_nothing().await;
+        return Err(e);
+    }
+    match stream.into_std() {
+        Ok(std) => {
+            session.serve(std::os::fd::OwnedFd::from(std)).await;
+            Ok(())
+        }
+        Err(e) => {
+            session.serve_nothing().await;
+            Err(ConnError::Frame(aivault_proto::FrameError::Io(e)))
+        }
+    }
 }
 
 /// Serves a run request: the connection belongs to the run from here on.

@@ -3,7 +3,7 @@
 //! `aivaultd::jail`.
 //!
 //! Usage (by the daemon only):
-//! `aivault-jail --fd N --daemon-pid P --runner PATH [--broker PATH] --run-uids FIRST:COUNT`.
+//! `aivault-jail --fd N --daemon-pid P --runner PATH [--broker PATH] [--gateway PATH] --run-uids FIRST:COUNT`.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use aivaultd::jail::{host, JailKind};
 
 const USAGE: &str = "usage: aivault-jail --fd N --daemon-pid PID --runner PATH \
-                     [--broker PATH] --run-uids FIRST:COUNT (started by aivaultd; not for \
+                     [--broker PATH] [--gateway PATH] --run-uids FIRST:COUNT (started by aivaultd; not for \
                      interactive use)";
 
 struct Args {
@@ -20,6 +20,8 @@ struct Args {
     runner: PathBuf,
     /// Without it no broker can be started.
     broker: Option<PathBuf>,
+    /// Without it no gateway can be started.
+    gateway: Option<PathBuf>,
     run_uids: std::ops::Range<u32>,
 }
 
@@ -34,6 +36,7 @@ fn uid_range(v: &str) -> Option<std::ops::Range<u32>> {
 fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, String> {
     let (mut fd, mut daemon_pid, mut runner, mut run_uids) = (None, None, None, None);
     let mut broker = None;
+    let mut gateway = None;
     while let Some(flag) = argv.next() {
         let value = argv
             .next()
@@ -62,6 +65,13 @@ fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, Str
                 }
                 broker = Some(path);
             }
+            Some("--gateway") => {
+                let path = PathBuf::from(value);
+                if !path.is_absolute() {
+                    return Err("--gateway: not an absolute path".into());
+                }
+                gateway = Some(path);
+            }
             Some("--run-uids") => {
                 run_uids = Some(
                     value
@@ -80,6 +90,7 @@ fn parse(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Args, Str
                 daemon_pid,
                 runner,
                 broker,
+                gateway,
                 run_uids,
             })
         }
@@ -138,6 +149,9 @@ fn main() {
     programs.by_kind.insert(JailKind::Runner, args.runner);
     if let Some(broker) = args.broker {
         programs.by_kind.insert(JailKind::Broker, broker);
+    }
+    if let Some(gateway) = args.gateway {
+        programs.by_kind.insert(JailKind::Gateway, gateway);
     }
     std::process::exit(host::serve(sock, programs, args.run_uids));
 }

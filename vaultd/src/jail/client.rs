@@ -120,8 +120,21 @@ impl JailHost {
         run_uids: std::ops::Range<u32>,
         count: usize,
     ) -> Result<Self, JailError> {
+        Self::start_with_gateway(program, runner, broker, None, run_uids, count)
+    }
+
+    /// [`JailHost::start`], with `gateway` as the program of
+    /// [`super::JailKind::Gateway`] if given.
+    pub fn start_with_gateway(
+        program: &Path,
+        runner: &Path,
+        broker: &Path,
+        gateway: Option<&Path>,
+        run_uids: std::ops::Range<u32>,
+        count: usize,
+    ) -> Result<Self, JailError> {
         let hosts = (0..count.max(1))
-            .map(|_| Host::start(program, runner, broker, &run_uids))
+            .map(|_| Host::start(program, runner, broker, gateway, &run_uids))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JailHost {
             hosts,
@@ -183,7 +196,7 @@ impl JailHost {
     }
 
     /// Starts a jailed process of a kind with a control channel (the
-    /// broker) as `spec` says, with `control`, one end of a socket pair,
+    /// broker, the gateway) as `spec` says, with `control`, one end of a socket pair,
     /// as its descriptor 3.
     pub fn spawn_with_control(
         &self,
@@ -284,6 +297,7 @@ impl Host {
         program: &Path,
         runner: &Path,
         broker: &Path,
+        gateway: Option<&Path>,
         run_uids: &std::ops::Range<u32>,
     ) -> Result<Self, JailError> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -297,7 +311,11 @@ impl Host {
         .map_err(|e| JailError::Socket(e.into()))?;
         fcntl(theirs.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
             .map_err(|e| JailError::Socket(e.into()))?;
-        let child = std::process::Command::new(program)
+        let mut command = std::process::Command::new(program);
+        if let Some(gateway) = gateway {
+            command.arg("--gateway").arg(gateway);
+        }
+        let child = command
             .arg("--fd")
             .arg(theirs.as_raw_fd().to_string())
             .arg("--daemon-pid")

@@ -143,12 +143,17 @@ impl Host {
                 message: "a run uid starts with its own gid, no groups and no cgroup; any other uid only in a cgroup".into(),
             });
         }
-        // The broker, and only it, gets a control socket; it runs under a
-        // run uid of its own and never sees a caller's files.
-        let broker = spec.kind == JailKind::Broker;
-        if spec.control != broker || (broker && (!fresh || spec.workdir.is_some())) {
+        // The broker and the gateway, and only they, get a control socket;
+        // they run under a run uid of their own and never see a caller's files.
+        let controlled = spec.kind.has_control();
+        if spec.control != controlled || (controlled && (!fresh || spec.workdir.is_some())) {
+            let message = if spec.kind == JailKind::Gateway {
+                "a gateway gets a control socket; it runs under a run uid, without a working directory"
+            } else {
+                "a broker, and only a broker, gets a control socket; it runs under a run uid, without a working directory"
+            };
             return Err(Reply::Failed {
-                message: "a broker, and only a broker, gets a control socket; it runs under a run uid, without a working directory".into(),
+                message: message.into(),
             });
         }
         let wanted = usize::from(spec.join_cgroup)

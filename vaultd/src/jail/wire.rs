@@ -25,6 +25,10 @@ pub enum JailKind {
     /// under a fresh uid; its control socket is attached to the request
     /// and becomes its descriptor 3 (`aivault_proto::broker::CONTROL_FD`).
     Broker,
+    /// `aivault-gateway`: the MCP gateway of one agent connection, under a
+    /// fresh uid; its control socket becomes its descriptor 3
+    /// (`aivault_proto::gateway::CONTROL_FD`).
+    Gateway,
 }
 
 impl JailKind {
@@ -33,7 +37,14 @@ impl JailKind {
         match self {
             JailKind::Runner => "runner",
             JailKind::Broker => "broker",
+            JailKind::Gateway => "gateway",
         }
+    }
+
+    /// Whether the kind is started with a control socket (and only under a
+    /// run uid of its own, without a working directory).
+    pub fn has_control(self) -> bool {
+        matches!(self, JailKind::Broker | JailKind::Gateway)
     }
 }
 
@@ -58,7 +69,7 @@ pub struct SpawnRequest {
     pub workdir: Option<WorkdirRequest>,
     /// A socket is attached (after the cgroup and the working directory,
     /// if any): the process gets it as descriptor 3. Exactly the kinds
-    /// that have a control channel ([`JailKind::Broker`]) get one.
+    /// that have a control channel ([`JailKind::has_control`]) get one.
     #[serde(default)]
     pub control: bool,
 }

@@ -78,6 +78,9 @@ impl Daemon {
         if let Some(pool) = self.broker_pool.get() {
             pool.policy_changed();
         }
+        // Gateway sessions hold the old policy's servers: they end, and
+        // the agent's next connection gets the new ones.
+        self.gateway_policy.send_modify(|n| *n = n.wrapping_add(1));
         Ok(rules)
     }
 

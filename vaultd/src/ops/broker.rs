@@ -33,7 +33,7 @@ fn now() -> u64 {
 /// socket table names its uid only) is judged by its account's groups
 /// alone, never by a gid the endpoint could only have guessed; without an
 /// account it is in no group.
-fn who(policy: &Policy, caller: &Caller) -> Who {
+pub(crate) fn who(policy: &Policy, caller: &Caller) -> Who {
     if caller.pid == 0 {
         let (gid, groups) = crate::sys::account(caller.uid).unwrap_or((NO_GROUP, Vec::new()));
         return Who {

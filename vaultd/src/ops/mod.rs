@@ -88,6 +88,9 @@ pub struct Daemon {
     broker_pool: std::sync::OnceLock<Arc<crate::broker::pool::BrokerPool>>,
     /// The endpoint's way into the pool, for D-Bus callers.
     broker_handover: std::sync::OnceLock<Arc<crate::broker::endpoint::Handover>>,
+    /// Bumped at each policy change: every MCP gateway session (started
+    /// under the old policy) ends, its upstreams with it.
+    gateway_policy: tokio::sync::watch::Sender<u64>,
     /// The policy explanation being read page by page.
     check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
@@ -174,6 +177,7 @@ impl Daemon {
             broker_rate,
             broker_pool: std::sync::OnceLock::new(),
             broker_handover: std::sync::OnceLock::new(),
+            gateway_policy: tokio::sync::watch::Sender::new(0),
             check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
@@ -215,6 +219,11 @@ impl Daemon {
     /// The endpoint's way into the broker pool, once it runs.
     pub fn broker_handover(&self) -> Option<&Arc<crate::broker::endpoint::Handover>> {
         self.broker_handover.get()
+    }
+
+    /// Changes when the policy does (`crate::gateway` ends its sessions).
+    pub fn gateway_policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gateway_policy.subscribe()
     }
 
     /// This daemon as the run path sees it.
@@ -326,6 +335,10 @@ impl Daemon {
                 "approvals are served by the connection",
             )),
             RequestBody::CapabilityList => self.capability_list(caller, op),
+            RequestBody::McpGatewayPin { .. } | RequestBody::McpGateway => Err(err(
+                ErrorCode::BadRequest,
+                "mcp gateway requests are served on their own connection",
+            )),
             RequestBody::PolicyShow => Ok(self.policy_show(caller)),
             RequestBody::PolicyCheck => self.policy_check(caller),
             RequestBody::PolicyReload => self.policy_reload(caller, op, false),

@@ -17,6 +17,7 @@ use super::check::{
 use super::env::{check_env_name, is_plainly_harmless};
 use super::error::{EntryError, PolicyError};
 use super::interp::danger;
+use super::mcp::McpServers;
 use super::options;
 use super::resolve::resolve_command;
 use super::sandbox::SandboxProfile;
@@ -109,6 +110,8 @@ pub struct Compiled {
     pub pins: Vec<Pin>,
     /// `[[provider]]` and `[[capability]]` (`capability.rs`).
     pub broker: Capabilities,
+    /// `[[mcp_server]]` (`mcp.rs`).
+    pub mcp: McpServers,
 }
 
 impl Default for Compiled {
@@ -119,6 +122,7 @@ impl Default for Compiled {
             grants: Vec::new(),
             pins: Vec::new(),
             broker: Capabilities::default(),
+            mcp: McpServers::default(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct Builder {
     grants: Vec<Grant>,
     pins: Vec<Pin>,
     broker: Pending,
+    mcp: McpServers,
 }
 
 fn entry_err(path: &Path, entry: String, error: EntryError) -> PolicyError {
@@ -193,6 +198,7 @@ impl Builder {
         }
         self.broker.add_providers(path, &file.provider)?;
         self.broker.add_capabilities(path, &file.capability);
+        self.mcp.add(path, &file.mcp_server)?;
         Ok(())
     }
 
@@ -402,11 +408,17 @@ impl Builder {
                 .find(|p| p.secret == secret && p.scope == scope)
                 .map(|p| p.source.clone())
         })?;
+        self.mcp.check_pins(|secret, scope| {
+            pins.iter()
+                .find(|p| p.secret == secret && p.scope == scope)
+                .map(|p| (p.source.as_path(), p.commands.as_slice()))
+        })?;
         let mut compiled = Compiled {
             rules,
             grants: self.grants,
             pins,
             broker,
+            mcp: self.mcp,
             ..Compiled::default()
         };
         if let Some((_, sp)) = self.search_path {

@@ -110,6 +110,10 @@ pub enum EntryError {
         scope: SecretScope,
         pin_file: PathBuf,
     },
+    #[error("{0}")]
+    McpServer(String),
+    #[error("an mcp_server with this name already exists in {}", .0.display())]
+    DuplicateMcpServer(PathBuf),
     #[error("{scope} secret {secret} is pinned to other commands by {}", pin_file.display())]
     PinViolated {
         secret: String,

@@ -53,6 +53,7 @@ pub fn explain(p: &Compiled) -> Vec<RuleReport> {
         });
     }
     out.extend(p.broker.explain());
+    out.extend(p.mcp.explain());
     out
 }
 

@@ -13,6 +13,8 @@
 //!   ([`Policy::commands_for`]) for `vaultctl policy check/show`;
 //! * [`CapabilityEntry`] ([`Policy::capability`], [`Policy::capabilities_for`]):
 //!   the broker's HTTP capabilities (`[[capability]]`, `[[provider]]`);
+//! * [`McpServerEntry`] ([`Policy::mcp_server`], [`Policy::gateway_text`]):
+//!   the gateway's upstream MCP servers (`[[mcp_server]]`);
 //! * [`resolve::resolve_command`] — turns a command name into an opened,
 //!   root-owned, hashed executable.
 //!
@@ -38,6 +40,7 @@ mod error;
 mod explain;
 pub mod interp;
 mod load;
+pub mod mcp;
 mod options;
 pub mod resolve;
 pub mod sandbox;
@@ -48,10 +51,13 @@ mod tests;
 mod tests_capability;
 #[cfg(test)]
 mod tests_globs;
+#[cfg(test)]
+mod tests_mcp;
 pub mod units;
 
 pub use capability::{CapabilityEntry, CapabilitySummary};
 pub use error::{EntryError, PolicyError};
+pub use mcp::McpServerEntry;
 pub use resolve::{resolve_command, ResolveError, ResolvedCommand};
 pub use sandbox::SandboxProfile;
 
@@ -341,6 +347,7 @@ impl Policy {
                 .capabilities
                 .iter()
                 .any(|c| !c.groups.is_empty())
+            || self.inner.mcp.servers.iter().any(|s| !s.groups.is_empty())
     }
 
     /// The HTTP capability of this name, if the policy has one.
@@ -366,6 +373,25 @@ impl Policy {
     /// `None` when `who` may invoke none.
     pub fn broker_text(&self, who: &Who) -> Option<String> {
         self.inner.broker.broker_text(who)
+    }
+
+    /// The upstream MCP server of this name, if the policy has one.
+    pub fn mcp_server(&self, name: &str) -> Option<&McpServerEntry> {
+        self.inner.mcp.get(name)
+    }
+
+    /// The upstream MCP servers `who` may use, in merge order.
+    pub fn mcp_servers_for<'a>(
+        &'a self,
+        who: &'a Who,
+    ) -> impl Iterator<Item = &'a McpServerEntry> + 'a {
+        self.inner.mcp.for_caller(who)
+    }
+
+    /// The `[[mcp_server]]` text a gateway serving `who` compiles, or
+    /// `None` when `who` may use none.
+    pub fn gateway_text(&self, who: &Who) -> Option<String> {
+        self.inner.mcp.gateway_text(who)
     }
 }
 

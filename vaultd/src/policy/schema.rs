@@ -2,7 +2,7 @@
 //!
 //! A file is first read as a generic TOML document (syntax errors are
 //! reported with line and column), then each `[[rule]]`, `[[grant]]`,
-//! `[[pin]]`, `[[provider]]` and `[[capability]]` entry is decoded on its own, so a schema error can name the
+//! `[[pin]]`, `[[provider]]`, `[[capability]]` and `[[mcp_server]]` entry is decoded on its own, so a schema error can name the
 //! entry it is in.
 
 use std::path::PathBuf;
@@ -31,6 +31,9 @@ pub struct RawFile {
     /// `[[capability]]`: HTTP capabilities of the broker (`capability.rs`).
     #[serde(default)]
     pub capability: Vec<toml::Value>,
+    /// `[[mcp_server]]`: upstream MCP servers of the gateway (`mcp.rs`).
+    #[serde(default)]
+    pub mcp_server: Vec<toml::Value>,
 }
 
 /// A user or group: a name from the account database, or a numeric id.

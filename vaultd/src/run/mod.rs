@@ -27,6 +27,7 @@ pub mod runner;
 pub mod spawn;
 pub mod supervise;
 pub mod uidpool;
+pub mod upstream;
 pub mod warm;
 pub mod workdir;
 
@@ -319,5 +320,18 @@ impl RunSettings {
             return sibling;
         }
         PathBuf::from("/usr/libexec/aivault/aivault-broker")
+    }
+
+    /// The gateway binary (`aivault-gateway`, the program of
+    /// [`crate::jail::JailKind::Gateway`]), found like the broker.
+    pub fn locate_gateway() -> PathBuf {
+        if let Some(sibling) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("aivault-gateway")))
+            .filter(|p| p.exists())
+        {
+            return sibling;
+        }
+        PathBuf::from("/usr/libexec/aivault/aivault-gateway")
     }
 }

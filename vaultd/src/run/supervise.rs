@@ -76,7 +76,7 @@ async fn hand(ready: &Ready, prepared: &PreparedRun) -> std::io::Result<()> {
     let job = job(prepared, &ready.leftovers.dirs);
     tokio::time::timeout(
         RUNNER_CONNECT_TIMEOUT,
-        hand_job(&ready.stream, &job, &prepared.command.file),
+        hand_job(&ready.stream, &job, &[prepared.command.file.as_fd()]),
     )
     .await
     .unwrap_or_else(|_| {
@@ -433,10 +433,11 @@ async fn drive(
 
 /// Sends the job frame with the command's open executable attached; the
 /// runner executes exactly that file.
-async fn hand_job(
+/// Sends `job` with `fds` (the executable first) on its first byte.
+pub(super) async fn hand_job(
     runner: &UnixStream,
     job: &RunnerJob,
-    exe: &std::fs::File,
+    fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> std::io::Result<()> {
     let body = aivault_proto::encode(job).map_err(std::io::Error::other)?;
     if body.len() > aivault_proto::MAX_FRAME {
@@ -447,7 +448,7 @@ async fn hand_job(
     let mut sent = loop {
         runner.writable().await?;
         match runner.try_io(tokio::io::Interest::WRITABLE, || {
-            aivault_proto::handoff::send_frame_with_fd(runner.as_fd(), &frame, exe.as_fd())
+            aivault_proto::handoff::send_frame_with_fds(runner.as_fd(), &frame, fds)
         }) {
             Ok(n) => break n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

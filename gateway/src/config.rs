@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::args::{ArgConstraints, RawSchema};
 use crate::detect::{Action, DetectorSet, RawFilters};
 use crate::glob::{compile_all, Glob};
-use crate::visibility::{valid_tool_name, NameFilter, SEPARATOR};
+use crate::naming::{valid_tool_name, NameFilter, SEPARATOR};
 
 /// Default and smallest accepted `limits.max_message` (bytes).
 pub const DEFAULT_MAX_MESSAGE: u64 = 8 << 20;

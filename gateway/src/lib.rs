@@ -31,6 +31,7 @@ pub mod detect;
 pub mod digest;
 pub mod filter;
 pub mod glob;
+pub mod naming;
 pub mod pin;
 pub mod policy;
 pub mod secrets;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use super::result::tool_error;
 use super::run::Cancel;
 use crate::http::{self, Request};
 use crate::{Client, ClientError};
@@ -88,10 +89,6 @@ fn ok(structured: Value, is_error: bool) -> Value {
         "structuredContent": structured,
         "isError": is_error
     })
-}
-
-fn tool_error(text: impl Into<String>) -> Value {
-    super::tools::tool_error(text)
 }
 
 pub fn capability_list(socket: &Path, args: &Map<String, Value>) -> Result<Value, String> {

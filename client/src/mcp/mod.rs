@@ -27,6 +27,7 @@ mod capability;
 mod capture;
 mod jsonrpc;
 mod progress;
+mod result;
 mod run;
 mod tools;
 

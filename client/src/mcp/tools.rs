@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::capture::{self, Keep, Limit};
 use super::jsonrpc::RpcError;
 use super::progress::Progress;
+use super::result::tool_error;
 use super::run::{self, Cancel};
 use crate::{Client, ClientError};
 
@@ -202,9 +203,6 @@ fn ok(structured: Value) -> Value {
 }
 
 /// A tool error the model can read and act on.
-pub fn tool_error(text: impl Into<String>) -> Value {
-    json!({"content": [{"type": "text", "text": text.into()}], "isError": true})
-}
 
 fn client_error(e: ClientError) -> Value {
     match e {

@@ -131,9 +131,9 @@ impl Pending {
         values: &[toml::Value],
     ) -> Result<(), PolicyError> {
         for (i, v) in values.iter().enumerate() {
-            let entry = super::compile::label("provider", "name", i, v);
+            let entry = super::schema::label("provider", "name", i, v);
             let provider: Provider =
-                super::compile::decode(v).map_err(|e| entry_err(path, entry.clone(), e))?;
+                super::schema::decode(v).map_err(|e| entry_err(path, entry.clone(), e))?;
             if let Some(other) = self
                 .providers
                 .iter()
@@ -157,7 +157,7 @@ impl Pending {
 
     pub fn add_capabilities(&mut self, path: &Path, values: &[toml::Value]) {
         for (i, v) in values.iter().enumerate() {
-            let entry = super::compile::label("capability", "name", i, v);
+            let entry = super::schema::label("capability", "name", i, v);
             self.capabilities.push((path.into(), entry, v.clone()));
         }
     }
@@ -213,7 +213,7 @@ fn compile_one(
     earlier: &[CapabilityEntry],
     pinned: &impl Fn(&str, SecretScope) -> Option<PathBuf>,
 ) -> Result<CapabilityEntry, EntryError> {
-    let raw: RawCapability = super::compile::decode(v)?;
+    let raw: RawCapability = super::schema::decode(v)?;
     if let Some(other) = earlier.iter().find(|c| c.cap.name == raw.name) {
         return Err(EntryError::DuplicateCapability(other.source.clone()));
     }

@@ -21,7 +21,7 @@ use super::mcp::McpServers;
 use super::options;
 use super::resolve::resolve_command;
 use super::sandbox::SandboxProfile;
-use super::schema::{RawFile, RawGrant, RawPin, RawRule};
+use super::schema::{decode, label, RawFile, RawGrant, RawPin, RawRule};
 use super::{Isolation, SecretGrant, SecretScope, DEFAULT_SEARCH_PATH};
 use crate::names::{self as secret_names, Glob};
 
@@ -144,20 +144,6 @@ fn entry_err(path: &Path, entry: String, error: EntryError) -> PolicyError {
         entry,
         error,
     }
-}
-
-/// `rule "gh-api"` when the entry has a readable name, else `rule #3`.
-pub(super) fn label(kind: &str, key: &str, index: usize, v: &toml::Value) -> String {
-    match v.get(key).and_then(toml::Value::as_str) {
-        Some(name) => format!("{kind} {name:?}"),
-        None => format!("{kind} #{}", index + 1),
-    }
-}
-
-pub(super) fn decode<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Result<T, EntryError> {
-    v.clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| EntryError::Schema(e.message().to_owned()))
 }
 
 impl Builder {

@@ -90,7 +90,7 @@ impl McpServers {
     /// another file (or this one) already declared is refused.
     pub fn add(&mut self, path: &Path, values: &[toml::Value]) -> Result<(), PolicyError> {
         for (i, v) in values.iter().enumerate() {
-            let entry = super::compile::label("mcp_server", "name", i, v);
+            let entry = super::schema::label("mcp_server", "name", i, v);
             let compiled = self
                 .compile_one(path, v)
                 .map_err(|error| PolicyError::Entry {

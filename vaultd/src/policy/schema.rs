@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::args::RawArgPattern;
+use super::error::EntryError;
 use super::sandbox::RawSandbox;
 use super::units::Quantity;
 use super::{Isolation, SecretScope};
@@ -134,4 +135,18 @@ pub struct RawApprovers {
     pub users: Vec<RawId>,
     #[serde(default)]
     pub groups: Vec<RawId>,
+}
+
+/// `rule "gh-api"` when the entry has a readable name, else `rule #3`.
+pub(super) fn label(kind: &str, key: &str, index: usize, v: &toml::Value) -> String {
+    match v.get(key).and_then(toml::Value::as_str) {
+        Some(name) => format!("{kind} {name:?}"),
+        None => format!("{kind} #{}", index + 1),
+    }
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Result<T, EntryError> {
+    v.clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| EntryError::Schema(e.message().to_owned()))
 }

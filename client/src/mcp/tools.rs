@@ -202,8 +202,7 @@ fn ok(structured: Value) -> Value {
     })
 }
 
-/// A tool error the model can read and act on.
-
+/// A client failure as a tool error the model can read and act on.
 fn client_error(e: ClientError) -> Value {
     match e {
         ClientError::Daemon(w) => tool_error(format!("{}: {}", w.code.as_str(), w.message)),

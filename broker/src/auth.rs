@@ -26,7 +26,33 @@ pub enum Auth {
     Path { template: String },
     /// AWS Signature Version 4 request signing.
     AwsSigv4,
+    /// OAuth2: the capability's secret is the access token, sent as
+    /// `Authorization: Bearer`; when it is missing or expired the broker
+    /// gets a new one from `token_url` with the client secret
+    /// (`client-credentials`) or the refresh token (`refresh-token`), both
+    /// named vault secrets, and the daemon stores what it issued.
+    Oauth2 {
+        grant: OAuth2Grant,
+        token_url: String,
+        client_id: String,
+        client_secret: Option<String>,
+        refresh_token: Option<String>,
+        scope: Option<String>,
+    },
 }
+
+/// The OAuth2 grant used to obtain an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OAuth2Grant {
+    ClientCredentials,
+    RefreshToken,
+}
+
+/// The names a grant's refresh material carries in `ToBroker::Grant`'s
+/// `extra`.
+pub const CLIENT_SECRET: &str = "client_secret";
+pub const REFRESH_TOKEN: &str = "refresh_token";
 
 /// Why an auth kind or a rendering was refused. Never holds the secret.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -43,6 +69,16 @@ pub enum AuthError {
     SecretNotHeaderSafe,
     #[error("AWS SigV4 signing is not built yet")]
     NotBuilt,
+    #[error(
+        "oauth2 token_url {0:?} must be https://HOST/path with no port, user, query or fragment"
+    )]
+    TokenUrl(String),
+    #[error("oauth2 {0} is missing or not a secret name")]
+    OAuth2Secret(&'static str),
+    #[error("oauth2 {0} must be printable ASCII of at most 1024 characters")]
+    OAuth2Text(&'static str),
+    #[error("the client-credentials grant takes no refresh_token")]
+    OAuth2Refresh,
 }
 
 /// Where the rendered credential goes on the request.
@@ -91,6 +127,50 @@ impl Auth {
                 Ok(())
             }
             Auth::AwsSigv4 => Ok(()),
+            Auth::Oauth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => {
+                token_url_parts(token_url)?;
+                if client_id.is_empty() || !oauth2_text(client_id) {
+                    return Err(AuthError::OAuth2Text("client_id"));
+                }
+                if scope.as_deref().is_some_and(|s| !oauth2_text(s)) {
+                    return Err(AuthError::OAuth2Text("scope"));
+                }
+                let named = |n: &Option<String>| n.as_deref().is_some_and(secret_name);
+                match grant {
+                    OAuth2Grant::ClientCredentials => {
+                        if !named(client_secret) {
+                            return Err(AuthError::OAuth2Secret("client_secret"));
+                        }
+                        if refresh_token.is_some() {
+                            return Err(AuthError::OAuth2Refresh);
+                        }
+                    }
+                    OAuth2Grant::RefreshToken => {
+                        if !named(refresh_token) {
+                            return Err(AuthError::OAuth2Secret("refresh_token"));
+                        }
+                        if client_secret.is_some() && !named(client_secret) {
+                            return Err(AuthError::OAuth2Secret("client_secret"));
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The host of an OAuth2 kind's token endpoint.
+    pub fn token_host(&self) -> Option<String> {
+        match self {
+            Auth::Oauth2 { token_url, .. } => token_url_parts(token_url).ok().map(|(h, _)| h),
+            _ => None,
         }
     }
 
@@ -98,7 +178,7 @@ impl Auth {
     pub fn own_header(&self) -> Option<&str> {
         match self {
             Auth::Header { header, .. } => Some(header),
-            Auth::Basic { .. } => Some("authorization"),
+            Auth::Basic { .. } | Auth::Oauth2 { .. } => Some("authorization"),
             _ => None,
         }
     }
@@ -144,8 +224,43 @@ impl Auth {
                 template.replace(PLACEHOLDER, &percent_encode(secret)),
             )),
             Auth::AwsSigv4 => Err(AuthError::NotBuilt),
+            Auth::Oauth2 { .. } => Ok(Placement::Header {
+                name: "authorization".into(),
+                value: format!("Bearer {}", header_safe(secret)?),
+            }),
         }
     }
+}
+
+/// `https://HOST/path` split into the host (lower case) and the target.
+pub fn token_url_parts(url: &str) -> Result<(String, String), AuthError> {
+    let bad = || AuthError::TokenUrl(url.to_owned());
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = host.to_ascii_lowercase();
+    if !crate::registry::valid_host(&host) || host.starts_with("*.") || path.contains(['?', '#']) {
+        return Err(bad());
+    }
+    let checked = crate::path::check(path).map_err(|_| bad())?;
+    if checked.path != path {
+        return Err(bad());
+    }
+    Ok((host, path.to_owned()))
+}
+
+fn oauth2_text(s: &str) -> bool {
+    s.len() <= 1024 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A vault secret's name as policy may write it.
+fn secret_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 fn once(template: &str) -> Result<(), AuthError> {

@@ -101,6 +101,8 @@ pub enum CapabilityError {
     BodyLimit(String),
     #[error("capability {0:?}: a rate of 0 requests per minute allows nothing")]
     ZeroRate(String),
+    #[error("capability {0:?}: oauth2 token_url host {1:?} is neither one of its hosts nor its provider's")]
+    TokenHost(String, String),
 }
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -180,6 +182,25 @@ impl Capability {
         };
         auth.validate()
             .map_err(|e| CapabilityError::Auth(name.clone(), e))?;
+        if let Auth::Oauth2 {
+            client_secret,
+            refresh_token,
+            ..
+        } = &auth
+        {
+            let token_host = auth.token_host().unwrap_or_default();
+            let pinned =
+                hosts.contains(&token_host) || provider.is_some_and(|p| p.serves(&token_host));
+            if !pinned {
+                return Err(CapabilityError::TokenHost(name, token_host));
+            }
+            // The refresh material goes to the token host only.
+            for n in [client_secret, refresh_token].into_iter().flatten() {
+                registry
+                    .check_pinning(n, std::slice::from_ref(&token_host))
+                    .map_err(|e| CapabilityError::Pinning(name.clone(), e))?;
+            }
+        }
         for m in &raw.methods {
             if !METHODS.contains(&m.as_str()) {
                 return Err(CapabilityError::Method(name, m.clone()));

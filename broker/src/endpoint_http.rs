@@ -318,8 +318,9 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
                 retry_after,
             });
         }
-        Some(Answer::Grant(secret)) => secret,
+        Some(Answer::Grant(secret, extra)) => (secret, extra),
     };
+    let (mut secret, extra) = secret;
     let report = Report {
         shared: Arc::clone(&shared),
         req,
@@ -327,10 +328,43 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         started: Instant::now(),
         sent: false,
     };
+    // Everything of the grant is redacted, under its vault name.
+    let mut secrets: Vec<Secret> = extra
+        .iter()
+        .map(|(role, v)| Secret::new(material_name(cap, role), v.as_bytes().to_vec()))
+        .collect();
+    if matches!(cap.auth, crate::auth::Auth::Oauth2 { .. }) && !extra.is_empty() {
+        match crate::oauth2::refresh(&shared, &cap.auth, &extra).await {
+            Ok(issued) => {
+                if let Some(rt) = &issued.refresh_token {
+                    secrets.push(Secret::new(
+                        material_name(cap, crate::auth::REFRESH_TOKEN),
+                        rt.as_bytes().to_vec(),
+                    ));
+                }
+                secret = issued.access_token.clone();
+                shared
+                    .done(FromBroker::TokensRefreshed {
+                        req,
+                        access_token: issued.access_token,
+                        expires_in_s: issued.expires_in_s,
+                        refresh_token: issued.refresh_token,
+                    })
+                    .await;
+            }
+            Err(r) => {
+                report.finish(None, 0, Some(r.message.clone())).await;
+                return error_response(&r);
+            }
+        }
+    }
+    drop(extra);
     let planned = cap
         .plan(&p.request, secret.as_bytes())
         .map_err(|e| refuse(request_status(&e), e.to_string()));
-    let patterns = Patterns::new(&[Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec())]);
+    secrets.push(Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec()));
+    let patterns = Patterns::new(&secrets);
+    drop(secrets);
     drop(secret);
     let (plan, patterns) = match (planned, patterns) {
         (Ok(plan), Ok(patterns)) => (plan, Arc::new(patterns)),
@@ -433,6 +467,23 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
     });
     out.body(channel.boxed())
         .unwrap_or_else(|_| error_response(&refuse(StatusCode::BAD_GATEWAY, "bad response")))
+}
+
+/// The vault name of a grant's named material (`client_secret`,
+/// `refresh_token`), for its redaction label.
+fn material_name<'a>(cap: &'a Capability, role: &'a str) -> &'a str {
+    match &cap.auth {
+        crate::auth::Auth::Oauth2 {
+            client_secret,
+            refresh_token,
+            ..
+        } => match role {
+            crate::auth::CLIENT_SECRET => client_secret.as_deref().unwrap_or(role),
+            crate::auth::REFRESH_TOKEN => refresh_token.as_deref().unwrap_or(role),
+            _ => role,
+        },
+        _ => role,
+    }
 }
 
 /// The `Done` of a granted request: sent once, by [`Report::finish`], or

@@ -80,7 +80,7 @@ pub fn compile(text: &str) -> Result<Vec<Capability>, ServeError> {
 /// What the daemon answered to an Authorize.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Grant(SecretBytes),
+    Grant(SecretBytes, Vec<(String, SecretBytes)>),
     Deny {
         reason: DenyReason,
         message: String,
@@ -200,7 +200,9 @@ impl Service {
                         crate::endpoint_http::serve_connection(shared, conn, fd, stop).await;
                     });
                 }
-                ToBroker::Grant { req, secret } => shared.answer(req, Answer::Grant(secret)),
+                ToBroker::Grant { req, secret, extra } => {
+                    shared.answer(req, Answer::Grant(secret, extra))
+                }
                 ToBroker::Deny {
                     req,
                     reason,
@@ -226,7 +228,9 @@ impl Service {
                 r = shared.control.recv() => match r.map_err(ServeError::Control)? {
                     None => { conns.abort_all(); return Ok(()) }
                     Some(received) => match received.msg {
-                        ToBroker::Grant { req, secret } => shared.answer(req, Answer::Grant(secret)),
+                        ToBroker::Grant { req, secret, extra } => {
+                    shared.answer(req, Answer::Grant(secret, extra))
+                }
                         ToBroker::Deny { req, reason, message, retry_after_s } => shared.answer(
                             req,
                             Answer::Deny { reason, message, retry_after_s },

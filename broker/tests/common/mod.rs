@@ -375,6 +375,7 @@ impl Daemon {
                             Policy::Grant => ToBroker::Grant {
                                 req: *req,
                                 secret: SecretBytes::new(SECRET.as_bytes().to_vec()),
+                                extra: Vec::new(),
                             },
                             Policy::Deny(reason, retry) => ToBroker::Deny {
                                 req: *req,

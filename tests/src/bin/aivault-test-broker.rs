@@ -159,7 +159,7 @@ fn main() {
                 });
                 let answer = loop {
                     match recv() {
-                        Some((ToBroker::Grant { req, secret }, _)) if req == conn => {
+                        Some((ToBroker::Grant { req, secret, .. }, _)) if req == conn => {
                             break format!(
                                 "grant {}\n",
                                 String::from_utf8_lossy(secret.as_bytes())

@@ -29,12 +29,13 @@ use aivault_proto::{Limits, SecretBytes, WireError, WireScope};
 use serde_json::json;
 
 use super::rate_state::RateState;
-use super::{Ask, Denied, Outcome};
+use super::{Ask, Denied, Granted, Outcome, Tokens};
 use crate::audit::gate::{AuditGate, Entry};
 use crate::caller::Caller;
 use crate::config::BrokerConfig;
 use crate::policy::{CapabilityEntry, Policy, SecretScope, Who};
 use crate::store::Scope;
+use aivault_broker::auth::Auth;
 
 /// The audit operation of a decision on a request.
 pub const OP_REQUEST: &str = "http.request";
@@ -70,9 +71,31 @@ pub fn broker_limits() -> Limits {
 pub trait SecretSource {
     /// When the secret expires (seconds since the epoch), if it does.
     fn expiry(&self, scope: Scope, name: &str) -> Option<u64>;
+    /// Whether the secret is stored.
+    fn exists(&self, scope: Scope, name: &str) -> bool;
     /// The value: read only after the grant is durable.
     fn value(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError>;
+    /// Stores `value` (created or replaced, as `secrets set` does) with
+    /// this expiry.
+    fn store(
+        &self,
+        scope: Scope,
+        name: &str,
+        value: SecretBytes,
+        expires: Option<u64>,
+    ) -> Result<(), WireError>;
 }
+
+/// The audit operation of OAuth2 tokens written back to the vault.
+pub const OP_TOKEN_REFRESH: &str = "http.token_refresh";
+
+/// A stored access token this close to its expiry is refreshed instead
+/// (it would expire in flight).
+const TOKEN_MARGIN_S: u64 = 30;
+/// The lifetime of an access token whose endpoint named none.
+const DEFAULT_TOKEN_LIFETIME_S: u64 = 3600;
+/// The longest lifetime recorded for an access token.
+const MAX_TOKEN_LIFETIME_S: u64 = 366 * 24 * 3600;
 
 /// The init message for the broker serving `who`; `home` and `tmp` are
 /// left empty for the pool to fill in. `None` when `who` may invoke no
@@ -172,13 +195,26 @@ fn wire_scope(s: SecretScope) -> WireScope {
     }
 }
 
-/// Decides one request (module documentation).
+/// Decides one request (module documentation); the credential only.
 pub fn authorize(
     ctx: &Context<'_>,
     caller: &Caller,
     who: &Who,
     ask: &Ask<'_>,
 ) -> Result<SecretBytes, Denied> {
+    authorize_grant(ctx, caller, who, ask).map(|g| g.secret)
+}
+
+/// Decides one request (module documentation). For an OAuth2 capability
+/// the stored access token is granted while it is there and unexpired;
+/// otherwise the refresh material is (its record says `"token":
+/// "refresh"`), and the broker reports the new tokens.
+pub fn authorize_grant(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    who: &Who,
+    ask: &Ask<'_>,
+) -> Result<Granted, Denied> {
     let name = bounded(ask.capability, MAX_NAME);
     let method = bounded(ask.method, MAX_METHOD);
     let path = recorded_path(ask.path);
@@ -237,11 +273,14 @@ pub fn authorize(
         SecretScope::User => Scope::User(caller.uid),
         SecretScope::System => Scope::System,
     };
-    if ctx
-        .secrets
-        .expiry(vault_scope, &cap.cap.secret)
-        .is_some_and(|at| at <= ctx.now)
-    {
+    let oauth2 = oauth2_material(cap);
+    let expiry = ctx.secrets.expiry(vault_scope, &cap.cap.secret);
+    // An OAuth2 access token that is missing or (nearly) expired is
+    // refreshed by the broker, not refused.
+    let refresh = oauth2.is_some()
+        && (!ctx.secrets.exists(vault_scope, &cap.cap.secret)
+            || expiry.is_some_and(|at| at <= ctx.now.saturating_add(TOKEN_MARGIN_S)));
+    if oauth2.is_none() && expiry.is_some_and(|at| at <= ctx.now) {
         return Err(refuse(
             entry(json!({ "why": "expired" })),
             denied(
@@ -287,20 +326,128 @@ pub fn authorize(
             ));
         }
     };
-    let granted = entry(json!({ "rate": rate }));
+    let granted = match oauth2 {
+        None => entry(json!({ "rate": rate })),
+        Some(_) => {
+            entry(json!({ "rate": rate, "token": if refresh { "refresh" } else { "stored" } }))
+        }
+    };
     if ctx.audit.record(granted.clone()).is_err() {
         return Err(denied(
             DenyReason::Unavailable,
             "the audit log cannot be written",
         ));
     }
-    ctx.secrets
-        .value(vault_scope, &cap.cap.secret)
-        .map_err(|e| {
-            let message = format!("secret {} is not available: {}", cap.cap.secret, e.message);
-            ctx.audit.failed(granted, e);
+    let read = |name: &str| {
+        ctx.secrets.value(vault_scope, name).map_err(|e| {
+            let message = format!("secret {name} is not available: {}", e.message);
+            ctx.audit.failed(granted.clone(), e);
             denied(DenyReason::Unavailable, message)
         })
+    };
+    match oauth2 {
+        Some(material) if refresh => {
+            let mut extra = Vec::new();
+            for (role, name) in material {
+                extra.push((role.to_owned(), read(name)?));
+            }
+            Ok(Granted {
+                secret: SecretBytes::new(Vec::new()),
+                extra,
+                refreshable: true,
+            })
+        }
+        _ => read(&cap.cap.secret).map(Granted::plain),
+    }
+}
+
+/// The refresh material an OAuth2 capability names: `(role, vault name)`.
+fn oauth2_material(cap: &CapabilityEntry) -> Option<Vec<(&'static str, &str)>> {
+    let Auth::Oauth2 {
+        client_secret,
+        refresh_token,
+        ..
+    } = &cap.cap.auth
+    else {
+        return None;
+    };
+    let mut out = Vec::new();
+    if let Some(n) = client_secret {
+        out.push((aivault_broker::auth::CLIENT_SECRET, n.as_str()));
+    }
+    if let Some(n) = refresh_token {
+        out.push((aivault_broker::auth::REFRESH_TOKEN, n.as_str()));
+    }
+    Some(out)
+}
+
+/// Writes the tokens a broker obtained for a granted request of OAuth2
+/// capability `capability` to the vault (the capability's scope), the
+/// access token with its expiry; recorded as `http.token_refresh` before
+/// the write, never with a value. A capability that is gone, is not the
+/// caller's or is no OAuth2 one is refused.
+pub fn tokens_refreshed(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    who: &Who,
+    capability: &str,
+    tokens: Tokens,
+) -> Result<(), String> {
+    let name = bounded(capability, MAX_NAME);
+    let cap = ctx
+        .policy
+        .capability(capability)
+        .filter(|c| c.allows(who))
+        .ok_or_else(|| {
+            format!("tokens for capability {name:?}, which the caller may not invoke")
+        })?;
+    let Auth::Oauth2 { refresh_token, .. } = &cap.cap.auth else {
+        return Err(format!(
+            "tokens for capability {name:?}, which is no OAuth2 one"
+        ));
+    };
+    let scope = cap.scope();
+    let vault_scope = match scope {
+        SecretScope::User => Scope::User(caller.uid),
+        SecretScope::System => Scope::System,
+    };
+    let lifetime = tokens
+        .expires_in_s
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME_S)
+        .min(MAX_TOKEN_LIFETIME_S);
+    let expires = ctx.now.saturating_add(lifetime);
+    // A new refresh token is kept only where the policy names one.
+    let rotated = refresh_token
+        .as_deref()
+        .filter(|_| tokens.refresh_token.is_some());
+    let entry = Entry::new(caller, OP_TOKEN_REFRESH)
+        .name(Some(name.as_str()))
+        .scope(wire_scope(scope))
+        .detail(json!({
+            "secret": cap.cap.secret,
+            "expires": expires,
+            "refresh_token": rotated,
+        }));
+    ctx.audit
+        .record(entry.clone())
+        .map_err(|_| "the audit log cannot be written".to_owned())?;
+    let fail = |e: WireError| {
+        let message = e.message.clone();
+        ctx.audit.failed(entry.clone(), e);
+        message
+    };
+    ctx.secrets
+        .store(
+            vault_scope,
+            &cap.cap.secret,
+            tokens.access_token,
+            Some(expires),
+        )
+        .map_err(fail)?;
+    if let (Some(n), Some(v)) = (rotated, tokens.refresh_token) {
+        ctx.secrets.store(vault_scope, n, v, None).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The method and path, checked again (cheaply) against the capability.

@@ -238,12 +238,24 @@ fn compile_one(
         who_text,
         table: v.clone(),
     };
-    if let Some(pin_file) = pinned(&entry.cap.secret, entry.scope()) {
-        return Err(EntryError::CapabilityPinned {
-            secret: entry.cap.secret.clone(),
-            scope: entry.scope(),
-            pin_file,
-        });
+    // The access token and an OAuth2 kind's refresh material alike.
+    let mut secrets = vec![entry.cap.secret.clone()];
+    if let Auth::Oauth2 {
+        client_secret,
+        refresh_token,
+        ..
+    } = &entry.cap.auth
+    {
+        secrets.extend(client_secret.iter().chain(refresh_token).cloned());
+    }
+    for secret in secrets {
+        if let Some(pin_file) = pinned(&secret, entry.scope()) {
+            return Err(EntryError::CapabilityPinned {
+                secret,
+                scope: entry.scope(),
+                pin_file,
+            });
+        }
     }
     Ok(entry)
 }
@@ -255,6 +267,15 @@ fn auth_text(a: &Auth) -> String {
         Auth::Basic { .. } => "basic".to_owned(),
         Auth::Path { .. } => "path".to_owned(),
         Auth::AwsSigv4 => "aws-sigv4".to_owned(),
+        Auth::Oauth2 {
+            grant, token_url, ..
+        } => {
+            let grant = match grant {
+                aivault_broker::auth::OAuth2Grant::ClientCredentials => "client-credentials",
+                aivault_broker::auth::OAuth2Grant::RefreshToken => "refresh-token",
+            };
+            format!("oauth2 {grant} at {token_url}")
+        }
     }
 }
 

@@ -291,7 +291,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         method: p.request.method.clone(),
         path: audit_path(&p.request.target),
     };
-    let secret = match shared.authorize(ask, req).await {
+    let (mut secret, extra) = match shared.authorize(ask, req).await {
         None => {
             return error_response(&refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -320,7 +320,6 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         }
         Some(Answer::Grant(secret, extra)) => (secret, extra),
     };
-    let (mut secret, extra) = secret;
     let report = Report {
         shared: Arc::clone(&shared),
         req,
@@ -328,7 +327,9 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         started: Instant::now(),
         sent: false,
     };
-    // Everything of the grant is redacted, under its vault name.
+    // Everything of the grant is redacted, under its vault name. An OAuth2
+    // grant of refresh material (no stored access token) first gets a
+    // token from the endpoint (`crate::oauth2`), reported to the daemon.
     let mut secrets: Vec<Secret> = extra
         .iter()
         .map(|(role, v)| Secret::new(material_name(cap, role), v.as_bytes().to_vec()))
@@ -337,8 +338,9 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         match crate::oauth2::refresh(&shared, &cap.auth, &extra).await {
             Ok(issued) => {
                 if let Some(rt) = &issued.refresh_token {
+                    // Labelled apart from the old one (names are unique).
                     secrets.push(Secret::new(
-                        material_name(cap, crate::auth::REFRESH_TOKEN),
+                        format!("{}_NEW", material_name(cap, crate::auth::REFRESH_TOKEN)),
                         rt.as_bytes().to_vec(),
                     ));
                 }

@@ -13,12 +13,16 @@ object on its last line (or, for `hold`, a line per step).
   client.py hold CMD...       RunStreaming CMD, say "started", then wait to be killed
   client.py stall CMD...      RunStreaming CMD, read nothing until its stdout pipe
                               is full, then CancelRun and WaitRun
+  client.py http REQUEST      ListCapabilities, then OpenCapabilityConnection:
+                              write REQUEST (HTTP/1.1 text) on the descriptor
+                              and read the answer until the broker closes it
 """
 
 import asyncio
 import fcntl
 import json
 import os
+import socket
 import sys
 import termios
 import time
@@ -243,6 +247,31 @@ async def stall(argv):
     )
 
 
+async def http(request):
+    bus = await connect()
+    out = {"pid": os.getpid()}
+    r = await call(bus, "ListCapabilities")
+    out["list"] = r if isinstance(r, dict) else plain(r.body)
+    r = await call(bus, "OpenCapabilityConnection")
+    if isinstance(r, dict):
+        out["open"] = r
+        print(json.dumps(out))
+        return
+    out["signature"] = r.signature
+    fd = r.unix_fds[r.body[0]]
+    with socket.socket(fileno=fd) as conn:
+        conn.settimeout(120)
+        conn.sendall(request.encode())
+        got = b""
+        while True:
+            chunk = await asyncio.get_running_loop().run_in_executor(None, conn.recv, 65536)
+            if not chunk:
+                break
+            got += chunk
+    out["response"] = got.decode("utf-8", "replace")
+    print(json.dumps(out))
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "calls":
@@ -257,6 +286,8 @@ def main():
         asyncio.run(hold(args))
     elif mode == "stall":
         asyncio.run(stall(args))
+    elif mode == "http":
+        asyncio.run(http(args[0]))
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -691,3 +691,46 @@ async fn refreshed_tokens_are_taken_once_for_a_refreshable_grant_and_otherwise_k
     assert!(tokens.iter().all(|(uid, ..)| *uid != 50062), "{tokens:?}");
     assert_eq!(tokens.iter().filter(|(uid, ..)| *uid == 50063).count(), 1);
 }
+
+/// D-Bus callers (`OpenCapabilityConnection`) come in through the
+/// endpoint's `Handover`: a place it holds is one the endpoint's callers of
+/// that uid do not get, and the connection goes to the endpoint's pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handover_shares_the_endpoints_limits_and_pool() {
+    let user = User::ensure("aivt-broker1");
+    let host = FakeHost::with(&[(user.uid, "plain")]);
+    let pool = pool(host, Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let endpoint = Endpoint::start(
+        pool.clone(),
+        &dir.path().join("aivaultd.sock"),
+        None,
+        EndpointLimits {
+            max_connections: 8,
+            max_connections_per_uid: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let handover = endpoint.handover();
+    assert!(Arc::ptr_eq(handover.pool(), &pool));
+    let held = handover.admit(user.uid).unwrap();
+    assert_eq!(
+        handover.admit(user.uid).unwrap_err(),
+        "too many connections from this user"
+    );
+    let (u, s) = (user.clone(), endpoint.unix_path().display().to_string());
+    let text = tokio::task::spawn_blocking(move || client_as(&u, "connect-unix-quiet", &s))
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too many connections from this user"),
+        "{text}"
+    );
+    assert_eq!(pool.live(), 0, "nothing was started");
+    drop(held);
+    assert!(handover.admit(user.uid).is_ok());
+    endpoint.stop().await;
+}

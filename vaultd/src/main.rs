@@ -584,6 +584,7 @@ async fn start_broker(
     )
     .await
     .context("starting the broker's endpoint")?;
+    daemon.set_broker_handover(endpoint.handover());
     tracing::info!(
         socket = %endpoint.unix_path().display(),
         tcp = ?endpoint.tcp_addr(),

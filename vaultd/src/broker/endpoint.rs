@@ -6,7 +6,8 @@
 //! admitted under the per-uid and total limits ([`crate::admission`]) for
 //! as long as it takes to reach the caller's broker, and handed to the
 //! pool ([`super::pool::BrokerPool::dispatch`]). The daemon never reads a
-//! byte of it. One that cannot be identified is closed at once; one the
+//! byte of it. D-Bus callers (`OpenCapabilityConnection`) come in through
+//! the same [`Handover`]: the same limits, the same pool. One that cannot be identified is closed at once; one the
 //! pool refuses gets a short HTTP status (403 or 503) it may or may not
 //! see, and is closed.
 
@@ -21,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::peer;
 use super::pool::{BrokerPool, Refusal, Refused};
-use crate::admission::{Admission, Refusal as Limit};
+use crate::admission::{Admission, Refusal as Limit, Ticket};
 use crate::caller::Caller;
 
 /// The Unix socket's name, in the daemon socket's directory.
@@ -93,6 +94,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, EndpointError> {
 #[derive(Debug)]
 pub struct Endpoint {
     pool: Arc<BrokerPool>,
+    handover: Arc<Handover>,
     unix_path: PathBuf,
     tcp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -102,10 +104,33 @@ pub struct Endpoint {
 /// What every accepted connection goes through.
 #[derive(Debug)]
 struct Front {
-    pool: Arc<BrokerPool>,
-    admission: Arc<Admission>,
+    handover: Arc<Handover>,
     /// TCP connections being identified (before their uid is known).
     identifying: Arc<Semaphore>,
+}
+
+/// The way into the pool for an identified connection, from the
+/// endpoint's listeners and from D-Bus alike: admitted under the
+/// endpoint's limits for as long as it takes to reach the broker.
+#[derive(Debug)]
+pub struct Handover {
+    pool: Arc<BrokerPool>,
+    admission: Arc<Admission>,
+}
+
+impl Handover {
+    /// A place for one connection of `uid` on its way to a broker (given
+    /// back when the ticket drops), or why there is none.
+    pub fn admit(&self, uid: u32) -> Result<Ticket, &'static str> {
+        self.admission.try_admit(uid).map_err(|limit| match limit {
+            Limit::Total => "the broker has too many connections",
+            Limit::PerUid => "too many connections from this user",
+        })
+    }
+
+    pub fn pool(&self) -> &Arc<BrokerPool> {
+        &self.pool
+    }
 }
 
 impl Endpoint {
@@ -132,9 +157,12 @@ impl Endpoint {
         };
         let unix_path = http_socket_path(daemon_socket);
         let unix = bind_unix(&unix_path)?;
-        let front = Arc::new(Front {
+        let handover = Arc::new(Handover {
             pool: pool.clone(),
             admission: Admission::new(limits.max_connections, limits.max_connections_per_uid),
+        });
+        let front = Arc::new(Front {
+            handover: handover.clone(),
             identifying: Arc::new(Semaphore::new(limits.max_connections.max(1))),
         });
         let (stop, stopped) = watch::channel(false);
@@ -149,6 +177,7 @@ impl Endpoint {
         }
         Ok(Endpoint {
             pool,
+            handover,
             unix_path,
             tcp_addr,
             stop,
@@ -158,6 +187,11 @@ impl Endpoint {
 
     pub fn pool(&self) -> &Arc<BrokerPool> {
         &self.pool
+    }
+
+    /// The way in for connections identified elsewhere (D-Bus).
+    pub fn handover(&self) -> Arc<Handover> {
+        self.handover.clone()
     }
 
     /// Where the Unix endpoint listens.
@@ -250,13 +284,9 @@ async fn serve_tcp(listener: TcpListener, front: Arc<Front>, mut stop: watch::Re
 /// Admits an identified connection and hands it to the pool on a task of
 /// its own (a broker's start takes a while).
 fn admit(front: &Arc<Front>, caller: Caller, conn: OwnedFd) {
-    let ticket = match front.admission.try_admit(caller.uid) {
+    let ticket = match front.handover.admit(caller.uid) {
         Ok(t) => t,
-        Err(limit) => {
-            let why = match limit {
-                Limit::Total => "the broker has too many connections",
-                Limit::PerUid => "too many connections from this user",
-            };
+        Err(why) => {
             tracing::debug!(uid = caller.uid, why, "broker endpoint: connection refused");
             answer(&conn, 503, why);
             return;
@@ -267,7 +297,7 @@ fn admit(front: &Arc<Front>, caller: Caller, conn: OwnedFd) {
         tracing::warn!(error = %e, "broker endpoint: cannot hand a connection over");
         return;
     }
-    let pool = front.pool.clone();
+    let pool = front.handover.pool.clone();
     tokio::spawn(async move {
         let _ticket = ticket;
         if let Err(Refusal { why, conn }) = pool.dispatch(caller, conn).await {

@@ -14,6 +14,7 @@ use zbus::zvariant::{self, OwnedValue, SerializeDict, Type};
 use zbus::Connection;
 
 use super::args::{RunOptions, Strings, MAX_STDIN};
+use super::capability::{self, CapabilityMeta};
 use super::error::{bad, internal, VaultError};
 use super::runs::{self, Finished, Registry, Sink};
 use crate::admission::Admission;
@@ -420,6 +421,42 @@ impl Vault {
             Reply::Policy(json) => Ok(json),
             _ => Err(unexpected()),
         }
+    }
+
+    /// The HTTP capabilities the caller may invoke (name, provider, host,
+    /// methods, paths, secret, secret_present: never a value), and where
+    /// the broker's endpoint listens: its Unix socket and its loopback TCP
+    /// address ("" where it does not).
+    #[zbus(out_args("capabilities", "http_socket", "http_tcp"))]
+    async fn list_capabilities(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(Vec<CapabilityMeta>, String, String), VaultError> {
+        let (caller, _) = self.caller(conn, &hdr).await?;
+        match self.call(caller, RequestBody::CapabilityList).await? {
+            Reply::Capabilities(report) => Ok(capability::listing(report)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A connection to the caller's HTTP capability broker: a stream
+    /// socket on which the caller speaks HTTP/1.1, with requests to
+    /// /CAPABILITY/PATH, exactly as on the endpoint's Unix socket. The
+    /// daemon never reads it. Refused (no descriptor) if the policy gives
+    /// the caller no capability.
+    #[zbus(out_args("connection"))]
+    async fn open_capability_connection(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<zvariant::OwnedFd, VaultError> {
+        let (caller, _) = self.caller(conn, &hdr).await?;
+        let _all = self
+            .calls
+            .try_acquire()
+            .map_err(|_| VaultError::Busy("too many D-Bus requests in flight".into()))?;
+        capability::open(&self.daemon, caller).await
     }
 
     /// Runs an allowed command and returns its exit code, why it ended,

@@ -13,6 +13,7 @@
 
 mod approvals;
 mod args;
+mod capability;
 mod error;
 mod iface;
 mod runs;

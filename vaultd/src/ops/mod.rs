@@ -86,6 +86,8 @@ pub struct Daemon {
     /// The broker processes, once the endpoint runs: told of each policy
     /// change (`admin::reload_policy_with`).
     broker_pool: std::sync::OnceLock<Arc<crate::broker::pool::BrokerPool>>,
+    /// The endpoint's way into the pool, for D-Bus callers.
+    broker_handover: std::sync::OnceLock<Arc<crate::broker::endpoint::Handover>>,
     /// The policy explanation being read page by page.
     check_pages: pages::CheckPages,
     /// Open client connections (maintained by the server).
@@ -171,6 +173,7 @@ impl Daemon {
             runs,
             broker_rate,
             broker_pool: std::sync::OnceLock::new(),
+            broker_handover: std::sync::OnceLock::new(),
             check_pages: Default::default(),
             connections: AtomicU32::new(0),
         })
@@ -201,6 +204,17 @@ impl Daemon {
     /// the broker's endpoint starts).
     pub fn set_broker_pool(&self, pool: Arc<crate::broker::pool::BrokerPool>) {
         let _ = self.broker_pool.set(pool);
+    }
+
+    /// Where D-Bus callers' broker connections go in (set once, when the
+    /// broker's endpoint starts).
+    pub fn set_broker_handover(&self, handover: Arc<crate::broker::endpoint::Handover>) {
+        let _ = self.broker_handover.set(handover);
+    }
+
+    /// The endpoint's way into the broker pool, once it runs.
+    pub fn broker_handover(&self) -> Option<&Arc<crate::broker::endpoint::Handover>> {
+        self.broker_handover.get()
     }
 
     /// This daemon as the run path sees it.

@@ -34,7 +34,34 @@ pub enum Auth {
         region: Option<String>,
         access_key_id: String,
     },
+    /// OAuth2: the capability's secret is the access token, sent as
+    /// `Authorization: Bearer`; when it is missing or expired the broker
+    /// gets a new one from `token_url` with the client secret
+    /// (`client-credentials`) or the refresh token (`refresh-token`), both
+    /// named vault secrets, and the daemon stores what it issued.
+    Oauth2 {
+        grant: OAuth2Grant,
+        token_url: String,
+        client_id: String,
+        client_secret: Option<String>,
+        refresh_token: Option<String>,
+        scope: Option<String>,
+    },
 }
+
+/// The OAuth2 grant used to obtain an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OAuth2Grant {
+    ClientCredentials,
+    RefreshToken,
+}
+
+/// The roles a grant's further secrets carry in `ToBroker::Grant`'s
+/// `extra` ([`Auth::extra_secrets`], [`Auth::refresh_secrets`]).
+pub const ACCESS_KEY_ID: &str = "access_key_id";
+pub const CLIENT_SECRET: &str = "client_secret";
+pub const REFRESH_TOKEN: &str = "refresh_token";
 
 /// Why an auth kind or a rendering was refused. Never holds the secret.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -57,6 +84,16 @@ pub enum AuthError {
     AccessKeyName(String),
     #[error("aws-sigv4: a capability must name its service and region")]
     Sigv4Scope,
+    #[error(
+        "oauth2 token_url {0:?} must be https://HOST/path with no port, user, query or fragment"
+    )]
+    TokenUrl(String),
+    #[error("oauth2 {0} is missing or not a secret name")]
+    OAuth2Secret(&'static str),
+    #[error("oauth2 {0} must be printable ASCII of at most 1024 characters")]
+    OAuth2Text(&'static str),
+    #[error("the client-credentials grant takes no refresh_token")]
+    OAuth2Refresh,
 }
 
 /// Where the rendered credential goes on the request.
@@ -133,6 +170,42 @@ impl Auth {
                 }
                 Ok(())
             }
+            Auth::Oauth2 {
+                grant,
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => {
+                token_url_parts(token_url)?;
+                if client_id.is_empty() || !oauth2_text(client_id) {
+                    return Err(AuthError::OAuth2Text("client_id"));
+                }
+                if scope.as_deref().is_some_and(|s| !oauth2_text(s)) {
+                    return Err(AuthError::OAuth2Text("scope"));
+                }
+                let named = |n: &Option<String>| n.as_deref().is_some_and(secret_name);
+                match grant {
+                    OAuth2Grant::ClientCredentials => {
+                        if !named(client_secret) {
+                            return Err(AuthError::OAuth2Secret("client_secret"));
+                        }
+                        if refresh_token.is_some() {
+                            return Err(AuthError::OAuth2Refresh);
+                        }
+                    }
+                    OAuth2Grant::RefreshToken => {
+                        if !named(refresh_token) {
+                            return Err(AuthError::OAuth2Secret("refresh_token"));
+                        }
+                        if client_secret.is_some() && !named(client_secret) {
+                            return Err(AuthError::OAuth2Secret("client_secret"));
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -147,13 +220,49 @@ impl Auth {
         }
     }
 
-    /// The names of the secrets besides the capability's own that a
-    /// request needs (the access key id of `aws-sigv4`); the daemon hands
-    /// them over with the grant.
-    pub fn extra_secrets(&self) -> Vec<&str> {
+    /// The secrets besides the capability's own that every grant carries,
+    /// as `(role, vault name)` (`aws-sigv4`: its access key id); the role
+    /// names each in `ToBroker::Grant`'s `extra`.
+    pub fn extra_secrets(&self) -> Vec<(&'static str, &str)> {
         match self {
-            Auth::AwsSigv4 { access_key_id, .. } => vec![access_key_id.as_str()],
+            Auth::AwsSigv4 { access_key_id, .. } => vec![(ACCESS_KEY_ID, access_key_id.as_str())],
             _ => Vec::new(),
+        }
+    }
+
+    /// The refresh material of an `oauth2` kind, as `(role, vault name)`,
+    /// granted in place of a missing or expired access token.
+    pub fn refresh_secrets(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Auth::Oauth2 {
+                client_secret,
+                refresh_token,
+                ..
+            } => [
+                (CLIENT_SECRET, client_secret),
+                (REFRESH_TOKEN, refresh_token),
+            ]
+            .into_iter()
+            .filter_map(|(role, n)| n.as_deref().map(|n| (role, n)))
+            .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The vault name of the secret a grant's `extra` carries as `role`.
+    pub fn secret_of_role(&self, role: &str) -> Option<&str> {
+        self.extra_secrets()
+            .into_iter()
+            .chain(self.refresh_secrets())
+            .find(|(r, _)| *r == role)
+            .map(|(_, n)| n)
+    }
+
+    /// The host of an OAuth2 kind's token endpoint.
+    pub fn token_host(&self) -> Option<String> {
+        match self {
+            Auth::Oauth2 { token_url, .. } => token_url_parts(token_url).ok().map(|(h, _)| h),
+            _ => None,
         }
     }
 
@@ -161,7 +270,9 @@ impl Auth {
     pub fn own_header(&self) -> Option<&str> {
         match self {
             Auth::Header { header, .. } => Some(header),
-            Auth::Basic { .. } | Auth::AwsSigv4 { .. } => Some("authorization"),
+            Auth::Basic { .. } | Auth::AwsSigv4 { .. } | Auth::Oauth2 { .. } => {
+                Some("authorization")
+            }
             _ => None,
         }
     }
@@ -207,6 +318,10 @@ impl Auth {
                 template.replace(PLACEHOLDER, &percent_encode(secret)),
             )),
             Auth::AwsSigv4 { .. } => Ok(Placement::Signed),
+            Auth::Oauth2 { .. } => Ok(Placement::Header {
+                name: "authorization".into(),
+                value: format!("Bearer {}", header_safe(secret)?),
+            }),
         }
     }
 }
@@ -219,6 +334,37 @@ fn scope_word(s: &str, max: usize) -> bool {
         && !s.ends_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `https://HOST/path` split into the host (lower case) and the target.
+pub fn token_url_parts(url: &str) -> Result<(String, String), AuthError> {
+    let bad = || AuthError::TokenUrl(url.to_owned());
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = host.to_ascii_lowercase();
+    if !crate::registry::valid_host(&host) || host.starts_with("*.") || path.contains(['?', '#']) {
+        return Err(bad());
+    }
+    let checked = crate::path::check(path).map_err(|_| bad())?;
+    if checked.path != path {
+        return Err(bad());
+    }
+    Ok((host, path.to_owned()))
+}
+
+fn oauth2_text(s: &str) -> bool {
+    s.len() <= 1024 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A vault secret's name as policy may write it.
+fn secret_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 fn once(template: &str) -> Result<(), AuthError> {
@@ -372,7 +518,10 @@ mod tests {
         let good = sigv4(Some("s3"), Some("us-east-1"), "AWS_ACCESS_KEY_ID");
         assert_eq!(good.validate_for_capability(), Ok(()));
         assert_eq!(good.render(b"any bytes\n"), Ok(Placement::Signed));
-        assert_eq!(good.extra_secrets(), vec!["AWS_ACCESS_KEY_ID"]);
+        assert_eq!(
+            good.extra_secrets(),
+            vec![(ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID")]
+        );
         assert_eq!(good.own_header(), Some("authorization"));
         // A provider may leave the scope to its capabilities; they may not.
         let provider = sigv4(None, None, "AWS_ACCESS_KEY_ID");

@@ -103,6 +103,8 @@ pub enum CapabilityError {
     BodyLimit(String),
     #[error("capability {0:?}: a rate of 0 requests per minute allows nothing")]
     ZeroRate(String),
+    #[error("capability {0:?}: oauth2 token_url host {1:?} is neither one of its hosts nor its provider's")]
+    TokenHost(String, String),
 }
 
 /// Headers an `aws-sigv4` signature is made of, dropped from a caller's
@@ -187,13 +189,27 @@ impl Capability {
         };
         auth.validate_for_capability()
             .map_err(|e| CapabilityError::Auth(name.clone(), e))?;
-        for extra in auth.extra_secrets() {
+        for (_, extra) in auth.extra_secrets() {
             if extra == raw.secret {
                 return Err(CapabilityError::ExtraIsSecret(name, extra.to_owned()));
             }
             registry
                 .check_pinning(extra, &hosts)
                 .map_err(|e| CapabilityError::Pinning(name.clone(), e))?;
+        }
+        if matches!(auth, Auth::Oauth2 { .. }) {
+            let token_host = auth.token_host().unwrap_or_default();
+            let pinned =
+                hosts.contains(&token_host) || provider.is_some_and(|p| p.serves(&token_host));
+            if !pinned {
+                return Err(CapabilityError::TokenHost(name, token_host));
+            }
+            // The refresh material goes to the token host only.
+            for (_, n) in auth.refresh_secrets() {
+                registry
+                    .check_pinning(n, std::slice::from_ref(&token_host))
+                    .map_err(|e| CapabilityError::Pinning(name.clone(), e))?;
+            }
         }
         for m in &raw.methods {
             if !METHODS.contains(&m.as_str()) {

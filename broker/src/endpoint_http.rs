@@ -294,7 +294,7 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         method: p.request.method.clone(),
         path: audit_path(&p.request.target),
     };
-    let secret = match shared.authorize(ask, req).await {
+    let (mut secret, extra) = match shared.authorize(ask, req).await {
         None => {
             return error_response(&refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -323,7 +323,6 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         }
         Some(Answer::Grant(secret, extra)) => (secret, extra),
     };
-    let (secret, extra) = secret;
     let report = Report {
         shared: Arc::clone(&shared),
         req,
@@ -331,20 +330,41 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
         started: Instant::now(),
         sent: false,
     };
-    let planned = cap
-        .plan(&p.request, secret.as_bytes())
-        .map_err(|e| refuse(request_status(&e), e.to_string()));
-    // Everything granted is redacted from the response: the credential
-    // and the further secrets (an access key id is no less the caller's
-    // to never see).
-    let mut redacted = vec![Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec())];
-    redacted.extend(
-        extra
-            .iter()
-            .map(|(n, v)| Secret::new(n.as_str(), v.as_bytes().to_vec())),
-    );
-    let patterns = Patterns::new(&redacted);
-    drop(redacted);
+    // Everything of the grant is redacted, under its vault name: the
+    // credential and the further secrets (an access key id is no less the
+    // caller's to never see, nor is refresh material). An OAuth2
+    // grant of refresh material (no stored access token) first gets a
+    // token from the endpoint (`crate::oauth2`), reported to the daemon.
+    let mut secrets: Vec<Secret> = extra
+        .iter()
+        .map(|(role, v)| Secret::new(material_name(cap, role), v.as_bytes().to_vec()))
+        .collect();
+    if matches!(cap.auth, crate::auth::Auth::Oauth2 { .. }) && !extra.is_empty() {
+        match crate::oauth2::refresh(&shared, &cap.auth, &extra).await {
+            Ok(issued) => {
+                if let Some(rt) = &issued.refresh_token {
+                    // Labelled apart from the old one (names are unique).
+                    secrets.push(Secret::new(
+                        format!("{}_NEW", material_name(cap, crate::auth::REFRESH_TOKEN)),
+                        rt.as_bytes().to_vec(),
+                    ));
+                }
+                secret = issued.access_token.clone();
+                shared
+                    .done(FromBroker::TokensRefreshed {
+                        req,
+                        access_token: issued.access_token,
+                        expires_in_s: issued.expires_in_s,
+                        refresh_token: issued.refresh_token,
+                    })
+                    .await;
+            }
+            Err(r) => {
+                report.finish(None, 0, Some(r.message.clone())).await;
+                return error_response(&r);
+            }
+        }
+    }
     let signer = match signer(cap, &secret, &extra) {
         Ok(s) => s,
         Err(r) => {
@@ -352,8 +372,14 @@ async fn forward(shared: Arc<Shared>, conn: u64, p: Prepared) -> Response<Out> {
             return error_response(&r);
         }
     };
-    drop(secret);
     drop(extra);
+    let planned = cap
+        .plan(&p.request, secret.as_bytes())
+        .map_err(|e| refuse(request_status(&e), e.to_string()));
+    secrets.push(Secret::new(cap.secret.as_str(), secret.as_bytes().to_vec()));
+    let patterns = Patterns::new(&secrets);
+    drop(secrets);
+    drop(secret);
     let (plan, patterns) = match (planned, patterns) {
         (Ok(plan), Ok(patterns)) => (plan, Arc::new(patterns)),
         (Err(r), _) => {
@@ -473,7 +499,7 @@ fn signer(
     else {
         return Ok(None);
     };
-    let Some((_, akid)) = extra.iter().find(|(n, _)| n == access_key_id) else {
+    let Some((_, akid)) = extra.iter().find(|(r, _)| r == crate::auth::ACCESS_KEY_ID) else {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the daemon did not grant the access key id {access_key_id}"),
@@ -485,6 +511,13 @@ fn signer(
         access_key_id: akid.clone(),
         secret: secret.clone(),
     }))
+}
+
+/// The vault name of a grant's further secret granted as `role`
+/// (`access_key_id`, `client_secret`, `refresh_token`), for its redaction
+/// label.
+fn material_name<'a>(cap: &'a Capability, role: &'a str) -> &'a str {
+    cap.auth.secret_of_role(role).unwrap_or(role)
 }
 
 /// The `Done` of a granted request: sent once, by [`Report::finish`], or

@@ -59,6 +59,7 @@ pub mod control;
 pub mod endpoint_http;
 pub mod exchange;
 pub mod headers;
+pub mod oauth2;
 pub mod path;
 pub mod rate;
 pub mod redirect;

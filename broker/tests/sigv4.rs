@@ -53,7 +53,7 @@ async fn signing_broker(policy: Policy) -> (Upstream, Daemon) {
 }
 
 fn both_keys() -> Policy {
-    Policy::GrantWith(vec![("TEST_KEY_ID".into(), AKID.into())])
+    Policy::GrantWith(vec![("access_key_id".into(), AKID.into())])
 }
 
 fn hex(b: &[u8]) -> String {

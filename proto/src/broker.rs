@@ -24,7 +24,8 @@
 //! 4. When the response has been sent (or failed), [`FromBroker::Done`]
 //!    lets the daemon audit the outcome.
 //!
-//! Nothing the broker sends carries a credential; the daemon treats every
+//! Nothing the broker sends carries a credential but the tokens an OAuth2
+//! endpoint issued ([`FromBroker::TokensRefreshed`]); the daemon treats every
 //! field of [`FromBroker`] as untrusted input bounded by [`MAX_CONTROL`].
 
 use std::net::SocketAddr;
@@ -103,6 +104,12 @@ pub enum ToBroker {
     Grant {
         req: u64,
         secret: SecretBytes,
+        /// Further named credentials of the grant. For an OAuth2
+        /// capability whose stored access token is missing or expired,
+        /// `secret` is empty and this holds the refresh material
+        /// (`client_secret`, `refresh_token`): the broker asks the token
+        /// endpoint itself and reports [`FromBroker::TokensRefreshed`]. For
+        /// an `aws-sigv4` capability it holds the access key id.
         #[serde(default)]
         extra: Vec<(String, SecretBytes)>,
     },
@@ -140,6 +147,16 @@ pub enum FromBroker {
         duration_us: u64,
         error: Option<String>,
     },
+    /// The token endpoint of granted OAuth2 request `req` issued these
+    /// tokens (the only message that carries values to the daemon, which
+    /// writes them to the vault and accepts them only for a granted
+    /// request of an OAuth2 capability, once).
+    TokensRefreshed {
+        req: u64,
+        access_token: SecretBytes,
+        expires_in_s: Option<u64>,
+        refresh_token: Option<SecretBytes>,
+    },
 }
 
 #[cfg(test)]
@@ -151,12 +168,16 @@ mod tests {
         let msg = ToBroker::Grant {
             req: 7,
             secret: SecretBytes::new(b"sk-test-123".to_vec()),
-            extra: vec![("AKID".into(), SecretBytes::new(b"AKIA-test-9".to_vec()))],
+            extra: vec![
+                ("AKID".into(), SecretBytes::new(b"AKIA-test-9".to_vec())),
+                ("refresh_token".into(), SecretBytes::new(b"rt-1".to_vec())),
+            ],
         };
         let bytes = postcard::to_stdvec(&msg).unwrap();
         let back: ToBroker = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, msg);
         assert!(!format!("{back:?}").contains("sk-test"));
         assert!(!format!("{back:?}").contains("AKIA-test"));
+        assert!(!format!("{back:?}").contains("rt-1"));
     }
 }

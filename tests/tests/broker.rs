@@ -581,7 +581,8 @@ fn vaultctl_capabilities_lists_only_the_callers_own() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     let caps = v["capabilities"].as_array().unwrap();
     let names: Vec<&str> = caps.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["openai"], "{v}");
+    // Both of alice's capabilities, none of the others.
+    assert_eq!(names, ["openai", "openai-limited"], "{v}");
     assert_eq!(caps[0]["host"], HOST, "{v}");
     assert_eq!(caps[0]["secret"], "OPENAI_API_KEY", "{v}");
     assert_eq!(caps[0]["secret_present"], true, "{v}");
@@ -799,7 +800,8 @@ fn mcp_capability_invoke_returns_the_echo_redacted() {
     assert!(tools.contains(&json!("capability_invoke")), "{v}");
     let caps = &v["list"]["structuredContent"]["capabilities"];
     assert_eq!(caps[0]["name"], "openai", "{v}");
-    assert_eq!(caps.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(caps[1]["name"], "openai-limited", "{v}");
+    assert_eq!(caps.as_array().unwrap().len(), 2, "{v}");
 
     let invoke = &v["invoke"];
     assert_eq!(invoke["isError"], false, "{invoke}");

@@ -30,7 +30,7 @@ use aivault_proto::{Limits, SecretBytes};
 use aivault_tests::{bin, require_root, User};
 use aivaultd::broker::endpoint::{Endpoint, EndpointLimits};
 use aivaultd::broker::pool::{BrokerPool, BrokerProcesses, PoolSettings, Refused};
-use aivaultd::broker::{Ask, BrokerHost, Denied, Granted, Outcome};
+use aivaultd::broker::{Ask, BrokerHost, Denied, Granted, Outcome, Tokens};
 use aivaultd::caller::Caller;
 use aivaultd::jail::JailHost;
 use aivaultd::run::uidpool::UidPool;
@@ -101,6 +101,7 @@ fn procs() -> Arc<Procs> {
 struct FakeHost {
     modes: Mutex<HashMap<u32, String>>,
     finished: Mutex<Vec<(u32, String, Option<u16>)>>,
+    tokens: Mutex<Vec<(u32, String, Vec<u8>)>>,
 }
 
 impl FakeHost {
@@ -128,11 +129,14 @@ impl BrokerHost for FakeHost {
     }
 
     fn authorize(&self, _caller: &Caller, ask: &Ask<'_>) -> Result<Granted, Denied> {
-        if ask.capability == "ok" {
+        if ask.capability == "oauth" {
             Ok(Granted {
-                secret: SecretBytes::new(b"s3cret".to_vec()),
-                extra: Vec::new(),
+                secret: SecretBytes::new(Vec::new()),
+                extra: vec![("refresh_token".into(), SecretBytes::new(b"rt".to_vec()))],
+                refreshable: true,
             })
+        } else if ask.capability == "ok" {
+            Ok(Granted::plain(SecretBytes::new(b"s3cret".to_vec())))
         } else {
             Err(Denied {
                 reason: DenyReason::Forbidden,
@@ -140,6 +144,20 @@ impl BrokerHost for FakeHost {
                 retry_after_s: None,
             })
         }
+    }
+
+    fn tokens_refreshed(
+        &self,
+        caller: &Caller,
+        capability: &str,
+        tokens: Tokens,
+    ) -> Result<(), String> {
+        self.tokens.lock().unwrap().push((
+            caller.uid,
+            capability.to_owned(),
+            tokens.access_token.as_bytes().to_vec(),
+        ));
+        Ok(())
     }
 
     fn finished(&self, caller: &Caller, outcome: &Outcome<'_>) {
@@ -620,6 +638,53 @@ async fn over_the_limit_a_caller_is_told_with_or_without_an_account() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert_eq!(pool.live(), 0, "nothing was started");
     endpoint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refreshed_tokens_are_taken_once_for_a_refreshable_grant_and_otherwise_kill() {
+    let host = FakeHost::with(&[
+        (50061, "cap=oauth tokens"),
+        (50062, "cap=ok tokens"),
+        (50063, "cap=oauth tokens-twice"),
+    ]);
+    let pool = pool(host.clone(), Duration::from_secs(600));
+    // Granted refresh material: the tokens are passed on, the broker lives.
+    let seen = served(&pool, caller(50061)).await;
+    assert!(
+        seen.answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("grant")),
+        "{:?}",
+        seen.answer
+    );
+    eventually("the request is finished", || {
+        !host.finished.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        host.tokens.lock().unwrap().clone(),
+        [(50061, "oauth".to_owned(), b"at-new".to_vec())]
+    );
+    assert!(pool.brokers().iter().any(|b| b.caller_uid == 50061));
+    // Tokens for a plain grant, or twice for one request: killed.
+    for uid in [50062, 50063] {
+        served(&pool, caller(uid)).await;
+        eventually("a broker sending tokens it may not is killed", || {
+            pool.brokers().iter().all(|b| b.caller_uid != uid)
+        })
+        .await;
+    }
+    eventually("the first tokens of 50063 are passed on", || {
+        host.tokens
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(uid, ..)| *uid == 50063)
+    })
+    .await;
+    let tokens = host.tokens.lock().unwrap().clone();
+    assert!(tokens.iter().all(|(uid, ..)| *uid != 50062), "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|(uid, ..)| *uid == 50063).count(), 1);
 }
 
 /// D-Bus callers (`OpenCapabilityConnection`) come in through the

@@ -239,7 +239,10 @@ fn sigv4_capabilities_are_checked_at_load() {
         r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1", access_key_id = "AWS_ACCESS_KEY_ID" }"#,
     )
     .unwrap();
-    assert_eq!(caps[0].auth.extra_secrets(), vec!["AWS_ACCESS_KEY_ID"]);
+    assert_eq!(
+        caps[0].auth.extra_secrets(),
+        vec![(crate::auth::ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID")]
+    );
     // No access key id named: refused.
     let e = sigv4_cap(r#"{ kind = "aws-sigv4", service = "s3", region = "us-east-1" }"#)
         .unwrap_err()
@@ -309,4 +312,74 @@ fn sigv4_plans_carry_no_credential_and_drop_the_callers_signing_headers() {
         plan.headers,
         vec![("x-amz-meta-a".to_owned(), "b".to_owned())]
     );
+}
+
+const OAUTH: &str = r#"
+name = "api"
+hosts = ["api.example.com", "auth.example.com"]
+secret = "EXAMPLE_ACCESS_TOKEN"
+methods = ["GET"]
+paths = ["/v1/**"]
+auth = { kind = "oauth2", grant = "refresh-token", token_url = "https://auth.example.com/oauth/token", client_id = "cli-1", refresh_token = "EXAMPLE_REFRESH", scope = "read write" }
+"#;
+
+#[test]
+fn an_oauth2_capability_sends_its_access_token_as_bearer() {
+    let cap = compile(OAUTH).unwrap();
+    assert_eq!(cap.auth.token_host().as_deref(), Some("auth.example.com"));
+    let plan = cap.plan(&req("GET", "/v1/me", &[]), b"at-123").unwrap();
+    assert!(plan
+        .headers
+        .contains(&("authorization".into(), "Bearer at-123".into())));
+    // The caller cannot send its own.
+    assert!(cap
+        .plan(
+            &req("GET", "/v1/me", &[("Authorization", "Bearer x")]),
+            b"at-123"
+        )
+        .is_err());
+}
+
+#[test]
+fn oauth2_kinds_that_would_send_material_elsewhere_or_are_incomplete_are_refused_at_load() {
+    let with = |from: &str, to: &str| compile(&OAUTH.replace(from, to));
+    // The token endpoint on a host the capability does not pin.
+    let e = with("https://auth.example.com/", "https://evil.example.net/").unwrap_err();
+    assert!(
+        matches!(e, CapabilityError::TokenHost(_, ref h) if h == "evil.example.net"),
+        "{e}"
+    );
+    for bad in [
+        "http://auth.example.com/oauth/token",
+        "https://auth.example.com:8443/oauth/token",
+        "https://user@auth.example.com/oauth/token",
+        "https://auth.example.com/oauth/token?x=1",
+        "https://auth.example.com/oauth/../token",
+    ] {
+        let e = with("https://auth.example.com/oauth/token", bad).unwrap_err();
+        assert!(
+            matches!(e, CapabilityError::Auth(_, AuthError::TokenUrl(_))),
+            "{bad}: {e}"
+        );
+    }
+    // refresh-token without its refresh token.
+    assert!(with(", refresh_token = \"EXAMPLE_REFRESH\"", "").is_err());
+    // client-credentials needs a client secret and takes no refresh token.
+    let cc = OAUTH.replace("refresh-token", "client-credentials");
+    assert!(compile(&cc).is_err());
+    assert!(compile(&cc.replace("refresh_token =", "client_secret =")).is_ok());
+    let no_client = cc
+        .replace("refresh_token =", "client_secret =")
+        .replace("client_id = \"cli-1\"", "client_id = \"\"");
+    assert!(compile(&no_client).is_err());
+    // A provider's own host is allowed for the token endpoint.
+    let gh = r#"
+name = "gh"
+provider = "github"
+secret = "GH_APP_TOKEN"
+methods = ["GET"]
+paths = ["/**"]
+auth = { kind = "oauth2", grant = "client-credentials", token_url = "https://api.github.com/app/token", client_id = "c", client_secret = "GH_APP_SECRET" }
+"#;
+    compile(gh).unwrap();
 }

@@ -71,6 +71,7 @@ pub struct Seen {
     pub host: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
+    pub body: String,
 }
 
 /// The loopback TLS upstream.
@@ -152,16 +153,17 @@ async fn answer(
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
         .collect();
     let path = parts.uri.to_string();
-    seen.lock().unwrap().push(Seen {
-        host: headers.get("host").cloned().unwrap_or_default(),
-        path: path.clone(),
-        headers: headers.clone(),
-    });
     let body = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        host: headers.get("host").cloned().unwrap_or_default(),
+        path: path.clone(),
+        headers: headers.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
     let p = parts.uri.path();
     if p.starts_with("/leak") {
         // An upstream that repeats both keys of a SigV4 grant.
@@ -169,6 +171,9 @@ async fn answer(
             .header("x-leak", format!("{AKID} {SECRET}"))
             .body(full(format!("id={AKID} secret={SECRET}")))
             .unwrap();
+    }
+    if p == "/oauth/token" {
+        return token_endpoint(&String::from_utf8_lossy(&body));
     }
     if p.starts_with("/cookie") {
         return Response::builder()
@@ -268,12 +273,40 @@ fn futures_stream(items: Vec<Result<Frame<Bytes>, std::io::Error>>) -> UpBody {
     BodyExt::boxed(StreamBody::new(ReceiverStream(rx)))
 }
 
+/// The access token the test token endpoint issues for each grant, and
+/// the refresh token it rotates to.
+pub const CC_TOKEN: &str = "at-cc-7c41e0a9b2d35f68";
+pub const RT_TOKEN: &str = "at-rt-19d8f2e6c0b4a357";
+pub const ROTATED: &str = "rt-rotated-5e2a90c1f4b7d683";
+
+/// A token endpoint (RFC 6749 5.1): it echoes the client secret and the
+/// refresh token it got in fields of its own, which must not reach the
+/// caller either.
+fn token_endpoint(form: &str) -> Response<UpBody> {
+    let v = if form.starts_with("grant_type=client_credentials") {
+        serde_json::json!({"access_token": CC_TOKEN, "token_type": "Bearer", "expires_in": 3600, "echo": form})
+    } else if form.starts_with("grant_type=refresh_token") {
+        serde_json::json!({"access_token": RT_TOKEN, "token_type": "bearer", "expires_in": 60, "refresh_token": ROTATED, "echo": form})
+    } else {
+        return Response::builder()
+            .status(400)
+            .body(full(r#"{"error":"unsupported_grant_type"}"#))
+            .unwrap();
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .unwrap()
+}
+
 /// How the fake daemon answers an Authorize.
 #[derive(Debug, Clone)]
 pub enum Policy {
     Grant,
     /// A grant with these further named secrets.
     GrantWith(Vec<(String, String)>),
+    /// An OAuth2 grant of refresh material (no stored access token).
+    Refresh(Vec<(String, String)>),
     Deny(DenyReason, Option<u32>),
 }
 
@@ -388,9 +421,13 @@ impl Daemon {
                                 secret: SecretBytes::new(SECRET.as_bytes().to_vec()),
                                 extra: Vec::new(),
                             },
-                            Policy::GrantWith(extra) => ToBroker::Grant {
+                            Policy::GrantWith(extra) | Policy::Refresh(extra) => ToBroker::Grant {
                                 req: *req,
-                                secret: SecretBytes::new(SECRET.as_bytes().to_vec()),
+                                secret: SecretBytes::new(if matches!(policy, Policy::Refresh(_)) {
+                                    Vec::new()
+                                } else {
+                                    SECRET.as_bytes().to_vec()
+                                }),
                                 extra: extra
                                     .iter()
                                     .map(|(n, v)| {
@@ -408,7 +445,9 @@ impl Daemon {
                         a.lock().unwrap().push(msg.clone());
                         send(&f, &answer, None);
                     }
-                    FromBroker::Done { .. } => d.lock().unwrap().push(msg.clone()),
+                    FromBroker::Done { .. } | FromBroker::TokensRefreshed { .. } => {
+                        d.lock().unwrap().push(msg.clone())
+                    }
                     FromBroker::Confined(_) => {}
                 }
             }

@@ -174,6 +174,17 @@ fn main() {
                     }
                 };
                 write_to(fd, &answer);
+                if answer.starts_with("grant") && mode.contains("tokens") {
+                    let times = if mode.contains("tokens-twice") { 2 } else { 1 };
+                    for _ in 0..times {
+                        send(&FromBroker::TokensRefreshed {
+                            req: conn,
+                            access_token: aivault_proto::SecretBytes::new(b"at-new".to_vec()),
+                            expires_in_s: Some(60),
+                            refresh_token: None,
+                        });
+                    }
+                }
                 if answer.starts_with("grant") || mode.contains("done-after-deny") {
                     send(&FromBroker::Done {
                         req: conn,

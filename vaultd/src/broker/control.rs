@@ -165,6 +165,9 @@ impl Control {
     }
 }
 
+/// Longest OAuth2 token a broker may report.
+const MAX_TOKEN: usize = 16 * 1024;
+
 /// Printable ASCII, no control byte.
 fn printable(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b))
@@ -198,6 +201,21 @@ pub fn check(msg: &FromBroker) -> Result<(), &'static str> {
             Some(e) if e.len() > MAX_ERROR => Err("an over-long error"),
             _ => Ok(()),
         },
+        FromBroker::TokensRefreshed {
+            access_token,
+            refresh_token,
+            ..
+        } => {
+            let bounded = |t: &[u8]| !t.is_empty() && t.len() <= MAX_TOKEN;
+            if !bounded(access_token.as_bytes())
+                || refresh_token
+                    .as_ref()
+                    .is_some_and(|t| !bounded(t.as_bytes()))
+            {
+                return Err("a token out of bounds");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -235,6 +253,18 @@ mod tests {
                 response_bytes: 0,
                 duration_us: 0,
                 error: Some("e".repeat(MAX_ERROR + 1)),
+            },
+            FromBroker::TokensRefreshed {
+                req: 1,
+                access_token: SecretBytes::new(Vec::new()),
+                expires_in_s: None,
+                refresh_token: None,
+            },
+            FromBroker::TokensRefreshed {
+                req: 1,
+                access_token: SecretBytes::new(b"at".to_vec()),
+                expires_in_s: Some(60),
+                refresh_token: Some(SecretBytes::new(vec![b'r'; MAX_TOKEN + 1])),
             },
         ] {
             assert!(check(&bad).is_err(), "{bad:?}");

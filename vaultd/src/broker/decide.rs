@@ -31,12 +31,13 @@ use aivault_proto::{Limits, SecretBytes, WireError, WireScope};
 use serde_json::json;
 
 use super::rate_state::RateState;
-use super::{Ask, Denied, Granted, Outcome};
+use super::{Ask, Denied, Granted, Outcome, Tokens};
 use crate::audit::gate::{AuditGate, Entry};
 use crate::caller::Caller;
 use crate::config::BrokerConfig;
 use crate::policy::{CapabilityEntry, Policy, SecretScope, Who};
 use crate::store::Scope;
+use aivault_broker::auth::Auth;
 
 /// The audit operation of a decision on a request.
 pub const OP_REQUEST: &str = "http.request";
@@ -72,9 +73,31 @@ pub fn broker_limits() -> Limits {
 pub trait SecretSource {
     /// When the secret expires (seconds since the epoch), if it does.
     fn expiry(&self, scope: Scope, name: &str) -> Option<u64>;
+    /// Whether the secret is stored.
+    fn exists(&self, scope: Scope, name: &str) -> bool;
     /// The value: read only after the grant is durable.
     fn value(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError>;
+    /// Stores `value` (created or replaced, as `secrets set` does) with
+    /// this expiry.
+    fn store(
+        &self,
+        scope: Scope,
+        name: &str,
+        value: SecretBytes,
+        expires: Option<u64>,
+    ) -> Result<(), WireError>;
 }
+
+/// The audit operation of OAuth2 tokens written back to the vault.
+pub const OP_TOKEN_REFRESH: &str = "http.token_refresh";
+
+/// A stored access token this close to its expiry is refreshed instead
+/// (it would expire in flight).
+const TOKEN_MARGIN_S: u64 = 30;
+/// The lifetime of an access token whose endpoint named none.
+const DEFAULT_TOKEN_LIFETIME_S: u64 = 3600;
+/// The longest lifetime recorded for an access token.
+const MAX_TOKEN_LIFETIME_S: u64 = 366 * 24 * 3600;
 
 /// The init message for the broker serving `who`; `home` and `tmp` are
 /// left empty for the pool to fill in. `None` when `who` may invoke no
@@ -174,7 +197,11 @@ fn wire_scope(s: SecretScope) -> WireScope {
     }
 }
 
-/// Decides one request (module documentation).
+/// Decides one request (module documentation): the credential and the
+/// further secrets its auth kind names. For an OAuth2 capability the stored
+/// access token is granted while it is there and unexpired; otherwise the
+/// refresh material is (its record says `"token": "refresh"`), and the
+/// broker reports the new tokens.
 pub fn authorize(
     ctx: &Context<'_>,
     caller: &Caller,
@@ -240,8 +267,17 @@ pub fn authorize(
         SecretScope::System => Scope::System,
     };
     let extra_names = cap.cap.auth.extra_secrets();
+    let oauth2 = matches!(cap.cap.auth, Auth::Oauth2 { .. });
+    let expiry = ctx.secrets.expiry(vault_scope, &cap.cap.secret);
+    // An OAuth2 access token that is missing or (nearly) expired is
+    // refreshed by the broker, not refused.
+    let refresh = oauth2
+        && (!ctx.secrets.exists(vault_scope, &cap.cap.secret)
+            || expiry.is_some_and(|at| at <= ctx.now.saturating_add(TOKEN_MARGIN_S)));
+    // Any other credential of the grant past its expiry is refused.
     let expired = std::iter::once(cap.cap.secret.as_str())
-        .chain(extra_names.iter().copied())
+        .filter(|_| !oauth2)
+        .chain(extra_names.iter().map(|(_, n)| *n))
         .find(|n| {
             ctx.secrets
                 .expiry(vault_scope, n)
@@ -293,26 +329,116 @@ pub fn authorize(
             ));
         }
     };
-    let granted = entry(json!({ "rate": rate }));
+    let granted = if oauth2 {
+        entry(json!({ "rate": rate, "token": if refresh { "refresh" } else { "stored" } }))
+    } else {
+        entry(json!({ "rate": rate }))
+    };
     if ctx.audit.record(granted.clone()).is_err() {
         return Err(denied(
             DenyReason::Unavailable,
             "the audit log cannot be written",
         ));
     }
-    let read = |n: &str| {
-        ctx.secrets.value(vault_scope, n).map_err(|e| {
-            let message = format!("secret {n} is not available: {}", e.message);
+    let read = |name: &str| {
+        ctx.secrets.value(vault_scope, name).map_err(|e| {
+            let message = format!("secret {name} is not available: {}", e.message);
             ctx.audit.failed(granted.clone(), e);
             denied(DenyReason::Unavailable, message)
         })
     };
-    let secret = read(&cap.cap.secret)?;
-    let mut extra = Vec::with_capacity(extra_names.len());
-    for n in extra_names {
-        extra.push((n.to_owned(), read(n)?));
+    // Every grant carries the further secrets its kind names (`aws-sigv4`:
+    // the access key id); an OAuth2 one without a usable access token
+    // carries the refresh material instead of it.
+    let mut extra = Vec::new();
+    for (role, n) in extra_names {
+        extra.push((role.to_owned(), read(n)?));
     }
-    Ok(Granted { secret, extra })
+    if refresh {
+        for (role, n) in cap.cap.auth.refresh_secrets() {
+            extra.push((role.to_owned(), read(n)?));
+        }
+        return Ok(Granted {
+            secret: SecretBytes::new(Vec::new()),
+            extra,
+            refreshable: true,
+        });
+    }
+    let secret = read(&cap.cap.secret)?;
+    Ok(Granted {
+        secret,
+        extra,
+        refreshable: false,
+    })
+}
+
+/// Writes the tokens a broker obtained for a granted request of OAuth2
+/// capability `capability` to the vault (the capability's scope), the
+/// access token with its expiry; recorded as `http.token_refresh` before
+/// the write, never with a value. A capability that is gone, is not the
+/// caller's or is no OAuth2 one is refused.
+pub fn tokens_refreshed(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    who: &Who,
+    capability: &str,
+    tokens: Tokens,
+) -> Result<(), String> {
+    let name = bounded(capability, MAX_NAME);
+    let cap = ctx
+        .policy
+        .capability(capability)
+        .filter(|c| c.allows(who))
+        .ok_or_else(|| {
+            format!("tokens for capability {name:?}, which the caller may not invoke")
+        })?;
+    let Auth::Oauth2 { refresh_token, .. } = &cap.cap.auth else {
+        return Err(format!(
+            "tokens for capability {name:?}, which is no OAuth2 one"
+        ));
+    };
+    let scope = cap.scope();
+    let vault_scope = match scope {
+        SecretScope::User => Scope::User(caller.uid),
+        SecretScope::System => Scope::System,
+    };
+    let lifetime = tokens
+        .expires_in_s
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME_S)
+        .min(MAX_TOKEN_LIFETIME_S);
+    let expires = ctx.now.saturating_add(lifetime);
+    // A new refresh token is kept only where the policy names one.
+    let rotated = refresh_token
+        .as_deref()
+        .filter(|_| tokens.refresh_token.is_some());
+    let entry = Entry::new(caller, OP_TOKEN_REFRESH)
+        .name(Some(name.as_str()))
+        .scope(wire_scope(scope))
+        .detail(json!({
+            "secret": cap.cap.secret,
+            "expires": expires,
+            "refresh_token": rotated,
+        }));
+    ctx.audit
+        .record(entry.clone())
+        .map_err(|_| "the audit log cannot be written".to_owned())?;
+    let fail = |e: WireError| {
+        let message = e.message.clone();
+        ctx.audit.failed(entry.clone(), e);
+        message
+    };
+    ctx.secrets
+        .store(
+            vault_scope,
+            &cap.cap.secret,
+            tokens.access_token,
+            Some(expires),
+        )
+        .map_err(fail)?;
+    if let (Some(n), Some(v)) = (rotated, tokens.refresh_token) {
+        ctx.secrets.store(vault_scope, n, v, None).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The method and path, checked again (cheaply) against the capability.

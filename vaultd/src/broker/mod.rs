@@ -44,15 +44,6 @@ pub struct Ask<'a> {
     pub path: &'a str,
 }
 
-/// What a granted request is handed: the capability's secret, and the
-/// further secrets its auth kind names (`aws-sigv4`: the access key id),
-/// each with its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Granted {
-    pub secret: SecretBytes,
-    pub extra: Vec<(String, SecretBytes)>,
-}
-
 /// A request the daemon refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
@@ -75,6 +66,39 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
 }
 
+/// What a grant hands the broker: the capability's secret and the further
+/// secrets its auth kind names, each with its name as in
+/// `aivault_broker::auth` (`aws-sigv4`: the access key id; `oauth2`
+/// without a usable stored access token: the refresh material, `secret`
+/// then empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub secret: SecretBytes,
+    pub extra: Vec<(String, SecretBytes)>,
+    /// The broker was given refresh material: one `TokensRefreshed` for
+    /// this request is accepted.
+    pub refreshable: bool,
+}
+
+impl Granted {
+    /// A grant of the credential alone.
+    pub fn plain(secret: SecretBytes) -> Granted {
+        Granted {
+            secret,
+            extra: Vec::new(),
+            refreshable: false,
+        }
+    }
+}
+
+/// The tokens an OAuth2 token endpoint issued, as the broker reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub access_token: SecretBytes,
+    pub expires_in_s: Option<u64>,
+    pub refresh_token: Option<SecretBytes>,
+}
+
 /// What the broker's process side needs from the daemon.
 pub trait BrokerHost: Send + Sync {
     /// The init message for a broker serving `caller` (its `home` and
@@ -84,6 +108,16 @@ pub trait BrokerHost: Send + Sync {
     /// Decides one request: policy, rate limits, then the audit record
     /// (durable before this returns), then the credential(s).
     fn authorize(&self, caller: &Caller, ask: &Ask<'_>) -> Result<Granted, Denied>;
+    /// Stores the tokens the broker obtained for a granted request of
+    /// OAuth2 capability `capability`; an error ends the broker.
+    fn tokens_refreshed(
+        &self,
+        _caller: &Caller,
+        capability: &str,
+        _tokens: Tokens,
+    ) -> Result<(), String> {
+        Err(format!("capability {capability} takes no tokens"))
+    }
     /// Records how a granted request ended.
     fn finished(&self, caller: &Caller, outcome: &Outcome<'_>);
 }

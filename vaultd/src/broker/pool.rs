@@ -20,8 +20,10 @@
 //! record) and answered `Grant` or `Deny`; `Done` goes to
 //! [`BrokerHost::finished`]. The broker is untrusted: a message out of
 //! bounds, a connection number it was not given, a request number already
-//! in flight, a `Done` for a request not granted, too many requests at
-//! once, or a second `Confined` ends it.
+//! in flight, a `Done` for a request not granted, a `TokensRefreshed` for
+//! a request not granted refresh material (or a second one), too many
+//! requests at once, or a second `Confined` ends it; accepted tokens go to
+//! [`BrokerHost::tokens_refreshed`].
 //!
 //! Ending: a broker with no request in flight and nothing handed to it or
 //! asked by it for [`PoolSettings::idle_timeout`] is sent `Shutdown`, as

@@ -16,11 +16,11 @@ use serde_json::json;
 use super::{Caller, Daemon, VaultState};
 use crate::audit::gate::Entry;
 use crate::broker::decide::{self, Context, SecretSource};
-use crate::broker::{Ask, BrokerHost, Denied, Granted, Outcome};
+use crate::broker::{Ask, BrokerHost, Denied, Granted, Outcome, Tokens};
 use crate::policy::{Policy, SecretScope, Who};
 use crate::run::RunHost;
-use crate::store::Scope;
-use crate::wire_error::sealed;
+use crate::store::{self, MetaUpdate, PutMode, Scope, SecretValue};
+use crate::wire_error::{sealed, store_err};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -104,8 +104,41 @@ impl SecretSource for Daemon {
         RunHost::secret_expiry(self, scope, name)
     }
 
+    fn exists(&self, scope: Scope, name: &str) -> bool {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        matches!(&*guard, VaultState::Open(v) if v.meta(scope, name).is_some())
+    }
+
     fn value(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError> {
         RunHost::secret_for_run(self, scope, name)
+    }
+
+    fn store(
+        &self,
+        scope: Scope,
+        name: &str,
+        value: SecretBytes,
+        expires: Option<u64>,
+    ) -> Result<(), WireError> {
+        let guard = self.vault.read().unwrap_or_else(|p| p.into_inner());
+        let VaultState::Open(vault) = &*guard else {
+            return Err(sealed());
+        };
+        store::validate_name(name).map_err(|e| store_err(&e))?;
+        super::secrets::check_value(value.as_bytes())?;
+        let update = MetaUpdate {
+            description: None,
+            tags: Vec::new(),
+            expires,
+        };
+        let value = SecretValue::new(value.into_inner().to_vec());
+        vault
+            .put(scope, name, &value, update, PutMode::Upsert)
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, "vault update of refreshed tokens failed");
+                store_err(&e)
+            })
     }
 }
 
@@ -132,6 +165,26 @@ impl BrokerHost for Daemon {
             now: now(),
         };
         decide::authorize(&ctx, caller, &who(&policy, caller), ask)
+    }
+
+    fn tokens_refreshed(
+        &self,
+        caller: &Caller,
+        capability: &str,
+        tokens: Tokens,
+    ) -> Result<(), String> {
+        if self.is_sealed() {
+            return Err("the vault is sealed".into());
+        }
+        let policy = self.policy();
+        let ctx = Context {
+            policy: &policy,
+            audit: &self.audit,
+            rate: &self.broker_rate,
+            secrets: self,
+            now: now(),
+        };
+        decide::tokens_refreshed(&ctx, caller, &who(&policy, caller), capability, tokens)
     }
 
     fn finished(&self, caller: &Caller, outcome: &Outcome<'_>) {

@@ -238,7 +238,15 @@ fn compile_one(
         who_text,
         table: v.clone(),
     };
-    let names = std::iter::once(entry.cap.secret.as_str()).chain(entry.cap.auth.extra_secrets());
+    // The capability's own secret, the further secrets its kind names and
+    // an OAuth2 kind's refresh material alike.
+    let auth = &entry.cap.auth;
+    let names = std::iter::once(entry.cap.secret.as_str()).chain(
+        auth.extra_secrets()
+            .into_iter()
+            .chain(auth.refresh_secrets())
+            .map(|(_, n)| n),
+    );
     for name in names {
         if !valid_secret_name(name) {
             return Err(EntryError::SecretName(name.to_owned()));
@@ -269,6 +277,15 @@ fn auth_text(a: &Auth) -> String {
             service.as_deref().unwrap_or("?"),
             region.as_deref().unwrap_or("?")
         ),
+        Auth::Oauth2 {
+            grant, token_url, ..
+        } => {
+            let grant = match grant {
+                aivault_broker::auth::OAuth2Grant::ClientCredentials => "client-credentials",
+                aivault_broker::auth::OAuth2Grant::RefreshToken => "refresh-token",
+            };
+            format!("oauth2 {grant} at {token_url}")
+        }
     }
 }
 

@@ -77,8 +77,8 @@ impl Fixture {
 /// audit record at that moment.
 struct Vault {
     log: PathBuf,
-    values: HashMap<(Scope, String), Vec<u8>>,
-    expiries: HashMap<(Scope, String), u64>,
+    values: Mutex<HashMap<(Scope, String), Vec<u8>>>,
+    expiries: Mutex<HashMap<(Scope, String), u64>>,
     seen_at_read: Mutex<Vec<serde_json::Value>>,
 }
 
@@ -95,8 +95,8 @@ impl Vault {
         );
         Vault {
             log: log.into(),
-            values,
-            expiries: HashMap::new(),
+            values: Mutex::new(values),
+            expiries: Mutex::new(HashMap::new()),
             seen_at_read: Mutex::new(Vec::new()),
         }
     }
@@ -104,7 +104,34 @@ impl Vault {
 
 impl SecretSource for Vault {
     fn expiry(&self, scope: Scope, name: &str) -> Option<u64> {
-        self.expiries.get(&(scope, name.to_owned())).copied()
+        self.expiries
+            .lock()
+            .unwrap()
+            .get(&(scope, name.to_owned()))
+            .copied()
+    }
+    fn exists(&self, scope: Scope, name: &str) -> bool {
+        self.values
+            .lock()
+            .unwrap()
+            .contains_key(&(scope, name.to_owned()))
+    }
+    fn store(
+        &self,
+        scope: Scope,
+        name: &str,
+        value: SecretBytes,
+        expires: Option<u64>,
+    ) -> Result<(), WireError> {
+        let key = (scope, name.to_owned());
+        self.values
+            .lock()
+            .unwrap()
+            .insert(key.clone(), value.as_bytes().to_vec());
+        if let Some(at) = expires {
+            self.expiries.lock().unwrap().insert(key, at);
+        }
+        Ok(())
     }
     fn value(&self, scope: Scope, name: &str) -> Result<SecretBytes, WireError> {
         let newest = AuditLog::read(&self.log, None, 1).unwrap().pop();
@@ -113,6 +140,8 @@ impl SecretSource for Vault {
             .unwrap()
             .push(newest.unwrap_or_default());
         self.values
+            .lock()
+            .unwrap()
             .get(&(scope, name.to_owned()))
             .map(|v| SecretBytes::new(v.clone()))
             .ok_or_else(|| WireError::new(ErrorCode::NotFound, format!("secret {name} is not set")))
@@ -186,19 +215,19 @@ users = [1000]
 fn a_sigv4_grant_carries_the_access_key_id_read_after_the_record() {
     let f = fixture_with(SIGV4_POLICY);
     let rate = RateState::open(&f.state()).unwrap();
-    let mut vault = Vault::new(&f.log());
-    vault.values.insert(
+    let vault = Vault::new(&f.log());
+    vault.values.lock().unwrap().insert(
         (Scope::User(1000), "AWS_SECRET_ACCESS_KEY".into()),
         b"wJalr-secret".to_vec(),
     );
-    vault.values.insert(
+    vault.values.lock().unwrap().insert(
         (Scope::User(1000), "AWS_ACCESS_KEY_ID".into()),
         b"AKIAEXAMPLE1".to_vec(),
     );
     let g = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap();
     assert_eq!(g.secret.as_bytes(), b"wJalr-secret");
     assert_eq!(g.extra.len(), 1);
-    assert_eq!(g.extra[0].0, "AWS_ACCESS_KEY_ID");
+    assert_eq!(g.extra[0].0, aivault_broker::auth::ACCESS_KEY_ID);
     assert_eq!(g.extra[0].1.as_bytes(), b"AKIAEXAMPLE1");
     // Both were read after the grant was recorded.
     let seen = vault.seen_at_read.lock().unwrap().clone();
@@ -210,6 +239,8 @@ fn a_sigv4_grant_carries_the_access_key_id_read_after_the_record() {
     // Without the access key id: unavailable, recorded as failed.
     vault
         .values
+        .lock()
+        .unwrap()
         .remove(&(Scope::User(1000), "AWS_ACCESS_KEY_ID".into()));
     let d = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap_err();
     assert_eq!(d.reason, DenyReason::Unavailable);
@@ -217,18 +248,24 @@ fn a_sigv4_grant_carries_the_access_key_id_read_after_the_record() {
     assert_eq!(f.records().pop().unwrap()["outcome"], "failed");
 
     // An expired access key id refuses before anything is read.
-    vault.values.insert(
+    vault.values.lock().unwrap().insert(
         (Scope::User(1000), "AWS_ACCESS_KEY_ID".into()),
         b"AKIAEXAMPLE1".to_vec(),
     );
     vault
         .expiries
+        .lock()
+        .unwrap()
         .insert((Scope::User(1000), "AWS_ACCESS_KEY_ID".into()), NOW);
     let reads = vault.seen_at_read.lock().unwrap().len();
     let d = decide_all(&f, &rate, &vault, 1000, &ask("s3", "GET", "/bucket/key")).unwrap_err();
     assert!(d.message.contains("expired"), "{}", d.message);
     assert_eq!(vault.seen_at_read.lock().unwrap().len(), reads);
 }
+
+/// A query value long and irregular enough that it cannot turn up in an
+/// audit record by chance (a record's hashes and ids are hex).
+const QUERY_VALUE: &str = "Qv7zT0kXr2WmP9cLy4SnA8hDuJ3bGe6F";
 
 #[test]
 fn the_grant_is_durable_before_the_secret_is_read_and_no_record_holds_it() {
@@ -240,7 +277,11 @@ fn the_grant_is_durable_before_the_secret_is_read_and_no_record_holds_it() {
         &rate,
         &vault,
         1000,
-        &ask("openai", "POST", "/v1/chat/completions?key=abc&stream"),
+        &ask(
+            "openai",
+            "POST",
+            &format!("/v1/chat/completions?key={QUERY_VALUE}&stream"),
+        ),
     )
     .unwrap();
     assert_eq!(got.as_bytes(), SECRET);
@@ -279,7 +320,7 @@ fn the_grant_is_durable_before_the_secret_is_read_and_no_record_holds_it() {
         &Outcome {
             capability: "openai",
             method: "POST",
-            path: "/v1/chat/completions?key=abc",
+            path: &format!("/v1/chat/completions?key={QUERY_VALUE}"),
             status: Some(200),
             request_bytes: 10,
             response_bytes: 20,
@@ -288,7 +329,7 @@ fn the_grant_is_durable_before_the_secret_is_read_and_no_record_holds_it() {
         },
     );
     let raw = std::fs::read(f.log()).unwrap();
-    for v in [SECRET, b"ghp_system".as_slice(), b"abc".as_slice()] {
+    for v in [SECRET, b"ghp_system".as_slice(), QUERY_VALUE.as_bytes()] {
         assert!(
             !raw.windows(v.len()).any(|w| w == v),
             "{} in the audit log",
@@ -404,8 +445,8 @@ fn a_rate_limit_holds_across_a_daemon_restart() {
 fn a_missing_or_expired_secret_is_unavailable() {
     let f = fixture();
     let rate = RateState::open(&f.state()).unwrap();
-    let mut vault = Vault::new(&f.log());
-    vault.values.clear();
+    let vault = Vault::new(&f.log());
+    vault.values.lock().unwrap().clear();
     let d = decide(&f, &rate, &vault, 1000, &ask("openai", "GET", "/v1/models")).unwrap_err();
     assert_eq!(d.reason, DenyReason::Unavailable);
     assert!(d.message.contains("OPENAI_API_KEY"), "{}", d.message);
@@ -415,6 +456,8 @@ fn a_missing_or_expired_secret_is_unavailable() {
 
     vault
         .expiries
+        .lock()
+        .unwrap()
         .insert((Scope::User(1000), "OPENAI_API_KEY".into()), NOW);
     let d = decide(&f, &rate, &vault, 1000, &ask("openai", "GET", "/v1/models")).unwrap_err();
     assert_eq!(d.reason, DenyReason::Unavailable);
@@ -497,4 +540,212 @@ fn an_init_too_large_for_its_datagram_is_not_made() {
     let init = broker_init(&p, &who(1000), &BrokerConfig::default()).unwrap();
     let bytes = postcard::to_stdvec(&aivault_proto::broker::ToBroker::Init(init)).unwrap();
     assert!(bytes.len() < aivault_proto::broker::MAX_CONTROL);
+}
+
+const OAUTH_POLICY: &str = r#"
+[[capability]]
+name = "example"
+hosts = ["api.example.com", "auth.example.com"]
+secret = "EXAMPLE_ACCESS"
+methods = ["GET"]
+paths = ["/v1/**"]
+users = [1000]
+auth = { kind = "oauth2", grant = "refresh-token", token_url = "https://auth.example.com/token", client_id = "cli", client_secret = "EXAMPLE_CLIENT", refresh_token = "EXAMPLE_REFRESH" }
+
+[[capability]]
+name = "machine"
+hosts = ["api.example.com"]
+secret = "MACHINE_ACCESS"
+scope = "system"
+methods = ["GET"]
+paths = ["/**"]
+users = [1000]
+auth = { kind = "oauth2", grant = "client-credentials", token_url = "https://api.example.com/oauth/token", client_id = "m", client_secret = "MACHINE_CLIENT" }
+
+[[capability]]
+name = "plain"
+hosts = ["api.example.com"]
+secret = "PLAIN_KEY"
+methods = ["GET"]
+paths = ["/**"]
+users = [1000]
+auth = { kind = "header", header = "x-key", template = "{{secret}}" }
+"#;
+
+fn oauth_fixture() -> (Fixture, Vault) {
+    let mut f = fixture();
+    f.policy = crate::policy::from_str_for_test("/etc/aivault/policy.toml", OAUTH_POLICY).unwrap();
+    let vault = Vault::new(&f.log());
+    {
+        let mut v = vault.values.lock().unwrap();
+        let user = Scope::User(1000);
+        v.insert((user, "EXAMPLE_ACCESS".into()), b"at-stored-1".to_vec());
+        v.insert((user, "EXAMPLE_CLIENT".into()), b"cs-user-1".to_vec());
+        v.insert((user, "EXAMPLE_REFRESH".into()), b"rt-user-1".to_vec());
+        v.insert(
+            (Scope::System, "MACHINE_CLIENT".into()),
+            b"cs-machine".to_vec(),
+        );
+    }
+    vault
+        .expiries
+        .lock()
+        .unwrap()
+        .insert((Scope::User(1000), "EXAMPLE_ACCESS".into()), NOW + 3600);
+    (f, vault)
+}
+
+fn grant(f: &Fixture, rate: &RateState, vault: &Vault, a: &Ask<'_>) -> Result<Granted, Denied> {
+    let ctx = Context {
+        policy: &f.policy,
+        audit: &f.audit,
+        rate,
+        secrets: vault,
+        now: NOW,
+    };
+    authorize(&ctx, &caller(1000), &who(1000), a)
+}
+
+fn refreshed(f: &Fixture, vault: &Vault, capability: &str, t: Tokens) -> Result<(), String> {
+    let rate = RateState::open(&f.state()).unwrap();
+    let ctx = Context {
+        policy: &f.policy,
+        audit: &f.audit,
+        rate: &rate,
+        secrets: vault,
+        now: NOW,
+    };
+    tokens_refreshed(&ctx, &caller(1000), &who(1000), capability, t)
+}
+
+#[test]
+fn a_valid_stored_access_token_is_granted_without_refresh_material() {
+    let (f, vault) = oauth_fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    let g = grant(&f, &rate, &vault, &ask("example", "GET", "/v1/me")).unwrap();
+    assert_eq!(g.secret.as_bytes(), b"at-stored-1");
+    assert!(g.extra.is_empty());
+    assert!(!g.refreshable);
+    let rec = f.records().pop().unwrap();
+    assert_eq!(rec["detail"]["token"], "stored", "{rec}");
+}
+
+#[test]
+fn an_expired_or_missing_access_token_yields_the_refresh_material() {
+    let (f, vault) = oauth_fixture();
+    let rate = RateState::open(&f.state()).unwrap();
+    // Expiring within the margin counts as expired.
+    vault
+        .expiries
+        .lock()
+        .unwrap()
+        .insert((Scope::User(1000), "EXAMPLE_ACCESS".into()), NOW + 5);
+    let g = grant(&f, &rate, &vault, &ask("example", "GET", "/v1/me")).unwrap();
+    assert!(g.secret.as_bytes().is_empty());
+    assert!(g.refreshable);
+    let extra: Vec<(&str, &[u8])> = g
+        .extra
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    assert_eq!(
+        extra,
+        [
+            ("client_secret", &b"cs-user-1"[..]),
+            ("refresh_token", &b"rt-user-1"[..])
+        ]
+    );
+    let rec = f.records().pop().unwrap();
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["detail"]["token"].as_str()),
+        (Some("ok"), Some("refresh"))
+    );
+    // A client-credentials capability with no token stored yet: its
+    // client secret, from the system scope.
+    let g = grant(&f, &rate, &vault, &ask("machine", "GET", "/x")).unwrap();
+    assert!(g.refreshable);
+    assert_eq!(g.extra.len(), 1);
+    assert_eq!(g.extra[0].0, "client_secret");
+    assert_eq!(g.extra[0].1.as_bytes(), b"cs-machine");
+    // Missing refresh material is unavailable, recorded as failed.
+    vault
+        .values
+        .lock()
+        .unwrap()
+        .remove(&(Scope::System, "MACHINE_CLIENT".into()));
+    let d = grant(&f, &rate, &vault, &ask("machine", "GET", "/x")).unwrap_err();
+    assert_eq!(d.reason, DenyReason::Unavailable);
+    assert_eq!(f.records().pop().unwrap()["outcome"], "failed");
+}
+
+#[test]
+fn refreshed_tokens_are_written_to_the_vault_and_recorded_without_values() {
+    let (f, vault) = oauth_fixture();
+    refreshed(
+        &f,
+        &vault,
+        "example",
+        Tokens {
+            access_token: SecretBytes::new(b"at-new-77".to_vec()),
+            expires_in_s: Some(120),
+            refresh_token: Some(SecretBytes::new(b"rt-new-77".to_vec())),
+        },
+    )
+    .unwrap();
+    let user = Scope::User(1000);
+    let values = vault.values.lock().unwrap();
+    assert_eq!(values[&(user, "EXAMPLE_ACCESS".into())], b"at-new-77");
+    assert_eq!(values[&(user, "EXAMPLE_REFRESH".into())], b"rt-new-77");
+    drop(values);
+    assert_eq!(
+        vault.expiries.lock().unwrap()[&(user, "EXAMPLE_ACCESS".into())],
+        NOW + 120
+    );
+    let rec = f.records().pop().unwrap();
+    assert_eq!(rec["op"], OP_TOKEN_REFRESH);
+    assert_eq!(rec["detail"]["secret"], "EXAMPLE_ACCESS");
+    assert_eq!(rec["detail"]["refresh_token"], "EXAMPLE_REFRESH");
+    let log = std::fs::read_to_string(f.log()).unwrap();
+    assert!(!log.contains("at-new-77") && !log.contains("rt-new-77"));
+
+    // The stored token is granted from now on.
+    let rate = RateState::open(&f.state()).unwrap();
+    let g = grant(&f, &rate, &vault, &ask("example", "GET", "/v1/me")).unwrap();
+    assert_eq!(g.secret.as_bytes(), b"at-new-77");
+    assert!(!g.refreshable);
+
+    // A client-credentials capability goes to the system scope; a refresh
+    // token it has no name for is not stored anywhere.
+    refreshed(
+        &f,
+        &vault,
+        "machine",
+        Tokens {
+            access_token: SecretBytes::new(b"at-machine".to_vec()),
+            expires_in_s: None,
+            refresh_token: Some(SecretBytes::new(b"rt-stray".to_vec())),
+        },
+    )
+    .unwrap();
+    let values = vault.values.lock().unwrap();
+    assert_eq!(
+        values[&(Scope::System, "MACHINE_ACCESS".into())],
+        b"at-machine"
+    );
+    assert!(!values.values().any(|v| v == b"rt-stray"));
+}
+
+#[test]
+fn tokens_for_a_capability_that_is_no_oauth2_one_or_not_the_callers_are_refused() {
+    let (f, vault) = oauth_fixture();
+    let t = || Tokens {
+        access_token: SecretBytes::new(b"at-x".to_vec()),
+        expires_in_s: None,
+        refresh_token: None,
+    };
+    let before = f.records().len();
+    assert!(refreshed(&f, &vault, "plain", t()).is_err());
+    assert!(refreshed(&f, &vault, "nonexistent", t()).is_err());
+    assert_eq!(f.records().len(), before);
+    assert!(!vault.values.lock().unwrap().values().any(|v| v == b"at-x"));
 }

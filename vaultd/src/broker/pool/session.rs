@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use super::launch::Leftovers;
 use super::{BrokerInfo, BrokerPool, MAX_REQUESTS, REMEMBERED_CONNECTIONS, SEND_TIMEOUT};
 use crate::broker::control::Control;
-use crate::broker::{Ask, Outcome};
+use crate::broker::{Ask, Outcome, Tokens};
 use crate::caller::Caller;
 
 /// A broker process as the pool follows it.
@@ -48,6 +48,8 @@ pub(super) enum Request {
         capability: String,
         method: String,
         path: String,
+        /// Refresh material was granted: one `TokensRefreshed` may come.
+        refreshable: bool,
     },
 }
 
@@ -218,6 +220,7 @@ impl BrokerPool {
                     capability,
                     method,
                     path,
+                    ..
                 }) = granted
                 else {
                     return Err("a done for a request not granted");
@@ -237,6 +240,41 @@ impl BrokerPool {
                             error: error.as_deref(),
                         },
                     )
+                });
+                Ok(())
+            }
+            FromBroker::TokensRefreshed {
+                req,
+                access_token,
+                expires_in_s,
+                refresh_token,
+            } => {
+                let (caller, capability) = {
+                    let mut inner = broker.lock();
+                    inner.last_active = Some(Instant::now());
+                    match inner.requests.get_mut(&req) {
+                        Some(Request::Granted {
+                            caller,
+                            capability,
+                            refreshable: refreshable @ true,
+                            ..
+                        }) => {
+                            *refreshable = false;
+                            (*caller, capability.clone())
+                        }
+                        _ => return Err("tokens for a request not granted refresh material"),
+                    }
+                };
+                let host = self.host.clone();
+                let tokens = Tokens {
+                    access_token,
+                    expires_in_s,
+                    refresh_token,
+                };
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = host.tokens_refreshed(&caller, &capability, tokens) {
+                        tracing::warn!(capability, error = %e, "refreshed tokens not stored");
+                    }
                 });
                 Ok(())
             }
@@ -273,6 +311,7 @@ impl BrokerPool {
                         capability,
                         method,
                         path,
+                        refreshable: granted.refreshable,
                     },
                 );
                 ToBroker::Grant {

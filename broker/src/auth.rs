@@ -345,7 +345,7 @@ pub fn token_url_parts(url: &str) -> Result<(String, String), AuthError> {
         None => (rest, "/"),
     };
     let host = host.to_ascii_lowercase();
-    if !crate::registry::valid_host(&host) || host.starts_with("*.") || path.contains(['?', '#']) {
+    if !crate::host::valid_host(&host) || host.starts_with("*.") || path.contains(['?', '#']) {
         return Err(bad());
     }
     let checked = crate::path::check(path).map_err(|_| bad())?;

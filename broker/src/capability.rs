@@ -10,8 +10,9 @@ use thiserror::Error;
 
 use crate::auth::{Auth, AuthError, Placement};
 use crate::headers::{self, HeaderError};
+use crate::host::valid_host;
 use crate::path::{self, PathError, PathPattern, PatternError};
-use crate::registry::{valid_host, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 
 /// The key an unmodified SDK or CLI is configured with when it talks to the
 /// broker (`OPENAI_API_KEY=aivault`): it is not a credential, and the

@@ -31,7 +31,8 @@ use crate::auth::Auth;
 use crate::capability::{self, Capability, RequestError};
 use crate::exchange::Signer;
 use crate::path;
-use crate::serve::{Answer, Shared};
+use crate::refusal::{refuse, Refusal};
+use crate::shared::{Answer, Shared};
 use crate::stream;
 use aivault_proto::SecretBytes;
 
@@ -116,22 +117,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// A refusal the broker answers itself.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    pub(crate) retry_after: Option<u32>,
-}
-
-pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        message: message.into(),
-        retry_after: None,
     }
 }
 

@@ -17,10 +17,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::capability::{Capability, Plan};
-use crate::endpoint_http::{refuse, Refusal};
 use crate::path;
 use crate::redirect::{self, Redirect};
-use crate::serve::Shared;
+use crate::refusal::{refuse, Refusal};
+use crate::shared::Shared;
 use crate::sigv4;
 use aivault_proto::SecretBytes;
 

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, StatusCode};
 
 use crate::auth::{token_url_parts, Auth, OAuth2Grant, CLIENT_SECRET, REFRESH_TOKEN};
-use crate::endpoint_http::{refuse, Refusal};
-use crate::serve::Shared;
+use crate::refusal::{refuse, Refusal};
+use crate::shared::Shared;
 
 /// The most of a token endpoint's answer that is read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;

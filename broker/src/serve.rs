@@ -10,27 +10,21 @@
 //! (connections finish what is in flight) or closes its end (everything
 //! stops at once).
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use aivault_proto::broker::{BrokerInit, DenyReason, FromBroker, ToBroker};
-use aivault_proto::SecretBytes;
+use aivault_proto::broker::{BrokerInit, ToBroker};
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::capability::{Capability, CapabilityError, RawCapability};
 use crate::control::Control;
 use crate::registry::{Provider, Registry, RegistryError};
+use crate::shared::{Answer, Shared};
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
-
-/// How long a request waits for the daemon's decision.
-const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -77,75 +71,6 @@ pub fn compile(text: &str) -> Result<Vec<Capability>, ServeError> {
     Ok(caps)
 }
 
-/// What the daemon answered to an Authorize.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// The credential and the named further secrets of the grant.
-    Grant(SecretBytes, Vec<(String, SecretBytes)>),
-    Deny {
-        reason: DenyReason,
-        message: String,
-        retry_after_s: Option<u32>,
-    },
-}
-
-/// State shared by every connection of the process.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) caps: Vec<Capability>,
-    pub(crate) upstream: Upstream,
-    pub(crate) control: Control,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    next_req: AtomicU64,
-}
-
-impl Shared {
-    /// Asks the daemon whether request `req` may go ahead. `None`: no
-    /// answer (the daemon went away, or took too long).
-    pub(crate) async fn authorize(&self, msg: FromBroker, req: u64) -> Option<Answer> {
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().ok()?.insert(req, tx);
-        if self.control.send(&msg).await.is_err() {
-            self.forget(req);
-            return None;
-        }
-        match tokio::time::timeout(AUTHORIZE_TIMEOUT, rx).await {
-            Ok(Ok(answer)) => Some(answer),
-            _ => {
-                self.forget(req);
-                None
-            }
-        }
-    }
-
-    pub(crate) fn next_req(&self) -> u64 {
-        self.next_req.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn forget(&self, req: u64) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.remove(&req);
-        }
-    }
-
-    fn answer(&self, req: u64, answer: Answer) {
-        let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(&req));
-        match waiting {
-            Some(tx) => {
-                let _ = tx.send(answer);
-            }
-            None => tracing::warn!("an answer for request {req}, which is not waiting"),
-        }
-    }
-
-    /// Reports the end of a request; a lost report is only logged.
-    pub(crate) async fn done(&self, msg: FromBroker) {
-        if let Err(e) = self.control.send(&msg).await {
-            tracing::warn!("the done report was not sent: {e}");
-        }
-    }
-}
-
 /// A broker's service, prepared from its init.
 #[derive(Debug)]
 pub struct Service {
@@ -170,13 +95,7 @@ impl Service {
     /// init and confinement). Must run inside a tokio runtime.
     pub async fn run(self, control: OwnedFd) -> Result<(), ServeError> {
         let control = Control::new(control).map_err(ServeError::Control)?;
-        let shared = Arc::new(Shared {
-            caps: self.caps,
-            upstream: self.upstream,
-            control,
-            pending: Mutex::new(HashMap::new()),
-            next_req: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(self.caps, self.upstream, control));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         loop {

@@ -495,7 +495,7 @@ fn broker_testing(
     };
     let mut resolve = Vec::new();
     for (host, addrs) in t.resolve {
-        if !aivault_broker::registry::valid_host(&host) {
+        if !aivault_broker::host::valid_host(&host) {
             return Err(bad(format!(
                 "broker.testing.resolve: {host:?} is not a lower-case host name"
             )));

@@ -109,9 +109,9 @@ fn main() {
     };
     let mode = init.capabilities.clone();
     if mode.contains("confine-error") {
-        send(&FromBroker::Confined(Err(
-            "the test asks for a refusal".into()
-        )));
+        send(&FromBroker::Confined(Err(format!(
+            "the test asks for a refusal (uid={uid})"
+        ))));
         std::process::exit(1);
     }
     send(&FromBroker::Confined(Ok(Enforcement {

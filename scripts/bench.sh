@@ -30,6 +30,9 @@ settle
 echo "==> HTTP broker"
 ./target/release/examples/bench_broker
 settle
+echo "==> MCP gateway"
+./target/release/examples/bench_gateway
+settle
 echo "==> D-Bus"
 scripts/dbus-deps.sh >/dev/null
 ./target/release/examples/bench_dbus

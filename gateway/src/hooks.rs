@@ -77,8 +77,10 @@ pub trait Policy: Send + Sync {
     /// Whether `tool` (an upstream's definition, as received) is listed,
     /// and how. `None` hides it: it is neither listed nor callable.
     fn visible(&self, server: &str, tool: &Value) -> Option<VisibleTool>;
-    /// Whether the call may reach the upstream with these arguments.
-    fn check_call(&self, call: &CallInfo, arguments: &Value) -> Result<(), Refusal>;
+    /// Whether the call may reach the upstream with these arguments, and
+    /// the arguments it receives (the checked, normalised ones: what was
+    /// judged is what goes out).
+    fn check_call(&self, call: &CallInfo, arguments: &Value) -> Result<Value, Refusal>;
     /// What of the upstream's result reaches the agent (tool errors come
     /// as results with `isError`, so they are filtered too).
     fn filter_result(&self, call: &CallInfo, result: Value) -> Result<Filtered, Refusal>;
@@ -95,8 +97,8 @@ impl Policy for PassThrough {
         definition["name"] = Value::String(name.clone());
         Some(VisibleTool { name, definition })
     }
-    fn check_call(&self, _: &CallInfo, _: &Value) -> Result<(), Refusal> {
-        Ok(())
+    fn check_call(&self, _: &CallInfo, arguments: &Value) -> Result<Value, Refusal> {
+        Ok(arguments.clone())
     }
     fn filter_result(&self, _: &CallInfo, result: Value) -> Result<Filtered, Refusal> {
         Ok(Filtered::unchanged(result))

@@ -112,7 +112,7 @@ impl Policy for GatewayPolicy {
         Some(VisibleTool { name, definition })
     }
 
-    fn check_call(&self, call: &CallInfo, arguments: &Value) -> Result<(), Refusal> {
+    fn check_call(&self, call: &CallInfo, arguments: &Value) -> Result<Value, Refusal> {
         let policy = self
             .servers
             .get(&call.server)
@@ -123,9 +123,8 @@ impl Policy for GatewayPolicy {
         match policy.tools.arguments.get(&call.tool) {
             Some(c) => c
                 .check(Some(arguments))
-                .map(|_| ())
                 .map_err(|v| Refusal::new(v.to_string())),
-            None => Ok(()),
+            None => Ok(arguments.clone()),
         }
     }
 
@@ -244,6 +243,20 @@ rename = {{ search = "find" }}
             .unwrap_err();
         assert!(!e.reason.contains("shadow"), "{e}");
         assert!(p.check_call(&info("read"), &json!([1])).is_err());
+    }
+
+    #[test]
+    fn the_upstream_gets_the_normalised_arguments() {
+        let (p, _) = policy(
+            "[mcp_server.tools.arguments.read]\nproperties = { path = { type = \"string\", paths = [\"/srv/**\"] } }\n",
+        );
+        let sent = p
+            .check_call(&info("read"), &json!({"path": "/srv//docs/./a.txt"}))
+            .unwrap();
+        assert_eq!(sent, json!({"path": "/srv/docs/a.txt"}));
+        // A tool without constraints gets the arguments as they came.
+        let other = json!({"q": "x"});
+        assert_eq!(p.check_call(&info("list"), &other).unwrap(), other);
     }
 
     #[test]

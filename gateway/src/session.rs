@@ -408,13 +408,16 @@ async fn call_tool(ctx: &Arc<Ctx>, params: &Value) -> Result<Value, RpcError> {
         tool: tool.clone(),
         exposed: name.to_string(),
     };
-    if let Err(refusal) = ctx.hooks.policy.check_call(&info, &arguments) {
-        rec.finish(Decision::Refused(refusal.reason.clone()), 0);
-        return Err(RpcError::new(
-            jsonrpc::REFUSED,
-            format!("refused: {refusal}"),
-        ));
-    }
+    let arguments = match ctx.hooks.policy.check_call(&info, &arguments) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            rec.finish(Decision::Refused(refusal.reason.clone()), 0);
+            return Err(RpcError::new(
+                jsonrpc::REFUSED,
+                format!("refused: {refusal}"),
+            ));
+        }
+    };
     let lease = match ctx.pool.get(&server).await {
         Ok(l) => l,
         Err(e) => {

@@ -434,7 +434,9 @@ async fn upstreams_stop_when_idle_and_when_the_agent_disconnects() {
 }
 
 /// Hides `every__get-env`, renames `py__echo_env` to `env`, refuses calls
-/// whose `name` argument is `HOME`, and refuses results containing "FORBIDDEN".
+/// whose `name` argument is `HOME`, sends a `name` argument trimmed of
+/// spaces (as a normalising check would), and refuses results containing
+/// "FORBIDDEN".
 struct TestPolicy;
 
 impl Policy for TestPolicy {
@@ -452,10 +454,11 @@ impl Policy for TestPolicy {
             definition,
         })
     }
-    fn check_call(&self, _: &CallInfo, arguments: &Value) -> Result<(), Refusal> {
+    fn check_call(&self, _: &CallInfo, arguments: &Value) -> Result<Value, Refusal> {
         match arguments["name"].as_str() {
             Some("HOME") => Err(Refusal::new("argument name not allowed")),
-            _ => Ok(()),
+            Some(name) => Ok(json!({"name": name.trim()})),
+            None => Ok(arguments.clone()),
         }
     }
     fn filter_result(&self, _: &CallInfo, result: Value) -> Result<Filtered, Refusal> {
@@ -510,6 +513,16 @@ async fn the_policy_decides_what_is_listed_called_and_returned() {
         text(
             &agent
                 .call(json!(2), "env", json!({"name": "FIXTURE_LOG"}))
+                .await
+        ),
+        log_s
+    );
+    // The upstream receives the arguments the policy checked, not the
+    // agent's.
+    assert_eq!(
+        text(
+            &agent
+                .call(json!(5), "env", json!({"name": "  FIXTURE_LOG "}))
                 .await
         ),
         log_s

@@ -8,11 +8,11 @@
 //! (written out by the test), run through `/usr/bin/python3`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use aivault_tests::mcp_stdio::StdioClient;
 use aivault_tests::{bin, fails_with, Daemon, Options, User};
 use serde_json::{json, Value};
 
@@ -39,74 +39,25 @@ fn setup() -> (Daemon, User) {
     (d, alice)
 }
 
-struct Agent {
-    child: Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-    /// Answers read while waiting for another.
-    others: Vec<Value>,
-}
+/// `vaultctl mcp-gateway` as `user`, the agent's side of a session.
+struct Agent;
 
 impl Agent {
-    fn start(d: &Daemon, user: &User) -> Agent {
+    fn start(d: &Daemon, user: &User) -> StdioClient {
         Self::start_with_env(d, user, &[])
     }
 
-    fn start_with_env(d: &Daemon, user: &User, env: &[(&str, &str)]) -> Agent {
-        let mut child = Command::new(bin("vaultctl"))
-            .arg("mcp-gateway")
+    fn start_with_env(d: &Daemon, user: &User, env: &[(&str, &str)]) -> StdioClient {
+        let mut c = Command::new(bin("vaultctl"));
+        c.arg("mcp-gateway")
             .env_clear()
             .env("AIVAULT_SOCKET", d.socket())
             .env("PATH", "/usr/bin:/bin")
             .envs(env.iter().copied())
             .current_dir("/")
             .uid(user.uid)
-            .gid(user.gid)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vaultctl mcp-gateway");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Agent {
-            child,
-            lines,
-            others: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, msg: &Value) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{msg}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        loop {
-            let line = self.lines.next().expect("an answer").unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v.get("id") == Some(&json!(id)) {
-                return v;
-            }
-            self.others.push(v);
-        }
-    }
-
-    fn initialize(&mut self) -> Value {
-        let init = self.request(
-            1,
-            "initialize",
-            json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "t", "version": "1"}}),
-        );
-        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        init
-    }
-
-    /// Closes stdin and waits for `vaultctl` to exit.
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.child.stdin.take());
-        self.child.wait().unwrap()
+            .gid(user.gid);
+        StdioClient::spawn(c)
     }
 }
 

@@ -230,7 +230,7 @@ fn serve(b: &Bench, file: &std::path::Path) {
     let straight = plan(straight_cmd, "echo");
     let line = |plan: &str| {
         format!(
-            "setpriv --reuid={user} --regid={user} --clear-groups {py} {client} '{plan}' >/dev/null",
+            "setpriv --reuid={user} --regid={user} --clear-groups {py} {client} '{plan}'",
             py = b.real.venv_python().display(),
             client = client.display()
         )

@@ -399,6 +399,7 @@ impl Builder {
                 .find(|p| p.secret == secret && p.scope == scope)
                 .map(|p| (p.source.as_path(), p.commands.as_slice()))
         })?;
+        self.mcp.check_capabilities(&broker.capabilities)?;
         let mut compiled = Compiled {
             rules,
             grants: self.grants,

@@ -11,12 +11,14 @@
 //! root-owned and hashed, when the upstream starts), and a secret a
 //! `[[pin]]` ties to commands only given to one of those commands.
 //!
-//! Imports [`super::check`], [`super::error`] and [`super::schema`] only.
+//! Imports [`super::check`], [`super::error`], [`super::schema`] and the
+//! capabilities' entries ([`super::capability`], for url servers) only.
 
 use std::path::{Path, PathBuf};
 
 use aivault_gateway::config::{self as gw, RawServer, ServerPolicy, Transport};
 
+use super::capability::CapabilityEntry;
 use super::check::{identities, is_normal_absolute, valid_secret_name};
 use super::env::check_env_name;
 use super::error::{EntryError, PolicyError};
@@ -167,6 +169,52 @@ impl McpServers {
         Ok(())
     }
 
+    /// Cross-checks with the broker's capabilities: a url server's
+    /// capability exists, pins the url's host as the one requests go to,
+    /// allows `POST` and the url's path. Whether it admits the caller is
+    /// the broker's to decide at each request.
+    pub fn check_capabilities(&self, caps: &[CapabilityEntry]) -> Result<(), PolicyError> {
+        for s in &self.servers {
+            let Transport::Http {
+                url,
+                capability,
+                host,
+                path,
+            } = &s.server.transport
+            else {
+                continue;
+            };
+            let fail = |why: String| PolicyError::Entry {
+                path: s.source.clone(),
+                entry: format!("mcp_server {:?}", s.name()),
+                error: EntryError::McpServer(why),
+            };
+            let cap = caps
+                .iter()
+                .find(|c| c.name() == capability)
+                .ok_or_else(|| fail(format!("capability {capability:?} is not defined")))?;
+            if cap.cap.hosts.first() != Some(host) {
+                return Err(fail(format!(
+                    "url {url:?}: capability {capability:?} sends its requests to {}, not {host}",
+                    cap.cap.hosts.first().map_or("no host", String::as_str)
+                )));
+            }
+            if !cap.cap.methods.iter().any(|m| m == "POST") {
+                return Err(fail(format!(
+                    "capability {capability:?} does not allow POST, which MCP over HTTP sends"
+                )));
+            }
+            let allowed = aivault_broker::path::check(path)
+                .is_ok_and(|p| cap.cap.paths.iter().any(|pat| pat.matches(&p)));
+            if !allowed {
+                return Err(fail(format!(
+                    "url {url:?}: capability {capability:?} does not allow the path {path}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&McpServerEntry> {
         self.servers.iter().find(|s| s.name() == name)
     }
@@ -199,7 +247,9 @@ fn report(s: &McpServerEntry) -> RuleReport {
         Transport::Stdio { command, .. } => {
             format!("the stdio MCP server {}", command.display())
         }
-        Transport::Http { url } => format!("the MCP server at {url}"),
+        Transport::Http {
+            url, capability, ..
+        } => format!("the MCP server at {url} (through capability {capability})"),
     };
     let mut effect = format!(
         "{} may use {what} through the gateway as {}__*",
@@ -216,9 +266,6 @@ fn report(s: &McpServerEntry) -> RuleReport {
         effect.push_str(&format!(", which is given {}", given.join(", ")));
     }
     let mut warnings = Vec::new();
-    if matches!(s.server.transport, Transport::Http { .. }) {
-        warnings.push("url servers are not served yet: the gateway refuses to start them".into());
-    }
     if !s.server.tools.require_pin && s.server.tools.pins.is_empty() {
         warnings.push(
             "no tool is pinned: a changed tool definition is not noticed (vaultctl mcp-gateway pin)"

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod mcp_http;
 pub mod tls_upstream;
 
 use std::fs;

@@ -11,8 +11,12 @@
 //! places (with a progress notification first), a refused request (the
 //! broker's reason in the error), a body over the limit, a forgotten
 //! session ending the connection, and cancellation posted with the
-//! cancelled request's stream dropped.
+//! cancelled request's stream dropped. Then the same against the official
+//! Python SDK's streamable-HTTP server (`fixtures/pyserver_http.py`, over
+//! plain loopback TCP: the broker's part is `tests/tests/mcp_gateway_http.rs`'s).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -421,4 +425,120 @@ async fn a_broken_answer_fails_the_start_and_dropping_the_guard_ends_the_bridge(
     let e = Upstream::connect(reader, writer, cfg).await.unwrap_err();
     assert!(e.to_string().contains("no capability"), "{e}");
     drop(guard);
+}
+
+/// Each open is a fresh TCP connection to `addr`.
+struct Tcp(std::net::SocketAddr);
+
+impl Connector for Tcp {
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn Stream>, String>> {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(self.0)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(s) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// The Python SDK's server, killed on drop.
+struct PyServer(std::process::Child);
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_server_is_listed_called_and_cancelled_over_streamable_http() {
+    let python = common::deps().join("venv/bin/python");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pyserver_http.py");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = common::temp_log("http");
+    let _server = PyServer(
+        std::process::Command::new(python)
+            .arg(fixture)
+            .env_clear()
+            .env("FIXTURE_HTTP_PORT", port.to_string())
+            .env("FIXTURE_LOG", &log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the Python server never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let max = 1 << 20;
+    let target = HttpTarget {
+        server: "py".into(),
+        target: "/mcp".into(),
+        host: format!("127.0.0.1:{port}"),
+        max_message: max,
+    };
+    let spawned = http::bridge(Arc::new(Tcp(addr)), target);
+    let cfg = UpstreamConfig {
+        name: "py".into(),
+        max_message: max,
+    };
+    let up = Upstream::connect(spawned.reader, spawned.writer, cfg)
+        .await
+        .unwrap();
+    assert_eq!(up.protocol_version(), "2025-11-25");
+    let tools = up.list_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    for want in ["slow", "big", "echo_env", "pid"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let big = up
+        .call_tool("big", json!({"size": 300_000}), None)
+        .await
+        .unwrap();
+    assert_eq!(big["content"][0]["text"].as_str().unwrap().len(), 300_000);
+
+    // Progress comes back on the request's event stream.
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    let progress: aivault_gateway::upstream::ProgressFn = Arc::new(move |_| {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let slow = up
+        .call_tool("slow", json!({"seconds": 0.2}), Some(progress))
+        .await
+        .unwrap();
+    assert_eq!(slow["content"][0]["text"], "slept 0.2", "{slow}");
+    assert!(count.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    // A dropped call is cancelled at the server.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let progress: aivault_gateway::upstream::ProgressFn = Arc::new(move |_| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    });
+    tokio::select! {
+        r = up.call_tool("slow", json!({"seconds": 60}), Some(progress)) => panic!("finished: {r:?}"),
+        _ = rx => {}
+    }
+    eventually("the server records the cancellation", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("slow cancelled"))
+    })
+    .await;
+    assert!(up.call_tool("pid", json!({}), None).await.is_ok());
+    drop(spawned.process);
 }

@@ -89,6 +89,9 @@ const MAX_REASON: usize = 300;
 const MAX_SESSION_ID: usize = 1024;
 /// Bytes the duplex between bridge and session may hold either way.
 const PIPE: usize = 64 * 1024;
+/// How long the exchange of a notification (or of a response to the
+/// server) may take: nobody waits for it, so nothing else would end it.
+const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Ends the bridge when the session lets go of the upstream.
 struct AbortOnDrop(AbortHandle);
@@ -213,7 +216,7 @@ async fn exchange(
     out: Outbox,
 ) -> Result<(), ()> {
     let mut answered = false;
-    let outcome = post(
+    let posted = post(
         &*connector,
         &target,
         &state,
@@ -222,8 +225,15 @@ async fn exchange(
         initialize,
         &out,
         &mut answered,
-    )
-    .await;
+    );
+    // A request is bounded by whoever waits for its answer (the call's
+    // timeout, which cancels it; the pool's start timeout).
+    let outcome = match id {
+        Some(_) => posted.await,
+        None => tokio::time::timeout(NOTIFY_TIMEOUT, posted)
+            .await
+            .unwrap_or_else(|_| Err(Failed::Exchange("no answer in time".into()))),
+    };
     if let Some(id) = &id {
         lock(&state.in_flight).remove(&id.to_string());
     }

@@ -814,6 +814,11 @@ mod tests {
             server: "fs".into()
         })
         .is_ok());
+        assert!(check(&FromGateway::OpenHttp {
+            req: 2,
+            server: "web".into()
+        })
+        .is_ok());
         let too_many: Vec<&str> = vec!["a"; MAX_ACTIONS + 1];
         for bad in [
             call(Some("fs"), "read", "not-a-digest", &[]),
@@ -828,6 +833,10 @@ mod tests {
             FromGateway::StartUpstream {
                 req: 1,
                 server: String::new(),
+            },
+            FromGateway::OpenHttp {
+                req: 1,
+                server: "a\u{7f}".into(),
             },
             FromGateway::Confined(Err("again".into())),
         ] {

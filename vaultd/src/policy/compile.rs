@@ -342,7 +342,7 @@ impl Builder {
     }
 
     /// Cross-file checks; the result is the policy.
-    pub fn finish(self) -> Result<Compiled, PolicyError> {
+    pub fn finish(mut self) -> Result<Compiled, PolicyError> {
         let mut rules = self.rules;
         for rule in &rules {
             for s in &rule.secrets {

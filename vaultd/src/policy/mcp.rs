@@ -35,6 +35,9 @@ pub struct McpServerEntry {
     pub who_text: String,
     /// The table as the policy file spells it: what the gateway compiles.
     pub table: toml::Value,
+    /// What `policy check` warns of beyond the server's own text (a url
+    /// server's capability that does not admit all of its users).
+    pub warnings: Vec<String>,
 }
 
 impl McpServerEntry {
@@ -134,6 +137,7 @@ impl McpServers {
             groups,
             who_text,
             table: v.clone(),
+            warnings: Vec::new(),
         })
     }
 
@@ -173,8 +177,8 @@ impl McpServers {
     /// capability exists, pins the url's host as the one requests go to,
     /// allows `POST` and the url's path. Whether it admits the caller is
     /// the broker's to decide at each request.
-    pub fn check_capabilities(&self, caps: &[CapabilityEntry]) -> Result<(), PolicyError> {
-        for s in &self.servers {
+    pub fn check_capabilities(&mut self, caps: &[CapabilityEntry]) -> Result<(), PolicyError> {
+        for s in &mut self.servers {
             let Transport::Http {
                 url,
                 capability,
@@ -210,6 +214,30 @@ impl McpServers {
                 return Err(fail(format!(
                     "url {url:?}: capability {capability:?} does not allow the path {path}"
                 )));
+            }
+            // Users the capability lists by group may still be admitted;
+            // only what is certain is said.
+            let mut outside: Vec<String> = Vec::new();
+            if cap.groups.is_empty() {
+                outside.extend(
+                    s.users
+                        .iter()
+                        .filter(|u| !cap.users.contains(u))
+                        .map(|u| format!("uid {u}")),
+                );
+            }
+            outside.extend(
+                s.groups
+                    .iter()
+                    .filter(|g| !cap.groups.contains(g))
+                    .map(|g| format!("gid {g}")),
+            );
+            if !outside.is_empty() {
+                s.warnings.push(format!(
+                    "capability {capability} does not admit {}: the broker refuses their \
+                     requests, and they get no tools from this server",
+                    outside.join(", ")
+                ));
             }
         }
         Ok(())
@@ -265,7 +293,7 @@ fn report(s: &McpServerEntry) -> RuleReport {
             .collect();
         effect.push_str(&format!(", which is given {}", given.join(", ")));
     }
-    let mut warnings = Vec::new();
+    let mut warnings = s.warnings.clone();
     if !s.server.tools.require_pin && s.server.tools.pins.is_empty() {
         warnings.push(
             "no tool is pinned: a changed tool definition is not noticed (vaultctl mcp-gateway pin)"

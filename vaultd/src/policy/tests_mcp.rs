@@ -165,6 +165,27 @@ fn a_url_server_loads_through_a_capability_that_pins_its_host_and_path() {
         .find(|r| r.rule == "mcp_server web")
         .unwrap();
     assert!(report.effect.contains("example/mcp"), "{}", report.effect);
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("does not admit")),
+        "{:?}",
+        report.warnings
+    );
+    // A user of the server the capability does not list is warned of.
+    let (head, _) = WEB.rsplit_once("users = [1000]").unwrap();
+    let p = parse(&format!("{head}users = [1000, 1001]\n")).unwrap();
+    let report = p
+        .explain()
+        .into_iter()
+        .find(|r| r.rule == "mcp_server web")
+        .unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not admit uid 1001")),
+        "{:?}",
+        report.warnings
+    );
     let text = p.gateway_text(&who(1000)).unwrap();
     assert!(aivault_gateway::config::parse_servers(&text).is_ok());
 }

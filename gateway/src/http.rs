@@ -192,14 +192,18 @@ async fn run<R: AsyncRead + Unpin>(
             continue;
         }
         let gone = gone_tx.clone();
+        // Held while spawning: the exchange removes its entry under the
+        // same lock, so one that ends at once leaves none behind.
+        let mut in_flight = lock(&state.in_flight);
         let handle = tasks.spawn(async move {
             if exchange.await.is_err() {
                 let _ = gone.try_send(());
             }
         });
         if let Some(id) = id {
-            lock(&state.in_flight).insert(id.to_string(), handle);
+            in_flight.insert(id.to_string(), handle);
         }
+        drop(in_flight);
     }
     tasks.abort_all();
 }

@@ -7,7 +7,10 @@
 //! `202`; `tools/list` is answered as server-sent events in HTTP chunks (a
 //! log notification, then the answer); `tools/call` as JSON. Tools:
 //! `whoami` answers with the `Authorization` header it received (which
-//! the broker must redact on the way back), `add` with `a + b`.
+//! the broker must redact on the way back), `add` with `a + b`, and
+//! `held` answers as events: a progress notification at once, the answer
+//! only after [`crate::tls_upstream::TlsUpstream::release`] (so a test can
+//! see the progress reach the agent before the answer, without timing).
 
 use serde_json::{json, Value};
 
@@ -16,7 +19,11 @@ use crate::tls_upstream::{send_chunk, write_whole, Io, Seen};
 /// The session id the server hands out.
 pub const SESSION: &str = "mcp-test-session-7";
 
-pub(crate) async fn respond(io: &mut Io, req: &Seen) -> std::io::Result<()> {
+pub(crate) async fn respond(
+    io: &mut Io,
+    req: &Seen,
+    release: &tokio::sync::Semaphore,
+) -> std::io::Result<()> {
     let auth = req.header("authorization").unwrap_or("(none)").to_string();
     let msg: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
@@ -66,6 +73,8 @@ pub(crate) async fn respond(io: &mut Io, req: &Seen) -> std::io::Result<()> {
             let tools = json!([
                 {"name": "whoami", "description": "the credential the server received",
                  "inputSchema": {"type": "object"}},
+                {"name": "held", "description": "answers when released",
+                 "inputSchema": {"type": "object"}},
                 {"name": "add", "description": "adds a and b",
                  "inputSchema": {"type": "object", "properties": {
                      "a": {"type": "number"}, "b": {"type": "number"}}}},
@@ -94,6 +103,27 @@ pub(crate) async fn respond(io: &mut Io, req: &Seen) -> std::io::Result<()> {
                 .pointer("/params/arguments")
                 .cloned()
                 .unwrap_or(json!({}));
+            if name == "held" {
+                let token = msg
+                    .pointer("/params/_meta/progressToken")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                                      "params": {"progressToken": token, "progress": 1, "total": 2}});
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+                use tokio::io::AsyncWriteExt;
+                io.write_all(head.as_bytes()).await?;
+                send_chunk(io, format!("data: {progress}\n\n").as_bytes()).await?;
+                release
+                    .acquire()
+                    .await
+                    .map_err(|_| std::io::Error::other("released for ever"))?
+                    .forget();
+                let done = answer(json!({"content": [{"type": "text", "text": "released"}]}));
+                send_chunk(io, format!("data: {done}\n\n").as_bytes()).await?;
+                io.write_all(b"0\r\n\r\n").await?;
+                return io.flush().await;
+            }
             let body = match name {
                 "whoami" => answer(json!({"content": [
                     {"type": "text", "text": format!("authorization={auth}")}]})),

@@ -330,7 +330,7 @@ async fn respond(io: &mut Io, req: &Seen, release: &tokio::sync::Semaphore) -> s
     let path = req.target.split('?').next().unwrap_or("");
     let parsed: Option<Value> = serde_json::from_slice(&req.body).ok();
     if path.ends_with("/mcp") {
-        return crate::mcp_http::respond(io, req).await;
+        return crate::mcp_http::respond(io, req, release).await;
     }
     if req.method == "POST" && path.ends_with("/chat/completions") {
         let model = parsed

@@ -6,8 +6,9 @@
 //! upstream (`[broker.testing]` resolves its host there and trusts the CA
 //! made at test time). Needs root.
 //!
-//! What is checked: the agent lists `web__whoami` and `web__add` (the
-//! server answers the listing as server-sent events), a call works, the
+//! What is checked: the agent lists `web__whoami`, `web__held` and
+//! `web__add` (the server answers the listing as server-sent events), a
+//! call works, progress streams through the broker before the answer, the
 //! server received the vault's secret as `Authorization: Bearer …` with
 //! the session id it handed out, the agent never sees the secret (the
 //! server echoes it; the broker redacts it), the broker and the gateway
@@ -144,6 +145,13 @@ impl Agent {
         }
     }
 
+    fn next_line(&mut self) -> Value {
+        let line = self.lines.next().expect("a message").unwrap();
+        self.all.push_str(&line);
+        self.all.push('\n');
+        serde_json::from_str(&line).unwrap()
+    }
+
     fn initialize(&mut self) {
         let init = self.request(
             1,
@@ -182,7 +190,7 @@ fn an_http_server_is_served_through_the_broker_which_alone_holds_the_credential(
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["web__whoami", "web__add"], "{list}");
+    assert_eq!(names, ["web__whoami", "web__held", "web__add"], "{list}");
 
     let add = agent.request(
         3,
@@ -190,6 +198,23 @@ fn an_http_server_is_served_through_the_broker_which_alone_holds_the_credential(
         json!({"name": "web__add", "arguments": {"a": 2, "b": 40}}),
     );
     assert_eq!(tool_text(&add), "42", "{add}");
+    // The progress event reaches the agent while the server still holds
+    // the answer: the broker and the gateway pass events as they come.
+    agent.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": {"name": "web__held", "arguments": {},
+                                  "_meta": {"progressToken": "agent-token"}}}));
+    let progress = agent.next_line();
+    assert_eq!(progress["method"], "notifications/progress", "{progress}");
+    assert_eq!(
+        progress["params"]["progressToken"], "agent-token",
+        "{progress}"
+    );
+    assert_eq!(progress["params"]["progress"], 1, "{progress}");
+    s.up.release();
+    let held = agent.next_line();
+    assert_eq!(held["id"], 5, "{held}");
+    assert_eq!(tool_text(&held), "released", "{held}");
+
     let who = agent.request(
         4,
         "tools/call",

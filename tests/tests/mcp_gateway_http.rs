@@ -19,6 +19,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use aivault_tests::tls_upstream::TlsUpstream;
 use aivault_tests::{bin, set_secret, token, Daemon, Options, User};
@@ -171,6 +172,15 @@ impl Agent {
     }
 }
 
+/// Waits (at most 30 s, then fails) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn tool_text(answer: &Value) -> String {
     answer["result"]["content"][0]["text"]
         .as_str()
@@ -246,7 +256,13 @@ fn an_http_server_is_served_through_the_broker_which_alone_holds_the_credential(
         .is_some_and(|a| a.contains("text/event-stream"))));
 
     // Audited twice: by the broker (the capability's request) and by the
-    // gateway (the tool call), both as alice.
+    // gateway (the tool call), both as alice. The gateway's reports are in
+    // once its session's end is (the daemon takes them in order).
+    eventually("the session's end is audited", || {
+        s.d.audit_records()
+            .iter()
+            .any(|r| r["op"] == "mcp.gateway" && r["detail"]["event"] == "end")
+    });
     let recs = s.d.audit_records();
     assert!(
         !recs.iter().any(|r| r.to_string().contains(&s.secret)),

@@ -62,6 +62,8 @@ pub struct RawServer {
     #[serde(default)]
     pub args: Vec<String>,
     pub url: Option<String>,
+    /// The broker capability a url server's requests go through.
+    pub capability: Option<String>,
     #[serde(default)]
     pub secrets: Vec<RawSecret>,
     pub sandbox: Option<RawSandbox>,
@@ -170,8 +172,80 @@ pub struct RawLimits {
 pub enum Transport {
     /// A jailed process speaking JSON-RPC over its stdio.
     Stdio { command: PathBuf, args: Vec<String> },
-    /// Streamable HTTP, reached through the broker's guards.
-    Http { url: String },
+    /// Streamable HTTP, reached through the broker's guards: each request
+    /// goes to the broker as `POST /<capability><path>`.
+    Http {
+        url: String,
+        /// The broker capability the requests go through.
+        capability: String,
+        /// The url's host (lower-cased): the capability must pin it.
+        host: String,
+        /// The url's path and query (`/mcp`, at least `/`).
+        path: String,
+    },
+}
+
+/// Splits `https://host/path?query` into its host and its path (with the
+/// query); refuses what the broker could not reach as written: another
+/// scheme, user information, a port, a fragment, no host.
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("url {url:?} must be https://"))?;
+    if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "url {url:?} holds whitespace or a control character"
+        ));
+    }
+    let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(cut);
+    if host.is_empty() {
+        return Err(format!("url {url:?} has no host"));
+    }
+    if host.contains('@') {
+        return Err(format!(
+            "url {url:?} holds user information; the broker adds the credential"
+        ));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "url {url:?} names a port; the broker reaches the capability's host on 443"
+        ));
+    }
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !host_ok {
+        return Err(format!("url {url:?}: {host:?} is not a host name"));
+    }
+    if tail.contains('#') {
+        return Err(format!("url {url:?} has a fragment"));
+    }
+    let path = match tail {
+        "" => "/".to_string(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_string(),
+    };
+    Ok((host.to_ascii_lowercase(), path))
+}
+
+/// A broker capability name as the broker spells them: 1-64 of `a-z`,
+/// `0-9`, `-`, `_`, `/`.
+fn capability_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "capability {name:?} is not a capability name (1-64 of a-z, 0-9, '-', '_', '/')"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +485,11 @@ impl RawServer {
         let transport = match (&self.command, &self.url) {
             (Some(command), None) => {
                 plain_path("command", command)?;
+                if self.capability.is_some() {
+                    return Err("capability is for a url server; a command is started, not \
+                                reached through the broker"
+                        .into());
+                }
                 if self.args.iter().any(|a| a.contains('\0')) {
                     return Err("an argument contains a NUL byte".into());
                 }
@@ -420,12 +499,7 @@ impl RawServer {
                 }
             }
             (None, Some(url)) => {
-                let rest = url
-                    .strip_prefix("https://")
-                    .ok_or_else(|| format!("url {url:?} must be https://"))?;
-                if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
-                    return Err(format!("url {url:?} has no host"));
-                }
+                let (host, path) = split_url(url)?;
                 if !self.args.is_empty() || !self.secrets.is_empty() || self.sandbox.is_some() {
                     return Err(
                         "args, secrets and sandbox are for a command; a url server is reached \
@@ -433,7 +507,19 @@ impl RawServer {
                             .into(),
                     );
                 }
-                Transport::Http { url: url.clone() }
+                let capability = self.capability.clone().ok_or_else(|| {
+                    format!(
+                        "url {url:?} needs capability = \"...\": the broker capability its \
+                         requests go through (which holds the credential)"
+                    )
+                })?;
+                capability_name(&capability)?;
+                Transport::Http {
+                    url: url.clone(),
+                    capability,
+                    host,
+                    path,
+                }
             }
             (Some(_), Some(_)) => return Err("give command or url, not both".into()),
             (None, None) => return Err("give command (a stdio server) or url".into()),
@@ -744,12 +830,68 @@ max_message = "4MiB"
                 .contains("not both")
         );
         assert!(
-            with("name = \"a\"\nurl = \"https://h/mcp\"\nsecrets = [{ name = \"T\" }]\n")
+            with("name = \"a\"\nurl = \"https://h/mcp\"\ncapability = \"c\"\nsecrets = [{ name = \"T\" }]\n")
                 .expect_err("secrets on url")
                 .contains("broker")
         );
-        let s = with("name = \"a\"\nurl = \"https://h.example/mcp\"\n").expect("url");
-        assert!(matches!(s[0].transport, Transport::Http { .. }));
+        let s = with("name = \"a\"\nurl = \"https://H.example/mcp\"\ncapability = \"ex/mcp\"\n")
+            .expect("url");
+        assert_eq!(
+            s[0].transport,
+            Transport::Http {
+                url: "https://H.example/mcp".into(),
+                capability: "ex/mcp".into(),
+                host: "h.example".into(),
+                path: "/mcp".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_url_server_names_the_capability_it_goes_through() {
+        let e = with("name = \"web\"\nurl = \"https://h.example/mcp\"\n").expect_err("none");
+        assert!(
+            e.contains("\"web\"") && e.contains("needs capability"),
+            "{e}"
+        );
+        let e = with("name = \"a\"\ncommand = \"/bin/x\"\ncapability = \"ex\"\n")
+            .expect_err("capability on a command");
+        assert!(e.contains("capability is for a url server"), "{e}");
+        for bad in ["", "Ex", "/ex", "ex/", "e x", &"c".repeat(65)] {
+            let e = with(&format!(
+                "name = \"a\"\nurl = \"https://h.example/mcp\"\ncapability = {bad:?}\n"
+            ))
+            .expect_err(bad);
+            assert!(e.contains("not a capability name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn urls_are_split_into_host_and_path_or_refused() {
+        let ok = |u: &str| split_url(u).expect(u);
+        assert_eq!(ok("https://h.example"), ("h.example".into(), "/".into()));
+        assert_eq!(ok("https://h.example/"), ("h.example".into(), "/".into()));
+        assert_eq!(
+            ok("https://h.example/a/mcp?x=1"),
+            ("h.example".into(), "/a/mcp?x=1".into())
+        );
+        assert_eq!(
+            ok("https://h.example?x=1"),
+            ("h.example".into(), "/?x=1".into())
+        );
+        for (bad, why) in [
+            ("http://h/mcp", "https"),
+            ("https:///mcp", "no host"),
+            ("https://", "no host"),
+            ("https://u:p@h/mcp", "user information"),
+            ("https://h:8443/mcp", "port"),
+            ("https://h/mcp#x", "fragment"),
+            ("https://h/m cp", "whitespace"),
+            ("https://h_x/mcp", "not a host name"),
+        ] {
+            let e = split_url(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

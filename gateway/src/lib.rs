@@ -15,7 +15,8 @@
 //! The session half: [`jsonrpc`] (bounded newline framing, [`jsonrpc::Outbox`]),
 //! [`upstream`] (the MCP client of one server, [`upstream::Upstream`]),
 //! [`pool`] (lazy start, restart with backoff, idle stop through a
-//! [`pool::Spawner`]), [`session`] (the aggregating server,
+//! [`pool::Spawner`]), [`http`] and [`sse`] (streamable-HTTP upstreams,
+//! reached through the broker, bridged to the same byte streams), [`session`] (the aggregating server,
 //! [`session::serve`]), and [`hooks`] (the [`hooks::Policy`] and
 //! [`hooks::Audit`] the other half plugs in).
 //!
@@ -40,7 +41,9 @@ pub mod walk;
 
 // The session (`docs/mcp-gateway.md`, "The session").
 pub mod hooks;
+pub mod http;
 pub mod jsonrpc;
 pub mod pool;
 pub mod session;
+pub mod sse;
 pub mod upstream;

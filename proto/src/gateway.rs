@@ -23,6 +23,13 @@
 //!    secret values the upstream holds, for the gateway's redactor only;
 //!    or [`ToGateway::UpstreamRefused`]. [`FromGateway::StopUpstream`]
 //!    stops it (so does the end of the session).
+//!    A url server is not started: for each HTTP request to it the gateway
+//!    asks [`FromGateway::OpenHttp`], and the daemon hands one end of a
+//!    fresh socket pair to the caller's broker, exactly as if the caller
+//!    had connected to the broker's endpoint, and the other to the gateway
+//!    in [`ToGateway::HttpOpened`]. The broker checks the capability the
+//!    server names, adds the credential and redacts the answer: the gateway
+//!    never holds it.
 //! 4. Every `tools/call` ends in [`FromGateway::Call`], every tool hidden
 //!    because of its definition in [`FromGateway::ToolHidden`]: names,
 //!    digests, hashes and counts, never a value.
@@ -82,7 +89,15 @@ pub enum ToGateway {
         server: String,
         secrets: Vec<(String, SecretBytes)>,
     },
-    /// Upstream `server` could not be started; `reason` holds no value.
+    /// A connection to the caller's broker for url server `server`,
+    /// asked for by `req` ([`FromGateway::OpenHttp`]), is the attached
+    /// socket: the broker serves it as a connection of the agent's caller.
+    HttpOpened {
+        req: u64,
+        server: String,
+    },
+    /// Upstream `server` could not be started, or no connection to the
+    /// broker opened for it; `reason` holds no value.
     UpstreamRefused {
         req: u64,
         server: String,
@@ -143,6 +158,13 @@ pub enum FromGateway {
     Confined(Result<Enforcement, String>),
     /// Start upstream `server` for this session.
     StartUpstream {
+        req: u64,
+        server: String,
+    },
+    /// One connection to the broker for url server `server` (one HTTP
+    /// exchange): answered [`ToGateway::HttpOpened`] or
+    /// [`ToGateway::UpstreamRefused`].
+    OpenHttp {
         req: u64,
         server: String,
     },

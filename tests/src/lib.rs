@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod mcp_http;
 pub mod mcp_stdio;
 pub mod real_upstreams;
 pub mod tls_upstream;

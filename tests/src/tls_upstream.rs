@@ -17,6 +17,7 @@
 //!
 //! * `…/redirect?to=URL` answers `302` to `URL` (redirect guards);
 //! * `…/bytes?n=N` answers `N` bytes of `a` (response size limits);
+//! * `…/mcp` is a streamable-HTTP MCP server ([`crate::mcp_http`]);
 //! * `…/status/NNN` answers status `NNN` with a `www-authenticate` header
 //!   carrying the credential (stripped response headers);
 //! * anything else a JSON echo: method, path, `authorization` and its
@@ -211,7 +212,7 @@ pub fn echo_text(authorization: Option<&str>, body: &[u8]) -> String {
     )
 }
 
-type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+pub(crate) type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// Serves requests on one connection until it closes or asks to.
 async fn serve(
@@ -328,6 +329,9 @@ async fn respond(io: &mut Io, req: &Seen, release: &tokio::sync::Semaphore) -> s
     );
     let path = req.target.split('?').next().unwrap_or("");
     let parsed: Option<Value> = serde_json::from_slice(&req.body).ok();
+    if path.ends_with("/mcp") {
+        return crate::mcp_http::respond(io, req, release).await;
+    }
     if req.method == "POST" && path.ends_with("/chat/completions") {
         let model = parsed
             .as_ref()
@@ -403,7 +407,7 @@ async fn respond(io: &mut Io, req: &Seen, release: &tokio::sync::Semaphore) -> s
     write_whole(io, 200, "OK", &common, "application/json", body.as_bytes()).await
 }
 
-async fn write_whole(
+pub(crate) async fn write_whole(
     io: &mut Io,
     status: u16,
     reason: &str,
@@ -468,7 +472,7 @@ async fn stream_events(
     io.flush().await
 }
 
-async fn send_chunk(io: &mut Io, data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn send_chunk(io: &mut Io, data: &[u8]) -> std::io::Result<()> {
     io.write_all(format!("{:x}\r\n", data.len()).as_bytes())
         .await?;
     io.write_all(data).await?;

@@ -9,7 +9,9 @@
 //! [`FromGateway::Confined`], and serves MCP on the agent connection it is
 //! handed ([`ToGateway::Agent`]) with the policy of what passes. Upstreams
 //! are started by the daemon on request ([`FromGateway::StartUpstream`]);
-//! their stdio arrives as a socket. Every call and every tool hidden for
+//! their stdio arrives as a socket. A url server's requests each go over a
+//! connection the daemon hands to the caller's broker
+//! ([`FromGateway::OpenHttp`]); the gateway itself has no TCP. Every call and every tool hidden for
 //! its definition is reported back for the audit, without values.
 //!
 //! It exits when the agent's stream ends, on [`ToGateway::Shutdown`], or
@@ -23,9 +25,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aivault_gateway::config::{parse_servers, ServerPolicy};
+use aivault_gateway::config::{parse_servers, ServerPolicy, Transport};
 use aivault_gateway::digest::argument_digest;
 use aivault_gateway::hooks::{Audit, CallRecord, Decision};
+use aivault_gateway::http::{self, Connector, HttpTarget, Stream as HttpStream};
 use aivault_gateway::pin::PinEvent;
 use aivault_gateway::policy::GatewayPolicy;
 use aivault_gateway::pool::{BoxFuture, Spawned, Spawner};
@@ -110,8 +113,15 @@ impl Control {
     }
 }
 
-type Started = Result<(u64, Vec<(String, SecretBytes)>, OwnedFd), String>;
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Started>>>>;
+/// The daemon's answer to a request of the gateway's.
+enum Answer {
+    /// `UpstreamStarted`: its number, its secrets, its stdio.
+    Started(u64, Vec<(String, SecretBytes)>, OwnedFd),
+    /// `HttpOpened`: a connection to the caller's broker.
+    Opened(OwnedFd),
+    Refused(String),
+}
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
 
 fn main() -> ExitCode {
     let Some(fd) = aivault_runner::sys::adopt_inherited_fd(CONTROL_FD) else {
@@ -214,7 +224,7 @@ fn pin_mode(
         control: Arc::clone(control),
         policy: Arc::clone(&policy),
         pending,
-        next: AtomicU64::new(1),
+        next: Arc::new(AtomicU64::new(1)),
     };
     let answer = runtime.block_on(async {
         let max_message = policy
@@ -303,12 +313,18 @@ fn read_control(control: &Control, pending: &Pending, mut buf: Vec<u8>) {
             ))) if fds.len() == 1 => {
                 let Some(fd) = fds.pop() else { continue };
                 if let Some(tx) = lock(pending).remove(&req) {
-                    let _ = tx.send(Ok((upstream, secrets, fd)));
+                    let _ = tx.send(Answer::Started(upstream, secrets, fd));
+                }
+            }
+            Ok(Some((ToGateway::HttpOpened { req, .. }, mut fds))) if fds.len() == 1 => {
+                let Some(fd) = fds.pop() else { continue };
+                if let Some(tx) = lock(pending).remove(&req) {
+                    let _ = tx.send(Answer::Opened(fd));
                 }
             }
             Ok(Some((ToGateway::UpstreamRefused { req, reason, .. }, _))) => {
                 if let Some(tx) = lock(pending).remove(&req) {
-                    let _ = tx.send(Err(reason));
+                    let _ = tx.send(Answer::Refused(reason));
                 }
             }
             Ok(Some((ToGateway::Shutdown, _))) | Ok(None) => std::process::exit(0),
@@ -363,7 +379,7 @@ async fn serve(
         control: Arc::clone(&control),
         policy: Arc::clone(&policy),
         pending,
-        next: AtomicU64::new(1),
+        next: Arc::new(AtomicU64::new(1)),
     });
     let hooks = Hooks {
         policy,
@@ -405,12 +421,61 @@ fn cut(s: &str) -> String {
 }
 
 /// Starts upstreams by asking the daemon; the answer's socket is the
-/// upstream's stdio, its secrets go to the redactor.
+/// upstream's stdio, its secrets go to the redactor. A url server is not
+/// started: it is bridged ([`aivault_gateway::http`]) over connections the
+/// daemon hands to the caller's broker, one per request.
 struct ControlSpawner {
     control: Arc<Control>,
     policy: Arc<GatewayPolicy>,
     pending: Pending,
-    next: AtomicU64,
+    next: Arc<AtomicU64>,
+}
+
+/// Asks the daemon for a connection to the caller's broker, for url server
+/// `server`: the daemon hands the other end over as the caller's own.
+struct ControlConnector {
+    control: Arc<Control>,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+    server: String,
+}
+
+/// Sends `msg` (built for request number `req`) and waits for its answer.
+async fn ask(
+    control: &Control,
+    pending: &Pending,
+    req: u64,
+    msg: &FromGateway,
+) -> Result<Answer, String> {
+    let (tx, rx) = oneshot::channel();
+    lock(pending).insert(req, tx);
+    if let Err(e) = control.send(msg) {
+        lock(pending).remove(&req);
+        return Err(format!("asking the daemon: {e}"));
+    }
+    rx.await
+        .map_err(|_| "the daemon did not answer".to_string())
+}
+
+impl Connector for ControlConnector {
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn HttpStream>, String>> {
+        Box::pin(async move {
+            let req = self.next.fetch_add(1, Ordering::Relaxed);
+            let msg = FromGateway::OpenHttp {
+                req,
+                server: self.server.clone(),
+            };
+            match ask(&self.control, &self.pending, req, &msg).await? {
+                Answer::Opened(fd) => {
+                    let stream = nonblocking_stream(fd)
+                        .map_err(|e| format!("the broker connection: {e}"))?;
+                    Ok(Box::new(stream) as Box<dyn HttpStream>)
+                }
+                Answer::Refused(why) => Err(why),
+                Answer::Started(..) => Err("the daemon answered another request".into()),
+            }
+        })
+    }
 }
 
 /// Dropped when the session is done with an upstream: the daemon stops it.
@@ -430,20 +495,41 @@ impl Drop for UpstreamGuard {
 impl Spawner for ControlSpawner {
     fn spawn<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<Spawned, String>> {
         Box::pin(async move {
+            let policy = self
+                .policy
+                .server(server)
+                .ok_or_else(|| format!("no server {server:?}"))?;
+            if let Transport::Http {
+                capability,
+                host,
+                path,
+                ..
+            } = &policy.transport
+            {
+                let max = usize::try_from(policy.limits.max_message).unwrap_or(usize::MAX);
+                let target = HttpTarget::new(server, capability, host, path, max);
+                let connector = Arc::new(ControlConnector {
+                    control: Arc::clone(&self.control),
+                    pending: Arc::clone(&self.pending),
+                    next: Arc::clone(&self.next),
+                    server: server.to_string(),
+                });
+                // Nothing of the credential reaches the gateway: the broker
+                // holds it and redacts it; the gateway's redactor has none.
+                self.policy.set_secrets(server, &[])?;
+                return Ok(http::bridge(connector, target));
+            }
             let req = self.next.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            lock(&self.pending).insert(req, tx);
-            let asked = self.control.send(&FromGateway::StartUpstream {
+            let msg = FromGateway::StartUpstream {
                 req,
                 server: server.to_string(),
-            });
-            if let Err(e) = asked {
-                lock(&self.pending).remove(&req);
-                return Err(format!("asking the daemon: {e}"));
-            }
-            let (upstream, secrets, fd) = rx
-                .await
-                .map_err(|_| "the daemon did not answer".to_string())??;
+            };
+            let (upstream, secrets, fd) = match ask(&self.control, &self.pending, req, &msg).await?
+            {
+                Answer::Started(upstream, secrets, fd) => (upstream, secrets, fd),
+                Answer::Refused(why) => return Err(why),
+                Answer::Opened(_) => return Err("the daemon answered another request".into()),
+            };
             let guard = UpstreamGuard {
                 control: Arc::clone(&self.control),
                 upstream,

@@ -18,7 +18,15 @@
 //! audits the start and starts it as a runner job under another fresh uid
 //! (`crate::run::upstream`), its stdio a socket whose other end goes to the
 //! gateway with the secret values (for the gateway's redactor only). Each
-//! upstream is stopped on `StopUpstream` and when the session ends. A
+//! upstream is stopped on `StopUpstream` and when the session ends.
+//!
+//! An `OpenHttp` names a url server of the caller's: the daemon makes a
+//! socket pair, hands one end to the caller's broker through the broker
+//! endpoint's own [`crate::broker::endpoint::Handover`] (the same limits,
+//! the same pool, the caller's identity: the agent's, not the gateway's
+//! run uid) and the other to the gateway. It reads neither: the broker
+//! parses the HTTP, decides by the capability the server names, holds the
+//! credential and redacts the answer. A
 //! policy change ends every session (and its upstreams): the agent's next
 //! connection is served under the new policy.
 
@@ -352,7 +360,9 @@ fn upstream_job(
         .mcp_server(server)
         .filter(|e| any || e.allows(&who))
         .ok_or("no such server for this caller")?;
-    let (command, args) = entry.command().ok_or("url servers are not served yet")?;
+    let (command, args) = entry
+        .command()
+        .ok_or("a url server is not started: its requests go through the broker (OpenHttp)")?;
     let command = crate::policy::resolve_command(&command.display().to_string(), &[])
         .map_err(|e| e.to_string())?;
     if crate::run::RunHost::is_sealed(daemon) {
@@ -458,6 +468,84 @@ async fn start_upstream(
     }
 }
 
+/// A connection to `caller`'s broker for url server `server`, for one
+/// HTTP exchange of the gateway's: the server must be one the caller may
+/// use (`any`: pin mode) and a url server; the broker takes the connection
+/// as the caller's own, as if the caller had connected to its endpoint,
+/// and decides by the capability's policy. Refusals are audited.
+async fn open_http(
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    any: bool,
+    control: Arc<Control>,
+    req: u64,
+    server: String,
+) {
+    let answer = match handed_to_broker(&daemon, caller, any, &server).await {
+        Ok(ours) => {
+            let msg = ToGateway::HttpOpened {
+                req,
+                server: server.clone(),
+            };
+            let _ = control.send(&msg, Some(ours.as_fd())).await;
+            return;
+        }
+        Err(why) => {
+            audit(
+                &daemon,
+                Entry::new(&caller, OP_UPSTREAM)
+                    .name(Some(server.as_str()))
+                    .outcome(Outcome::Failed, Some(why.as_str())),
+            );
+            ToGateway::UpstreamRefused {
+                req,
+                server,
+                reason: why,
+            }
+        }
+    };
+    let _ = control.send(&answer, None).await;
+}
+
+async fn handed_to_broker(
+    daemon: &Daemon,
+    caller: Caller,
+    any: bool,
+    server: &str,
+) -> Result<OwnedFd, String> {
+    {
+        let policy = daemon.policy();
+        let who = crate::ops::broker::who(&policy, &caller);
+        let entry = policy
+            .mcp_server(server)
+            .filter(|e| any || e.allows(&who))
+            .ok_or("no such server for this caller")?;
+        if entry.command().is_some() {
+            return Err("a stdio server is started, not reached over HTTP".into());
+        }
+    }
+    let handover = daemon
+        .broker_handover()
+        .ok_or("the broker is not running")?
+        .clone();
+    let _ticket = handover.admit(caller.uid)?;
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("cannot create a socket pair: {e}"))?;
+    match handover.pool().dispatch(caller, theirs).await {
+        Ok(()) => Ok(ours),
+        // Why a start failed is the daemon's log's, not the gateway's.
+        Err(refusal) => Err(match refusal.why {
+            crate::broker::pool::Refused::Start(_) => "the broker could not be started".into(),
+            other => format!("the broker refused: {other}"),
+        }),
+    }
+}
+
 fn bounded(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -473,9 +561,12 @@ pub fn check(msg: &FromGateway) -> Result<(), &'static str> {
         FromGateway::Confined(_) => Err("a second confinement report"),
         FromGateway::Pins(Ok(text)) if text.len() > MAX_CONTROL => Err("over-long pins"),
         FromGateway::Pins(_) => Ok(()),
-        FromGateway::StartUpstream { server, .. } if !name_ok(server) => {
+        FromGateway::StartUpstream { server, .. } | FromGateway::OpenHttp { server, .. }
+            if !name_ok(server) =>
+        {
             Err("a server name out of bounds")
         }
+        FromGateway::OpenHttp { .. } => Ok(()),
         FromGateway::StartUpstream { .. } | FromGateway::StopUpstream { .. } => Ok(()),
         FromGateway::Call(c) => {
             let names_ok = c.server.as_deref().is_none_or(name_ok)
@@ -644,6 +735,15 @@ impl Session {
                             .await;
                     });
                 }
+                FromGateway::OpenHttp { req, server } => {
+                    let daemon = Arc::clone(&self.daemon);
+                    let control = Arc::clone(&self.control);
+                    let caller = self.caller;
+                    let any = self.pinning;
+                    tokio::spawn(async move {
+                        open_http(daemon, caller, any, control, req, server).await;
+                    });
+                }
                 FromGateway::StopUpstream { upstream } => {
                     let stopped = lock(&upstreams).remove(&upstream);
                     if let Some((server, running)) = stopped {
@@ -714,6 +814,11 @@ mod tests {
             server: "fs".into()
         })
         .is_ok());
+        assert!(check(&FromGateway::OpenHttp {
+            req: 2,
+            server: "web".into()
+        })
+        .is_ok());
         let too_many: Vec<&str> = vec!["a"; MAX_ACTIONS + 1];
         for bad in [
             call(Some("fs"), "read", "not-a-digest", &[]),
@@ -728,6 +833,10 @@ mod tests {
             FromGateway::StartUpstream {
                 req: 1,
                 server: String::new(),
+            },
+            FromGateway::OpenHttp {
+                req: 1,
+                server: "a\u{7f}".into(),
             },
             FromGateway::Confined(Err("again".into())),
         ] {

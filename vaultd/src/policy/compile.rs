@@ -342,7 +342,7 @@ impl Builder {
     }
 
     /// Cross-file checks; the result is the policy.
-    pub fn finish(self) -> Result<Compiled, PolicyError> {
+    pub fn finish(mut self) -> Result<Compiled, PolicyError> {
         let mut rules = self.rules;
         for rule in &rules {
             for s in &rule.secrets {
@@ -399,6 +399,7 @@ impl Builder {
                 .find(|p| p.secret == secret && p.scope == scope)
                 .map(|p| (p.source.as_path(), p.commands.as_slice()))
         })?;
+        self.mcp.check_capabilities(&broker.capabilities)?;
         let mut compiled = Compiled {
             rules,
             grants: self.grants,

@@ -11,12 +11,14 @@
 //! root-owned and hashed, when the upstream starts), and a secret a
 //! `[[pin]]` ties to commands only given to one of those commands.
 //!
-//! Imports [`super::check`], [`super::error`] and [`super::schema`] only.
+//! Imports [`super::check`], [`super::error`], [`super::schema`] and the
+//! capabilities' entries ([`super::capability`], for url servers) only.
 
 use std::path::{Path, PathBuf};
 
 use aivault_gateway::config::{self as gw, RawServer, ServerPolicy, Transport};
 
+use super::capability::CapabilityEntry;
 use super::check::{identities, is_normal_absolute, valid_secret_name};
 use super::env::check_env_name;
 use super::error::{EntryError, PolicyError};
@@ -33,6 +35,9 @@ pub struct McpServerEntry {
     pub who_text: String,
     /// The table as the policy file spells it: what the gateway compiles.
     pub table: toml::Value,
+    /// What `policy check` warns of beyond the server's own text (a url
+    /// server's capability that does not admit all of its users).
+    pub warnings: Vec<String>,
 }
 
 impl McpServerEntry {
@@ -132,6 +137,7 @@ impl McpServers {
             groups,
             who_text,
             table: v.clone(),
+            warnings: Vec::new(),
         })
     }
 
@@ -162,6 +168,76 @@ impl McpServers {
                         },
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-checks with the broker's capabilities: a url server's
+    /// capability exists, pins the url's host as the one requests go to,
+    /// allows `POST` and the url's path. Whether it admits the caller is
+    /// the broker's to decide at each request.
+    pub fn check_capabilities(&mut self, caps: &[CapabilityEntry]) -> Result<(), PolicyError> {
+        for s in &mut self.servers {
+            let Transport::Http {
+                url,
+                capability,
+                host,
+                path,
+            } = &s.server.transport
+            else {
+                continue;
+            };
+            let fail = |why: String| PolicyError::Entry {
+                path: s.source.clone(),
+                entry: format!("mcp_server {:?}", s.name()),
+                error: EntryError::McpServer(why),
+            };
+            let cap = caps
+                .iter()
+                .find(|c| c.name() == capability)
+                .ok_or_else(|| fail(format!("capability {capability:?} is not defined")))?;
+            if cap.cap.hosts.first() != Some(host) {
+                return Err(fail(format!(
+                    "url {url:?}: capability {capability:?} sends its requests to {}, not {host}",
+                    cap.cap.hosts.first().map_or("no host", String::as_str)
+                )));
+            }
+            if !cap.cap.methods.iter().any(|m| m == "POST") {
+                return Err(fail(format!(
+                    "capability {capability:?} does not allow POST, which MCP over HTTP sends"
+                )));
+            }
+            let allowed = aivault_broker::path::check(path)
+                .is_ok_and(|p| cap.cap.paths.iter().any(|pat| pat.matches(&p)));
+            if !allowed {
+                return Err(fail(format!(
+                    "url {url:?}: capability {capability:?} does not allow the path {path}"
+                )));
+            }
+            // Users the capability lists by group may still be admitted;
+            // only what is certain is said.
+            let mut outside: Vec<String> = Vec::new();
+            if cap.groups.is_empty() {
+                outside.extend(
+                    s.users
+                        .iter()
+                        .filter(|u| !cap.users.contains(u))
+                        .map(|u| format!("uid {u}")),
+                );
+            }
+            outside.extend(
+                s.groups
+                    .iter()
+                    .filter(|g| !cap.groups.contains(g))
+                    .map(|g| format!("gid {g}")),
+            );
+            if !outside.is_empty() {
+                s.warnings.push(format!(
+                    "capability {capability} does not admit {}: the broker refuses their \
+                     requests, and they get no tools from this server",
+                    outside.join(", ")
+                ));
             }
         }
         Ok(())
@@ -199,7 +275,9 @@ fn report(s: &McpServerEntry) -> RuleReport {
         Transport::Stdio { command, .. } => {
             format!("the stdio MCP server {}", command.display())
         }
-        Transport::Http { url } => format!("the MCP server at {url}"),
+        Transport::Http {
+            url, capability, ..
+        } => format!("the MCP server at {url} (through capability {capability})"),
     };
     let mut effect = format!(
         "{} may use {what} through the gateway as {}__*",
@@ -215,10 +293,7 @@ fn report(s: &McpServerEntry) -> RuleReport {
             .collect();
         effect.push_str(&format!(", which is given {}", given.join(", ")));
     }
-    let mut warnings = Vec::new();
-    if matches!(s.server.transport, Transport::Http { .. }) {
-        warnings.push("url servers are not served yet: the gateway refuses to start them".into());
-    }
+    let mut warnings = s.warnings.clone();
     if !s.server.tools.require_pin && s.server.tools.pins.is_empty() {
         warnings.push(
             "no tool is pinned: a changed tool definition is not noticed (vaultctl mcp-gateway pin)"

@@ -136,3 +136,92 @@ fn a_pinned_secret_goes_only_to_a_pinned_command() {
     assert!(e.contains("pinned to other commands"), "{e}");
     parse(&pin("/usr/bin/mcp-fs")).unwrap();
 }
+
+const WEB: &str = r#"
+[[capability]]
+name = "example/mcp"
+hosts = ["mcp.example.com"]
+methods = ["POST", "GET", "DELETE"]
+paths = ["/mcp"]
+secret = "EXAMPLE_TOKEN"
+auth = { kind = "header", header = "authorization", template = "Bearer {{secret}}" }
+users = [1000]
+
+[[mcp_server]]
+name = "web"
+url = "https://mcp.example.com/mcp"
+capability = "example/mcp"
+users = [1000]
+"#;
+
+#[test]
+fn a_url_server_loads_through_a_capability_that_pins_its_host_and_path() {
+    let p = parse(WEB).unwrap();
+    let s = p.mcp_server("web").expect("web loaded");
+    assert!(s.command().is_none());
+    let report = p
+        .explain()
+        .into_iter()
+        .find(|r| r.rule == "mcp_server web")
+        .unwrap();
+    assert!(report.effect.contains("example/mcp"), "{}", report.effect);
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("does not admit")),
+        "{:?}",
+        report.warnings
+    );
+    // A user of the server the capability does not list is warned of.
+    let (head, _) = WEB.rsplit_once("users = [1000]").unwrap();
+    let p = parse(&format!("{head}users = [1000, 1001]\n")).unwrap();
+    let report = p
+        .explain()
+        .into_iter()
+        .find(|r| r.rule == "mcp_server web")
+        .unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not admit uid 1001")),
+        "{:?}",
+        report.warnings
+    );
+    let text = p.gateway_text(&who(1000)).unwrap();
+    assert!(aivault_gateway::config::parse_servers(&text).is_ok());
+}
+
+#[test]
+fn a_url_server_whose_capability_cannot_carry_it_is_refused() {
+    for (from, to, why) in [
+        (
+            "capability = \"example/mcp\"\nusers",
+            "capability = \"other\"\nusers",
+            "capability \"other\" is not defined",
+        ),
+        (
+            "url = \"https://mcp.example.com/mcp\"",
+            "url = \"https://elsewhere.example.com/mcp\"",
+            "sends its requests to mcp.example.com, not elsewhere.example.com",
+        ),
+        (
+            "url = \"https://mcp.example.com/mcp\"",
+            "url = \"https://mcp.example.com/other\"",
+            "does not allow the path /other",
+        ),
+        (
+            "methods = [\"POST\", \"GET\", \"DELETE\"]",
+            "methods = [\"GET\"]",
+            "does not allow POST",
+        ),
+        (
+            "capability = \"example/mcp\"\nusers",
+            "users",
+            "needs capability",
+        ),
+    ] {
+        let e = parse_err(&WEB.replace(from, to));
+        assert!(e.contains(why), "{to}: {e}");
+        assert!(e.contains("mcp_server \"web\""), "{e}");
+        assert!(e.contains(FILE), "{e}");
+    }
+}

@@ -14,11 +14,11 @@
 //! pool kills a broker that sends one.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use aivault_proto::broker::{FromBroker, ToBroker, MAX_CONTROL};
-use tokio::io::unix::AsyncFd;
-use zeroize::Zeroizing;
+
+use crate::jail::control;
 
 /// Longest capability name a broker may name.
 pub const MAX_CAPABILITY: usize = 256;
@@ -29,139 +29,46 @@ pub const MAX_PATH: usize = 8 * 1024;
 /// Longest error text of a `Done` or a refused confinement.
 pub const MAX_ERROR: usize = 4096;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("the control socket failed: {0}")]
-    Io(#[from] io::Error),
-    #[error("a message of {0} bytes is over the control channel's limit")]
-    TooLarge(usize),
-    #[error("cannot encode a control message: {0}")]
-    Encode(postcard::Error),
-    #[error("the broker sent a message that does not decode")]
-    Malformed,
-    #[error("the broker sent descriptors")]
-    Descriptors,
-    #[error("the broker sent {0}")]
-    OutOfBounds(&'static str),
-}
+pub use crate::jail::control::ControlError;
 
-/// The daemon's end of a control channel.
+/// The daemon's end of a broker's control channel: the jailed processes'
+/// channel ([`crate::jail::control`]) with the broker's messages, each
+/// received one checked ([`check`]) before it is returned.
 #[derive(Debug)]
-pub struct Control {
-    sock: AsyncFd<OwnedFd>,
-}
+pub struct Control(control::Control);
 
 /// A new socket pair: the daemon's end (non-blocking, on the runtime) and
 /// the broker's (blocking, close-on-exec; the jail host makes it the
 /// broker's descriptor 3). Call it within the runtime.
 pub fn pair() -> io::Result<(Control, OwnedFd)> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    // A datagram must fit the sender's buffer: room for the largest one
-    // either way (the kernel doubles what it is asked for, up to twice
-    // `net.core.wmem_max`, at least 425984 bytes by default).
-    for end in [&ours, &theirs] {
-        nix::sys::socket::setsockopt(end, nix::sys::socket::sockopt::SndBuf, &MAX_CONTROL)?;
-    }
-    // Each end is its own open file: only ours becomes non-blocking.
-    let flags = OFlag::from_bits_truncate(fcntl(ours.as_raw_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        ours.as_raw_fd(),
-        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-    )?;
-    Ok((
-        Control {
-            sock: crate::sys::async_fd(ours)?,
-        },
-        theirs,
-    ))
+    let (ours, theirs) = control::pair(MAX_CONTROL)?;
+    Ok((Control(ours), theirs))
 }
 
 impl Control {
-    /// Sends `msg`, with `conn` attached if given.
+    /// Sends `msg`, with `conn` attached if given (a `Grant` is encoded
+    /// into a buffer wiped after sending).
     pub async fn send(
         &self,
         msg: &ToBroker,
         conn: Option<BorrowedFd<'_>>,
     ) -> Result<(), ControlError> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let body = Zeroizing::new(postcard::to_stdvec(msg).map_err(ControlError::Encode)?);
-        if body.len() > MAX_CONTROL {
-            return Err(ControlError::TooLarge(body.len()));
-        }
-        let raw: Vec<std::os::fd::RawFd> = conn.iter().map(|f| f.as_raw_fd()).collect();
-        loop {
-            let mut ready = self.sock.writable().await?;
-            let sent = ready.try_io(|sock| {
-                let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![ControlMessage::ScmRights(&raw)]
-                };
-                let iov = [io::IoSlice::new(&body)];
-                loop {
-                    match sendmsg::<()>(
-                        sock.as_raw_fd(),
-                        &iov,
-                        &cmsgs,
-                        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                        None,
-                    ) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        other => return other.map_err(io::Error::from),
-                    }
-                }
-            });
-            match sent {
-                Ok(Ok(n)) if n == body.len() => return Ok(()),
-                Ok(Ok(_)) => return Err(io::Error::other("a short datagram write").into()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => continue,
-            }
-        }
+        self.0.send(msg, conn).await
     }
 
-    /// Receives one message into `buf` (at least [`MAX_CONTROL`] bytes,
-    /// kept by the reader); `None` once the broker's end is closed. The
-    /// message is checked ([`check`]) before it is returned.
+    /// Receives one message into `buf` (kept by the reader); `None` once
+    /// the broker's end is closed.
     pub async fn recv(&self, buf: &mut Vec<u8>) -> Result<Option<FromBroker>, ControlError> {
-        // One byte more than the limit: a datagram that fills it is over.
-        buf.resize(MAX_CONTROL + 1, 0);
-        let (n, fds) = loop {
-            let mut ready = self.sock.readable().await?;
-            match ready.try_io(|sock| crate::sys::recv_with_fds(sock.get_ref(), buf)) {
-                Ok(Ok(got)) => break got,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(ControlError::TooLarge(buf.len()))
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => continue,
-            }
-        };
-        if !fds.is_empty() {
-            return Err(ControlError::Descriptors);
+        let msg = self.0.recv::<FromBroker>(buf).await?;
+        if let Some(m) = &msg {
+            check(m).map_err(ControlError::OutOfBounds)?;
         }
-        if n == 0 {
-            return Ok(None);
-        }
-        if n > MAX_CONTROL {
-            return Err(ControlError::TooLarge(n));
-        }
-        let msg: FromBroker =
-            postcard::from_bytes(&buf[..n]).map_err(|_| ControlError::Malformed)?;
-        check(&msg).map_err(ControlError::OutOfBounds)?;
-        Ok(Some(msg))
+        Ok(msg)
     }
 
     /// The daemon's end (for tests).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get_ref().as_fd()
+        self.0.as_fd()
     }
 }
 
@@ -223,6 +130,7 @@ pub fn check(msg: &FromBroker) -> Result<(), &'static str> {
 mod tests {
     use super::*;
     use aivault_proto::SecretBytes;
+    use std::os::fd::AsFd;
 
     fn authorize(capability: &str, method: &str, path: &str) -> FromBroker {
         FromBroker::Authorize {

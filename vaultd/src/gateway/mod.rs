@@ -30,8 +30,6 @@
 //! policy change ends every session (and its upstreams): the agent's next
 //! connection is served under the new policy.
 
-pub mod control;
-
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -45,12 +43,12 @@ use serde_json::json;
 use crate::audit::gate::Entry;
 use crate::audit::Outcome;
 use crate::caller::Caller;
+use crate::jail::control::{self, Control};
 use crate::jail::{JailKind, Jailed, SpawnRequest};
 use crate::ops::Daemon;
 use crate::run::spawn::{self, RunDirs};
 use crate::run::uidpool::UidLease;
 use crate::run::upstream::{RunningUpstream, UpstreamJob};
-use control::Control;
 
 pub const OP_GATEWAY: &str = "mcp.gateway";
 pub const OP_UPSTREAM: &str = "mcp.upstream";

@@ -23,6 +23,7 @@
 //! it. See docs/runner-sandbox.md.
 
 pub mod client;
+pub mod control;
 pub mod host;
 pub mod wire;
 

@@ -6,9 +6,9 @@
 //! encoded into buffers wiped after sending.
 //!
 //! What the process sends is untrusted: a datagram over the limit, one
-//! carrying descriptors, or one that does not decode is an error.
-//! (The broker's channel, `crate::broker::control`, is the same with its
-//! own messages and checks.)
+//! carrying descriptors, or one that does not decode is an error; each
+//! kind's own bounds on the fields come on top (the broker's:
+//! `crate::broker::control::check`, the gateway's: `crate::gateway`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -30,6 +30,8 @@ pub enum ControlError {
     Malformed,
     #[error("the process sent descriptors")]
     Descriptors,
+    #[error("the process sent {0}")]
+    OutOfBounds(&'static str),
 }
 
 /// The daemon's end of a control channel whose datagrams are at most

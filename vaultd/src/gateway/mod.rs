@@ -404,19 +404,7 @@ async fn start_upstream(
     id: u64,
     server: String,
 ) {
-    let refuse = |why: String| {
-        audit(
-            &daemon,
-            Entry::new(&caller, OP_UPSTREAM)
-                .name(Some(server.as_str()))
-                .outcome(Outcome::Failed, Some(why.as_str())),
-        );
-        ToGateway::UpstreamRefused {
-            req,
-            server: server.clone(),
-            reason: why,
-        }
-    };
+    let refuse = |why: String| upstream_refused(&daemon, &caller, req, &server, why);
     let d = Arc::clone(&daemon);
     let s = server.clone();
     let job = tokio::task::spawn_blocking(move || upstream_job(&d, &caller, any, &s))
@@ -466,6 +454,28 @@ async fn start_upstream(
     }
 }
 
+/// The answer refusing request `req` for `server`, audited as a failed
+/// `mcp.upstream` with the reason.
+fn upstream_refused(
+    daemon: &Daemon,
+    caller: &Caller,
+    req: u64,
+    server: &str,
+    why: String,
+) -> ToGateway {
+    audit(
+        daemon,
+        Entry::new(caller, OP_UPSTREAM)
+            .name(Some(server))
+            .outcome(Outcome::Failed, Some(why.as_str())),
+    );
+    ToGateway::UpstreamRefused {
+        req,
+        server: server.to_string(),
+        reason: why,
+    }
+}
+
 /// A connection to `caller`'s broker for url server `server`, for one
 /// HTTP exchange of the gateway's: the server must be one the caller may
 /// use (`any`: pin mode) and a url server; the broker takes the connection
@@ -488,19 +498,7 @@ async fn open_http(
             let _ = control.send(&msg, Some(ours.as_fd())).await;
             return;
         }
-        Err(why) => {
-            audit(
-                &daemon,
-                Entry::new(&caller, OP_UPSTREAM)
-                    .name(Some(server.as_str()))
-                    .outcome(Outcome::Failed, Some(why.as_str())),
-            );
-            ToGateway::UpstreamRefused {
-                req,
-                server,
-                reason: why,
-            }
-        }
+        Err(why) => upstream_refused(&daemon, &caller, req, &server, why),
     };
     let _ = control.send(&answer, None).await;
 }

@@ -78,7 +78,7 @@ impl Control {
         msg: &T,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<(), ControlError> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use nix::sys::socket::MsgFlags;
         let body = Zeroizing::new(postcard::to_stdvec(msg).map_err(ControlError::Encode)?);
         if body.len() > self.limit {
             return Err(ControlError::TooLarge(body.len()));
@@ -87,24 +87,7 @@ impl Control {
         loop {
             let mut ready = self.sock.writable().await?;
             let sent = ready.try_io(|sock| {
-                let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![ControlMessage::ScmRights(&raw)]
-                };
-                let iov = [io::IoSlice::new(&body)];
-                loop {
-                    match sendmsg::<()>(
-                        sock.as_raw_fd(),
-                        &iov,
-                        &cmsgs,
-                        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                        None,
-                    ) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        other => return other.map_err(io::Error::from),
-                    }
-                }
+                super::wire::send_datagram(sock.as_fd(), &body, &raw, MsgFlags::MSG_DONTWAIT)
             });
             match sent {
                 Ok(Ok(n)) if n == body.len() => return Ok(()),

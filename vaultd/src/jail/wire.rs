@@ -7,7 +7,7 @@
 //! process will be told.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -128,7 +128,7 @@ pub enum Reply {
 
 /// Sends `msg` as one datagram, with `fds` attached.
 pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use nix::sys::socket::MsgFlags;
     let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
     if body.len() > MAX_MESSAGE {
         return Err(io::Error::new(
@@ -136,19 +136,39 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>])
             "message too large",
         ));
     }
-    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    match send_datagram(sock, &body, &raw, MsgFlags::empty())? {
+        n if n == body.len() => Ok(()),
+        _ => Err(io::Error::other("short datagram write")),
+    }
+}
+
+/// One `sendmsg` of `body` with `fds` attached (`SCM_RIGHTS`), retried on
+/// `EINTR`, never raising `SIGPIPE`; the bytes sent. (Shared with the
+/// non-blocking channel, `super::control`, which adds `MSG_DONTWAIT`.)
+pub fn send_datagram(
+    sock: BorrowedFd<'_>,
+    body: &[u8],
+    fds: &[RawFd],
+    flags: nix::sys::socket::MsgFlags,
+) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
         Vec::new()
     } else {
-        vec![ControlMessage::ScmRights(&raw)]
+        vec![ControlMessage::ScmRights(fds)]
     };
-    let iov = [io::IoSlice::new(&body)];
+    let iov = [io::IoSlice::new(body)];
     loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(n) if n == body.len() => return Ok(()),
-            Ok(_) => return Err(io::Error::other("short datagram write")),
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            flags | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            other => return other.map_err(io::Error::from),
         }
     }
 }
